@@ -1,0 +1,246 @@
+//! Every setting of the binary: flags, each with an environment variable (clap), their defaults,
+//! and their validation. A bad value fails at start with a message that names the setting.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::lock::key::parse_bucket;
+use crate::lock::EngineConfig;
+use crate::store::s3::S3Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "s3lock", version, about = "Distributed locks over HTTP, kept in an S3 bucket")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the lock server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// The embedded store: files in --data-dir, durable, one process per directory.
+    Local,
+    /// An S3 bucket (AWS or any S3-compatible store that enforces conditional writes).
+    S3,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "S3LOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where lock state lives.
+    #[arg(long, env = "S3LOCK_STORE", value_enum, default_value = "local")]
+    pub store: StoreKind,
+    /// Data directory of the local store.
+    #[arg(long, env = "S3LOCK_DATA_DIR", default_value = "./s3lock-data")]
+    pub data_dir: PathBuf,
+    /// Default bucket (required with --store s3; "default" for the local store).
+    #[arg(long, env = "S3LOCK_BUCKET")]
+    pub bucket: Option<String>,
+    /// Other buckets a request may name under /buckets/{bucket}/..., comma-separated.
+    #[arg(long, env = "S3LOCK_ALLOWED_BUCKETS", value_delimiter = ',')]
+    pub allowed_buckets: Vec<String>,
+    /// Prefix of every lock's object key.
+    #[arg(long, env = "S3LOCK_PREFIX", default_value = "locks/")]
+    pub prefix: String,
+    /// Lease length in seconds when a request names none.
+    #[arg(long, env = "S3LOCK_DEFAULT_TTL", default_value_t = 60)]
+    pub default_ttl: u64,
+    /// Longest lease a request may ask for, in seconds.
+    #[arg(long, env = "S3LOCK_MAX_TTL", default_value_t = 3600)]
+    pub max_ttl: u64,
+    /// Longest time an acquire may wait for a held lock, in seconds.
+    #[arg(long, env = "S3LOCK_MAX_WAIT", default_value_t = 60)]
+    pub max_wait: u64,
+    /// Use path-style S3 addressing (most self-hosted S3 servers need it).
+    #[arg(long, env = "S3LOCK_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// S3 endpoint URL (AWS_ENDPOINT_URL is honoured too).
+    #[arg(long, env = "S3LOCK_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Seconds one S3 call may take, the SDK's retries included.
+    #[arg(long, env = "S3LOCK_S3_TIMEOUT", default_value_t = 10)]
+    pub s3_timeout: u64,
+    /// Skip the start-up proof that the S3 store enforces conditional writes. Dangerous: on a
+    /// store that ignores them, one lock can be granted to many holders.
+    #[arg(long, env = "S3LOCK_SKIP_STORE_CHECK")]
+    pub skip_store_check: bool,
+    /// Extra seconds a request may take beyond the longest wait before it is cut off.
+    #[arg(long, env = "S3LOCK_REQUEST_TIMEOUT_MARGIN", default_value_t = 30)]
+    pub request_timeout_margin: u64,
+    /// Create the default and allowed buckets on the S3 store if they are missing.
+    #[arg(long, env = "S3LOCK_CREATE_BUCKETS")]
+    pub create_buckets: bool,
+}
+
+/// The validated serve configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub engine: EngineConfig,
+    pub skip_store_check: bool,
+    pub create_buckets: bool,
+    /// The longest a request may run: the longest wait plus a margin for the store's calls.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Local { data_dir: PathBuf },
+    S3(S3Settings),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl ServeArgs {
+    pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
+        let default_bucket = match (&self.bucket, self.store) {
+            (Some(b), _) => b.clone(),
+            (None, StoreKind::Local) => "default".to_owned(),
+            (None, StoreKind::S3) => {
+                return Err(bad(
+                    "S3LOCK_BUCKET (--bucket)",
+                    "a bucket is required with the s3 store",
+                ))
+            }
+        };
+        parse_bucket(&default_bucket).map_err(|r| bad("S3LOCK_BUCKET (--bucket)", r))?;
+        let mut allowed_buckets = BTreeSet::from([default_bucket.clone()]);
+        for b in self.allowed_buckets.iter().map(|b| b.trim()).filter(|b| !b.is_empty()) {
+            parse_bucket(b).map_err(|r| bad("S3LOCK_ALLOWED_BUCKETS (--allowed-buckets)", r))?;
+            allowed_buckets.insert(b.to_owned());
+        }
+        if self.prefix.chars().any(char::is_control) || self.prefix.starts_with('/') {
+            return Err(bad(
+                "S3LOCK_PREFIX (--prefix)",
+                "must not start with '/' or contain control characters",
+            ));
+        }
+        if self.prefix.len() > 256 {
+            return Err(bad("S3LOCK_PREFIX (--prefix)", "must be at most 256 bytes"));
+        }
+        if self.max_ttl == 0 {
+            return Err(bad("S3LOCK_MAX_TTL (--max-ttl)", "must be at least 1 second"));
+        }
+        if self.default_ttl == 0 || self.default_ttl > self.max_ttl {
+            return Err(bad(
+                "S3LOCK_DEFAULT_TTL (--default-ttl)",
+                format!("must be between 1 and S3LOCK_MAX_TTL ({})", self.max_ttl),
+            ));
+        }
+        if self.max_wait > 3600 {
+            return Err(bad("S3LOCK_MAX_WAIT (--max-wait)", "must be at most 3600 seconds"));
+        }
+        if self.s3_timeout == 0 || self.s3_timeout > 300 {
+            return Err(bad("S3LOCK_S3_TIMEOUT (--s3-timeout)", "must be 1 to 300 seconds"));
+        }
+        let store = match self.store {
+            StoreKind::Local => StoreConfig::Local {
+                data_dir: self.data_dir.clone(),
+            },
+            StoreKind::S3 => {
+                if let Some(endpoint) = &self.s3_endpoint {
+                    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                        return Err(bad(
+                            "S3LOCK_S3_ENDPOINT (--s3-endpoint)",
+                            "must be an http:// or https:// URL",
+                        ));
+                    }
+                }
+                StoreConfig::S3(S3Settings {
+                    endpoint: self.s3_endpoint.clone(),
+                    path_style: self.s3_path_style,
+                    operation_timeout: Duration::from_secs(self.s3_timeout),
+                })
+            }
+        };
+        Ok(ServeConfig {
+            listen: self.listen,
+            store,
+            engine: EngineConfig {
+                default_bucket,
+                allowed_buckets,
+                prefix: self.prefix.clone(),
+                default_ttl: self.default_ttl,
+                max_ttl: self.max_ttl,
+                max_wait: Duration::from_secs(self.max_wait),
+            },
+            skip_store_check: self.skip_store_check,
+            create_buckets: self.create_buckets,
+            request_timeout: Duration::from_secs(
+                self.max_wait + self.request_timeout_margin.max(1) + self.s3_timeout,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut argv = vec!["s3lock", "serve"];
+        argv.extend_from_slice(args);
+        let Command::Serve(a) = Cli::try_parse_from(argv).unwrap().command;
+        a.validate()
+    }
+
+    #[test]
+    fn no_configuration_gives_the_local_store_on_loopback() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(matches!(c.store, StoreConfig::Local { .. }));
+        assert_eq!(c.engine.default_bucket, "default");
+        assert_eq!(c.engine.prefix, "locks/");
+        assert_eq!((c.engine.default_ttl, c.engine.max_ttl), (60, 3600));
+    }
+
+    #[test]
+    fn the_s3_store_requires_a_bucket_and_names_the_setting() {
+        let err = serve(&["--store", "s3"]).unwrap_err();
+        assert!(err.to_string().contains("S3LOCK_BUCKET"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (args, setting) in [
+            (vec!["--max-ttl", "0"], "S3LOCK_MAX_TTL"),
+            (vec!["--default-ttl", "4000"], "S3LOCK_DEFAULT_TTL"),
+            (vec!["--bucket", "Bad_Bucket"], "S3LOCK_BUCKET"),
+            (vec!["--allowed-buckets", "ok-one,x"], "S3LOCK_ALLOWED_BUCKETS"),
+        ] {
+            let err = serve(&args).unwrap_err();
+            assert!(err.to_string().contains(setting), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_default_bucket_is_always_allowed() {
+        let c = serve(&["--bucket", "main-b", "--allowed-buckets", "other-b, third-b"]).unwrap();
+        let allowed: Vec<_> = c.engine.allowed_buckets.iter().cloned().collect();
+        assert_eq!(allowed, ["main-b", "other-b", "third-b"]);
+    }
+}

@@ -1,0 +1,169 @@
+//! The one table from outcomes to HTTP statuses. Every error answer is `application/problem+json`
+//! (RFC 9457) with a stable `type`; details of 5xx answers go to the log, never to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::lock::document::format_seed_time;
+use crate::lock::LockError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 409 `lock-held`, with `owner`, `expires_at` and `Retry-After`.
+    Held {
+        owner: String,
+        expires_at: DateTime<Utc>,
+        retry_after_secs: u64,
+    },
+    /// 409 `not-holder`.
+    NotHolder(String),
+    /// 409 `lock-unreadable`: the stored object is not a lock document; nothing was written.
+    Unreadable(String),
+    /// 404 `lock-not-found`.
+    LockNotFound,
+    /// 400 `invalid-input`, naming the field.
+    InvalidInput { field: &'static str, reason: String },
+    /// 400 `malformed-body`: not JSON, wrong types, unknown fields.
+    MalformedBody(String),
+    /// 403 `bucket-not-allowed`.
+    BucketNotAllowed(String),
+    /// 413 `body-too-large`.
+    BodyTooLarge,
+    /// 415 `unsupported-media-type`.
+    UnsupportedMediaType,
+    /// 404 `not-found`: no such route.
+    RouteNotFound,
+    /// 405 `method-not-allowed`.
+    MethodNotAllowed,
+    /// 503 `contended`, with `Retry-After`.
+    Contended,
+    /// 503 `store-unavailable`, with `Retry-After`: nothing was granted.
+    StoreUnavailable(String),
+    /// 502 `store-error`: the store refused (missing bucket, credentials).
+    StoreRefused(String),
+    /// 503 `timeout`: the request ran past the server's request timeout.
+    Timeout,
+}
+
+impl ApiError {
+    /// The whole table: status, `type`, title.
+    fn describe(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Held { .. } => (StatusCode::CONFLICT, "lock-held", "The lock is held by another owner"),
+            NotHolder(_) => (StatusCode::CONFLICT, "not-holder", "The token does not hold this lock"),
+            Unreadable(_) => (StatusCode::CONFLICT, "lock-unreadable", "The stored lock document cannot be read"),
+            LockNotFound => (StatusCode::NOT_FOUND, "lock-not-found", "The lock does not exist"),
+            InvalidInput { .. } => (StatusCode::BAD_REQUEST, "invalid-input", "Invalid input"),
+            MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed-body", "Malformed request body"),
+            BucketNotAllowed(_) => (StatusCode::FORBIDDEN, "bucket-not-allowed", "Bucket not allowed"),
+            BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type"),
+            RouteNotFound => (StatusCode::NOT_FOUND, "not-found", "No such route"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Contended => (StatusCode::SERVICE_UNAVAILABLE, "contended", "The lock is contended; try again"),
+            StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "The lock store is unavailable"),
+            StoreRefused(_) => (StatusCode::BAD_GATEWAY, "store-error", "The lock store refused the request"),
+            Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "The request timed out"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        use ApiError::*;
+        match self {
+            Held { owner, expires_at, .. } => {
+                format!("held by {owner} until {}", format_seed_time(expires_at))
+            }
+            NotHolder(d) | Unreadable(d) | MalformedBody(d) => d.clone(),
+            InvalidInput { field, reason } => format!("{field}: {reason}"),
+            BucketNotAllowed(b) => format!("bucket {b:?} is not allowed by this server"),
+            LockNotFound => "no lock has ever been taken under this key".into(),
+            BodyTooLarge => "the request body is larger than this server accepts".into(),
+            UnsupportedMediaType => "send the body as application/json".into(),
+            RouteNotFound => "see the README for the routes".into(),
+            MethodNotAllowed => "this route does not take that method".into(),
+            Contended => "writers kept racing on this lock".into(),
+            StoreUnavailable(_) => "the lock store could not be reached; nothing was granted".into(),
+            StoreRefused(_) => "the lock store refused the request; see the server log".into(),
+            Timeout => "the request took longer than the server allows".into(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Held { retry_after_secs, .. } => Some(*retry_after_secs),
+            ApiError::Contended | ApiError::StoreUnavailable(_) | ApiError::Timeout => Some(1),
+            _ => None,
+        }
+    }
+
+    pub fn from_lock(e: LockError, now: DateTime<Utc>) -> Self {
+        match e {
+            LockError::Held { owner, expires_at } => {
+                let ms = (expires_at - now).num_milliseconds().max(0);
+                ApiError::Held {
+                    owner,
+                    expires_at,
+                    retry_after_secs: u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1),
+                }
+            }
+            LockError::NotHolder(d) => ApiError::NotHolder(d),
+            LockError::NotFound => ApiError::LockNotFound,
+            LockError::InvalidInput { field, reason } => ApiError::InvalidInput { field, reason },
+            LockError::BucketNotAllowed(b) => ApiError::BucketNotAllowed(b),
+            LockError::Unreadable(d) => ApiError::Unreadable(d),
+            LockError::Contended => ApiError::Contended,
+            LockError::StoreUnavailable(d) => ApiError::StoreUnavailable(d),
+            LockError::StoreRefused(d) => ApiError::StoreRefused(d),
+        }
+    }
+
+    /// Rebuilds a framework-made error response (an empty 405, 408, 413…) as a problem.
+    pub fn from_status(status: StatusCode) -> Option<Self> {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => Some(ApiError::MethodNotAllowed),
+            StatusCode::PAYLOAD_TOO_LARGE => Some(ApiError::BodyTooLarge),
+            StatusCode::REQUEST_TIMEOUT => Some(ApiError::Timeout),
+            StatusCode::NOT_FOUND => Some(ApiError::RouteNotFound),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.describe();
+        match &self {
+            ApiError::StoreUnavailable(cause) | ApiError::StoreRefused(cause) => {
+                tracing::warn!(problem = kind, %cause, "store error")
+            }
+            _ => tracing::debug!(problem = kind, detail = %self.detail(), "request refused"),
+        }
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("urn:s3lock:problem:{kind}")));
+        body.insert("title".into(), json!(title));
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        match &self {
+            ApiError::Held { owner, expires_at, .. } => {
+                body.insert("owner".into(), json!(owner));
+                body.insert("expires_at".into(), json!(format_seed_time(expires_at)));
+            }
+            ApiError::InvalidInput { field, .. } => {
+                body.insert("field".into(), json!(field));
+            }
+            _ => {}
+        }
+        let mut response = (status, Value::Object(body).to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

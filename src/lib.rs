@@ -1,0 +1,23 @@
+//! s3lock: distributed locks over HTTP, whose state lives in an S3 bucket.
+//!
+//! A map of the crate, from the edge inwards (arrows only point down this list):
+//!
+//! * [`config`]    — every setting (clap + env), its default and its validation.
+//! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
+//! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
+//!   shutdown future fires.
+//! * [`http`]      — the axum router, request parsing, and the one error → status table.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, status, list, local hand-off).
+//!   Knows nothing of HTTP or S3.
+//! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
+//!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
+//!   plus the start-up check that a store really enforces conditional writes.
+//! * [`clock`]     — injected time: the store's clock as a window of certainty.
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod lock;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,226 @@
+//! The stored lock document: the seed module's four fields, in its order and time format, plus
+//! what safety needs (the holder's token and the fencing token).
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One lock as stored. Documents written by the seed module have no `token` and no
+/// `fencing_token`; they still parse, and their owner holds them until `lock_time + expire`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockDocument {
+    /// The holder's lease length in seconds, counted from `lock_time` on the store's clock.
+    pub expire: u64,
+    /// When the lease was granted or last renewed (the store's clock, stamped at its latest
+    /// possible value so the stored lease always covers what the holder was told).
+    #[serde(with = "seed_time")]
+    pub lock_time: DateTime<Utc>,
+    #[serde(with = "seed_time::option")]
+    pub release_time: Option<DateTime<Utc>>,
+    /// The holder's chosen name; `null` once released.
+    pub owner: Option<String>,
+    /// The holder's secret proof of holding. Unique per grant, kept on renew and on release (so a
+    /// second release by the same holder is recognised and answered idempotently), and never shown
+    /// by status or list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Grows by one each time the lock passes to a new holder and never otherwise, so a resource
+    /// guarded by the lock can refuse a writer whose fencing token is older than one it has seen.
+    #[serde(default)]
+    pub fencing_token: u64,
+}
+
+impl LockDocument {
+    /// A fresh grant to `owner`.
+    pub fn grant(owner: &str, ttl: u64, now: DateTime<Utc>, fencing_token: u64) -> Self {
+        Self {
+            expire: ttl,
+            lock_time: now,
+            release_time: None,
+            owner: Some(owner.to_owned()),
+            token: Some(uuid::Uuid::new_v4().to_string()),
+            fencing_token,
+        }
+    }
+
+    /// The same holder's lease, restarted at `now` for `ttl` seconds.
+    pub fn renewed(&self, ttl: u64, now: DateTime<Utc>) -> Self {
+        Self {
+            expire: ttl,
+            lock_time: now,
+            ..self.clone()
+        }
+    }
+
+    /// Released at `now`: no owner, the token and fencing token kept.
+    pub fn released(&self, now: DateTime<Utc>) -> Self {
+        Self {
+            owner: None,
+            release_time: Some(now),
+            ..self.clone()
+        }
+    }
+
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        // A seed document may carry any integer; past chrono's range the lease simply never ends.
+        i64::try_from(self.expire)
+            .ok()
+            .and_then(Duration::try_seconds)
+            .and_then(|d| self.lock_time.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// The seed's rule: the lease has run out once `now - lock_time >= expire` (the boundary
+    /// counts as expired).
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at()
+    }
+
+    /// The owner who holds the lock at `now`, if anyone does.
+    pub fn holder(&self, now: DateTime<Utc>) -> Option<&str> {
+        match &self.owner {
+            Some(owner) if !self.is_expired(now) => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// The seed's `is_locked(utc_now, expect_owner)`: locked from `expect_owner`'s point of view.
+    pub fn is_locked_for(&self, now: DateTime<Utc>, expect_owner: Option<&str>) -> bool {
+        match self.holder(now) {
+            None => false,
+            Some(owner) => Some(owner) != expect_owner,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("a lock document always serialises"))
+    }
+
+    pub fn from_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+/// Python's `datetime.isoformat()` of an aware UTC time, as the seed module writes it:
+/// `2026-11-26T02:24:19.844224+00:00`, without the fraction when microseconds are zero.
+pub fn format_seed_time(t: &DateTime<Utc>) -> String {
+    if t.nanosecond() / 1_000 == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    }
+}
+
+/// Reads any RFC 3339 time (the seed's format among them), truncated to microseconds so that a
+/// time survives a round trip through the document unchanged.
+pub fn parse_seed_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    let t = DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc);
+    Ok(truncate_to_micros(t))
+}
+
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .expect("a truncated nanosecond is always valid")
+}
+
+pub mod seed_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_seed_time(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_seed_time(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&super::super::format_seed_time(t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| super::super::parse_seed_time(&s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        parse_seed_time(s).unwrap()
+    }
+
+    #[test]
+    fn a_seed_document_parses_with_no_token_and_fencing_token_zero() {
+        let doc = LockDocument::from_bytes(
+            br#"{"expire": 900, "lock_time": "2026-11-26T02:24:19.844224+00:00", "release_time": null, "owner": "bob"}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.owner.as_deref(), Some("bob"));
+        assert_eq!(doc.token, None);
+        assert_eq!(doc.fencing_token, 0);
+        assert_eq!(doc.expires_at(), at("2026-11-26T02:39:19.844224+00:00"));
+    }
+
+    #[test]
+    fn times_are_written_in_the_seed_format_with_and_without_microseconds() {
+        let whole = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format_seed_time(&whole), "1970-01-01T00:00:00+00:00");
+        let t = at("2026-11-26T02:24:19.844224+00:00");
+        assert_eq!(format_seed_time(&t), "2026-11-26T02:24:19.844224+00:00");
+    }
+
+    #[test]
+    fn a_document_serialises_fields_in_the_seed_order_then_ours() {
+        let doc = LockDocument::grant("alice", 60, at("2026-11-26T02:24:19.5+00:00"), 7);
+        let text = String::from_utf8(doc.to_bytes().to_vec()).unwrap();
+        let order = ["expire", "lock_time", "release_time", "owner", "token", "fencing_token"];
+        let positions: Vec<usize> = order.iter().map(|f| text.find(f).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.contains(r#""lock_time":"2026-11-26T02:24:19.500000+00:00""#), "{text}");
+        assert_eq!(LockDocument::from_bytes(text.as_bytes()).unwrap(), doc);
+    }
+
+    #[test]
+    fn the_expiry_boundary_counts_as_expired() {
+        let doc = LockDocument::grant("alice", 60, at("2026-01-01T00:00:00+00:00"), 1);
+        assert!(!doc.is_expired(at("2026-01-01T00:00:59.999999+00:00")));
+        assert!(doc.is_expired(at("2026-01-01T00:01:00+00:00")));
+    }
+
+    #[test]
+    fn is_locked_follows_the_seed_rules() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let doc = LockDocument::grant("alice", 60, t0, 1);
+        let during = t0 + Duration::seconds(30);
+        assert!(doc.is_locked_for(during, None));
+        assert!(doc.is_locked_for(during, Some("bob")));
+        assert!(!doc.is_locked_for(during, Some("alice")));
+        assert!(!doc.is_locked_for(t0 + Duration::seconds(60), Some("bob")));
+        assert!(!doc.released(during).is_locked_for(during, Some("bob")));
+    }
+
+    #[test]
+    fn a_huge_expire_does_not_overflow() {
+        let doc = LockDocument {
+            expire: u64::MAX,
+            ..LockDocument::grant("a", 1, at("2026-01-01T00:00:00+00:00"), 1)
+        };
+        assert!(!doc.is_expired(at("2999-01-01T00:00:00+00:00")));
+    }
+}

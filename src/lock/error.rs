@@ -1,0 +1,48 @@
+//! What a lock operation can end in, named by outcome. The HTTP layer maps each to a status in
+//! one table (`http/error.rs`); nothing here knows about HTTP.
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another owner holds the lock and its lease has not run out.
+    #[error("the lock is held by {owner} until {expires_at}")]
+    Held {
+        owner: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The token given is not the current holder's (never was, was released and re-granted, or
+    /// its lease ran out).
+    #[error("{0}")]
+    NotHolder(String),
+    /// The lock has never existed.
+    #[error("the lock does not exist")]
+    NotFound,
+    /// The request itself is wrong; nothing was read or written.
+    #[error("{field}: {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+    /// The bucket is not in the configured allow-list.
+    #[error("bucket {0:?} is not allowed by this server's configuration")]
+    BucketNotAllowed(String),
+    /// The stored object is not a lock document; it is never overwritten.
+    #[error("the stored lock document cannot be read: {0}")]
+    Unreadable(String),
+    /// Writers kept racing on this lock and no decision could be made; try again.
+    #[error("the lock is contended; try again")]
+    Contended,
+    /// The store could not be reached, or gave an answer that proves nothing. Nothing was granted.
+    #[error("the lock store is unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The store refused for a reason a retry will not fix (missing bucket, credentials).
+    #[error("the lock store refused the request: {0}")]
+    StoreRefused(String),
+}
+
+impl LockError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

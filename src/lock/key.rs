@@ -1,0 +1,143 @@
+//! Names from the outside world, checked once at the edge (parse, don't validate).
+
+use std::fmt;
+
+/// The longest key accepted, in bytes (S3 allows 1024 for the whole object key, prefix included).
+pub const MAX_KEY_BYTES: usize = 512;
+/// The longest owner name accepted, in bytes.
+pub const MAX_OWNER_BYTES: usize = 256;
+
+/// A lock's key: non-empty, at most 512 bytes, `/`-separated segments that are neither empty nor
+/// `.` / `..`, and no control characters. Such a key is safe as an S3 object key and cannot
+/// escape the configured prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is {0} bytes long; the maximum is {MAX_KEY_BYTES}")]
+    TooLong(usize),
+    #[error("the key contains a control character")]
+    ControlCharacter,
+    #[error("the key has an empty path segment (a leading, trailing or doubled '/')")]
+    EmptySegment,
+    #[error("the key has a '.' or '..' path segment")]
+    DotSegment,
+}
+
+impl LockKey {
+    pub fn parse(raw: &str) -> Result<Self, KeyError> {
+        if raw.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if raw.len() > MAX_KEY_BYTES {
+            return Err(KeyError::TooLong(raw.len()));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(KeyError::ControlCharacter);
+        }
+        for segment in raw.split('/') {
+            match segment {
+                "" => return Err(KeyError::EmptySegment),
+                "." | ".." => return Err(KeyError::DotSegment),
+                _ => {}
+            }
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks an owner name: 1 to 256 bytes, no control characters.
+pub fn parse_owner(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("owner must not be empty".into());
+    }
+    if raw.len() > MAX_OWNER_BYTES {
+        return Err(format!(
+            "owner is {} bytes long; the maximum is {MAX_OWNER_BYTES}",
+            raw.len()
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err("owner contains a control character".into());
+    }
+    Ok(raw.to_owned())
+}
+
+/// Checks an S3 bucket name by the S3 rules that matter for safety here: 3–63 characters of
+/// lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit. The local
+/// store uses the name as a directory, so this is also what keeps it inside its data directory.
+pub fn parse_bucket(raw: &str) -> Result<String, String> {
+    let ok_len = (3..=63).contains(&raw.len());
+    let ok_chars = raw
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ok_ends = raw
+        .bytes()
+        .next()
+        .zip(raw.bytes().last())
+        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends && !raw.contains("..") {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_with_slashes_is_accepted() {
+        assert_eq!(
+            LockKey::parse("jobs/nightly-etl").unwrap().as_str(),
+            "jobs/nightly-etl"
+        );
+        assert!(LockKey::parse("my-task.json").is_ok());
+        assert!(LockKey::parse(".hidden/x").is_ok());
+    }
+
+    #[test]
+    fn bad_keys_are_rejected_with_the_reason() {
+        assert_eq!(LockKey::parse(""), Err(KeyError::Empty));
+        assert_eq!(
+            LockKey::parse(&"k".repeat(513)),
+            Err(KeyError::TooLong(513))
+        );
+        assert!(LockKey::parse(&"k".repeat(512)).is_ok());
+        assert_eq!(LockKey::parse("a\nb"), Err(KeyError::ControlCharacter));
+        assert_eq!(LockKey::parse("a\0b"), Err(KeyError::ControlCharacter));
+        assert_eq!(LockKey::parse("a//b"), Err(KeyError::EmptySegment));
+        assert_eq!(LockKey::parse("/a"), Err(KeyError::EmptySegment));
+        assert_eq!(LockKey::parse("a/"), Err(KeyError::EmptySegment));
+        assert_eq!(LockKey::parse("a/../b"), Err(KeyError::DotSegment));
+        assert_eq!(LockKey::parse("."), Err(KeyError::DotSegment));
+    }
+
+    #[test]
+    fn owners_and_buckets_are_checked() {
+        assert!(parse_owner("alice").is_ok());
+        assert!(parse_owner("").is_err());
+        assert!(parse_owner("a\u{7f}").is_err());
+        assert!(parse_owner(&"o".repeat(257)).is_err());
+        assert!(parse_bucket("my-bucket.1").is_ok());
+        for bad in ["ab", "My-Bucket", "-abc", "abc-", "a..b", "../etc", "a/b"] {
+            assert!(parse_bucket(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The lock protocol. Every decision is one read and one conditional write against the store:
+//! the write only lands if the object is still what was read (`If-Match`) or still absent
+//! (`If-None-Match: *`), so a check and its write are one atomic step and two deciders can never
+//! both win. Knows nothing of HTTP or of S3; time comes from an injected [`Clock`].
+
+pub mod document;
+pub mod error;
+pub mod key;
+pub mod waiters;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::clock::{Clock, TimeWindow};
+use crate::store::{Store, StoreError, Version};
+pub use document::LockDocument;
+pub use error::LockError;
+pub use key::LockKey;
+use waiters::Waiters;
+
+/// How many times one decision is re-made after losing a write race before giving up with
+/// [`LockError::Contended`]. Each loss means another writer made progress, so this bounds only
+/// pathological churn.
+const MAX_DECISIONS: usize = 16;
+/// Read-backs tried after a write whose outcome is unknown.
+const READ_BACK_ATTEMPTS: u32 = 3;
+/// A blocked waiter polls the store no faster than this at first, then backs off to
+/// [`MAX_POLL`], with full jitter so waiters on many replicas do not poll in step.
+const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
+const MAX_POLL: StdDuration = StdDuration::from_secs(1);
+
+/// Limits and names the engine enforces. Built and validated by `config`.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub default_bucket: String,
+    /// Buckets a request may name; always contains `default_bucket`.
+    pub allowed_buckets: BTreeSet<String>,
+    /// Prepended to every key to form the object key, e.g. `locks/`.
+    pub prefix: String,
+    pub default_ttl: u64,
+    pub max_ttl: u64,
+    pub max_wait: StdDuration,
+}
+
+/// What a client asked for when acquiring; every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct AcquireRequest {
+    pub owner: Option<String>,
+    pub ttl: Option<i64>,
+    pub wait: Option<f64>,
+}
+
+/// A lock as shown to clients. `token` is present only in answers to the holder (acquire, renew).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockView {
+    pub bucket: String,
+    pub key: String,
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub fencing_token: u64,
+    pub expire: u64,
+    #[serde(with = "document::seed_time")]
+    pub lock_time: DateTime<Utc>,
+    #[serde(with = "document::seed_time::option")]
+    pub release_time: Option<DateTime<Utc>>,
+    /// When the current holder's lease ends; `null` when nobody holds the lock.
+    #[serde(with = "document::seed_time::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What is left of the holder's lease, judged conservatively (on the latest possible store
+    /// time), so a holder that trusts it never overstays.
+    pub ttl_remaining_ms: i64,
+    pub locked: bool,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    waiters: Waiters,
+}
+
+/// Where one lock lives.
+struct Target {
+    bucket: String,
+    key: LockKey,
+    object: String,
+}
+
+/// How a conditional write ended, after resolving any doubt by reading back.
+enum Written {
+    /// Our body is what is stored now.
+    Ours,
+    /// Someone else's write came first: decide again from a fresh read.
+    Lost,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+            waiters: Waiters::default(),
+        }
+    }
+
+    /// The store's time as this engine knows it.
+    pub fn now(&self) -> TimeWindow {
+        self.clock.now()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Locks that have a blocked waiter in this process right now.
+    pub fn waited_locks(&self) -> usize {
+        self.waiters.waited_locks()
+    }
+
+    /// Takes the lock for `owner` (a random one if none is given), or refreshes the lease if
+    /// `owner` already holds it. With `wait`, keeps trying until that many seconds have passed.
+    #[tracing::instrument(skip(self, req), fields(owner = req.owner.as_deref()))]
+    pub async fn acquire(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        req: AcquireRequest,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        let owner = match req.owner.as_deref() {
+            Some(o) => key::parse_owner(o).map_err(|r| LockError::invalid("owner", r))?,
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let ttl = self.ttl(req.ttl)?;
+        let wait = self.wait(req.wait)?;
+        let deadline = Instant::now() + wait;
+        let mut poll = FIRST_POLL;
+        loop {
+            // Register before trying, so a release between our read and our sleep still wakes us.
+            let registration = self.waiters.register(&target.bucket, &target.object);
+            let notified = registration.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let err = match self.try_acquire(&target, &owner, ttl).await {
+                Ok(view) => return Ok(view),
+                Err(err @ LockError::Held { .. }) => err,
+                Err(other) => return Err(other),
+            };
+            let LockError::Held { expires_at, .. } = &err else {
+                unreachable!()
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(err);
+            }
+            // Sleep a jittered backoff, but wake for a local release, at the lease's end, or at
+            // the deadline for one last try, whichever comes first.
+            let until_expiry = (*expires_at - self.clock.now().earliest)
+                .to_std()
+                .unwrap_or_default();
+            let jittered = rand::rng().random_range(poll / 2..=poll);
+            let nap = jittered.min(until_expiry).min(left);
+            poll = (poll * 2).min(MAX_POLL);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn try_acquire(
+        &self,
+        target: &Target,
+        owner: &str,
+        ttl: u64,
+    ) -> Result<LockView, LockError> {
+        for _ in 0..MAX_DECISIONS {
+            let current = self.read(target).await?;
+            let now = self.clock.now();
+            let (next, expected) = match current {
+                None => (LockDocument::grant(owner, ttl, now.latest, 1), None),
+                Some((doc, version)) => {
+                    let next = match doc.holder(now.earliest) {
+                        // A free lock passes to a new holder: the fencing token grows.
+                        None => LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1),
+                        // The seed's reentrant refresh: same holder, same token and fencing token.
+                        Some(holder) if holder == owner && doc.token.is_some() => {
+                            doc.renewed(ttl, now.latest)
+                        }
+                        // A seed-written lock taken up by its own owner through us: it gets a
+                        // token, and as a new grant of ours, a new fencing token.
+                        Some(holder) if holder == owner => {
+                            LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1)
+                        }
+                        Some(holder) => {
+                            return Err(LockError::Held {
+                                owner: holder.to_owned(),
+                                expires_at: doc.expires_at(),
+                            })
+                        }
+                    };
+                    (next, Some(version))
+                }
+            };
+            match self.write(target, &next, expected.as_ref()).await? {
+                Written::Ours => return Ok(self.view(target, &next, now, true)),
+                Written::Lost => continue,
+            }
+        }
+        Err(LockError::Contended)
+    }
+
+    /// Extends the holder's lease by `ttl` seconds from now.
+    #[tracing::instrument(skip(self, token))]
+    pub async fn renew(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        token: &str,
+        ttl: Option<i64>,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        let ttl = self.ttl(ttl)?;
+        for _ in 0..MAX_DECISIONS {
+            let (doc, version) = self.read(&target).await?.ok_or(LockError::NotFound)?;
+            let now = self.clock.now();
+            check_holder(&doc, token)?;
+            if doc.owner.is_none() {
+                return Err(LockError::NotHolder(
+                    "the lock was released; acquire it again".into(),
+                ));
+            }
+            if doc.is_expired(now.earliest) {
+                // Once a lease has run out another replica may already have judged the lock free;
+                // renewing then would let the old holder believe it never lost it.
+                return Err(LockError::NotHolder(
+                    "the lease has expired; acquire the lock again".into(),
+                ));
+            }
+            let next = doc.renewed(ttl, now.latest);
+            match self.write(&target, &next, Some(&version)).await? {
+                Written::Ours => return Ok(self.view(&target, &next, now, true)),
+                Written::Lost => continue,
+            }
+        }
+        Err(LockError::Contended)
+    }
+
+    /// Releases the lock held with `token`. Releasing again with the same token is a no-op.
+    #[tracing::instrument(skip(self, token))]
+    pub async fn release(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        token: &str,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        for _ in 0..MAX_DECISIONS {
+            let (doc, version) = self.read(&target).await?.ok_or(LockError::NotFound)?;
+            let now = self.clock.now();
+            check_holder(&doc, token)?;
+            if doc.owner.is_none() {
+                return Ok(self.view(&target, &doc, now, false));
+            }
+            let next = doc.released(now.latest);
+            match self.write(&target, &next, Some(&version)).await? {
+                Written::Ours => {
+                    self.waiters.wake(&target.bucket, &target.object);
+                    return Ok(self.view(&target, &next, now, false));
+                }
+                Written::Lost => continue,
+            }
+        }
+        Err(LockError::Contended)
+    }
+
+    /// The stored view of a lock, `locked` as seen by `expect_owner`. A lock that never existed
+    /// is shown unlocked. Never shows the token.
+    #[tracing::instrument(skip(self))]
+    pub async fn status(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        expect_owner: Option<&str>,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        let doc = self.read(&target).await?.map(|(doc, _)| doc);
+        Ok(self.status_view(&target, doc, expect_owner))
+    }
+
+    /// Every lock whose key starts with `prefix`, without tokens. Objects under the lock prefix
+    /// that are not lock documents are skipped (and logged).
+    #[tracing::instrument(skip(self))]
+    pub async fn list(
+        &self,
+        bucket: Option<&str>,
+        prefix: &str,
+    ) -> Result<Vec<LockView>, LockError> {
+        let bucket = self.bucket(bucket)?;
+        if prefix.chars().any(char::is_control) || prefix.len() > key::MAX_KEY_BYTES {
+            return Err(LockError::invalid(
+                "prefix",
+                "must be at most 512 bytes with no control characters",
+            ));
+        }
+        let full_prefix = format!("{}{prefix}", self.config.prefix);
+        let objects = self
+            .store
+            .list(&bucket, &full_prefix)
+            .await
+            .map_err(store_error)?;
+        let mut views = Vec::with_capacity(objects.len());
+        for object in objects {
+            let Some(key) = object
+                .strip_prefix(&self.config.prefix)
+                .and_then(|k| LockKey::parse(k).ok())
+            else {
+                continue;
+            };
+            let target = Target {
+                bucket: bucket.clone(),
+                key,
+                object,
+            };
+            match self.read(&target).await {
+                Ok(Some((doc, _))) => views.push(self.status_view(&target, Some(doc), None)),
+                Ok(None) => {} // deleted since it was listed
+                Err(LockError::Unreadable(why)) => {
+                    tracing::warn!(key = %target.key, %why, "skipping an unreadable lock document")
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(views)
+    }
+
+    fn status_view(
+        &self,
+        target: &Target,
+        doc: Option<LockDocument>,
+        expect_owner: Option<&str>,
+    ) -> LockView {
+        let now = self.clock.now();
+        let Some(doc) = doc else {
+            return LockView {
+                bucket: target.bucket.clone(),
+                key: target.key.to_string(),
+                owner: None,
+                token: None,
+                fencing_token: 0,
+                expire: 0,
+                lock_time: DateTime::<Utc>::UNIX_EPOCH,
+                release_time: None,
+                expires_at: None,
+                ttl_remaining_ms: 0,
+                locked: false,
+            };
+        };
+        let mut view = self.view(target, &doc, now, false);
+        view.locked = doc.is_locked_for(now.earliest, expect_owner);
+        view
+    }
+
+    fn view(&self, target: &Target, doc: &LockDocument, now: TimeWindow, holder: bool) -> LockView {
+        let held = doc.holder(now.earliest).is_some();
+        let expires_at = doc.owner.as_ref().map(|_| doc.expires_at());
+        let ttl_remaining_ms = match expires_at {
+            Some(end) if held => (end - now.latest).num_milliseconds().max(0),
+            _ => 0,
+        };
+        LockView {
+            bucket: target.bucket.clone(),
+            key: target.key.to_string(),
+            owner: doc.owner.clone(),
+            token: if holder { doc.token.clone() } else { None },
+            fencing_token: doc.fencing_token,
+            expire: doc.expire,
+            lock_time: doc.lock_time,
+            release_time: doc.release_time,
+            expires_at,
+            ttl_remaining_ms,
+            locked: held,
+        }
+    }
+
+    /// Reads and parses the lock document with its version.
+    async fn read(&self, target: &Target) -> Result<Option<(LockDocument, Version)>, LockError> {
+        let Some(found) = self
+            .store
+            .get(&target.bucket, &target.object)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let doc = LockDocument::from_bytes(&found.body)
+            .map_err(|e| LockError::Unreadable(e.to_string()))?;
+        Ok(Some((doc, found.version)))
+    }
+
+    /// Writes `doc` if the object is still at `expected` (or still absent for `None`).
+    ///
+    /// A failed precondition or a store error does not prove the write did not land: a response
+    /// can be lost after the store applied it, and the SDK's retry of our own successful write
+    /// then fails its precondition. So both are resolved by reading back: if the stored body is
+    /// ours byte for byte (unique: it carries a fresh token or a microsecond timestamp), we won.
+    async fn write(
+        &self,
+        target: &Target,
+        doc: &LockDocument,
+        expected: Option<&Version>,
+    ) -> Result<Written, LockError> {
+        let body = doc.to_bytes();
+        let (bucket, object) = (&target.bucket, &target.object);
+        let outcome = match expected {
+            None => self.store.put_if_absent(bucket, object, body.clone()).await,
+            Some(v) => self.store.put_if_version(bucket, object, body.clone(), v).await,
+        };
+        let doubt = match outcome {
+            Ok(_) => return Ok(Written::Ours),
+            Err(StoreError::PreconditionFailed) => None,
+            Err(StoreError::Unavailable(why)) => Some(why),
+            Err(other) => return Err(store_error(other)),
+        };
+        self.read_back(target, &body, doubt).await
+    }
+
+    async fn read_back(
+        &self,
+        target: &Target,
+        ours: &Bytes,
+        doubt: Option<String>,
+    ) -> Result<Written, LockError> {
+        let mut last_error = doubt.unwrap_or_default();
+        for attempt in 0..READ_BACK_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
+            }
+            match self.store.get(&target.bucket, &target.object).await {
+                Ok(Some(stored)) if stored.body == *ours => return Ok(Written::Ours),
+                Ok(_) => return Ok(Written::Lost),
+                Err(StoreError::Unavailable(why)) => last_error = why,
+                Err(other) => return Err(store_error(other)),
+            }
+        }
+        tracing::warn!(key = %target.key, error = %last_error,
+            "a lock write's outcome is unknown and the store cannot be read back");
+        Err(LockError::StoreUnavailable(last_error))
+    }
+
+    fn target(&self, bucket: Option<&str>, key: &str) -> Result<Target, LockError> {
+        let bucket = self.bucket(bucket)?;
+        let key = LockKey::parse(key).map_err(|e| LockError::invalid("key", e.to_string()))?;
+        let object = format!("{}{}", self.config.prefix, key);
+        Ok(Target {
+            bucket,
+            key,
+            object,
+        })
+    }
+
+    fn bucket(&self, bucket: Option<&str>) -> Result<String, LockError> {
+        match bucket {
+            None => Ok(self.config.default_bucket.clone()),
+            Some(b) if self.config.allowed_buckets.contains(b) => Ok(b.to_owned()),
+            Some(b) => Err(LockError::BucketNotAllowed(b.to_owned())),
+        }
+    }
+
+    fn ttl(&self, ttl: Option<i64>) -> Result<u64, LockError> {
+        let max = self.config.max_ttl;
+        match ttl {
+            None => Ok(self.config.default_ttl),
+            Some(t) if t >= 1 && t.unsigned_abs() <= max => Ok(t.unsigned_abs()),
+            Some(t) => Err(LockError::invalid(
+                "ttl",
+                format!("{t} is out of range: a lease lasts 1 to {max} seconds"),
+            )),
+        }
+    }
+
+    fn wait(&self, wait: Option<f64>) -> Result<StdDuration, LockError> {
+        let max = self.config.max_wait;
+        match wait {
+            None => Ok(StdDuration::ZERO),
+            Some(w) if w.is_finite() && w >= 0.0 && w <= max.as_secs_f64() => {
+                Ok(StdDuration::from_secs_f64(w))
+            }
+            Some(w) => Err(LockError::invalid(
+                "wait",
+                format!(
+                    "{w} is out of range: wait 0 to {} seconds",
+                    max.as_secs_f64()
+                ),
+            )),
+        }
+    }
+}
+
+fn check_holder(doc: &LockDocument, token: &str) -> Result<(), LockError> {
+    if doc.token.as_deref() == Some(token) {
+        Ok(())
+    } else {
+        Err(LockError::NotHolder(
+            "the token does not hold this lock (it never did, or the lock has passed to another holder)"
+                .into(),
+        ))
+    }
+}
+
+fn store_error(e: StoreError) -> LockError {
+    match e {
+        StoreError::Unavailable(why) => LockError::StoreUnavailable(why),
+        // A failed precondition on a read or a list is not something a store should say; treat
+        // it as the store misbehaving rather than as an answer.
+        StoreError::PreconditionFailed => {
+            LockError::StoreUnavailable("unexpected precondition failure".into())
+        }
+        StoreError::NoSuchBucket(b) => LockError::StoreRefused(format!("bucket {b} does not exist")),
+        StoreError::Other(why) => LockError::StoreRefused(why),
+    }
+}
+
+#[cfg(test)]
+mod tests;

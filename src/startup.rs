@@ -1,0 +1,129 @@
+//! Builds a running server from a validated configuration: opens the store, proves it enforces
+//! conditional writes (S3), and serves on a listener it is handed until a shutdown future fires.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ServeConfig, StoreConfig};
+use crate::lock::{Engine, EngineConfig};
+use crate::store::check::verify_conditional_writes;
+use crate::store::local::LocalStore;
+use crate::store::s3::S3Store;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    LocalStore(#[from] crate::store::local::OpenError),
+    #[error("refusing to start: the S3 store check failed for bucket {bucket}: {cause}. \
+             A lock service on such a store could grant one lock to several holders. \
+             (--skip-store-check overrides this, at your own risk.)")]
+    StoreCheck {
+        bucket: String,
+        cause: crate::store::check::CheckError,
+    },
+    #[error("cannot create bucket {bucket}: {cause}")]
+    CreateBucket {
+        bucket: String,
+        cause: crate::store::StoreError,
+    },
+    #[error("cannot serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured store and returns it with the clock that judges expiry on it.
+pub async fn open_store(
+    config: &ServeConfig,
+) -> Result<(Arc<dyn Store>, Arc<dyn Clock>), StartupError> {
+    match &config.store {
+        StoreConfig::Local { data_dir } => {
+            let store = LocalStore::open(data_dir)?;
+            tracing::info!(data_dir = %data_dir.display(), "using the local store");
+            Ok((Arc::new(store), Arc::new(SystemClock)))
+        }
+        StoreConfig::S3(settings) => {
+            let store = S3Store::connect(settings).await;
+            if config.create_buckets {
+                for bucket in &config.engine.allowed_buckets {
+                    store
+                        .create_bucket(bucket)
+                        .await
+                        .map_err(|cause| StartupError::CreateBucket {
+                            bucket: bucket.clone(),
+                            cause,
+                        })?;
+                }
+            }
+            check_store(&store, &config.engine, config.skip_store_check).await?;
+            let clock = store.clock();
+            Ok((Arc::new(store), clock))
+        }
+    }
+}
+
+/// The start-up proof of conditional writes, on every bucket the server may use.
+pub async fn check_store(
+    store: &dyn Store,
+    engine: &EngineConfig,
+    skip: bool,
+) -> Result<(), StartupError> {
+    if skip {
+        tracing::warn!(
+            "SKIPPING the store check: if this store does not enforce conditional writes, \
+             one lock can be granted to several holders"
+        );
+        return Ok(());
+    }
+    for bucket in &engine.allowed_buckets {
+        verify_conditional_writes(store, bucket, &engine.prefix)
+            .await
+            .map_err(|cause| StartupError::StoreCheck {
+                bucket: bucket.clone(),
+                cause,
+            })?;
+        tracing::info!(bucket, "store check passed: conditional writes are enforced");
+    }
+    Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    request_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let app = crate::http::router(engine, request_timeout);
+    tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

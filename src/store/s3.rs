@@ -1,0 +1,347 @@
+//! The S3 backend. Every S3 quirk stays in this file:
+//!
+//! * `412 Precondition Failed` → [`StoreError::PreconditionFailed`];
+//! * `409 ConditionalRequestConflict` (a concurrent conditional write on AWS) means "retry", so it
+//!   is also a failed precondition: the engine re-reads and decides again, it never reads it as
+//!   "held";
+//! * `404` to an `If-Match` PUT (AWS, moto, LocalStack, when the key is missing) is a failed
+//!   precondition too, not a missing bucket;
+//! * timeouts, connection errors, `5xx`, `429`/`SlowDown` → [`StoreError::Unavailable`] (after
+//!   the SDK's own bounded retries);
+//! * the server's clock is read from the `Date` header of every response ([`S3Clock`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::interceptors::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError, Version, Versioned};
+use crate::clock::{Clock, SystemClock, TimeWindow};
+
+/// How to reach the S3 store. Credentials and region come from the standard AWS chain.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// Overrides the endpoint (`AWS_ENDPOINT_URL` works too, through the standard chain).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`), which most self-hosted stores need.
+    pub path_style: bool,
+    /// Bounds one S3 call including the SDK's retries; the engine adds its own read-back.
+    pub operation_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    clock: Arc<S3Clock>,
+}
+
+impl S3Store {
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let clock = Arc::new(S3Clock::default());
+        let timeout = if settings.operation_timeout.is_zero() {
+            Duration::from_secs(10)
+        } else {
+            settings.operation_timeout
+        };
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.path_style)
+            .interceptor(DateHeaderInterceptor(clock.clone()))
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(timeout / 3)
+                    .operation_timeout(timeout)
+                    .build(),
+            );
+        if shared.region().is_none() {
+            // Self-hosted stores do not care about the region, but the SDK refuses to sign
+            // without one.
+            builder = builder.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            clock,
+        }
+    }
+
+    /// The store's clock as estimated from response `Date` headers.
+    pub fn clock(&self) -> Arc<S3Clock> {
+        self.clock.clone()
+    }
+
+    /// Creates a bucket (tests and local set-ups); an existing bucket is fine.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err().code(),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e, bucket, Op::Other)),
+        }
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        condition: Condition<'_>,
+    ) -> Result<Version, StoreError> {
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        let op = match condition {
+            Condition::Absent => {
+                put = put.if_none_match("*");
+                Op::PutIfAbsent
+            }
+            Condition::Version(v) => {
+                put = put.if_match(&v.0);
+                Op::PutIfVersion
+            }
+        };
+        let out = put.send().await.map_err(|e| classify(e, bucket, op))?;
+        out.e_tag()
+            .map(|t| Version(t.to_owned()))
+            .ok_or_else(|| StoreError::Other("PutObject answered without an ETag".into()))
+    }
+}
+
+enum Condition<'a> {
+    Absent,
+    Version(&'a Version),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Get,
+    PutIfAbsent,
+    PutIfVersion,
+    Other,
+}
+
+/// Turns an SDK error into the outcome the engine acts on.
+fn classify<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, bucket: &str, op: Op) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or_default();
+            match (status, code) {
+                (_, "NoSuchBucket") => StoreError::NoSuchBucket(bucket.to_owned()),
+                (412, _) => StoreError::PreconditionFailed,
+                (409, "ConditionalRequestConflict") => StoreError::PreconditionFailed,
+                (404, _) if op == Op::PutIfVersion => StoreError::PreconditionFailed,
+                (s, _) if s >= 500 || s == 429 || matches!(code, "SlowDown" | "RequestTimeout") => {
+                    StoreError::Unavailable(format!("S3 answered {s} {code}"))
+                }
+                (s, _) => StoreError::Other(format!(
+                    "S3 answered {s} {code}: {}",
+                    service.err().message().unwrap_or_default()
+                )),
+            }
+        }
+        SdkError::TimeoutError(_) => StoreError::Unavailable("S3 did not answer in time".into()),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unavailable(
+            format!("S3 could not be reached: {}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
+        ),
+        _ => StoreError::Other(format!(
+            "S3 request failed: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(&err)
+        )),
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
+            Err(e) => return Err(classify(e, bucket, Op::Get)),
+        };
+        let version = out
+            .e_tag()
+            .map(|t| Version(t.to_owned()))
+            .ok_or_else(|| StoreError::Other("GetObject answered without an ETag".into()))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading an S3 object body failed: {e}")))?
+            .into_bytes();
+        Ok(Some(Versioned { body, version }))
+    }
+
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+    ) -> Result<Version, StoreError> {
+        self.put(bucket, key, body, Condition::Absent).await
+    }
+
+    async fn put_if_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        expected: &Version,
+    ) -> Result<Version, StoreError> {
+        self.put(bucket, key, body, Condition::Version(expected))
+            .await
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(e, bucket, Op::Other))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, bucket, Op::Other))
+    }
+}
+
+/// The S3 server's clock, estimated from the `Date` header of its latest response.
+///
+/// `Date` has whole-second resolution and was stamped somewhere between our send and our
+/// receipt, so at the moment of receipt the server's time was at least `Date` and less than
+/// `Date + 1 s + round trip`. Both bounds then advance with this process's monotonic clock, so a
+/// replica whose wall clock is wrong still judges expiry on the store's time.
+#[derive(Debug, Default)]
+pub struct S3Clock {
+    latest: Mutex<Option<DateSample>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DateSample {
+    date: DateTime<Utc>,
+    received: Instant,
+    round_trip: Duration,
+}
+
+impl S3Clock {
+    fn record(&self, sample: DateSample) {
+        *self.latest.lock().expect("clock mutex poisoned") = Some(sample);
+    }
+}
+
+impl Clock for S3Clock {
+    fn now(&self) -> TimeWindow {
+        let Some(s) = *self.latest.lock().expect("clock mutex poisoned") else {
+            // Nothing heard from S3 yet (every decision reads first, so this is only reached by
+            // a view made before any request): fall back to our own clock, widened.
+            let local = SystemClock.now().earliest;
+            return TimeWindow {
+                earliest: local - chrono::Duration::seconds(1),
+                latest: local + chrono::Duration::seconds(1),
+            };
+        };
+        let since = chrono::Duration::from_std(s.received.elapsed()).unwrap_or_default();
+        let uncertainty = chrono::Duration::from_std(Duration::from_secs(1) + s.round_trip)
+            .unwrap_or_default();
+        TimeWindow {
+            earliest: s.date + since,
+            latest: s.date + since + uncertainty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SentAt(Instant);
+
+impl Storable for SentAt {
+    type Storer = StoreReplace<Self>;
+}
+
+#[derive(Debug)]
+struct DateHeaderInterceptor(Arc<S3Clock>);
+
+impl Intercept for DateHeaderInterceptor {
+    fn name(&self) -> &'static str {
+        "s3lock-date-header-clock"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let received = Instant::now();
+        let Some(date) = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+        else {
+            return Ok(());
+        };
+        let round_trip = cfg
+            .load::<SentAt>()
+            .map(|s| received.duration_since(s.0))
+            .unwrap_or_default();
+        self.0.record(DateSample {
+            date: DateTime::<Utc>::from(date),
+            received,
+            round_trip,
+        });
+        Ok(())
+    }
+}
