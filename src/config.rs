@@ -13,7 +13,11 @@ use crate::lock::EngineConfig;
 use crate::store::s3::S3Settings;
 
 #[derive(Debug, Parser)]
-#[command(name = "s3lock", version, about = "Distributed locks over HTTP, kept in an S3 bucket")]
+#[command(
+    name = "s3lock",
+    version,
+    about = "Distributed locks over HTTP, kept in an S3 bucket"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -129,7 +133,12 @@ impl ServeArgs {
         };
         parse_bucket(&default_bucket).map_err(|r| bad("S3LOCK_BUCKET (--bucket)", r))?;
         let mut allowed_buckets = BTreeSet::from([default_bucket.clone()]);
-        for b in self.allowed_buckets.iter().map(|b| b.trim()).filter(|b| !b.is_empty()) {
+        for b in self
+            .allowed_buckets
+            .iter()
+            .map(|b| b.trim())
+            .filter(|b| !b.is_empty())
+        {
             parse_bucket(b).map_err(|r| bad("S3LOCK_ALLOWED_BUCKETS (--allowed-buckets)", r))?;
             allowed_buckets.insert(b.to_owned());
         }
@@ -143,7 +152,10 @@ impl ServeArgs {
             return Err(bad("S3LOCK_PREFIX (--prefix)", "must be at most 256 bytes"));
         }
         if self.max_ttl == 0 {
-            return Err(bad("S3LOCK_MAX_TTL (--max-ttl)", "must be at least 1 second"));
+            return Err(bad(
+                "S3LOCK_MAX_TTL (--max-ttl)",
+                "must be at least 1 second",
+            ));
         }
         if self.default_ttl == 0 || self.default_ttl > self.max_ttl {
             return Err(bad(
@@ -152,10 +164,16 @@ impl ServeArgs {
             ));
         }
         if self.max_wait > 3600 {
-            return Err(bad("S3LOCK_MAX_WAIT (--max-wait)", "must be at most 3600 seconds"));
+            return Err(bad(
+                "S3LOCK_MAX_WAIT (--max-wait)",
+                "must be at most 3600 seconds",
+            ));
         }
         if self.s3_timeout == 0 || self.s3_timeout > 300 {
-            return Err(bad("S3LOCK_S3_TIMEOUT (--s3-timeout)", "must be 1 to 300 seconds"));
+            return Err(bad(
+                "S3LOCK_S3_TIMEOUT (--s3-timeout)",
+                "must be 1 to 300 seconds",
+            ));
         }
         let store = match self.store {
             StoreKind::Local => StoreConfig::Local {
@@ -230,7 +248,10 @@ mod tests {
             (vec!["--max-ttl", "0"], "S3LOCK_MAX_TTL"),
             (vec!["--default-ttl", "4000"], "S3LOCK_DEFAULT_TTL"),
             (vec!["--bucket", "Bad_Bucket"], "S3LOCK_BUCKET"),
-            (vec!["--allowed-buckets", "ok-one,x"], "S3LOCK_ALLOWED_BUCKETS"),
+            (
+                vec!["--allowed-buckets", "ok-one,x"],
+                "S3LOCK_ALLOWED_BUCKETS",
+            ),
         ] {
             let err = serve(&args).unwrap_err();
             assert!(err.to_string().contains(setting), "{args:?}: {err}");
@@ -239,7 +260,13 @@ mod tests {
 
     #[test]
     fn the_default_bucket_is_always_allowed() {
-        let c = serve(&["--bucket", "main-b", "--allowed-buckets", "other-b, third-b"]).unwrap();
+        let c = serve(&[
+            "--bucket",
+            "main-b",
+            "--allowed-buckets",
+            "other-b, third-b",
+        ])
+        .unwrap();
         let allowed: Vec<_> = c.engine.allowed_buckets.iter().cloned().collect();
         assert_eq!(allowed, ["main-b", "other-b", "third-b"]);
     }

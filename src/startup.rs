@@ -19,9 +19,11 @@ use crate::store::Store;
 pub enum StartupError {
     #[error(transparent)]
     LocalStore(#[from] crate::store::local::OpenError),
-    #[error("refusing to start: the S3 store check failed for bucket {bucket}: {cause}. \
+    #[error(
+        "refusing to start: the S3 store check failed for bucket {bucket}: {cause}. \
              A lock service on such a store could grant one lock to several holders. \
-             (--skip-store-check overrides this, at your own risk.)")]
+             (--skip-store-check overrides this, at your own risk.)"
+    )]
     StoreCheck {
         bucket: String,
         cause: crate::store::check::CheckError,
@@ -49,13 +51,12 @@ pub async fn open_store(
             let store = S3Store::connect(settings).await;
             if config.create_buckets {
                 for bucket in &config.engine.allowed_buckets {
-                    store
-                        .create_bucket(bucket)
-                        .await
-                        .map_err(|cause| StartupError::CreateBucket {
+                    store.create_bucket(bucket).await.map_err(|cause| {
+                        StartupError::CreateBucket {
                             bucket: bucket.clone(),
                             cause,
-                        })?;
+                        }
+                    })?;
                 }
             }
             check_store(&store, &config.engine, config.skip_store_check).await?;
@@ -85,7 +86,10 @@ pub async fn check_store(
                 bucket: bucket.clone(),
                 cause,
             })?;
-        tracing::info!(bucket, "store check passed: conditional writes are enforced");
+        tracing::info!(
+            bucket,
+            "store check passed: conditional writes are enforced"
+        );
     }
     Ok(())
 }

@@ -54,28 +54,82 @@ impl ApiError {
     fn describe(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            Held { .. } => (StatusCode::CONFLICT, "lock-held", "The lock is held by another owner"),
-            NotHolder(_) => (StatusCode::CONFLICT, "not-holder", "The token does not hold this lock"),
-            Unreadable(_) => (StatusCode::CONFLICT, "lock-unreadable", "The stored lock document cannot be read"),
-            LockNotFound => (StatusCode::NOT_FOUND, "lock-not-found", "The lock does not exist"),
+            Held { .. } => (
+                StatusCode::CONFLICT,
+                "lock-held",
+                "The lock is held by another owner",
+            ),
+            NotHolder(_) => (
+                StatusCode::CONFLICT,
+                "not-holder",
+                "The token does not hold this lock",
+            ),
+            Unreadable(_) => (
+                StatusCode::CONFLICT,
+                "lock-unreadable",
+                "The stored lock document cannot be read",
+            ),
+            LockNotFound => (
+                StatusCode::NOT_FOUND,
+                "lock-not-found",
+                "The lock does not exist",
+            ),
             InvalidInput { .. } => (StatusCode::BAD_REQUEST, "invalid-input", "Invalid input"),
-            MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed-body", "Malformed request body"),
-            BucketNotAllowed(_) => (StatusCode::FORBIDDEN, "bucket-not-allowed", "Bucket not allowed"),
-            BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large"),
-            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type"),
+            MalformedBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                "Malformed request body",
+            ),
+            BucketNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "bucket-not-allowed",
+                "Bucket not allowed",
+            ),
+            BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
             RouteNotFound => (StatusCode::NOT_FOUND, "not-found", "No such route"),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
-            Contended => (StatusCode::SERVICE_UNAVAILABLE, "contended", "The lock is contended; try again"),
-            StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "The lock store is unavailable"),
-            StoreRefused(_) => (StatusCode::BAD_GATEWAY, "store-error", "The lock store refused the request"),
-            Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "The request timed out"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Contended => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "contended",
+                "The lock is contended; try again",
+            ),
+            StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "The lock store is unavailable",
+            ),
+            StoreRefused(_) => (
+                StatusCode::BAD_GATEWAY,
+                "store-error",
+                "The lock store refused the request",
+            ),
+            Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "The request timed out",
+            ),
         }
     }
 
     fn detail(&self) -> String {
         use ApiError::*;
         match self {
-            Held { owner, expires_at, .. } => {
+            Held {
+                owner, expires_at, ..
+            } => {
                 format!("held by {owner} until {}", format_seed_time(expires_at))
             }
             NotHolder(d) | Unreadable(d) | MalformedBody(d) => d.clone(),
@@ -87,7 +141,9 @@ impl ApiError {
             RouteNotFound => "see the README for the routes".into(),
             MethodNotAllowed => "this route does not take that method".into(),
             Contended => "writers kept racing on this lock".into(),
-            StoreUnavailable(_) => "the lock store could not be reached; nothing was granted".into(),
+            StoreUnavailable(_) => {
+                "the lock store could not be reached; nothing was granted".into()
+            }
             StoreRefused(_) => "the lock store refused the request; see the server log".into(),
             Timeout => "the request took longer than the server allows".into(),
         }
@@ -95,7 +151,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::Held { retry_after_secs, .. } => Some(*retry_after_secs),
+            ApiError::Held {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             ApiError::Contended | ApiError::StoreUnavailable(_) | ApiError::Timeout => Some(1),
             _ => None,
         }
@@ -149,7 +207,9 @@ impl IntoResponse for ApiError {
         body.insert("status".into(), json!(status.as_u16()));
         body.insert("detail".into(), json!(self.detail()));
         match &self {
-            ApiError::Held { owner, expires_at, .. } => {
+            ApiError::Held {
+                owner, expires_at, ..
+            } => {
                 body.insert("owner".into(), json!(owner));
                 body.insert("expires_at".into(), json!(format_seed_time(expires_at)));
             }

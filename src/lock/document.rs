@@ -139,7 +139,10 @@ pub mod seed_time {
     pub mod option {
         use super::*;
 
-        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => s.serialize_str(&super::super::format_seed_time(t)),
                 None => s.serialize_none(),
@@ -189,10 +192,20 @@ mod tests {
     fn a_document_serialises_fields_in_the_seed_order_then_ours() {
         let doc = LockDocument::grant("alice", 60, at("2026-11-26T02:24:19.5+00:00"), 7);
         let text = String::from_utf8(doc.to_bytes().to_vec()).unwrap();
-        let order = ["expire", "lock_time", "release_time", "owner", "token", "fencing_token"];
+        let order = [
+            "expire",
+            "lock_time",
+            "release_time",
+            "owner",
+            "token",
+            "fencing_token",
+        ];
         let positions: Vec<usize> = order.iter().map(|f| text.find(f).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
-        assert!(text.contains(r#""lock_time":"2026-11-26T02:24:19.500000+00:00""#), "{text}");
+        assert!(
+            text.contains(r#""lock_time":"2026-11-26T02:24:19.500000+00:00""#),
+            "{text}"
+        );
         assert_eq!(LockDocument::from_bytes(text.as_bytes()).unwrap(), doc);
     }
 

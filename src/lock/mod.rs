@@ -425,7 +425,11 @@ impl Engine {
         let (bucket, object) = (&target.bucket, &target.object);
         let outcome = match expected {
             None => self.store.put_if_absent(bucket, object, body.clone()).await,
-            Some(v) => self.store.put_if_version(bucket, object, body.clone(), v).await,
+            Some(v) => {
+                self.store
+                    .put_if_version(bucket, object, body.clone(), v)
+                    .await
+            }
         };
         let doubt = match outcome {
             Ok(_) => return Ok(Written::Ours),
@@ -527,7 +531,9 @@ fn store_error(e: StoreError) -> LockError {
         StoreError::PreconditionFailed => {
             LockError::StoreUnavailable("unexpected precondition failure".into())
         }
-        StoreError::NoSuchBucket(b) => LockError::StoreRefused(format!("bucket {b} does not exist")),
+        StoreError::NoSuchBucket(b) => {
+            LockError::StoreRefused(format!("bucket {b} does not exist"))
+        }
         StoreError::Other(why) => LockError::StoreRefused(why),
     }
 }

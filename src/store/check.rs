@@ -14,7 +14,9 @@ const RACERS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("the store ignores If-None-Match: a conditional create of an existing object succeeded")]
+    #[error(
+        "the store ignores If-None-Match: a conditional create of an existing object succeeded"
+    )]
     IgnoresIfNoneMatch,
     #[error("the store ignores If-Match: a write with a stale ETag succeeded")]
     IgnoresIfMatch,
@@ -42,7 +44,12 @@ pub async fn verify_conditional_writes(
     result
 }
 
-async fn probe(store: &dyn Store, bucket: &str, single: &str, race: &str) -> Result<(), CheckError> {
+async fn probe(
+    store: &dyn Store,
+    bucket: &str,
+    single: &str,
+    race: &str,
+) -> Result<(), CheckError> {
     let body = |s: &str| Bytes::from(format!("{{\"probe\":\"{s}\"}}"));
 
     let first = store.put_if_absent(bucket, single, body("first")).await?;

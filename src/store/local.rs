@@ -134,8 +134,9 @@ impl Inner {
             .iter()
             .position(|&b| b == b'\n')
             .ok_or_else(|| StoreError::Other(format!("{} has no key line", path.display())))?;
-        let key = String::from_utf8(raw[..newline].to_vec())
-            .map_err(|_| StoreError::Other(format!("{} has a key that is not UTF-8", path.display())))?;
+        let key = String::from_utf8(raw[..newline].to_vec()).map_err(|_| {
+            StoreError::Other(format!("{} has a key that is not UTF-8", path.display()))
+        })?;
         let body = Bytes::copy_from_slice(&raw[newline + 1..]);
         Ok(Some((key, body)))
     }
@@ -255,10 +256,8 @@ impl Store for LocalStore {
         expected: &Version,
     ) -> Result<Version, StoreError> {
         let (bucket, key, expected) = (bucket.to_owned(), key.to_owned(), expected.clone());
-        self.blocking(move |s| {
-            s.put_if(&bucket, &key, &body, |current| current == Some(&expected))
-        })
-        .await
+        self.blocking(move |s| s.put_if(&bucket, &key, &body, |current| current == Some(&expected)))
+            .await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -54,8 +54,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
 
     /// Creates the object only when absent; returns the new version.
-    async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes)
-        -> Result<Version, StoreError>;
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+    ) -> Result<Version, StoreError>;
 
     /// Replaces the object only when its version is still `expected`; returns the new version.
     async fn put_if_version(

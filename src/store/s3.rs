@@ -145,7 +145,11 @@ enum Op {
 }
 
 /// Turns an SDK error into the outcome the engine acts on.
-fn classify<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>, bucket: &str, op: Op) -> StoreError
+fn classify<E>(
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    bucket: &str,
+    op: Op,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -168,9 +172,12 @@ where
             }
         }
         SdkError::TimeoutError(_) => StoreError::Unavailable("S3 did not answer in time".into()),
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unavailable(
-            format!("S3 could not be reached: {}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
-        ),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(format!(
+                "S3 could not be reached: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&err)
+            ))
+        }
         _ => StoreError::Other(format!(
             "S3 request failed: {}",
             aws_smithy_types::error::display::DisplayErrorContext(&err)
@@ -181,7 +188,14 @@ where
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
             Err(e) => return Err(classify(e, bucket, Op::Get)),
@@ -230,7 +244,11 @@ impl Store for S3Store {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| classify(e, bucket, Op::Other))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
         }
         keys.sort();
         Ok(keys)
@@ -284,8 +302,8 @@ impl Clock for S3Clock {
             };
         };
         let since = chrono::Duration::from_std(s.received.elapsed()).unwrap_or_default();
-        let uncertainty = chrono::Duration::from_std(Duration::from_secs(1) + s.round_trip)
-            .unwrap_or_default();
+        let uncertainty =
+            chrono::Duration::from_std(Duration::from_secs(1) + s.round_trip).unwrap_or_default();
         TimeWindow {
             earliest: s.date + since,
             latest: s.date + since + uncertainty,
