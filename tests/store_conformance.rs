@@ -1,0 +1,353 @@
+//! One suite that every store must pass: memory, local, and S3 on a real server (SeaweedFS).
+//! Racing writers included: many tasks doing put-if-absent / put-if-version on one key must
+//! produce exactly one winner per round.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use s3lock::store::check::{verify_conditional_writes, CheckError};
+use s3lock::store::local::{LocalStore, OpenError};
+use s3lock::store::memory::MemoryStore;
+use s3lock::store::{Store, StoreError, Version, Versioned};
+
+const WRITERS: usize = 16;
+const ROUNDS: usize = 5;
+
+struct Subject {
+    store: Arc<dyn Store>,
+    bucket: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn memory() -> Subject {
+    Subject {
+        store: Arc::new(MemoryStore::new()),
+        bucket: "conformance".into(),
+        _dir: None,
+    }
+}
+
+async fn local() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    Subject {
+        store: Arc::new(LocalStore::open(dir.path()).unwrap()),
+        bucket: "conformance".into(),
+        _dir: Some(dir),
+    }
+}
+
+async fn s3() -> Subject {
+    let (store, bucket) = support::s3_with_fresh_bucket().await;
+    Subject {
+        store: Arc::new(store),
+        bucket,
+        _dir: None,
+    }
+}
+
+fn body(s: &str) -> Bytes {
+    Bytes::from(format!("{{\"v\":\"{s}\"}}"))
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn a_missing_object_reads_as_none(s: Subject) {
+        assert_eq!(s.store.get(&s.bucket, "locks/none").await.unwrap(), None);
+    }
+
+    pub async fn put_if_absent_creates_once(s: Subject) {
+        let v = s
+            .store
+            .put_if_absent(&s.bucket, "locks/a", body("1"))
+            .await
+            .unwrap();
+        let again = s.store.put_if_absent(&s.bucket, "locks/a", body("2")).await;
+        assert!(
+            matches!(again, Err(StoreError::PreconditionFailed)),
+            "{again:?}"
+        );
+        let got = s.store.get(&s.bucket, "locks/a").await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            Versioned {
+                body: body("1"),
+                version: v
+            }
+        );
+    }
+
+    pub async fn put_if_version_replaces_only_the_version_read(s: Subject) {
+        let v1 = s
+            .store
+            .put_if_absent(&s.bucket, "locks/b", body("1"))
+            .await
+            .unwrap();
+        let v2 = s
+            .store
+            .put_if_version(&s.bucket, "locks/b", body("2"), &v1)
+            .await
+            .unwrap();
+        assert_ne!(v1, v2, "a new body has a new version");
+        let stale = s
+            .store
+            .put_if_version(&s.bucket, "locks/b", body("3"), &v1)
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::PreconditionFailed)),
+            "{stale:?}"
+        );
+        let got = s.store.get(&s.bucket, "locks/b").await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            Versioned {
+                body: body("2"),
+                version: v2
+            }
+        );
+    }
+
+    pub async fn put_if_version_of_a_missing_object_fails_its_precondition(s: Subject) {
+        let made_up = Version("\"0123456789abcdef0123456789abcdef\"".into());
+        let r = s
+            .store
+            .put_if_version(&s.bucket, "locks/missing", body("1"), &made_up)
+            .await;
+        assert!(matches!(r, Err(StoreError::PreconditionFailed)), "{r:?}");
+        assert_eq!(s.store.get(&s.bucket, "locks/missing").await.unwrap(), None);
+    }
+
+    pub async fn bodies_round_trip_byte_for_byte(s: Subject) {
+        let raw = Bytes::from(
+            "{\"owner\":\"Zoë ✓\",\"x\":\"\\n\"}\n  "
+                .as_bytes()
+                .to_vec(),
+        );
+        s.store
+            .put_if_absent(&s.bucket, "locks/bytes", raw.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            s.store
+                .get(&s.bucket, "locks/bytes")
+                .await
+                .unwrap()
+                .unwrap()
+                .body,
+            raw
+        );
+    }
+
+    pub async fn list_names_the_objects_under_a_prefix_in_order(s: Subject) {
+        for k in ["locks/jobs/b", "locks/jobs/a", "locks/other", "elsewhere/x"] {
+            s.store.put_if_absent(&s.bucket, k, body(k)).await.unwrap();
+        }
+        assert_eq!(
+            s.store.list(&s.bucket, "locks/jobs/").await.unwrap(),
+            ["locks/jobs/a", "locks/jobs/b"]
+        );
+        assert_eq!(s.store.list(&s.bucket, "locks/").await.unwrap().len(), 3);
+        assert!(s
+            .store
+            .list(&s.bucket, "nothing/")
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    pub async fn delete_removes_an_object(s: Subject) {
+        s.store
+            .put_if_absent(&s.bucket, "locks/d", body("1"))
+            .await
+            .unwrap();
+        s.store.delete(&s.bucket, "locks/d").await.unwrap();
+        assert_eq!(s.store.get(&s.bucket, "locks/d").await.unwrap(), None);
+        s.store
+            .put_if_absent(&s.bucket, "locks/d", body("2"))
+            .await
+            .unwrap();
+    }
+
+    pub async fn racing_creators_have_exactly_one_winner_per_round(s: Subject) {
+        for round in 0..ROUNDS {
+            let key = format!("locks/race-create-{round}");
+            let results = join_all((0..WRITERS).map(|w| {
+                let (store, bucket, key) = (s.store.clone(), s.bucket.clone(), key.clone());
+                tokio::spawn(async move {
+                    store
+                        .put_if_absent(&bucket, &key, body(&format!("writer-{w}")))
+                        .await
+                })
+            }))
+            .await;
+            let winners: Vec<usize> = results
+                .into_iter()
+                .enumerate()
+                .filter_map(|(w, r)| match r.unwrap() {
+                    Ok(_) => Some(w),
+                    Err(StoreError::PreconditionFailed) => None,
+                    Err(e) => panic!("writer {w}: {e}"),
+                })
+                .collect();
+            assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+            let stored = s.store.get(&s.bucket, &key).await.unwrap().unwrap();
+            assert_eq!(stored.body, body(&format!("writer-{}", winners[0])));
+        }
+    }
+
+    pub async fn racing_updaters_have_exactly_one_winner_per_round(s: Subject) {
+        let key = "locks/race-update";
+        let mut version = s
+            .store
+            .put_if_absent(&s.bucket, key, body("start"))
+            .await
+            .unwrap();
+        for round in 0..ROUNDS {
+            let results = join_all((0..WRITERS).map(|w| {
+                let (store, bucket, version) = (s.store.clone(), s.bucket.clone(), version.clone());
+                tokio::spawn(async move {
+                    let b = body(&format!("round-{round}-writer-{w}"));
+                    store.put_if_version(&bucket, key, b, &version).await
+                })
+            }))
+            .await;
+            let mut winners = Vec::new();
+            for (w, r) in results.into_iter().enumerate() {
+                match r.unwrap() {
+                    Ok(v) => winners.push((w, v)),
+                    Err(StoreError::PreconditionFailed) => {}
+                    Err(e) => panic!("writer {w}: {e}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {} winners", winners.len());
+            let (w, v) = winners.pop().unwrap();
+            let stored = s.store.get(&s.bucket, key).await.unwrap().unwrap();
+            assert_eq!(stored.body, body(&format!("round-{round}-writer-{w}")));
+            assert_eq!(stored.version, v);
+            version = v;
+        }
+    }
+
+    pub async fn the_start_up_store_check_passes(s: Subject) {
+        verify_conditional_writes(s.store.as_ref(), &s.bucket, "locks/")
+            .await
+            .unwrap();
+        assert!(
+            s.store.list(&s.bucket, "locks/").await.unwrap().is_empty(),
+            "the check removes its probe objects"
+        );
+    }
+}
+
+macro_rules! conformance_suite {
+    ($store:ident) => {
+        mod $store {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() {
+                        cases::$name(super::$store().await).await;
+                    }
+                };
+            }
+
+            case!(a_missing_object_reads_as_none);
+            case!(put_if_absent_creates_once);
+            case!(put_if_version_replaces_only_the_version_read);
+            case!(put_if_version_of_a_missing_object_fails_its_precondition);
+            case!(bodies_round_trip_byte_for_byte);
+            case!(list_names_the_objects_under_a_prefix_in_order);
+            case!(delete_removes_an_object);
+            case!(racing_creators_have_exactly_one_winner_per_round);
+            case!(racing_updaters_have_exactly_one_winner_per_round);
+            case!(the_start_up_store_check_passes);
+        }
+    };
+}
+
+conformance_suite!(memory);
+conformance_suite!(local);
+conformance_suite!(s3);
+
+#[tokio::test]
+async fn the_local_store_keeps_its_objects_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = {
+        let store = LocalStore::open(dir.path()).unwrap();
+        store
+            .put_if_absent("b1", "locks/keep/me", body("1"))
+            .await
+            .unwrap()
+    };
+    let reopened = LocalStore::open(dir.path()).unwrap();
+    let got = reopened.get("b1", "locks/keep/me").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        Versioned {
+            body: body("1"),
+            version: v
+        }
+    );
+    assert_eq!(reopened.list("b1", "").await.unwrap(), ["locks/keep/me"]);
+}
+
+#[tokio::test]
+async fn a_second_local_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = LocalStore::open(dir.path()).unwrap();
+    let second = LocalStore::open(dir.path());
+    assert!(matches!(second, Err(OpenError::InUse { .. })), "{second:?}");
+}
+
+#[tokio::test]
+async fn the_local_store_accepts_keys_longer_than_a_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let key = format!("locks/{}/{}", "a".repeat(300), "b".repeat(200));
+    store.put_if_absent("b1", &key, body("1")).await.unwrap();
+    assert_eq!(store.list("b1", "locks/").await.unwrap(), [key]);
+}
+
+/// A store that accepts conditional headers and ignores them, as Garage does.
+#[derive(Debug, Default)]
+struct IgnoresConditions(MemoryStore);
+
+#[async_trait::async_trait]
+impl Store for IgnoresConditions {
+    async fn get(&self, b: &str, k: &str) -> Result<Option<Versioned>, StoreError> {
+        self.0.get(b, k).await
+    }
+    async fn put_if_absent(&self, b: &str, k: &str, body: Bytes) -> Result<Version, StoreError> {
+        self.0.delete(b, k).await?;
+        self.0.put_if_absent(b, k, body).await
+    }
+    async fn put_if_version(
+        &self,
+        b: &str,
+        k: &str,
+        body: Bytes,
+        _: &Version,
+    ) -> Result<Version, StoreError> {
+        self.put_if_absent(b, k, body).await
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, StoreError> {
+        self.0.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.0.delete(b, k).await
+    }
+}
+
+#[tokio::test]
+async fn the_store_check_refuses_a_store_that_ignores_conditional_writes() {
+    let err = verify_conditional_writes(&IgnoresConditions::default(), "b1", "locks/")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CheckError::IgnoresIfNoneMatch), "{err}");
+    assert!(err.to_string().contains("If-None-Match"));
+}
