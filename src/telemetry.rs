@@ -11,3 +11,10 @@ pub fn init() {
         .with_target(false)
         .try_init();
 }
+
+/// For tests: logs only when `TEST_LOG` is set, so a passing run stays quiet.
+pub fn init_for_tests() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        init();
+    }
+}

@@ -1,0 +1,201 @@
+//! Spawns the real app on a port-0 listener and gives each route one typed helper.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, Response};
+use s3lock::clock::{Clock, SystemClock};
+use s3lock::lock::{Engine, EngineConfig};
+use s3lock::store::local::LocalStore;
+use s3lock::store::memory::MemoryStore;
+use s3lock::store::s3::S3Store;
+use s3lock::store::Store;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[path = "../support/mod.rs"]
+pub mod support;
+
+pub const PREFIX: &str = "locks/";
+pub const OTHER_BUCKET: &str = "other-bucket";
+
+pub fn engine_config(bucket: &str, also_allowed: &[&str]) -> EngineConfig {
+    let mut allowed = BTreeSet::from([bucket.to_owned()]);
+    allowed.extend(also_allowed.iter().map(|b| b.to_string()));
+    EngineConfig {
+        default_bucket: bucket.to_owned(),
+        allowed_buckets: allowed,
+        prefix: PREFIX.into(),
+        default_ttl: 60,
+        max_ttl: 3600,
+        max_wait: Duration::from_secs(60),
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub bucket: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        s3lock::telemetry::init_for_tests();
+        let bucket = config.default_bucket.clone();
+        let engine = Arc::new(Engine::new(store.clone(), clock, config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            s3lock::startup::serve(listener, engine, Duration::from_secs(90), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            store,
+            bucket,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub async fn memory() -> Self {
+        Self::spawn(
+            Arc::new(MemoryStore::new()),
+            Arc::new(SystemClock),
+            engine_config("default", &[OTHER_BUCKET]),
+        )
+        .await
+    }
+
+    pub async fn local(dir: &std::path::Path) -> Self {
+        Self::spawn(
+            Arc::new(LocalStore::open(dir).unwrap()),
+            Arc::new(SystemClock),
+            engine_config("default", &[]),
+        )
+        .await
+    }
+
+    /// A replica on the real S3 server, judging time on the store's clock.
+    pub async fn s3(bucket: &str) -> Self {
+        let store = S3Store::connect(&support::s3_settings()).await;
+        let clock = store.clock();
+        Self::spawn(Arc::new(store), clock, engine_config(bucket, &[])).await
+    }
+
+    /// Stops the server and waits until its port is closed and its store released.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, json: Option<Value>) -> Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = json {
+            req = req.json(&body);
+        }
+        req.send().await.expect("the server answers")
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send().await.expect("the server answers")
+    }
+
+    pub async fn acquire(&self, key: &str, body: Value) -> Response {
+        self.request(Method::POST, &format!("/locks/{key}/acquire"), Some(body))
+            .await
+    }
+
+    pub async fn renew(&self, key: &str, body: Value) -> Response {
+        self.request(Method::POST, &format!("/locks/{key}/renew"), Some(body))
+            .await
+    }
+
+    pub async fn release(&self, key: &str, body: Value) -> Response {
+        self.request(Method::POST, &format!("/locks/{key}/release"), Some(body))
+            .await
+    }
+
+    pub async fn status(&self, key: &str) -> Response {
+        self.request(Method::GET, &format!("/locks/{key}"), None)
+            .await
+    }
+
+    /// The stored bytes of a lock, read straight from the store.
+    pub async fn stored(&self, key: &str) -> Option<Bytes> {
+        self.stored_in(&self.bucket.clone(), key).await
+    }
+
+    pub async fn stored_in(&self, bucket: &str, key: &str) -> Option<Bytes> {
+        self.store
+            .get(bucket, &format!("{PREFIX}{key}"))
+            .await
+            .unwrap()
+            .map(|v| v.body)
+    }
+
+    /// Every object the store holds in the default bucket, with its bytes.
+    pub async fn snapshot(&self) -> Vec<(String, Bytes)> {
+        let mut all = Vec::new();
+        for key in self.store.list(&self.bucket, "").await.unwrap() {
+            let body = self
+                .store
+                .get(&self.bucket, &key)
+                .await
+                .unwrap()
+                .unwrap()
+                .body;
+            all.push((key, body));
+        }
+        all
+    }
+}
+
+/// Reads a JSON body, asserting the status first (with the body in the message if it differs).
+pub async fn json_with(resp: Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(got, status, "body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts a problem+json answer of the given status and type; returns it.
+pub async fn problem(resp: Response, status: u16, kind: &str) -> Value {
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    let body = json_with(resp, status).await;
+    assert_eq!(body["type"], format!("urn:s3lock:problem:{kind}"), "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    body
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary: the real app on port 0, over the memory and local stores and
+//! over a real S3 server (SeaweedFS, started by scripts/test).
+
+mod bad_input;
+mod contention;
+mod helpers;
+mod routes;
+mod s3;
