@@ -41,7 +41,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 503 `contended`, with `Retry-After`.
     Contended,
-    /// 503 `store-unavailable`, with `Retry-After`: nothing was granted.
+    /// 503 `store-unavailable`, with `Retry-After`. Never a grant; but an acquire whose write was
+    /// in flight when the store went away may have landed unseen (the same owner recovers it).
     StoreUnavailable(String),
     /// 502 `store-error`: the store refused (missing bucket, credentials).
     StoreRefused(String),
@@ -142,7 +143,9 @@ impl ApiError {
             MethodNotAllowed => "this route does not take that method".into(),
             Contended => "writers kept racing on this lock".into(),
             StoreUnavailable(_) => {
-                "the lock store could not be reached; nothing was granted".into()
+                "the lock store could not be reached; try again. If an acquire's write was in \
+                 flight it may have landed: acquiring again with the same owner recovers it"
+                    .into()
             }
             StoreRefused(_) => "the lock store refused the request; see the server log".into(),
             Timeout => "the request took longer than the server allows".into(),

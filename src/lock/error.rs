@@ -30,7 +30,9 @@ pub enum LockError {
     /// Writers kept racing on this lock and no decision could be made; try again.
     #[error("the lock is contended; try again")]
     Contended,
-    /// The store could not be reached, or gave an answer that proves nothing. Nothing was granted.
+    /// The store could not be reached, or gave an answer that proves nothing. The caller was not
+    /// granted anything; a write in flight may still have landed, and is then recovered by the
+    /// same owner acquiring again (the reentrant refresh returns its token).
     #[error("the lock store is unavailable: {0}")]
     StoreUnavailable(String),
     /// The store refused for a reason a retry will not fix (missing bucket, credentials).

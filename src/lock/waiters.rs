@@ -40,11 +40,9 @@ impl Waiters {
 
     /// Wakes every waiter of this lock in this process.
     pub fn wake(&self, bucket: &str, key: &str) {
-        let notify = self
-            .slots()
-            .get(&(bucket.to_owned(), key.to_owned()))
-            .cloned();
-        if let Some(notify) = notify {
+        // Notify under the map's mutex without cloning the Arc: a clone held outside it would
+        // make a concurrently leaving last waiter think others remain, and leak its entry.
+        if let Some(notify) = self.slots().get(&(bucket.to_owned(), key.to_owned())) {
             notify.notify_waiters();
         }
     }
