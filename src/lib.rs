@@ -13,7 +13,9 @@
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
+//! * [`client`]    — the HTTP client of the lock API, used by the client-side subcommands.
 
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;

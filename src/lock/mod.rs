@@ -15,7 +15,7 @@ use std::time::Duration as StdDuration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TimeWindow};
@@ -58,12 +58,12 @@ pub struct AcquireRequest {
 }
 
 /// A lock as shown to clients. `token` is present only in answers to the holder (acquire, renew).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockView {
     pub bucket: String,
     pub key: String,
     pub owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     pub fencing_token: u64,
     pub expire: u64,

@@ -2,6 +2,7 @@
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
 mod bad_input;
+mod client;
 mod contention;
 mod helpers;
 mod routes;

@@ -1,0 +1,210 @@
+//! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
+//! `bench`). It speaks only HTTP: nothing here touches a store.
+
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::lock::LockView;
+
+/// Everything but unreserved characters and `/` is encoded in a key's path: the key's own `/`
+/// stay path separators, which the server reads back as part of the key.
+const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+#[derive(Debug, Clone)]
+pub struct LockClient {
+    http: reqwest::Client,
+    base: String,
+    bearer: Option<String>,
+}
+
+/// A refusal or failure, by outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the lock is held by {owner} until {expires_at}")]
+    Held {
+        owner: String,
+        expires_at: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{detail}")]
+    NotHolder { detail: String },
+    #[error("the lock does not exist")]
+    NotFound,
+    /// Any other problem+json answer.
+    #[error("{status} {kind}: {detail}")]
+    Problem {
+        status: u16,
+        kind: String,
+        detail: String,
+    },
+    /// The server could not be reached or answered something that is not the API.
+    #[error("cannot talk to the lock server: {0}")]
+    Transport(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Problem {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    detail: String,
+    owner: Option<String>,
+    expires_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LockList {
+    locks: Vec<LockView>,
+}
+
+impl LockClient {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), sending `bearer` as an
+    /// `Authorization: Bearer` token when given.
+    pub fn new(base: &str, bearer: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a plain reqwest client always builds");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            bearer,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn acquire(
+        &self,
+        key: &str,
+        owner: Option<&str>,
+        ttl: Option<u64>,
+        wait: Option<f64>,
+    ) -> Result<LockView, ClientError> {
+        let mut body = Map::new();
+        if let Some(o) = owner {
+            body.insert("owner".into(), json!(o));
+        }
+        if let Some(t) = ttl {
+            body.insert("ttl".into(), json!(t));
+        }
+        if let Some(w) = wait {
+            body.insert("wait".into(), json!(w));
+        }
+        self.post(key, "acquire", Value::Object(body)).await
+    }
+
+    pub async fn renew(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Option<u64>,
+    ) -> Result<LockView, ClientError> {
+        let mut body = json!({ "token": token });
+        if let Some(t) = ttl {
+            body["ttl"] = json!(t);
+        }
+        self.post(key, "renew", body).await
+    }
+
+    pub async fn release(&self, key: &str, token: &str) -> Result<LockView, ClientError> {
+        self.post(key, "release", json!({ "token": token })).await
+    }
+
+    pub async fn status(&self, key: &str, owner: Option<&str>) -> Result<LockView, ClientError> {
+        let mut req = self.http.get(self.lock_url(key, None));
+        if let Some(o) = owner {
+            req = req.query(&[("owner", o)]);
+        }
+        self.send(req).await
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LockView>, ClientError> {
+        let req = self
+            .http
+            .get(format!("{}/locks", self.base))
+            .query(&[("prefix", prefix)]);
+        let list: LockList = self.send(req).await?;
+        Ok(list.locks)
+    }
+
+    fn lock_url(&self, key: &str, action: Option<&str>) -> String {
+        let key = utf8_percent_encode(key, KEY_PATH);
+        match action {
+            Some(a) => format!("{}/locks/{key}/{a}", self.base),
+            None => format!("{}/locks/{key}", self.base),
+        }
+    }
+
+    async fn post(&self, key: &str, action: &str, body: Value) -> Result<LockView, ClientError> {
+        let req = self.http.post(self.lock_url(key, Some(action))).json(&body);
+        self.send(req).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Transport(format!("unexpected answer ({e}): {}", preview(&bytes)))
+            });
+        }
+        let problem: Problem = serde_json::from_slice(&bytes)
+            .map_err(|_| ClientError::Transport(format!("HTTP {status}: {}", preview(&bytes))))?;
+        let kind = problem
+            .kind
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Err(match (status, kind.as_str()) {
+            (409, "lock-held") => ClientError::Held {
+                owner: problem.owner.unwrap_or_default(),
+                expires_at: problem.expires_at.unwrap_or_default(),
+                retry_after,
+            },
+            (409, "not-holder") => ClientError::NotHolder {
+                detail: problem.detail,
+            },
+            (404, "lock-not-found") => ClientError::NotFound,
+            _ => ClientError::Problem {
+                status,
+                kind,
+                detail: problem.detail,
+            },
+        })
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
