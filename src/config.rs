@@ -27,6 +27,65 @@ pub struct Cli {
 pub enum Command {
     /// Run the lock server.
     Serve(ServeArgs),
+    /// Hammer running servers with contending clients and report any violation of mutual
+    /// exclusion (overlapping holds, fencing tokens out of order, lost releases). Exits 1 on a
+    /// violation, 2 when the run proves nothing (no grants).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A server to drive; repeat for several replicas (clients are spread across them).
+    #[arg(
+        long = "url",
+        env = "S3LOCK_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub urls: Vec<String>,
+    /// Bearer credential for servers that require one.
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub clients: u16,
+    /// Keys to contend on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub keys: u32,
+    /// Prefix of the keys used (they are created and left released).
+    #[arg(long, default_value = "s3lock-check/")]
+    pub key_prefix: String,
+    /// How long to run, e.g. 10s, 2m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Lease of each grant, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub ttl: u64,
+    /// Seconds each acquire waits for a held lock.
+    #[arg(long, default_value_t = 1.0)]
+    pub wait: f64,
+    /// Longest hold, e.g. 5ms.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub max_hold: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CheckArgs {
+    pub fn to_config(&self) -> crate::client::check::CheckConfig {
+        crate::client::check::CheckConfig {
+            urls: self.urls.clone(),
+            bearer: self.auth_token.clone(),
+            clients: usize::from(self.clients),
+            keys: self.keys as usize,
+            key_prefix: self.key_prefix.clone(),
+            duration: self.duration,
+            ttl: self.ttl,
+            wait: self.wait,
+            max_hold: self.max_hold,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -222,7 +281,9 @@ mod tests {
     fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
         let mut argv = vec!["s3lock", "serve"];
         argv.extend_from_slice(args);
-        let Command::Serve(a) = Cli::try_parse_from(argv).unwrap().command;
+        let Command::Serve(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not serve")
+        };
         a.validate()
     }
 

@@ -35,5 +35,37 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check(args) => {
+            let report = s3lock::client::check::run(args.to_config()).await;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serialises")
+                );
+            } else {
+                println!(
+                    "{} grants over {} keys, {} refusals after waiting, {} errors, {} violations",
+                    report.grants,
+                    report.keys_granted,
+                    report.refusals,
+                    report.errors,
+                    report.violations.len()
+                );
+                for v in &report.violations {
+                    println!(
+                        "VIOLATION: {}",
+                        serde_json::to_string(v).expect("serialises")
+                    );
+                }
+            }
+            if !report.violations.is_empty() {
+                ExitCode::from(1)
+            } else if report.grants == 0 {
+                eprintln!("s3lock check: no lock was granted, so nothing was checked");
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
     }
 }

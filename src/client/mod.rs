@@ -1,6 +1,8 @@
 //! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
 //! `bench`). It speaks only HTTP: nothing here touches a store.
 
+pub mod check;
+
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};

@@ -85,7 +85,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    waiters: Waiters,
+    /// Shared with orphan clean-up tasks, which wake waiters when they free a lock.
+    waiters: Arc<Waiters>,
 }
 
 /// Where one lock lives.
@@ -101,6 +102,8 @@ enum Written {
     Ours,
     /// Someone else's write came first: decide again from a fresh read.
     Lost,
+    /// The store could not say: the write may or may not have landed.
+    Unknown(String),
 }
 
 impl Engine {
@@ -109,7 +112,7 @@ impl Engine {
             store,
             clock,
             config,
-            waiters: Waiters::default(),
+            waiters: Arc::default(),
         }
     }
 
@@ -187,6 +190,7 @@ impl Engine {
     ) -> Result<LockView, LockError> {
         for _ in 0..MAX_DECISIONS {
             let current = self.read(target).await?;
+            let current_token = current.as_ref().and_then(|(d, _)| d.token.clone());
             let now = self.clock.now();
             let (next, expected) = match current {
                 None => (LockDocument::grant(owner, ttl, now.latest, 1), None),
@@ -216,6 +220,16 @@ impl Engine {
             match self.write(target, &next, expected.as_ref()).await? {
                 Written::Ours => return Ok(self.view(target, &next, now, true)),
                 Written::Lost => continue,
+                Written::Unknown(why) => {
+                    // The caller will hear "unavailable" and never learn this token. If the
+                    // grant landed anyway, nobody could use or release it until its lease ran
+                    // out, so free it as soon as the store answers again. (A refresh keeps the
+                    // holder's own token, which the holder still has: nothing to clean up.)
+                    if next.token != current_token {
+                        self.spawn_orphan_cleanup(target, next);
+                    }
+                    return Err(LockError::StoreUnavailable(why));
+                }
             }
         }
         Err(LockError::Contended)
@@ -252,6 +266,7 @@ impl Engine {
             match self.write(&target, &next, Some(&version)).await? {
                 Written::Ours => return Ok(self.view(&target, &next, now, true)),
                 Written::Lost => continue,
+                Written::Unknown(why) => return Err(LockError::StoreUnavailable(why)),
             }
         }
         Err(LockError::Contended)
@@ -280,9 +295,51 @@ impl Engine {
                     return Ok(self.view(&target, &next, now, false));
                 }
                 Written::Lost => continue,
+                Written::Unknown(why) => return Err(LockError::StoreUnavailable(why)),
             }
         }
         Err(LockError::Contended)
+    }
+
+    /// Frees a grant whose outcome was unknown when its acquire gave up, if it turns out to have
+    /// landed: keeps reading until the store answers (for at most the lease), and releases the
+    /// lock only while the stored document is still byte for byte the orphaned grant.
+    fn spawn_orphan_cleanup(&self, target: &Target, orphan: LockDocument) {
+        let (store, clock, waiters) =
+            (self.store.clone(), self.clock.clone(), self.waiters.clone());
+        let (bucket, object) = (target.bucket.clone(), target.object.clone());
+        let ours = orphan.to_bytes();
+        let give_up = Instant::now() + StdDuration::from_secs(orphan.expire);
+        tokio::spawn(async move {
+            let mut pause = StdDuration::from_millis(100);
+            while Instant::now() < give_up {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(StdDuration::from_secs(2));
+                let stored = match store.get(&bucket, &object).await {
+                    Ok(Some(stored)) if stored.body == ours => stored,
+                    Ok(_) => return, // it never landed, or was already replaced
+                    Err(_) => continue,
+                };
+                let released = orphan.released(clock.now().latest).to_bytes();
+                match store
+                    .put_if_version(&bucket, &object, released, &stored.version)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(
+                            bucket,
+                            object,
+                            "released a grant whose acquire had failed \
+                            with the store unavailable (its response was lost)"
+                        );
+                        waiters.wake(&bucket, &object);
+                        return;
+                    }
+                    // Re-read: either our release landed unseen, or the document changed.
+                    Err(_) => continue,
+                }
+            }
+        });
     }
 
     /// The stored view of a lock, `locked` as seen by `expect_owner`. A lock that never existed
@@ -437,30 +494,24 @@ impl Engine {
             Err(StoreError::Unavailable(why)) => Some(why),
             Err(other) => return Err(store_error(other)),
         };
-        self.read_back(target, &body, doubt).await
+        Ok(self.read_back(target, &body, doubt).await)
     }
 
-    async fn read_back(
-        &self,
-        target: &Target,
-        ours: &Bytes,
-        doubt: Option<String>,
-    ) -> Result<Written, LockError> {
+    async fn read_back(&self, target: &Target, ours: &Bytes, doubt: Option<String>) -> Written {
         let mut last_error = doubt.unwrap_or_default();
         for attempt in 0..READ_BACK_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
             }
             match self.store.get(&target.bucket, &target.object).await {
-                Ok(Some(stored)) if stored.body == *ours => return Ok(Written::Ours),
-                Ok(_) => return Ok(Written::Lost),
-                Err(StoreError::Unavailable(why)) => last_error = why,
-                Err(other) => return Err(store_error(other)),
+                Ok(Some(stored)) if stored.body == *ours => return Written::Ours,
+                Ok(_) => return Written::Lost,
+                Err(e) => last_error = e.to_string(),
             }
         }
         tracing::warn!(key = %target.key, error = %last_error,
             "a lock write's outcome is unknown and the store cannot be read back");
-        Err(LockError::StoreUnavailable(last_error))
+        Written::Unknown(last_error)
     }
 
     fn target(&self, bucket: Option<&str>, key: &str) -> Result<Target, LockError> {

@@ -2,6 +2,8 @@
 //! `scripts/test`) and fresh buckets on it.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use s3lock::store::s3::{S3Settings, S3Store};
@@ -18,8 +20,13 @@ pub fn s3_endpoint() -> String {
 }
 
 pub fn s3_settings() -> S3Settings {
+    s3_settings_via(&s3_endpoint())
+}
+
+/// Settings for reaching S3 at `endpoint` (the real server, or a fault proxy in front of it).
+pub fn s3_settings_via(endpoint: &str) -> S3Settings {
     S3Settings {
-        endpoint: Some(s3_endpoint()),
+        endpoint: Some(endpoint.to_owned()),
         path_style: true,
         operation_timeout: Duration::from_secs(10),
     }

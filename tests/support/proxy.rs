@@ -1,0 +1,261 @@
+//! A fault-injecting HTTP proxy between s3lock and the real S3 server, switchable at run time.
+//! Each test starts its own on a loopback port and points an S3 store at it. It can:
+//!
+//! * pass requests through, with added latency (fixed, or random up to a bound);
+//! * answer `503 SlowDown` or `500`, or reset the connection, instead of forwarding — for every
+//!   request, for the next N (optionally only of one method), or at random;
+//! * forward a request and then drop the response: the write happened, the client never learns;
+//! * strip `If-None-Match` / `If-Match`, like a store that ignores conditional writes;
+//! * count the requests that reach it, by method.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng;
+use tokio::net::TcpListener;
+
+/// What the proxy does to a request instead of (or after) forwarding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `503 SlowDown`, not forwarded.
+    SlowDown,
+    /// `500 InternalError`, not forwarded.
+    InternalError,
+    /// The connection is closed without an answer, not forwarded.
+    Reset,
+    /// Forwarded to S3 (so a write takes effect), then the connection is closed without an
+    /// answer: the ambiguous write.
+    DropResponse,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Latency {
+    #[default]
+    None,
+    Fixed(Duration),
+    UpTo(Duration),
+}
+
+#[derive(Debug, Default)]
+struct Behaviour {
+    latency: Latency,
+    /// Applied to every request while set.
+    always: Option<Fault>,
+    /// Applied to the next `n` requests (of `method`, when given).
+    next: Option<(usize, Option<hyper::Method>, Fault)>,
+    /// Applied to a random share of requests.
+    random: Option<(f64, Fault)>,
+    strip_conditions: bool,
+    counts: BTreeMap<String, usize>,
+    faults: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultProxy {
+    /// The URL to give the S3 client instead of the real endpoint.
+    pub endpoint: String,
+    state: Arc<Mutex<Behaviour>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` (e.g. `http://127.0.0.1:8333`); it runs until the
+    /// test's runtime ends.
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(Behaviour::default()));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstream.trim_end_matches('/').to_owned();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (state, client, upstream) = (shared.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, state.clone(), client.clone(), upstream.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { endpoint, state }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Behaviour) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    pub fn set_latency(&self, latency: Latency) {
+        self.with(|b| b.latency = latency);
+    }
+
+    /// Every request meets `fault` (or none, to heal).
+    pub fn fail_all(&self, fault: Option<Fault>) {
+        self.with(|b| b.always = fault);
+    }
+
+    /// The next `n` requests meet `fault`.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        self.with(|b| b.next = Some((n, None, fault)));
+    }
+
+    /// The next `n` requests with this method (`PUT`, `GET`...) meet `fault`.
+    pub fn fail_next_of(&self, method: &str, n: usize, fault: Fault) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        self.with(|b| b.next = Some((n, Some(method), fault)));
+    }
+
+    /// Each request meets `fault` with this probability.
+    pub fn fail_randomly(&self, probability: f64, fault: Fault) {
+        self.with(|b| b.random = Some((probability, fault)));
+    }
+
+    pub fn strip_conditions(&self, on: bool) {
+        self.with(|b| b.strip_conditions = on);
+    }
+
+    /// Heals every fault and latency; keeps the counts.
+    pub fn heal(&self) {
+        self.with(|b| {
+            b.latency = Latency::None;
+            b.always = None;
+            b.next = None;
+            b.random = None;
+            b.strip_conditions = false;
+        });
+    }
+
+    /// Requests that reached the proxy, by method, since the last reset.
+    pub fn count(&self, method: &str) -> usize {
+        self.with(|b| b.counts.get(method).copied().unwrap_or(0))
+    }
+
+    pub fn total(&self) -> usize {
+        self.with(|b| b.counts.values().sum())
+    }
+
+    /// Faults injected, by kind, since the last reset.
+    pub fn faults_injected(&self) -> BTreeMap<String, usize> {
+        self.with(|b| b.faults.clone())
+    }
+
+    pub fn reset_counts(&self) {
+        self.with(|b| {
+            b.counts.clear();
+            b.faults.clear();
+        });
+    }
+}
+
+/// Picks this request's fault, and counts the request.
+fn decide(state: &Mutex<Behaviour>, method: &hyper::Method) -> (Latency, Option<Fault>, bool) {
+    let mut b = state.lock().unwrap();
+    *b.counts.entry(method.to_string()).or_default() += 1;
+    let mut fault = b.always;
+    if fault.is_none() {
+        if let Some((n, only, f)) = b.next.clone() {
+            if only.as_ref().is_none_or(|m| m == method) {
+                fault = Some(f);
+                b.next = (n > 1).then(|| (n - 1, only, f));
+            }
+        }
+    }
+    if fault.is_none() {
+        if let Some((p, f)) = b.random {
+            if rand::rng().random_bool(p) {
+                fault = Some(f);
+            }
+        }
+    }
+    if let Some(f) = fault {
+        *b.faults.entry(format!("{f:?}")).or_default() += 1;
+    }
+    (b.latency, fault, b.strip_conditions)
+}
+
+/// A hyper service error closes the connection without an answer: how a reset looks here.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the fault proxy")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<Behaviour>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: String,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let (latency, fault, strip) = decide(&state, req.method());
+    match latency {
+        Latency::None => {}
+        Latency::Fixed(d) => tokio::time::sleep(d).await,
+        Latency::UpTo(d) => {
+            let ms = rand::rng().random_range(0..=d.as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+    match fault {
+        Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
+        Some(Fault::InternalError) => {
+            return Ok(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
+        }
+        Some(Fault::Reset) => return Err(Dropped),
+        Some(Fault::DropResponse) | None => {}
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = format!("{upstream}{path}").parse().unwrap();
+    // The body is re-sent whole, with its length.
+    parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+    if strip {
+        parts.headers.remove(hyper::header::IF_NONE_MATCH);
+        parts.headers.remove(hyper::header::IF_MATCH);
+    }
+    let response = client
+        .request(Request::from_parts(parts, Full::new(body)))
+        .await
+        .map_err(|_| Dropped)?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+    if fault == Some(Fault::DropResponse) {
+        return Err(Dropped);
+    }
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+fn s3_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>injected by the fault proxy</Message></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
