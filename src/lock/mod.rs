@@ -226,7 +226,7 @@ impl Engine {
                     // out, so free it as soon as the store answers again. (A refresh keeps the
                     // holder's own token, which the holder still has: nothing to clean up.)
                     if next.token != current_token {
-                        self.spawn_orphan_cleanup(target, next);
+                        self.spawn_orphan_cleanup(target, next, expected);
                     }
                     return Err(LockError::StoreUnavailable(why));
                 }
@@ -304,7 +304,12 @@ impl Engine {
     /// Frees a grant whose outcome was unknown when its acquire gave up, if it turns out to have
     /// landed: keeps reading until the store answers (for at most the lease), and releases the
     /// lock only while the stored document is still byte for byte the orphaned grant.
-    fn spawn_orphan_cleanup(&self, target: &Target, orphan: LockDocument) {
+    fn spawn_orphan_cleanup(
+        &self,
+        target: &Target,
+        orphan: LockDocument,
+        written_over: Option<Version>,
+    ) {
         let (store, clock, waiters) =
             (self.store.clone(), self.clock.clone(), self.waiters.clone());
         let (bucket, object) = (target.bucket.clone(), target.object.clone());
@@ -317,7 +322,11 @@ impl Engine {
                 pause = (pause * 2).min(StdDuration::from_secs(2));
                 let stored = match store.get(&bucket, &object).await {
                     Ok(Some(stored)) if stored.body == ours => stored,
-                    Ok(_) => return, // it never landed, or was already replaced
+                    // Still as it was: the grant may yet land.
+                    Ok(stored) if stored.as_ref().map(|s| &s.version) == written_over.as_ref() => {
+                        continue
+                    }
+                    Ok(_) => return, // it can no longer land, or was already replaced
                     Err(_) => continue,
                 };
                 let released = orphan.released(clock.now().latest).to_bytes();
@@ -494,10 +503,24 @@ impl Engine {
             Err(StoreError::Unavailable(why)) => Some(why),
             Err(other) => return Err(store_error(other)),
         };
-        Ok(self.read_back(target, &body, doubt).await)
+        Ok(self.read_back(target, &body, expected, doubt).await)
     }
 
-    async fn read_back(&self, target: &Target, ours: &Bytes, doubt: Option<String>) -> Written {
+    /// Settles a write that failed its precondition (`doubt` is `None`) or whose answer never
+    /// came (`doubt` is the error).
+    ///
+    /// Our body stored → we won. Otherwise, after a failed precondition the condition is false
+    /// for good (a version is never reused, as every body is unique), so no late copy of our
+    /// write can land: we lost. But after a timeout, our write may still be on its way: only if
+    /// the object has moved past the version we wrote against can we be sure it never lands.
+    async fn read_back(
+        &self,
+        target: &Target,
+        ours: &Bytes,
+        expected: Option<&Version>,
+        doubt: Option<String>,
+    ) -> Written {
+        let in_flight = doubt.is_some();
         let mut last_error = doubt.unwrap_or_default();
         for attempt in 0..READ_BACK_ATTEMPTS {
             if attempt > 0 {
@@ -505,7 +528,14 @@ impl Engine {
             }
             match self.store.get(&target.bucket, &target.object).await {
                 Ok(Some(stored)) if stored.body == *ours => return Written::Ours,
-                Ok(_) => return Written::Lost,
+                Ok(stored) => {
+                    let unchanged = stored.map(|s| s.version).as_ref() == expected;
+                    if in_flight && unchanged {
+                        last_error = "the write timed out and has not landed (yet)".into();
+                        break;
+                    }
+                    return Written::Lost;
+                }
                 Err(e) => last_error = e.to_string(),
             }
         }

@@ -94,6 +94,15 @@ impl TestApp {
         Self::spawn(Arc::new(store), clock, engine_config(bucket, &[])).await
     }
 
+    /// A replica whose S3 traffic goes through `endpoint` (a fault proxy), with this S3 timeout.
+    pub async fn s3_via(bucket: &str, endpoint: &str, s3_timeout: Duration) -> Self {
+        let mut settings = support::s3_settings_via(endpoint);
+        settings.operation_timeout = s3_timeout;
+        let store = S3Store::connect(&settings).await;
+        let clock = store.clock();
+        Self::spawn(Arc::new(store), clock, engine_config(bucket, &[])).await
+    }
+
     /// Stops the server and waits until its port is closed and its store released.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

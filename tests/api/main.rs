@@ -4,6 +4,7 @@
 mod bad_input;
 mod client;
 mod contention;
+mod faults;
 mod helpers;
 mod routes;
 mod s3;

@@ -47,6 +47,8 @@ pub enum Latency {
 #[derive(Debug, Default)]
 struct Behaviour {
     latency: Latency,
+    /// When set, latency applies to requests of this method only.
+    latency_only_for: Option<hyper::Method>,
     /// Applied to every request while set.
     always: Option<Fault>,
     /// Applied to the next `n` requests (of `method`, when given).
@@ -100,7 +102,19 @@ impl FaultProxy {
     }
 
     pub fn set_latency(&self, latency: Latency) {
-        self.with(|b| b.latency = latency);
+        self.with(|b| {
+            b.latency = latency;
+            b.latency_only_for = None;
+        });
+    }
+
+    /// Latency for requests of one method (`PUT`...) only.
+    pub fn set_latency_of(&self, method: &str, latency: Latency) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        self.with(|b| {
+            b.latency = latency;
+            b.latency_only_for = Some(method);
+        });
     }
 
     /// Every request meets `fault` (or none, to heal).
@@ -184,7 +198,11 @@ fn decide(state: &Mutex<Behaviour>, method: &hyper::Method) -> (Latency, Option<
     if let Some(f) = fault {
         *b.faults.entry(format!("{f:?}")).or_default() += 1;
     }
-    (b.latency, fault, b.strip_conditions)
+    let latency = match &b.latency_only_for {
+        Some(only) if only != method => Latency::None,
+        _ => b.latency,
+    };
+    (latency, fault, b.strip_conditions)
 }
 
 /// A hyper service error closes the connection without an answer: how a reset looks here.
@@ -206,14 +224,6 @@ async fn handle(
     upstream: String,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let (latency, fault, strip) = decide(&state, req.method());
-    match latency {
-        Latency::None => {}
-        Latency::Fixed(d) => tokio::time::sleep(d).await,
-        Latency::UpTo(d) => {
-            let ms = rand::rng().random_range(0..=d.as_millis() as u64);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-    }
     match fault {
         Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
         Some(Fault::InternalError) => {
@@ -236,16 +246,30 @@ async fn handle(
         parts.headers.remove(hyper::header::IF_NONE_MATCH);
         parts.headers.remove(hyper::header::IF_MATCH);
     }
-    let response = client
-        .request(Request::from_parts(parts, Full::new(body)))
-        .await
-        .map_err(|_| Dropped)?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+    // Once sent, a request cannot be called back: it travels (and is delayed) in a task of its
+    // own, so a client that gives up waiting does not stop it from reaching S3 late.
+    let in_flight = tokio::spawn(async move {
+        match latency {
+            Latency::None => {}
+            Latency::Fixed(d) => tokio::time::sleep(d).await,
+            Latency::UpTo(d) => {
+                let ms = rand::rng().random_range(0..=d.as_millis() as u64);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        let response = client
+            .request(Request::from_parts(parts, Full::new(body)))
+            .await
+            .map_err(|_| Dropped)?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+        Ok::<_, Dropped>(Response::from_parts(parts, Full::new(body)))
+    });
+    let response = in_flight.await.map_err(|_| Dropped)??;
     if fault == Some(Fault::DropResponse) {
         return Err(Dropped);
     }
-    Ok(Response::from_parts(parts, Full::new(body)))
+    Ok(response)
 }
 
 fn s3_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {

@@ -1,0 +1,358 @@
+//! One holder under faults: a fault-injecting proxy between s3lock and SeaweedFS loses
+//! responses, fails requests, slows down and strips conditional headers, and every answer must
+//! still be the truth.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::support::proxy::{Fault, FaultProxy, Latency};
+use crate::helpers::{json_with, problem, support, TestApp};
+
+const S3_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn replica_behind_proxy() -> (TestApp, FaultProxy, String) {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let app = TestApp::s3_via(&bucket, &proxy.endpoint, S3_TIMEOUT).await;
+    (app, proxy, bucket)
+}
+
+fn stored_doc(bytes: Option<bytes::Bytes>) -> Value {
+    serde_json::from_slice(&bytes.expect("a stored document")).unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_acquire_response_still_tells_the_caller_it_holds_the_lock() {
+    let (app, proxy, _) = replica_behind_proxy().await;
+    proxy.fail_next_of("PUT", 1, Fault::DropResponse);
+    let g = json_with(
+        app.acquire("k", json!({"owner": "alice", "ttl": 60})).await,
+        200,
+    )
+    .await;
+    assert_eq!(proxy.faults_injected()["DropResponse"], 1);
+    let stored = stored_doc(app.stored("k").await);
+    assert_eq!(
+        stored["token"], g["token"],
+        "the grant the caller was told of is the stored one"
+    );
+    problem(
+        app.acquire("k", json!({"owner": "bob"})).await,
+        409,
+        "lock-held",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn lost_responses_on_every_retry_of_a_write_still_resolve_to_the_truth() {
+    let (app, proxy, _) = replica_behind_proxy().await;
+    // The first PUT lands; its response and those of the SDK's retries are all lost.
+    proxy.fail_next_of("PUT", 3, Fault::DropResponse);
+    let g = json_with(app.acquire("k", json!({"owner": "alice"})).await, 200).await;
+    assert_eq!(stored_doc(app.stored("k").await)["token"], g["token"]);
+}
+
+#[tokio::test]
+async fn lost_renew_and_release_responses_still_tell_the_truth() {
+    let (app, proxy, _) = replica_behind_proxy().await;
+    let g = json_with(
+        app.acquire("k", json!({"owner": "alice", "ttl": 30})).await,
+        200,
+    )
+    .await;
+    proxy.fail_next_of("PUT", 1, Fault::DropResponse);
+    let r = json_with(
+        app.renew("k", json!({"token": g["token"], "ttl": 90}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["expire"], 90);
+    assert_eq!(stored_doc(app.stored("k").await)["expire"], 90);
+    proxy.fail_next_of("PUT", 1, Fault::DropResponse);
+    json_with(app.release("k", json!({"token": g["token"]})).await, 200).await;
+    assert_eq!(stored_doc(app.stored("k").await)["owner"], Value::Null);
+    // No phantom: the next owner gets the lock at once, as the next holder.
+    let b = json_with(app.acquire("k", json!({"owner": "bob"})).await, 200).await;
+    assert_eq!(b["fencing_token"], 2);
+    assert_eq!(proxy.faults_injected()["DropResponse"], 2);
+}
+
+#[tokio::test]
+async fn when_s3_is_unreachable_every_route_answers_503_and_recovers_without_a_restart() {
+    let (app, proxy, _) = replica_behind_proxy().await;
+    let g = json_with(
+        app.acquire("held", json!({"owner": "alice", "ttl": 60}))
+            .await,
+        200,
+    )
+    .await;
+    for fault in [Fault::SlowDown, Fault::InternalError, Fault::Reset] {
+        proxy.fail_all(Some(fault));
+        for resp in [
+            app.acquire("k", json!({"owner": "bob"})).await,
+            app.acquire("held", json!({"owner": "bob"})).await,
+            app.renew("held", json!({"token": g["token"]})).await,
+            app.release("held", json!({"token": g["token"]})).await,
+            app.status("held").await,
+            app.request(Method::GET, "/locks", None).await,
+        ] {
+            assert_eq!(resp.headers()["retry-after"], "1", "{fault:?}");
+            problem(resp, 503, "store-unavailable").await;
+        }
+        proxy.fail_all(None);
+        assert_eq!(
+            app.stored("k").await,
+            None,
+            "{fault:?}: nothing was granted"
+        );
+    }
+    assert!(
+        proxy.faults_injected().len() == 3,
+        "{:?}",
+        proxy.faults_injected()
+    );
+    // The store is back: the same replica serves again, and alice still holds her lock.
+    let s = json_with(app.status("held").await, 200).await;
+    assert_eq!(s["owner"], "alice");
+    json_with(app.release("held", json!({"token": g["token"]})).await, 200).await;
+    json_with(app.acquire("k", json!({"owner": "bob"})).await, 200).await;
+}
+
+#[tokio::test]
+async fn a_slow_store_gives_a_clean_503_and_a_grant_that_landed_late_is_freed() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let app = TestApp::s3_via(&bucket, &proxy.endpoint, Duration::from_secs(1)).await;
+    // Writes are held back longer than the S3 timeout, then still delivered: the PUT of alice's
+    // grant lands after s3lock gave up on it.
+    proxy.set_latency_of("PUT", Latency::Fixed(Duration::from_millis(1500)));
+    problem(
+        app.acquire("k", json!({"owner": "alice", "ttl": 3600}))
+            .await,
+        503,
+        "store-unavailable",
+    )
+    .await;
+    proxy.set_latency(Latency::None);
+    // Wait (bounded) until the late write has reached the store.
+    for _ in 0..100 {
+        if app.stored("k").await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let landed = stored_doc(app.stored("k").await);
+    assert_eq!(
+        landed["fencing_token"], 1,
+        "alice's grant landed after she was told 503"
+    );
+    // Without clean-up, that unseen grant would block everyone for an hour. bob, waiting at
+    // most 20 s, gets the lock.
+    let b = json_with(
+        app.acquire("k", json!({"owner": "bob", "wait": 20})).await,
+        200,
+    )
+    .await;
+    assert_eq!(b["owner"], "bob");
+    assert_eq!(
+        b["fencing_token"], 2,
+        "alice's late grant did land, and was freed"
+    );
+}
+
+fn s3lock_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_s3lock")
+}
+
+/// `s3lock serve` on the S3 store at `endpoint`, listening on an ephemeral port, run by
+/// `program` with `leading` arguments (the binary itself, or `faketime` in front of it).
+fn serve_command(
+    program: &str,
+    leading: &[&str],
+    endpoint: &str,
+    bucket: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(leading)
+        .args([
+            "serve",
+            "--store",
+            "s3",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-path-style",
+        ])
+        .args(["--bucket", bucket, "--s3-endpoint", endpoint])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_a_store_that_ignores_conditional_writes() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    proxy.strip_conditions(true);
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        serve_command(s3lock_bin(), &[], &proxy.endpoint, &bucket).output(),
+    )
+    .await
+    .expect("serve gave up by itself")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("refusing to start") && stderr.contains("If-None-Match"),
+        "{stderr}"
+    );
+
+    // The same store with its conditions intact passes the check and serves.
+    proxy.strip_conditions(false);
+    let mut child = serve_command(s3lock_bin(), &[], &proxy.endpoint, &bucket)
+        .spawn()
+        .unwrap();
+    let address = wait_for_serving(&mut child).await;
+    let resp = reqwest::get(format!("http://{address}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    child.kill().await.unwrap();
+}
+
+/// Reads the server's log until it says where it serves.
+async fn wait_for_serving(child: &mut tokio::process::Child) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("address=").nth(1) {
+                if line.contains("s3lock is serving") {
+                    return rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        }
+        panic!("the server exited before serving");
+    };
+    tokio::time::timeout(Duration::from_secs(60), find)
+        .await
+        .expect("serving in time")
+}
+
+#[tokio::test]
+async fn a_holder_killed_with_sigkill_leaves_the_lock_to_the_next_holder_after_its_ttl() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let app = TestApp::s3(&bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let granted = dir.path().join("granted.json");
+    // The holder: a shell job that takes the lock with curl, then works "forever".
+    let script = r#"curl -sf -H 'content-type: application/json' -d '{"owner":"doomed","ttl":2}' \
+        "$URL/locks/job/acquire" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT" && exec sleep 600"#;
+    let mut holder = tokio::process::Command::new("sh")
+        .args(["-c", script])
+        .env("URL", &app.base)
+        .env("OUT", &granted)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if granted.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held: Value =
+        serde_json::from_slice(&std::fs::read(&granted).expect("the holder got the lock")).unwrap();
+    assert_eq!(held["owner"], "doomed");
+    holder.start_kill().unwrap(); // SIGKILL: no release is ever sent
+    holder.wait().await.unwrap();
+    problem(
+        app.acquire("job", json!({"owner": "next"})).await,
+        409,
+        "lock-held",
+    )
+    .await;
+    let next = json_with(
+        app.acquire("job", json!({"owner": "next", "wait": 15}))
+            .await,
+        200,
+    )
+    .await;
+    assert!(next["fencing_token"].as_u64() > held["fencing_token"].as_u64());
+}
+
+#[tokio::test]
+async fn a_replica_whose_clock_runs_30_s_ahead_never_takes_a_lock_over_early() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let honest = TestApp::s3(&bucket).await;
+    let mut child = serve_command(
+        "faketime",
+        &["-f", "+30s", s3lock_bin()],
+        &support::s3_endpoint(),
+        &bucket,
+    )
+    .spawn()
+    .expect("faketime (Debian package faketime) is needed; scripts/test installs it");
+    let skewed_url = format!("http://{}", wait_for_serving(&mut child).await);
+    let http = reqwest::Client::new();
+    // Proof the skew is real: the skewed replica stamps its answers' Date 30 s ahead.
+    let date = |resp: &reqwest::Response| {
+        httpdate::parse_http_date(resp.headers()["date"].to_str().unwrap()).unwrap()
+    };
+    let skewed_health = http
+        .get(format!("{skewed_url}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let honest_health = http
+        .get(format!("{}/healthz", honest.base))
+        .send()
+        .await
+        .unwrap();
+    let ahead = date(&skewed_health)
+        .duration_since(date(&honest_health))
+        .unwrap_or_default();
+    assert!(
+        ahead >= Duration::from_secs(28),
+        "the replica's clock is only {ahead:?} ahead"
+    );
+
+    let held = json_with(
+        honest
+            .acquire("k", json!({"owner": "alice", "ttl": 5}))
+            .await,
+        200,
+    )
+    .await;
+    let acquire = |wait: u64| {
+        http.post(format!("{skewed_url}/locks/k/acquire"))
+            .json(&json!({"owner": "bob", "wait": wait}))
+            .send()
+    };
+    // On its own clock alice's 5 s lease ended 25 s ago; on the store's it has just begun.
+    problem(acquire(0).await.unwrap(), 409, "lock-held").await;
+    let taken = json_with(acquire(20).await.unwrap(), 200).await;
+    let held_until =
+        chrono::DateTime::parse_from_rfc3339(held["expires_at"].as_str().unwrap()).unwrap();
+    let taken_at =
+        chrono::DateTime::parse_from_rfc3339(taken["lock_time"].as_str().unwrap()).unwrap();
+    assert!(
+        taken_at >= held_until,
+        "taken over at {taken_at}, before the lease ended at {held_until}"
+    );
+    assert!(
+        taken_at < held_until + chrono::Duration::seconds(20),
+        "stamped on the store's clock, not 30 s ahead: {taken_at}"
+    );
+    child.kill().await.unwrap();
+}
