@@ -2,6 +2,7 @@
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
 mod bad_input;
+mod check_cli;
 mod client;
 mod contention;
 mod faults;

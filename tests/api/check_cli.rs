@@ -1,0 +1,66 @@
+//! `s3lock check`, the binary users run, against two replicas: clean on a store that enforces
+//! conditional writes, and catching double grants on one that ignores them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::helpers::support::proxy::FaultProxy;
+use crate::helpers::{support, TestApp};
+
+async fn run_check(urls: &[String], extra: &[&str]) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3lock"));
+    cmd.arg("check")
+        .args(["--clients", "16", "--keys", "1", "--duration", "3s"]);
+    for u in urls {
+        cmd.args(["--url", u]);
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        cmd.args(extra).stdin(Stdio::null()).output(),
+    )
+    .await
+    .expect("check stops by itself")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+async fn two_replicas(endpoint: &str) -> [TestApp; 2] {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    [
+        TestApp::s3_via(&bucket, endpoint, Duration::from_secs(3)).await,
+        TestApp::s3_via(&bucket, endpoint, Duration::from_secs(3)).await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_passes_two_replicas_on_seaweedfs() {
+    let replicas = two_replicas(&support::s3_endpoint()).await;
+    let urls: Vec<_> = replicas.iter().map(|r| r.base.clone()).collect();
+    let (code, stdout) = run_check(&urls, &["--json"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["grants"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["violations"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_catches_double_grants_on_a_store_that_ignores_conditional_writes() {
+    // What the start-up store check exists to refuse: here the replicas are built without it.
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    proxy.strip_conditions(true);
+    let replicas = two_replicas(&proxy.endpoint).await;
+    let urls: Vec<_> = replicas.iter().map(|r| r.base.clone()).collect();
+    let (code, stdout) = run_check(&urls, &["--max-hold", "20ms"]).await;
+    assert_eq!(code, 1, "no violation found on an unsafe store: {stdout}");
+    assert!(stdout.contains("VIOLATION"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_exits_2_when_nothing_could_be_checked() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _) = run_check(&[url], &["--duration", "300ms"]).await;
+    assert_eq!(code, 2);
+}
