@@ -52,6 +52,7 @@ async fn check_catches_double_grants_on_a_store_that_ignores_conditional_writes(
     let replicas = two_replicas(&proxy.endpoint).await;
     let urls: Vec<_> = replicas.iter().map(|r| r.base.clone()).collect();
     let (code, stdout) = run_check(&urls, &["--max-hold", "20ms"]).await;
+    eprintln!("{}", stdout.lines().next().unwrap_or_default());
     assert_eq!(code, 1, "no violation found on an unsafe store: {stdout}");
     assert!(stdout.contains("VIOLATION"), "{stdout}");
 }

@@ -147,3 +147,93 @@ async fn a_store_outage_answers_503_with_retry_after_and_grants_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn corrupt_and_seed_documents_in_the_bucket_are_never_overwritten_unread() {
+    let (store, bucket) = support::s3_with_fresh_bucket().await;
+    let app = TestApp::s3(&bucket).await;
+    let put = |key: &str, body: &str| {
+        let (store, bucket) = (store.clone(), bucket.clone());
+        let (key, body) = (format!("locks/{key}"), bytes::Bytes::from(body.to_owned()));
+        async move {
+            use s3lock::store::Store;
+            store.put_if_absent(&bucket, &key, body).await.unwrap();
+        }
+    };
+    let corrupt = [
+        ("not-json", "<html>not a lock</html>"),
+        ("wrong-shape", r#"{"owner": ["alice"], "expire": "soon"}"#),
+        (
+            "truncated",
+            r#"{"expire": 60, "lock_time": "2026-11-26T02:2"#,
+        ),
+        (
+            "bad-time",
+            r#"{"expire": 60, "lock_time": "yesterday", "release_time": null, "owner": "x"}"#,
+        ),
+        (
+            "negative-expire",
+            r#"{"expire": -1, "lock_time": "2026-11-26T02:24:19+00:00", "release_time": null, "owner": "x"}"#,
+        ),
+    ];
+    for (key, body) in corrupt {
+        put(key, body).await;
+        problem(
+            app.acquire(key, json!({"owner": "alice"})).await,
+            409,
+            "lock-unreadable",
+        )
+        .await;
+        problem(
+            app.renew(key, json!({"token": "t"})).await,
+            409,
+            "lock-unreadable",
+        )
+        .await;
+        problem(
+            app.release(key, json!({"token": "t"})).await,
+            409,
+            "lock-unreadable",
+        )
+        .await;
+        problem(app.status(key).await, 409, "lock-unreadable").await;
+        assert_eq!(
+            app.stored(key).await.unwrap(),
+            body.as_bytes(),
+            "{key} was overwritten"
+        );
+    }
+    // A document the old Python module wrote, held far into the future, is respected.
+    let seed = r#"{"expire": 900, "lock_time": "2099-01-01T00:00:00.123456+00:00", "release_time": null, "owner": "bob"}"#;
+    put("seed", seed).await;
+    let held = problem(
+        app.acquire("seed", json!({"owner": "alice"})).await,
+        409,
+        "lock-held",
+    )
+    .await;
+    assert_eq!(held["owner"], "bob");
+    assert_eq!(held["expires_at"], "2099-01-01T00:15:00.123456+00:00");
+    assert_eq!(
+        json_with(app.status("seed").await, 200).await["locked"],
+        true
+    );
+    assert_eq!(app.stored("seed").await.unwrap(), seed.as_bytes());
+    // An expired seed lock may be taken over, by the rules.
+    put("old-seed", r#"{"expire": 60, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": "bob"}"#).await;
+    let taken = json_with(
+        app.acquire("old-seed", json!({"owner": "alice"})).await,
+        200,
+    )
+    .await;
+    assert_eq!(taken["fencing_token"], 1);
+    // The list skips what it cannot read, and shows the rest.
+    let listed = json_with(app.request(Method::GET, "/locks", None).await, 200).await;
+    let keys: Vec<_> = listed["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["old-seed", "seed"]);
+}
