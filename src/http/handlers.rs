@@ -1,18 +1,16 @@
-//! Request handlers. A lock key may contain `/`, so lock routes take the raw path after
-//! `/locks/` and split off the action (`acquire`, `renew`, `release`) before percent-decoding:
-//! an encoded slash in a key can then never be mistaken for the action separator.
+//! Request handlers: HTTP in, engine calls, HTTP out. Paths are parsed in `path.rs`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::Json;
-use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::path::LockPath;
 use super::AppState;
 use crate::lock::{AcquireRequest, LockError, LockView};
 
@@ -63,12 +61,15 @@ pub(super) async fn action(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<LockView> {
-    let (bucket, rest) = split_lock_path(uri.path())?;
-    let (raw_key, action) = rest.rsplit_once('/').ok_or(ApiError::RouteNotFound)?;
-    let key = decode("key", raw_key)?;
+    let LockPath {
+        bucket,
+        key,
+        action,
+    } = LockPath::parse(uri.path(), true)?;
+    let action = action.unwrap_or_default();
     let bucket = bucket.as_deref();
     let engine = &state.engine;
-    let result = match action {
+    let result = match action.as_str() {
         "acquire" => {
             let b: AcquireBody = parse_body(&headers, body)?.unwrap_or_default();
             let req = AcquireRequest {
@@ -101,8 +102,7 @@ pub(super) async fn status(
         field: "query",
         reason: e.body_text(),
     })?;
-    let (bucket, rest) = split_lock_path(uri.path())?;
-    let key = decode("key", &rest)?;
+    let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), false)?;
     state
         .engine
         .status(bucket.as_deref(), &key, q.owner.as_deref())
@@ -147,32 +147,6 @@ async fn list_locks(
 
 fn lock_error(state: &AppState, e: LockError) -> ApiError {
     ApiError::from_lock(e, state.engine.now().earliest)
-}
-
-/// Splits `/locks/<rest>` or `/buckets/<bucket>/locks/<rest>` into the decoded bucket and the
-/// still-encoded rest.
-fn split_lock_path(path: &str) -> Result<(Option<String>, String), ApiError> {
-    let (bucket, tail) = match path.strip_prefix("/buckets/") {
-        Some(after) => {
-            let (bucket, tail) = after.split_once('/').ok_or(ApiError::RouteNotFound)?;
-            (Some(decode("bucket", bucket)?), format!("/{tail}"))
-        }
-        None => (None, path.to_owned()),
-    };
-    let rest = tail
-        .strip_prefix("/locks/")
-        .ok_or(ApiError::RouteNotFound)?;
-    Ok((bucket, rest.to_owned()))
-}
-
-fn decode(field: &'static str, raw: &str) -> Result<String, ApiError> {
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| ApiError::InvalidInput {
-            field,
-            reason: "is not valid UTF-8 once percent-decoded".into(),
-        })
 }
 
 fn token_required() -> ApiError {

@@ -4,6 +4,7 @@
 
 pub mod error;
 mod handlers;
+pub mod path;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,77 @@
+//! Lock paths. A key may contain `/`, so lock routes take the raw path after `/locks/` and split
+//! off the action (`acquire`, `renew`, `release`) *before* percent-decoding: an encoded slash in
+//! a key can then never be mistaken for the action separator. The decoded key is checked by the
+//! engine (`LockKey::parse`).
+
+use percent_encoding::percent_decode_str;
+
+use super::error::ApiError;
+
+/// A parsed `/locks/{key}[/{action}]` or `/buckets/{bucket}/locks/{key}[/{action}]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockPath {
+    pub bucket: Option<String>,
+    /// Percent-decoded, not yet validated.
+    pub key: String,
+    pub action: Option<String>,
+}
+
+impl LockPath {
+    /// Parses a raw (still percent-encoded) request path; `with_action` when the last segment
+    /// names the action.
+    pub fn parse(path: &str, with_action: bool) -> Result<Self, ApiError> {
+        let (bucket, tail) = match path.strip_prefix("/buckets/") {
+            Some(after) => {
+                let (bucket, tail) = after.split_once('/').ok_or(ApiError::RouteNotFound)?;
+                (Some(decode("bucket", bucket)?), tail)
+            }
+            None => (None, path.strip_prefix('/').ok_or(ApiError::RouteNotFound)?),
+        };
+        let rest = tail.strip_prefix("locks/").ok_or(ApiError::RouteNotFound)?;
+        let (raw_key, action) = if with_action {
+            let (k, a) = rest.rsplit_once('/').ok_or(ApiError::RouteNotFound)?;
+            (k, Some(a.to_owned()))
+        } else {
+            (rest, None)
+        };
+        Ok(Self {
+            bucket,
+            key: decode("key", raw_key)?,
+            action,
+        })
+    }
+}
+
+fn decode(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::InvalidInput {
+            field,
+            reason: "is not valid UTF-8 once percent-decoded".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_action_is_split_off_before_decoding() {
+        let p = LockPath::parse("/locks/a%2Facquire/release", true).unwrap();
+        assert_eq!(p.key, "a/acquire");
+        assert_eq!(p.action.as_deref(), Some("release"));
+        assert_eq!(p.bucket, None);
+    }
+
+    #[test]
+    fn a_bucket_path_names_its_bucket() {
+        let p = LockPath::parse("/buckets/b-1/locks/jobs/x", false).unwrap();
+        assert_eq!(
+            (p.bucket.as_deref(), p.key.as_str()),
+            (Some("b-1"), "jobs/x")
+        );
+        assert!(LockPath::parse("/buckets/b-1/nope/x", false).is_err());
+        assert!(LockPath::parse("/locks/%FF", false).is_err());
+    }
+}
