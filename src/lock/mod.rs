@@ -197,7 +197,7 @@ impl Engine {
                 Some((doc, version)) => {
                     let next = match doc.holder(now.earliest) {
                         // A free lock passes to a new holder: the fencing token grows.
-                        None => LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1),
+                        None => LockDocument::grant(owner, ttl, now.latest, next_fencing(&doc)?),
                         // The seed's reentrant refresh: same holder, same token and fencing token.
                         Some(holder) if holder == owner && doc.token.is_some() => {
                             doc.renewed(ttl, now.latest)
@@ -205,7 +205,7 @@ impl Engine {
                         // A seed-written lock taken up by its own owner through us: it gets a
                         // token, and as a new grant of ours, a new fencing token.
                         Some(holder) if holder == owner => {
-                            LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1)
+                            LockDocument::grant(owner, ttl, now.latest, next_fencing(&doc)?)
                         }
                         Some(holder) => {
                             return Err(LockError::Held {
@@ -591,6 +591,14 @@ impl Engine {
             )),
         }
     }
+}
+
+/// The next holder's fencing token. It must grow, so a stored token at the top of the range (a
+/// corrupt or hostile document) refuses the grant rather than wrapping around to 0.
+fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
+    doc.fencing_token
+        .checked_add(1)
+        .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
 }
 
 fn check_holder(doc: &LockDocument, token: &str) -> Result<(), LockError> {

@@ -783,3 +783,20 @@ async fn a_waiter_backs_off_instead_of_hammering_the_store() {
     // 25 ms doubling to 1 s with jitter in [half, full]: at most ~5 + 10/0.5 reads in 10 s.
     assert!((5..=30).contains(&reads), "{reads} reads in a 10 s wait");
 }
+
+#[tokio::test]
+async fn a_fencing_token_at_the_top_of_its_range_never_wraps_to_zero() {
+    let f = fixture();
+    f.put_raw(
+        "top",
+        &format!(
+            r#"{{"expire": 1, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": null, "fencing_token": {}}}"#,
+            u64::MAX
+        ),
+    )
+    .await;
+    assert!(matches!(
+        f.engine.acquire(None, "top", owner("alice", 30)).await,
+        Err(LockError::Unreadable(_))
+    ));
+}
