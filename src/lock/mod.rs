@@ -9,6 +9,7 @@ pub mod key;
 pub mod waiters;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -35,6 +36,11 @@ const READ_BACK_ATTEMPTS: u32 = 3;
 /// [`MAX_POLL`], with full jitter so waiters on many replicas do not poll in step.
 const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 const MAX_POLL: StdDuration = StdDuration::from_secs(1);
+/// How long a grant whose outcome was unknown is watched for landing late. A request delayed in
+/// the network arrives within seconds in practice (and S3 refuses a signature older than 15
+/// minutes); past this, a late grant stays held until its lease ends.
+const ORPHAN_WATCH: StdDuration = StdDuration::from_secs(60);
+const MAX_ORPHAN_WATCHERS: usize = 1024;
 
 /// Limits and names the engine enforces. Built and validated by `config`.
 #[derive(Debug, Clone)]
@@ -87,6 +93,17 @@ pub struct Engine {
     config: EngineConfig,
     /// Shared with orphan clean-up tasks, which wake waiters when they free a lock.
     waiters: Arc<Waiters>,
+    /// Orphan clean-up tasks running now (bounded by `MAX_ORPHAN_WATCHERS`).
+    orphan_watchers: Arc<AtomicUsize>,
+}
+
+/// Counts a running task down when it ends, however it ends.
+struct DecrementOnDrop(Arc<AtomicUsize>);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Where one lock lives.
@@ -113,6 +130,7 @@ impl Engine {
             clock,
             config,
             waiters: Arc::default(),
+            orphan_watchers: Arc::default(),
         }
     }
 
@@ -310,16 +328,27 @@ impl Engine {
         orphan: LockDocument,
         written_over: Option<Version>,
     ) {
+        // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
+        // the store when it comes back.
+        let watchers = self.orphan_watchers.clone();
+        if watchers.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
+            watchers.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(key = %target.key, "too many unsettled grants to watch; this one, if \
+                it landed, stays held until its lease ends");
+            return;
+        }
         let (store, clock, waiters) =
             (self.store.clone(), self.clock.clone(), self.waiters.clone());
         let (bucket, object) = (target.bucket.clone(), target.object.clone());
         let ours = orphan.to_bytes();
-        let give_up = Instant::now() + StdDuration::from_secs(orphan.expire);
+        let watch_for = StdDuration::from_secs(orphan.expire).min(ORPHAN_WATCH);
+        let give_up = Instant::now() + watch_for;
         tokio::spawn(async move {
+            let _count = DecrementOnDrop(watchers);
             let mut pause = StdDuration::from_millis(100);
             while Instant::now() < give_up {
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(StdDuration::from_secs(2));
+                pause = (pause * 2).min(StdDuration::from_secs(5));
                 let stored = match store.get(&bucket, &object).await {
                     Ok(Some(stored)) if stored.body == ours => stored,
                     // Still as it was: the grant may yet land.
