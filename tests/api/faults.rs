@@ -165,6 +165,33 @@ async fn a_slow_store_gives_a_clean_503_and_a_grant_that_landed_late_is_freed() 
     );
 }
 
+#[tokio::test]
+async fn a_request_past_the_servers_request_timeout_gets_a_clean_503_and_no_hidden_grant() {
+    let (store, bucket) = support::s3_with_fresh_bucket().await;
+    let clock = store.clock();
+    let app = TestApp::spawn_with_timeout(
+        std::sync::Arc::new(store),
+        clock,
+        crate::helpers::engine_config(&bucket, &[]),
+        Duration::from_secs(1),
+    )
+    .await;
+    json_with(
+        app.acquire("k", json!({"owner": "alice", "ttl": 60})).await,
+        200,
+    )
+    .await;
+    let before = app.stored("k").await;
+    let resp = app.acquire("k", json!({"owner": "bob", "wait": 30})).await;
+    assert_eq!(resp.headers()["retry-after"], "1");
+    problem(resp, 503, "timeout").await;
+    assert_eq!(
+        app.stored("k").await,
+        before,
+        "bob was not granted the lock behind his back"
+    );
+}
+
 fn s3lock_bin() -> &'static str {
     env!("CARGO_BIN_EXE_s3lock")
 }

@@ -46,6 +46,16 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        Self::spawn_with_timeout(store, clock, config, Duration::from_secs(90)).await
+    }
+
+    /// As `spawn`, with the server's request timeout set.
+    pub async fn spawn_with_timeout(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        request_timeout: Duration,
+    ) -> Self {
         s3lock::telemetry::init_for_tests();
         let bucket = config.default_bucket.clone();
         let engine = Arc::new(Engine::new(store.clone(), clock, config));
@@ -53,7 +63,7 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            s3lock::startup::serve(listener, engine, Duration::from_secs(90), async {
+            s3lock::startup::serve(listener, engine, request_timeout, async {
                 let _ = rx.await;
             })
             .await
