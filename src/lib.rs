@@ -7,8 +7,8 @@
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
 //! * [`http`]      — the axum router, request parsing, and the one error → status table.
-//! * [`lock`]      — the lock protocol (acquire, renew, release, status, list, local hand-off).
-//!   Knows nothing of HTTP or S3.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, status, list, local hand-off,
+//!   and the per-process cache of each lock's last known state). Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes.

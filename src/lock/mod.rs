@@ -2,7 +2,12 @@
 //! the write only lands if the object is still what was read (`If-Match`) or still absent
 //! (`If-None-Match: *`), so a check and its write are one atomic step and two deciders can never
 //! both win. Knows nothing of HTTP or of S3; time comes from an injected [`Clock`].
+//!
+//! The read is skipped when this process already knows the lock's state ([`cache`]): the write
+//! then carries the cached version, and if that was stale the store refuses it and the engine
+//! reads and decides again. So a warm acquire, renew or release is one store round trip.
 
+pub mod cache;
 pub mod document;
 pub mod error;
 pub mod key;
@@ -19,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TimeWindow};
-use crate::store::{Store, StoreError, Version};
+use crate::store::{Store, StoreError, Version, Versioned};
+use cache::StateCache;
 pub use document::LockDocument;
 pub use error::LockError;
 pub use key::LockKey;
@@ -87,6 +93,9 @@ pub struct Engine {
     config: EngineConfig,
     /// Shared with orphan clean-up tasks, which wake waiters when they free a lock.
     waiters: Arc<Waiters>,
+    /// The last known state of each lock this process touched: a hint that lets a decision
+    /// skip its read, never a source of truth.
+    cache: StateCache,
 }
 
 /// Where one lock lives.
@@ -100,10 +109,36 @@ struct Target {
 enum Written {
     /// Our body is what is stored now.
     Ours,
-    /// Someone else's write came first: decide again from a fresh read.
-    Lost,
+    /// Someone else's write came first. Carries what the read-back found, which is a fresh read
+    /// to decide again from (so a lost race costs one read, not two).
+    Lost(Option<Versioned>),
     /// The store could not say: the write may or may not have landed.
     Unknown(String),
+}
+
+/// The state a decision is made from.
+struct Basis {
+    state: Option<(LockDocument, Version)>,
+    /// Read from the store for this decision. A basis that is only the cache's hint may be
+    /// stale: a write may follow from it (the store checks the version), but a refusal or a
+    /// no-op answer may not, or a stale hint would refuse a client wrongly.
+    fresh: bool,
+}
+
+/// What a decision function wants done with the lock.
+enum Step {
+    /// Write this document in place of the basis.
+    Write(LockDocument),
+    /// Nothing to write: answer with the basis as it is (a repeated release).
+    Keep,
+}
+
+/// How a decision ended.
+enum Decided {
+    /// The document was written and is now the lock's state.
+    Wrote(LockDocument, TimeWindow),
+    /// Nothing was written; the (fresh) document as read.
+    Kept(LockDocument, TimeWindow),
 }
 
 impl Engine {
@@ -113,7 +148,20 @@ impl Engine {
             clock,
             config,
             waiters: Arc::default(),
+            cache: StateCache::new(cache::DEFAULT_CAPACITY),
         }
+    }
+
+    /// The same engine remembering at most `capacity` locks' states (0 turns the cache off, so
+    /// that every decision reads first).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = StateCache::new(capacity);
+        self
+    }
+
+    /// How many locks' last known states this process remembers.
+    pub fn cached_locks(&self) -> usize {
+        self.cache.len()
     }
 
     /// The store's time as this engine knows it.
@@ -188,51 +236,36 @@ impl Engine {
         owner: &str,
         ttl: u64,
     ) -> Result<LockView, LockError> {
-        for _ in 0..MAX_DECISIONS {
-            let current = self.read(target).await?;
-            let current_token = current.as_ref().and_then(|(d, _)| d.token.clone());
-            let now = self.clock.now();
-            let (next, expected) = match current {
-                None => (LockDocument::grant(owner, ttl, now.latest, 1), None),
-                Some((doc, version)) => {
-                    let next = match doc.holder(now.earliest) {
-                        // A free lock passes to a new holder: the fencing token grows.
-                        None => LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1),
-                        // The seed's reentrant refresh: same holder, same token and fencing token.
-                        Some(holder) if holder == owner && doc.token.is_some() => {
-                            doc.renewed(ttl, now.latest)
-                        }
-                        // A seed-written lock taken up by its own owner through us: it gets a
-                        // token, and as a new grant of ours, a new fencing token.
-                        Some(holder) if holder == owner => {
-                            LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1)
-                        }
-                        Some(holder) => {
-                            return Err(LockError::Held {
-                                owner: holder.to_owned(),
-                                expires_at: doc.expires_at(),
-                            })
-                        }
-                    };
-                    (next, Some(version))
-                }
-            };
-            match self.write(target, &next, expected.as_ref()).await? {
-                Written::Ours => return Ok(self.view(target, &next, now, true)),
-                Written::Lost => continue,
-                Written::Unknown(why) => {
-                    // The caller will hear "unavailable" and never learn this token. If the
-                    // grant landed anyway, nobody could use or release it until its lease ran
-                    // out, so free it as soon as the store answers again. (A refresh keeps the
-                    // holder's own token, which the holder still has: nothing to clean up.)
-                    if next.token != current_token {
-                        self.spawn_orphan_cleanup(target, next, expected);
+        let decided = self
+            .decide(target, |current, now| {
+                let Some(doc) = current else {
+                    return Ok(Step::Write(LockDocument::grant(owner, ttl, now.latest, 1)));
+                };
+                Ok(Step::Write(match doc.holder(now.earliest) {
+                    // A free lock passes to a new holder: the fencing token grows.
+                    None => LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1),
+                    // The seed's reentrant refresh: same holder, same token and fencing token.
+                    Some(holder) if holder == owner && doc.token.is_some() => {
+                        doc.renewed(ttl, now.latest)
                     }
-                    return Err(LockError::StoreUnavailable(why));
-                }
-            }
+                    // A seed-written lock taken up by its own owner through us: it gets a token,
+                    // and as a new grant of ours, a new fencing token.
+                    Some(holder) if holder == owner => {
+                        LockDocument::grant(owner, ttl, now.latest, doc.fencing_token + 1)
+                    }
+                    Some(holder) => {
+                        return Err(LockError::Held {
+                            owner: holder.to_owned(),
+                            expires_at: doc.expires_at(),
+                        })
+                    }
+                }))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => Ok(self.view(target, &doc, now, true)),
+            Decided::Kept(..) => unreachable!("acquire always writes or refuses"),
         }
-        Err(LockError::Contended)
     }
 
     /// Extends the holder's lease by `ttl` seconds from now.
@@ -246,30 +279,29 @@ impl Engine {
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
         let ttl = self.ttl(ttl)?;
-        for _ in 0..MAX_DECISIONS {
-            let (doc, version) = self.read(&target).await?.ok_or(LockError::NotFound)?;
-            let now = self.clock.now();
-            check_holder(&doc, token)?;
-            if doc.owner.is_none() {
-                return Err(LockError::NotHolder(
-                    "the lock was released; acquire it again".into(),
-                ));
-            }
-            if doc.is_expired(now.earliest) {
-                // Once a lease has run out another replica may already have judged the lock free;
-                // renewing then would let the old holder believe it never lost it.
-                return Err(LockError::NotHolder(
-                    "the lease has expired; acquire the lock again".into(),
-                ));
-            }
-            let next = doc.renewed(ttl, now.latest);
-            match self.write(&target, &next, Some(&version)).await? {
-                Written::Ours => return Ok(self.view(&target, &next, now, true)),
-                Written::Lost => continue,
-                Written::Unknown(why) => return Err(LockError::StoreUnavailable(why)),
-            }
+        let decided = self
+            .decide(&target, |current, now| {
+                let doc = current.ok_or(LockError::NotFound)?;
+                check_holder(doc, token)?;
+                if doc.owner.is_none() {
+                    return Err(LockError::NotHolder(
+                        "the lock was released; acquire it again".into(),
+                    ));
+                }
+                if doc.is_expired(now.earliest) {
+                    // Once a lease has run out another replica may already have judged the lock
+                    // free; renewing then would let the old holder believe it never lost it.
+                    return Err(LockError::NotHolder(
+                        "the lease has expired; acquire the lock again".into(),
+                    ));
+                }
+                Ok(Step::Write(doc.renewed(ttl, now.latest)))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => Ok(self.view(&target, &doc, now, true)),
+            Decided::Kept(..) => unreachable!("renew always writes or refuses"),
         }
-        Err(LockError::Contended)
     }
 
     /// Releases the lock held with `token`. Releasing again with the same token is a no-op.
@@ -281,21 +313,74 @@ impl Engine {
         token: &str,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        for _ in 0..MAX_DECISIONS {
-            let (doc, version) = self.read(&target).await?.ok_or(LockError::NotFound)?;
-            let now = self.clock.now();
-            check_holder(&doc, token)?;
-            if doc.owner.is_none() {
-                return Ok(self.view(&target, &doc, now, false));
-            }
-            let next = doc.released(now.latest);
-            match self.write(&target, &next, Some(&version)).await? {
-                Written::Ours => {
-                    self.waiters.wake(&target.bucket, &target.object);
-                    return Ok(self.view(&target, &next, now, false));
+        let decided = self
+            .decide(&target, |current, now| {
+                let doc = current.ok_or(LockError::NotFound)?;
+                check_holder(doc, token)?;
+                if doc.owner.is_none() {
+                    return Ok(Step::Keep);
                 }
-                Written::Lost => continue,
-                Written::Unknown(why) => return Err(LockError::StoreUnavailable(why)),
+                Ok(Step::Write(doc.released(now.latest)))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => {
+                self.waiters.wake(&target.bucket, &target.object);
+                Ok(self.view(&target, &doc, now, false))
+            }
+            Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
+        }
+    }
+
+    /// Makes one decision on a lock and writes it: from the cached state if this process knows
+    /// one, else from a read; again from a fresh read whenever the write lost (the cache was
+    /// stale or another writer came first) or the decision was a refusal made from the cache.
+    async fn decide<F>(&self, target: &Target, mut decide: F) -> Result<Decided, LockError>
+    where
+        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Step, LockError>,
+    {
+        let mut next = self
+            .cache
+            .get(&target.bucket, &target.object)
+            .map(|known| Basis {
+                state: Some((known.doc, known.version)),
+                fresh: false,
+            });
+        for _ in 0..MAX_DECISIONS {
+            let basis = match next.take() {
+                Some(basis) => basis,
+                None => self.read_fresh(target).await?,
+            };
+            let now = self.clock.now();
+            let step = match decide(basis.state.as_ref().map(|(doc, _)| doc), now) {
+                Ok(step) => step,
+                // Never refuse from a hint: confirm with a read.
+                Err(_) if !basis.fresh => continue,
+                Err(refusal) => return Err(refusal),
+            };
+            let (doc, current) = match (step, basis.state) {
+                (Step::Write(doc), current) => (doc, current),
+                (Step::Keep, Some((doc, _))) if basis.fresh => return Ok(Decided::Kept(doc, now)),
+                // A no-op answer from a hint could be stale too: confirm with a read.
+                (Step::Keep, _) => continue,
+            };
+            let (current_token, expected) = match current {
+                Some((current, version)) => (current.token, Some(version)),
+                None => (None, None),
+            };
+            match self.write(target, &doc, expected.as_ref()).await? {
+                Written::Ours => return Ok(Decided::Wrote(doc, now)),
+                Written::Lost(seen) => next = Some(self.fresh_basis(target, seen)?),
+                Written::Unknown(why) => {
+                    // The caller will hear "unavailable" and never learn this token. If a new
+                    // grant landed anyway, nobody could use or release it until its lease ran
+                    // out, so free it as soon as the store answers again. (Renew, release and a
+                    // refresh keep the holder's own token, which the holder still has.)
+                    if doc.token != current_token {
+                        self.spawn_orphan_cleanup(target, doc, expected);
+                    }
+                    return Err(LockError::StoreUnavailable(why));
+                }
             }
         }
         Err(LockError::Contended)
@@ -361,7 +446,8 @@ impl Engine {
         expect_owner: Option<&str>,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        let doc = self.read(&target).await?.map(|(doc, _)| doc);
+        // Status always reads the store (it is what a client asks for), and refreshes the hint.
+        let doc = self.read_fresh(&target).await?.state.map(|(doc, _)| doc);
         Ok(self.status_view(&target, doc, expect_owner))
     }
 
@@ -460,7 +546,42 @@ impl Engine {
         }
     }
 
-    /// Reads and parses the lock document with its version.
+    /// Reads the lock from the store for a decision, and remembers what it found.
+    async fn read_fresh(&self, target: &Target) -> Result<Basis, LockError> {
+        let seen = self
+            .store
+            .get(&target.bucket, &target.object)
+            .await
+            .map_err(|e| {
+                self.cache.forget(&target.bucket, &target.object);
+                store_error(e)
+            })?;
+        self.fresh_basis(target, seen)
+    }
+
+    /// Parses what was just read from the store and remembers it.
+    fn fresh_basis(&self, target: &Target, seen: Option<Versioned>) -> Result<Basis, LockError> {
+        let Some(found) = seen else {
+            self.cache.forget(&target.bucket, &target.object);
+            return Ok(Basis {
+                state: None,
+                fresh: true,
+            });
+        };
+        let doc = LockDocument::from_bytes(&found.body).map_err(|e| {
+            self.cache.forget(&target.bucket, &target.object);
+            LockError::Unreadable(e.to_string())
+        })?;
+        self.cache
+            .remember(&target.bucket, &target.object, &doc, &found.version);
+        Ok(Basis {
+            state: Some((doc, found.version)),
+            fresh: true,
+        })
+    }
+
+    /// Reads and parses the lock document with its version, leaving the cache alone (a list of
+    /// many locks should not push out the states of the locks this process works with).
     async fn read(&self, target: &Target) -> Result<Option<(LockDocument, Version)>, LockError> {
         let Some(found) = self
             .store
@@ -498,12 +619,22 @@ impl Engine {
             }
         };
         let doubt = match outcome {
-            Ok(_) => return Ok(Written::Ours),
+            Ok(version) => {
+                self.cache.remember(bucket, object, doc, &version);
+                return Ok(Written::Ours);
+            }
             Err(StoreError::PreconditionFailed) => None,
             Err(StoreError::Unavailable(why)) => Some(why),
-            Err(other) => return Err(store_error(other)),
+            Err(other) => {
+                self.cache.forget(bucket, object);
+                return Err(store_error(other));
+            }
         };
-        Ok(self.read_back(target, &body, expected, doubt).await)
+        let written = self.read_back(target, doc, &body, expected, doubt).await;
+        if matches!(written, Written::Unknown(_)) {
+            self.cache.forget(bucket, object);
+        }
+        Ok(written)
     }
 
     /// Settles a write that failed its precondition (`doubt` is `None`) or whose answer never
@@ -516,6 +647,7 @@ impl Engine {
     async fn read_back(
         &self,
         target: &Target,
+        doc: &LockDocument,
         ours: &Bytes,
         expected: Option<&Version>,
         doubt: Option<String>,
@@ -527,14 +659,18 @@ impl Engine {
                 tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
             }
             match self.store.get(&target.bucket, &target.object).await {
-                Ok(Some(stored)) if stored.body == *ours => return Written::Ours,
+                Ok(Some(stored)) if stored.body == *ours => {
+                    self.cache
+                        .remember(&target.bucket, &target.object, doc, &stored.version);
+                    return Written::Ours;
+                }
                 Ok(stored) => {
-                    let unchanged = stored.map(|s| s.version).as_ref() == expected;
+                    let unchanged = stored.as_ref().map(|s| &s.version) == expected;
                     if in_flight && unchanged {
                         last_error = "the write timed out and has not landed (yet)".into();
                         break;
                     }
-                    return Written::Lost;
+                    return Written::Lost(stored);
                 }
                 Err(e) => last_error = e.to_string(),
             }
