@@ -2,6 +2,8 @@
 //!
 //! A map of the crate, from the edge inwards (arrows only point down this list):
 //!
+//! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
+//!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
 //! * [`config`]    — every setting (clap + env), its default and its validation.
 //! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
@@ -15,6 +17,7 @@
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
 //! * [`client`]    — the HTTP client of the lock API, used by the client-side subcommands.
 
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;
