@@ -2,19 +2,22 @@
 //!
 //! A map of the crate, from the edge inwards (arrows only point down this list):
 //!
+//! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
+//!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
 //! * [`config`]    — every setting (clap + env), its default and its validation.
 //! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
 //! * [`http`]      — the axum router, request parsing, and the one error → status table.
-//! * [`lock`]      — the lock protocol (acquire, renew, release, status, list, local hand-off).
-//!   Knows nothing of HTTP or S3.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, status, list, local hand-off,
+//!   and the per-process cache of each lock's last known state). Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
 //! * [`client`]    — the HTTP client of the lock API, used by the client-side subcommands.
 
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;

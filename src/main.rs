@@ -4,7 +4,7 @@ use std::sync::Arc;
 use clap::Parser;
 use s3lock::config::{Cli, Command};
 use s3lock::lock::Engine;
-use s3lock::{startup, telemetry};
+use s3lock::{bench, startup, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -67,5 +67,12 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Command::Bench(args) => match bench::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("s3lock bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

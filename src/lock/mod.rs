@@ -2,7 +2,12 @@
 //! the write only lands if the object is still what was read (`If-Match`) or still absent
 //! (`If-None-Match: *`), so a check and its write are one atomic step and two deciders can never
 //! both win. Knows nothing of HTTP or of S3; time comes from an injected [`Clock`].
+//!
+//! The read is skipped when this process already knows the lock's state ([`cache`]): the write
+//! then carries the cached version, and if that was stale the store refuses it and the engine
+//! reads and decides again. So a warm acquire, renew or release is one store round trip.
 
+pub mod cache;
 pub mod document;
 pub mod error;
 pub mod key;
@@ -20,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TimeWindow};
-use crate::store::{Store, StoreError, Version};
+use crate::store::{Store, StoreError, Version, Versioned};
+use cache::StateCache;
 pub use document::LockDocument;
 pub use error::LockError;
 pub use key::LockKey;
@@ -93,17 +99,11 @@ pub struct Engine {
     config: EngineConfig,
     /// Shared with orphan clean-up tasks, which wake waiters when they free a lock.
     waiters: Arc<Waiters>,
+    /// The last known state of each lock this process touched: a hint that lets a decision
+    /// skip its read, never a source of truth.
+    cache: StateCache,
     /// Orphan clean-up tasks running now (bounded by `MAX_ORPHAN_WATCHERS`).
     orphan_watchers: Arc<AtomicUsize>,
-}
-
-/// Counts a running task down when it ends, however it ends.
-struct DecrementOnDrop(Arc<AtomicUsize>);
-
-impl Drop for DecrementOnDrop {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Where one lock lives.
@@ -117,10 +117,132 @@ struct Target {
 enum Written {
     /// Our body is what is stored now.
     Ours,
-    /// Someone else's write came first: decide again from a fresh read.
-    Lost,
+    /// Someone else's write came first. Carries what the read-back found, which is a fresh read
+    /// to decide again from (so a lost race costs one read, not two).
+    Lost(Option<Versioned>),
     /// The store could not say: the write may or may not have landed.
     Unknown(String),
+}
+
+/// The state a decision is made from.
+struct Basis {
+    state: Option<(LockDocument, Version)>,
+    /// Read from the store for this decision. A basis that is only the cache's hint may be
+    /// stale: a write may follow from it (the store checks the version), but a refusal or a
+    /// no-op answer may not, or a stale hint would refuse a client wrongly.
+    fresh: bool,
+}
+
+/// What a decision function wants done with the lock.
+enum Step {
+    /// Write this document in place of the basis.
+    Write(LockDocument),
+    /// Nothing to write: answer with the basis as it is (a repeated release).
+    Keep,
+}
+
+/// How a decision ended.
+enum Decided {
+    /// The document was written and is now the lock's state.
+    Wrote(LockDocument, TimeWindow),
+    /// Nothing was written; the (fresh) document as read.
+    Kept(LockDocument, TimeWindow),
+}
+
+/// A grant that may land without its caller ever learning its token, and what it takes to free
+/// it if it does.
+struct OrphanWatch {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    waiters: Arc<Waiters>,
+    watchers: Arc<AtomicUsize>,
+    bucket: String,
+    object: String,
+    orphan: LockDocument,
+    /// The version the grant was written against (`None`: written as a create).
+    written_over: Option<Version>,
+}
+
+impl OrphanWatch {
+    /// Watches in the background: keeps reading until the store answers (for a minute at most,
+    /// or the lease if shorter), and releases the lock only while the stored document is still
+    /// byte for byte the orphaned grant.
+    fn spawn(self) {
+        // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
+        // the store when it comes back.
+        if self.watchers.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
+            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(object = %self.object, "too many unsettled grants to watch; this \
+                one, if it landed, stays held until its lease ends");
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            return; // shutting down: nothing left to run the watch on
+        };
+        runtime.spawn(self.watch());
+    }
+
+    async fn watch(self) {
+        let _count = DecrementOnDrop(self.watchers.clone());
+        let ours = self.orphan.to_bytes();
+        let give_up = Instant::now() + StdDuration::from_secs(self.orphan.expire).min(ORPHAN_WATCH);
+        let mut pause = StdDuration::from_millis(100);
+        while Instant::now() < give_up {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(StdDuration::from_secs(5));
+            let stored = match self.store.get(&self.bucket, &self.object).await {
+                Ok(Some(stored)) if stored.body == ours => stored,
+                // Still as it was: the grant may yet land.
+                Ok(stored) if stored.as_ref().map(|s| &s.version) == self.written_over.as_ref() => {
+                    continue
+                }
+                Ok(_) => return, // it can no longer land, or was already replaced
+                Err(_) => continue,
+            };
+            let released = self.orphan.released(self.clock.now().latest).to_bytes();
+            match self
+                .store
+                .put_if_version(&self.bucket, &self.object, released, &stored.version)
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(bucket = %self.bucket, object = %self.object,
+                        "released a grant whose caller never learned of it");
+                    self.waiters.wake(&self.bucket, &self.object);
+                    return;
+                }
+                // Re-read: either our release landed unseen, or the document changed.
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+/// Spawns its watch if dropped while armed: the future doing the write was cancelled.
+struct OrphanGuard(Option<OrphanWatch>);
+
+impl OrphanGuard {
+    fn disarm(mut self) -> Option<OrphanWatch> {
+        self.0.take()
+    }
+}
+
+impl Drop for OrphanGuard {
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.take() {
+            watch.spawn();
+        }
+    }
+}
+
+/// Counts a running task down when it ends, however it ends.
+struct DecrementOnDrop(Arc<AtomicUsize>);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
@@ -130,8 +252,21 @@ impl Engine {
             clock,
             config,
             waiters: Arc::default(),
+            cache: StateCache::new(cache::DEFAULT_CAPACITY),
             orphan_watchers: Arc::default(),
         }
+    }
+
+    /// The same engine remembering at most `capacity` locks' states (0 turns the cache off, so
+    /// that every decision reads first).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = StateCache::new(capacity);
+        self
+    }
+
+    /// How many locks' last known states this process remembers.
+    pub fn cached_locks(&self) -> usize {
+        self.cache.len()
     }
 
     /// The store's time as this engine knows it.
@@ -206,51 +341,40 @@ impl Engine {
         owner: &str,
         ttl: u64,
     ) -> Result<LockView, LockError> {
-        for _ in 0..MAX_DECISIONS {
-            let current = self.read(target).await?;
-            let current_token = current.as_ref().and_then(|(d, _)| d.token.clone());
-            let now = self.clock.now();
-            let (next, expected) = match current {
-                None => (LockDocument::grant(owner, ttl, now.latest, 1), None),
-                Some((doc, version)) => {
-                    let next = match doc.holder(now.earliest) {
-                        // A free lock passes to a new holder: the fencing token grows.
-                        None => LockDocument::grant(owner, ttl, now.latest, next_fencing(&doc)?),
-                        // The seed's reentrant refresh: same holder, same token and fencing token.
-                        Some(holder) if holder == owner && doc.token.is_some() => {
-                            doc.renewed(ttl, now.latest)
-                        }
-                        // A seed-written lock taken up by its own owner through us: it gets a
-                        // token, and as a new grant of ours, a new fencing token.
-                        Some(holder) if holder == owner => {
-                            LockDocument::grant(owner, ttl, now.latest, next_fencing(&doc)?)
-                        }
-                        Some(holder) => {
-                            return Err(LockError::Held {
-                                owner: holder.to_owned(),
-                                expires_at: doc.expires_at(),
-                            })
-                        }
-                    };
-                    (next, Some(version))
-                }
-            };
-            match self.write(target, &next, expected.as_ref()).await? {
-                Written::Ours => return Ok(self.view(target, &next, now, true)),
-                Written::Lost => continue,
-                Written::Unknown(why) => {
-                    // The caller will hear "unavailable" and never learn this token. If the
-                    // grant landed anyway, nobody could use or release it until its lease ran
-                    // out, so free it as soon as the store answers again. (A refresh keeps the
-                    // holder's own token, which the holder still has: nothing to clean up.)
-                    if next.token != current_token {
-                        self.spawn_orphan_cleanup(target, next, expected);
+        let decided = self
+            .decide(target, |current, now| {
+                let Some(doc) = current else {
+                    return Ok(Step::Write(LockDocument::grant(owner, ttl, now.latest, 1)));
+                };
+                Ok(Step::Write(match doc.holder(now.earliest) {
+                    // A free lock passes to a new holder: the fencing token grows.
+                    None => LockDocument::grant(owner, ttl, now.latest, next_fencing(doc)?),
+                    // The seed's reentrant refresh: same holder, same token and fencing token.
+                    // It never shortens the lease: another process holding the token under this
+                    // owner name was told the longer one.
+                    Some(holder) if holder == owner && doc.token.is_some() => {
+                        let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
+                        let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
+                        doc.renewed(ttl.max(left), now.latest)
                     }
-                    return Err(LockError::StoreUnavailable(why));
-                }
-            }
+                    // A seed-written lock taken up by its own owner through us: it gets a token,
+                    // and as a new grant of ours, a new fencing token.
+                    Some(holder) if holder == owner => {
+                        LockDocument::grant(owner, ttl, now.latest, next_fencing(doc)?)
+                    }
+                    Some(holder) => {
+                        return Err(LockError::Held {
+                            owner: holder.to_owned(),
+                            expires_at: doc.expires_at(),
+                        })
+                    }
+                }))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => Ok(self.view(target, &doc, now, true)),
+            Decided::Kept(..) => unreachable!("acquire always writes or refuses"),
         }
-        Err(LockError::Contended)
     }
 
     /// Extends the holder's lease by `ttl` seconds from now.
@@ -264,30 +388,29 @@ impl Engine {
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
         let ttl = self.ttl(ttl)?;
-        for _ in 0..MAX_DECISIONS {
-            let (doc, version) = self.read(&target).await?.ok_or(LockError::NotFound)?;
-            let now = self.clock.now();
-            check_holder(&doc, token)?;
-            if doc.owner.is_none() {
-                return Err(LockError::NotHolder(
-                    "the lock was released; acquire it again".into(),
-                ));
-            }
-            if doc.is_expired(now.earliest) {
-                // Once a lease has run out another replica may already have judged the lock free;
-                // renewing then would let the old holder believe it never lost it.
-                return Err(LockError::NotHolder(
-                    "the lease has expired; acquire the lock again".into(),
-                ));
-            }
-            let next = doc.renewed(ttl, now.latest);
-            match self.write(&target, &next, Some(&version)).await? {
-                Written::Ours => return Ok(self.view(&target, &next, now, true)),
-                Written::Lost => continue,
-                Written::Unknown(why) => return Err(LockError::StoreUnavailable(why)),
-            }
+        let decided = self
+            .decide(&target, |current, now| {
+                let doc = current.ok_or(LockError::NotFound)?;
+                check_holder(doc, token)?;
+                if doc.owner.is_none() {
+                    return Err(LockError::NotHolder(
+                        "the lock was released; acquire it again".into(),
+                    ));
+                }
+                if doc.is_expired(now.earliest) {
+                    // Once a lease has run out another replica may already have judged the lock
+                    // free; renewing then would let the old holder believe it never lost it.
+                    return Err(LockError::NotHolder(
+                        "the lease has expired; acquire the lock again".into(),
+                    ));
+                }
+                Ok(Step::Write(doc.renewed(ttl, now.latest)))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => Ok(self.view(&target, &doc, now, true)),
+            Decided::Kept(..) => unreachable!("renew always writes or refuses"),
         }
-        Err(LockError::Contended)
     }
 
     /// Releases the lock held with `token`. Releasing again with the same token is a no-op.
@@ -299,85 +422,110 @@ impl Engine {
         token: &str,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        for _ in 0..MAX_DECISIONS {
-            let (doc, version) = self.read(&target).await?.ok_or(LockError::NotFound)?;
-            let now = self.clock.now();
-            check_holder(&doc, token)?;
-            if doc.owner.is_none() {
-                return Ok(self.view(&target, &doc, now, false));
-            }
-            let next = doc.released(now.latest);
-            match self.write(&target, &next, Some(&version)).await? {
-                Written::Ours => {
-                    self.waiters.wake(&target.bucket, &target.object);
-                    return Ok(self.view(&target, &next, now, false));
+        let decided = self
+            .decide(&target, |current, now| {
+                let doc = current.ok_or(LockError::NotFound)?;
+                check_holder(doc, token)?;
+                if doc.owner.is_none() {
+                    return Ok(Step::Keep);
                 }
-                Written::Lost => continue,
-                Written::Unknown(why) => return Err(LockError::StoreUnavailable(why)),
+                Ok(Step::Write(doc.released(now.latest)))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => {
+                self.waiters.wake(&target.bucket, &target.object);
+                Ok(self.view(&target, &doc, now, false))
+            }
+            Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
+        }
+    }
+
+    /// Makes one decision on a lock and writes it: from the cached state if this process knows
+    /// one, else from a read; again from a fresh read whenever the write lost (the cache was
+    /// stale or another writer came first) or the decision was a refusal made from the cache.
+    async fn decide<F>(&self, target: &Target, mut decide: F) -> Result<Decided, LockError>
+    where
+        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Step, LockError>,
+    {
+        let mut next = self
+            .cache
+            .get(&target.bucket, &target.object)
+            .map(|known| Basis {
+                state: Some((known.doc, known.version)),
+                fresh: false,
+            });
+        for _ in 0..MAX_DECISIONS {
+            let basis = match next.take() {
+                Some(basis) => basis,
+                None => self.read_fresh(target).await?,
+            };
+            let now = self.clock.now();
+            let step = match decide(basis.state.as_ref().map(|(doc, _)| doc), now) {
+                Ok(step) => step,
+                // Never refuse from a hint: confirm with a read.
+                Err(_) if !basis.fresh => continue,
+                Err(refusal) => return Err(refusal),
+            };
+            let (doc, current) = match (step, basis.state) {
+                (Step::Write(doc), current) => (doc, current),
+                (Step::Keep, Some((doc, _))) if basis.fresh => return Ok(Decided::Kept(doc, now)),
+                // A no-op answer from a hint could be stale too: confirm with a read.
+                (Step::Keep, _) => continue,
+            };
+            let (current_token, expected) = match current {
+                Some((current, version)) => (current.token, Some(version)),
+                None => (None, None),
+            };
+            // A new grant whose outcome the caller might never learn (the store's answer is
+            // lost, or this request is cancelled mid-write: a client disconnect, the request
+            // timeout) is watched and freed if it lands. Renew, release and a refresh keep the
+            // holder's own token, which the holder still has.
+            let guard = OrphanGuard(
+                (doc.token != current_token)
+                    .then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
+            );
+            let written = self.write(target, &doc, expected.as_ref()).await;
+            let watch = guard.disarm();
+            match written? {
+                Written::Ours => {
+                    // Judge the new lease on the clock as it is now that the write is known to
+                    // have landed: a slow write (retries, a read-back) may have used it up.
+                    let after = self.clock.now();
+                    if doc.owner.is_some() && after.latest >= doc.expires_at() {
+                        next = None;
+                        continue;
+                    }
+                    return Ok(Decided::Wrote(doc, after));
+                }
+                Written::Lost(seen) => next = Some(self.fresh_basis(target, seen)?),
+                Written::Unknown(why) => {
+                    if let Some(watch) = watch {
+                        watch.spawn();
+                    }
+                    return Err(LockError::StoreUnavailable(why));
+                }
             }
         }
         Err(LockError::Contended)
     }
 
-    /// Frees a grant whose outcome was unknown when its acquire gave up, if it turns out to have
-    /// landed: keeps reading until the store answers (for at most the lease), and releases the
-    /// lock only while the stored document is still byte for byte the orphaned grant.
-    fn spawn_orphan_cleanup(
+    fn orphan_watch(
         &self,
         target: &Target,
         orphan: LockDocument,
         written_over: Option<Version>,
-    ) {
-        // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
-        // the store when it comes back.
-        let watchers = self.orphan_watchers.clone();
-        if watchers.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
-            watchers.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(key = %target.key, "too many unsettled grants to watch; this one, if \
-                it landed, stays held until its lease ends");
-            return;
+    ) -> OrphanWatch {
+        OrphanWatch {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            waiters: self.waiters.clone(),
+            watchers: self.orphan_watchers.clone(),
+            bucket: target.bucket.clone(),
+            object: target.object.clone(),
+            orphan,
+            written_over,
         }
-        let (store, clock, waiters) =
-            (self.store.clone(), self.clock.clone(), self.waiters.clone());
-        let (bucket, object) = (target.bucket.clone(), target.object.clone());
-        let ours = orphan.to_bytes();
-        let watch_for = StdDuration::from_secs(orphan.expire).min(ORPHAN_WATCH);
-        let give_up = Instant::now() + watch_for;
-        tokio::spawn(async move {
-            let _count = DecrementOnDrop(watchers);
-            let mut pause = StdDuration::from_millis(100);
-            while Instant::now() < give_up {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(StdDuration::from_secs(5));
-                let stored = match store.get(&bucket, &object).await {
-                    Ok(Some(stored)) if stored.body == ours => stored,
-                    // Still as it was: the grant may yet land.
-                    Ok(stored) if stored.as_ref().map(|s| &s.version) == written_over.as_ref() => {
-                        continue
-                    }
-                    Ok(_) => return, // it can no longer land, or was already replaced
-                    Err(_) => continue,
-                };
-                let released = orphan.released(clock.now().latest).to_bytes();
-                match store
-                    .put_if_version(&bucket, &object, released, &stored.version)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::warn!(
-                            bucket,
-                            object,
-                            "released a grant whose acquire had failed \
-                            with the store unavailable (its response was lost)"
-                        );
-                        waiters.wake(&bucket, &object);
-                        return;
-                    }
-                    // Re-read: either our release landed unseen, or the document changed.
-                    Err(_) => continue,
-                }
-            }
-        });
     }
 
     /// The stored view of a lock, `locked` as seen by `expect_owner`. A lock that never existed
@@ -390,7 +538,8 @@ impl Engine {
         expect_owner: Option<&str>,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        let doc = self.read(&target).await?.map(|(doc, _)| doc);
+        // Status always reads the store (it is what a client asks for), and refreshes the hint.
+        let doc = self.read_fresh(&target).await?.state.map(|(doc, _)| doc);
         Ok(self.status_view(&target, doc, expect_owner))
     }
 
@@ -489,7 +638,42 @@ impl Engine {
         }
     }
 
-    /// Reads and parses the lock document with its version.
+    /// Reads the lock from the store for a decision, and remembers what it found.
+    async fn read_fresh(&self, target: &Target) -> Result<Basis, LockError> {
+        let seen = self
+            .store
+            .get(&target.bucket, &target.object)
+            .await
+            .map_err(|e| {
+                self.cache.forget(&target.bucket, &target.object);
+                store_error(e)
+            })?;
+        self.fresh_basis(target, seen)
+    }
+
+    /// Parses what was just read from the store and remembers it.
+    fn fresh_basis(&self, target: &Target, seen: Option<Versioned>) -> Result<Basis, LockError> {
+        let Some(found) = seen else {
+            self.cache.forget(&target.bucket, &target.object);
+            return Ok(Basis {
+                state: None,
+                fresh: true,
+            });
+        };
+        let doc = LockDocument::from_bytes(&found.body).map_err(|e| {
+            self.cache.forget(&target.bucket, &target.object);
+            LockError::Unreadable(e.to_string())
+        })?;
+        self.cache
+            .remember(&target.bucket, &target.object, &doc, &found.version);
+        Ok(Basis {
+            state: Some((doc, found.version)),
+            fresh: true,
+        })
+    }
+
+    /// Reads and parses the lock document with its version, leaving the cache alone (a list of
+    /// many locks should not push out the states of the locks this process works with).
     async fn read(&self, target: &Target) -> Result<Option<(LockDocument, Version)>, LockError> {
         let Some(found) = self
             .store
@@ -527,12 +711,22 @@ impl Engine {
             }
         };
         let doubt = match outcome {
-            Ok(_) => return Ok(Written::Ours),
+            Ok(version) => {
+                self.cache.remember(bucket, object, doc, &version);
+                return Ok(Written::Ours);
+            }
             Err(StoreError::PreconditionFailed) => None,
             Err(StoreError::Unavailable(why)) => Some(why),
-            Err(other) => return Err(store_error(other)),
+            Err(other) => {
+                self.cache.forget(bucket, object);
+                return Err(store_error(other));
+            }
         };
-        Ok(self.read_back(target, &body, expected, doubt).await)
+        let written = self.read_back(target, doc, &body, expected, doubt).await;
+        if matches!(written, Written::Unknown(_)) {
+            self.cache.forget(bucket, object);
+        }
+        Ok(written)
     }
 
     /// Settles a write that failed its precondition (`doubt` is `None`) or whose answer never
@@ -545,6 +739,7 @@ impl Engine {
     async fn read_back(
         &self,
         target: &Target,
+        doc: &LockDocument,
         ours: &Bytes,
         expected: Option<&Version>,
         doubt: Option<String>,
@@ -556,14 +751,18 @@ impl Engine {
                 tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
             }
             match self.store.get(&target.bucket, &target.object).await {
-                Ok(Some(stored)) if stored.body == *ours => return Written::Ours,
+                Ok(Some(stored)) if stored.body == *ours => {
+                    self.cache
+                        .remember(&target.bucket, &target.object, doc, &stored.version);
+                    return Written::Ours;
+                }
                 Ok(stored) => {
-                    let unchanged = stored.map(|s| s.version).as_ref() == expected;
+                    let unchanged = stored.as_ref().map(|s| &s.version) == expected;
                     if in_flight && unchanged {
                         last_error = "the write timed out and has not landed (yet)".into();
                         break;
                     }
-                    return Written::Lost;
+                    return Written::Lost(stored);
                 }
                 Err(e) => last_error = e.to_string(),
             }

@@ -84,6 +84,8 @@ struct FaultyStore {
     inner: MemoryStore,
     fault: Mutex<Option<Fault>>,
     gets: AtomicUsize,
+    /// Conditional writes tried (both kinds), to count round trips.
+    writes: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +148,7 @@ impl Store for FaultyStore {
         key: &str,
         body: Bytes,
     ) -> Result<Version, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         let fault = self.take_write_fault();
         if matches!(fault, Some(Fault::Down)) {
             return Err(StoreError::Unavailable("down".into()));
@@ -159,6 +162,7 @@ impl Store for FaultyStore {
         body: Bytes,
         expected: &Version,
     ) -> Result<Version, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         let fault = self.take_write_fault();
         if matches!(fault, Some(Fault::Down)) {
             return Err(StoreError::Unavailable("down".into()));
@@ -762,8 +766,9 @@ async fn a_local_release_wakes_a_waiter_without_polling() {
     assert_eq!(granted.fencing_token, 2);
     // With time paused, only the wake-up (not a timer) can have run the waiter this soon.
     assert_eq!(Instant::now(), released_at, "no timer had to fire");
-    // The release read once; the woken waiter read once more and won.
-    assert_eq!(f.store.gets.load(Ordering::SeqCst) - gets_before_release, 2);
+    // The release wrote from this process's cached state, and the woken waiter wrote over the
+    // release it knows of: neither had to read.
+    assert_eq!(f.store.gets.load(Ordering::SeqCst) - gets_before_release, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -784,6 +789,197 @@ async fn a_waiter_backs_off_instead_of_hammering_the_store() {
     assert!((5..=30).contains(&reads), "{reads} reads in a 10 s wait");
 }
 
+impl Fixture {
+    /// Reads and writes the store has seen so far.
+    fn round_trips(&self) -> (usize, usize) {
+        (
+            self.store.gets.load(Ordering::SeqCst),
+            self.store.writes.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Another replica over the same store and clock, with a cache of its own.
+    fn other_replica(&self) -> Engine {
+        Engine::new(self.store.clone(), self.clock.clone(), config())
+    }
+}
+
+/// The round trips (reads, writes) one engine call cost.
+async fn cost<T>(f: &Fixture, call: impl std::future::Future<Output = T>) -> (T, (usize, usize)) {
+    let (g0, w0) = f.round_trips();
+    let out = call.await;
+    let (g1, w1) = f.round_trips();
+    (out, (g1 - g0, w1 - w0))
+}
+
+#[tokio::test]
+async fn warm_acquire_renew_and_release_each_cost_one_conditional_write() {
+    let f = fixture();
+    let (a, c) = cost(&f, f.engine.acquire(None, "k", owner("alice", 30))).await;
+    let a = a.unwrap();
+    assert_eq!(c, (1, 1), "a lock never seen costs a read and a write");
+    let token = a.token.as_deref().unwrap();
+    let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(40))).await;
+    assert_eq!(r.unwrap().expire, 40);
+    assert_eq!(c, (0, 1), "renew");
+    let (r, c) = cost(&f, f.engine.release(None, "k", token)).await;
+    assert_eq!(r.unwrap().owner, None);
+    assert_eq!(c, (0, 1), "release");
+    let (b, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
+    assert_eq!(b.unwrap().fencing_token, 2);
+    assert_eq!(c, (0, 1), "acquire of a lock this process released");
+    let (again, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
+    assert_eq!(again.unwrap().fencing_token, 2);
+    assert_eq!(c, (0, 1), "the holder's reentrant refresh");
+}
+
+#[tokio::test]
+async fn with_the_cache_off_every_decision_reads_first() {
+    let mut f = fixture();
+    f.engine = Engine::new(f.store.clone(), f.clock.clone(), config()).with_cache_capacity(0);
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    let (r, c) = cost(&f, f.engine.release(None, "k", a.token.as_deref().unwrap())).await;
+    r.unwrap();
+    assert_eq!(c, (1, 1));
+    assert_eq!(f.engine.cached_locks(), 0);
+}
+
+#[tokio::test]
+async fn a_stale_cache_never_refuses_an_acquire_of_a_free_lock() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    // alice releases through the other replica: this one still believes she holds the lock.
+    f.other_replica()
+        .release(None, "k", a.token.as_deref().unwrap())
+        .await
+        .unwrap();
+    let (b, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
+    assert_eq!(
+        b.unwrap().fencing_token,
+        2,
+        "no false 409 from the stale cache"
+    );
+    assert_eq!(c, (1, 1), "the cached 'held' was confirmed with one read");
+}
+
+#[tokio::test]
+async fn a_stale_cache_costs_one_failed_write_and_one_read_before_the_right_answer() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    f.engine
+        .release(None, "k", a.token.as_deref().unwrap())
+        .await
+        .unwrap();
+    // carol takes the lock through the other replica; this one still believes it is free.
+    f.other_replica()
+        .acquire(None, "k", owner("carol", 30))
+        .await
+        .unwrap();
+    let (b, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
+    assert!(
+        matches!(b, Err(LockError::Held { ref owner, .. }) if owner == "carol"),
+        "{b:?}"
+    );
+    // The refused write's read-back is also the fresh read the new decision is made from.
+    assert_eq!(c, (1, 1));
+    // Now the cache knows carol holds it; a second try confirms with a read and writes nothing.
+    let (b, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
+    assert!(matches!(b, Err(LockError::Held { .. })));
+    assert_eq!(c, (1, 0));
+}
+
+#[tokio::test]
+async fn a_stale_cache_never_refuses_the_holders_renew_or_release() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    // Through the other replica alice releases and carol takes the lock: this replica still
+    // believes alice holds it with her token.
+    let other = f.other_replica();
+    other
+        .release(None, "k", a.token.as_deref().unwrap())
+        .await
+        .unwrap();
+    let carol = other.acquire(None, "k", owner("carol", 30)).await.unwrap();
+    let carol_token = carol.token.as_deref().unwrap();
+    let renewed = f
+        .engine
+        .renew(None, "k", carol_token, Some(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed.expire, 50,
+        "no false not-holder from the stale cache"
+    );
+    f.engine.release(None, "k", carol_token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_repeated_release_is_confirmed_with_a_read_not_answered_from_the_cache() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    let token = a.token.as_deref().unwrap();
+    f.engine.release(None, "k", token).await.unwrap();
+    // The lock passes to bob elsewhere; this replica still has alice's release cached.
+    f.other_replica()
+        .acquire(None, "k", owner("bob", 30))
+        .await
+        .unwrap();
+    let (again, c) = cost(&f, f.engine.release(None, "k", token)).await;
+    assert!(matches!(again, Err(LockError::NotHolder(_))), "{again:?}");
+    assert_eq!(c, (1, 0));
+}
+
+#[tokio::test]
+async fn a_lost_response_on_a_warm_write_is_still_resolved_by_reading_back() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    let token = a.token.as_deref().unwrap();
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(45))).await;
+    assert_eq!(r.unwrap().expire, 45);
+    assert_eq!(c, (1, 1), "one write, one read-back that found it ours");
+    // The read-back's version was remembered: the next renew is one write again.
+    let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(46))).await;
+    assert_eq!(r.unwrap().expire, 46);
+    assert_eq!(c, (0, 1));
+    f.store.set(Some(Fault::Down));
+    assert!(matches!(
+        f.engine.release(None, "k", token).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    f.store.set(None);
+    assert_eq!(
+        f.engine.cached_locks(),
+        0,
+        "an unknown outcome is forgotten"
+    );
+    f.engine.release(None, "k", token).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_fencing_token_at_the_top_of_its_range_never_wraps_to_zero() {
     let f = fixture();
@@ -799,4 +995,30 @@ async fn a_fencing_token_at_the_top_of_its_range_never_wraps_to_zero() {
         f.engine.acquire(None, "top", owner("alice", 30)).await,
         Err(LockError::Unreadable(_))
     ));
+}
+
+#[tokio::test]
+async fn a_reentrant_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
+    let f = fixture();
+    let long = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::seconds(100));
+    let short = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    assert_eq!(short.token, long.token);
+    assert_eq!(
+        short.lock_time,
+        t0() + Duration::seconds(100),
+        "lock_time is refreshed"
+    );
+    assert_eq!(
+        short.expires_at, long.expires_at,
+        "the lease still ends when it did"
+    );
 }

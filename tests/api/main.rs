@@ -7,5 +7,6 @@ mod client;
 mod contention;
 mod faults;
 mod helpers;
+mod round_trips;
 mod routes;
 mod s3;

@@ -1,0 +1,135 @@
+//! This process's hint of each lock's last known state: the document and the version (S3 ETag) it
+//! last read or wrote, so that the next decision on that lock can go straight to a conditional
+//! write (`If-Match: <cached version>`) without reading first: one store round trip instead of
+//! two.
+//!
+//! A hint, never a source of truth. Another replica (or another request in this process) may
+//! have written since, so the engine only ever lets a cached state lead to a *write*, which the
+//! store checks against the cached version and refuses when it is stale. A refusal (held,
+//! not-holder) or a no-op answer is only ever given from a fresh read.
+//!
+//! Bounded with an LRU (the `lru` crate, already in the dependency tree through the AWS SDK):
+//! a lock not touched for a while simply costs one read again.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use super::LockDocument;
+use crate::store::Version;
+
+/// Locks remembered per process by default. An entry is a few hundred bytes (the document, its
+/// version and the bucket and object names), so this bounds the cache to a few MiB.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// One lock's last known state.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub doc: LockDocument,
+    /// The version `doc` was stored at. Conditional writes made from this hint carry it as
+    /// `If-Match`, which is what makes a stale hint harmless: the store refuses the write.
+    pub version: Version,
+}
+
+type Slot = (String, String);
+
+#[derive(Debug)]
+pub struct StateCache {
+    /// `None` when caching is off (capacity 0): every decision then reads first. A std mutex:
+    /// it is held only for a map operation, never across an await.
+    entries: Option<Mutex<LruCache<Slot, Known>>>,
+}
+
+impl StateCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+        }
+    }
+
+    pub fn get(&self, bucket: &str, object: &str) -> Option<Known> {
+        let mut entries = self.entries()?;
+        entries
+            .get(&(bucket.to_owned(), object.to_owned()))
+            .cloned()
+    }
+
+    /// Records what was just read from or written to the store. Concurrent requests may record
+    /// out of order, leaving an older state here: that only costs a failed conditional write and
+    /// a read later, never a wrong answer.
+    pub fn remember(&self, bucket: &str, object: &str, doc: &LockDocument, version: &Version) {
+        if let Some(mut entries) = self.entries() {
+            entries.put(
+                (bucket.to_owned(), object.to_owned()),
+                Known {
+                    doc: doc.clone(),
+                    version: version.clone(),
+                },
+            );
+        }
+    }
+
+    /// Drops what is known of a lock whose state is now unknown (an error) or not a document.
+    pub fn forget(&self, bucket: &str, object: &str) {
+        if let Some(mut entries) = self.entries() {
+            entries.pop(&(bucket.to_owned(), object.to_owned()));
+        }
+    }
+
+    /// How many locks are remembered.
+    pub fn len(&self) -> usize {
+        self.entries().map_or(0, |e| e.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entries(&self) -> Option<std::sync::MutexGuard<'_, LruCache<Slot, Known>>> {
+        self.entries
+            .as_ref()
+            .map(|m| m.lock().expect("lock cache mutex poisoned"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(owner: &str) -> LockDocument {
+        LockDocument::grant(owner, 60, chrono::DateTime::UNIX_EPOCH, 1)
+    }
+
+    #[test]
+    fn the_least_recently_used_lock_is_forgotten_first() {
+        let cache = StateCache::new(2);
+        cache.remember("b", "k1", &doc("a"), &Version("1".into()));
+        cache.remember("b", "k2", &doc("a"), &Version("2".into()));
+        assert!(
+            cache.get("b", "k1").is_some(),
+            "touching k1 makes k2 the oldest"
+        );
+        cache.remember("b", "k3", &doc("a"), &Version("3".into()));
+        assert!(cache.get("b", "k2").is_none());
+        assert!(cache.get("b", "k1").is_some());
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn buckets_are_separate_and_forget_drops_an_entry() {
+        let cache = StateCache::new(8);
+        cache.remember("b1", "k", &doc("a"), &Version("1".into()));
+        assert!(cache.get("b2", "k").is_none());
+        cache.forget("b1", "k");
+        assert!(cache.get("b1", "k").is_none());
+    }
+
+    #[test]
+    fn capacity_zero_turns_the_cache_off() {
+        let cache = StateCache::new(0);
+        cache.remember("b", "k", &doc("a"), &Version("1".into()));
+        assert!(cache.get("b", "k").is_none());
+        assert!(cache.is_empty());
+    }
+}
