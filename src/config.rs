@@ -396,7 +396,9 @@ impl ServeArgs {
             skip_store_check: self.skip_store_check,
             create_buckets: self.create_buckets,
             request_timeout: Duration::from_secs(
-                self.max_wait + self.request_timeout_margin.max(1) + self.s3_timeout,
+                self.max_wait
+                    .saturating_add(self.request_timeout_margin.max(1))
+                    .saturating_add(self.s3_timeout),
             ),
         })
     }

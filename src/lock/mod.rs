@@ -326,7 +326,9 @@ impl Engine {
                 .to_std()
                 .unwrap_or_default();
             let jittered = rand::rng().random_range(poll / 2..=poll);
-            let nap = jittered.min(until_expiry).min(left);
+            // Never below FIRST_POLL: near the lease's end, clock samples that step back could
+            // otherwise make a waiter re-poll at once, round trip after round trip.
+            let nap = jittered.min(until_expiry).max(FIRST_POLL).min(left);
             poll = (poll * 2).min(MAX_POLL);
             tokio::select! {
                 _ = &mut notified => {}

@@ -9,8 +9,9 @@ use futures_util::future::join_all;
 
 use super::{Store, StoreError};
 
-/// Writers in each probe race.
+/// Writers in each probe race, and rounds of the create race.
 const RACERS: usize = 8;
+const ROUNDS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -70,17 +71,23 @@ async fn probe(
         Err(e) => return Err(e.into()),
     }
 
-    let creates = join_all(
-        (0..RACERS).map(|i| store.put_if_absent(bucket, race, body(&format!("create-{i}")))),
-    )
-    .await;
-    let winners = count_winners(creates)?;
-    if winners != 1 {
-        return Err(CheckError::NotAtomic {
-            kind: "If-None-Match",
-            winners,
-        });
+    // Several rounds: a store that checks without a lock can still show one winner by luck.
+    for round in 0..ROUNDS {
+        let key = format!("{race}-{round}");
+        let creates = join_all(
+            (0..RACERS).map(|i| store.put_if_absent(bucket, &key, body(&format!("create-{i}")))),
+        )
+        .await;
+        let winners = count_winners(creates)?;
+        let _ = store.delete(bucket, &key).await;
+        if winners != 1 {
+            return Err(CheckError::NotAtomic {
+                kind: "If-None-Match",
+                winners,
+            });
+        }
     }
+    store.put_if_absent(bucket, race, body("start")).await?;
     let current = store
         .get(bucket, race)
         .await?

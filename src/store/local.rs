@@ -164,7 +164,19 @@ impl Inner {
             return Err(StoreError::PreconditionFailed);
         }
         let dir = path.parent().expect("object path has a parent");
-        fs::create_dir_all(dir).map_err(io_unavailable)?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io_unavailable)?;
+            // A new directory's own entry must be durable too, or a crash could lose the first
+            // grant of a lock (and its fencing token would start again at 1).
+            for created in [dir.parent(), dir.parent().and_then(Path::parent)]
+                .into_iter()
+                .flatten()
+            {
+                File::open(created)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_unavailable)?;
+            }
+        }
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let write = || -> io::Result<()> {
             let mut f = File::create(&tmp)?;

@@ -275,6 +275,11 @@ impl Store for S3Store {
 #[derive(Debug, Default)]
 pub struct S3Clock {
     latest: Mutex<Option<DateSample>>,
+    /// The window last handed out. Each new sample's window is valid on its own but may sit up
+    /// to a second behind the previous one; never stepping back keeps stamped times increasing
+    /// (and raising a lower bound to an earlier lower bound, or an upper bound to an earlier
+    /// upper bound carried forward, stays on the safe side).
+    floor: Mutex<Option<(DateTime<Utc>, DateTime<Utc>)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -304,10 +309,15 @@ impl Clock for S3Clock {
         let since = chrono::Duration::from_std(s.received.elapsed()).unwrap_or_default();
         let uncertainty =
             chrono::Duration::from_std(Duration::from_secs(1) + s.round_trip).unwrap_or_default();
-        TimeWindow {
-            earliest: s.date + since,
-            latest: s.date + since + uncertainty,
+        let mut earliest = s.date + since;
+        let mut latest = earliest + uncertainty;
+        let mut floor = self.floor.lock().expect("clock mutex poisoned");
+        if let Some((e, l)) = *floor {
+            earliest = earliest.max(e);
+            latest = latest.max(l);
         }
+        *floor = Some((earliest, latest));
+        TimeWindow { earliest, latest }
     }
 }
 
@@ -351,10 +361,12 @@ impl Intercept for DateHeaderInterceptor {
         else {
             return Ok(());
         };
-        let round_trip = cfg
-            .load::<SentAt>()
-            .map(|s| received.duration_since(s.0))
-            .unwrap_or_default();
+        // Without the send time the window's width is unknown: skip the sample rather than
+        // guess a narrow one.
+        let Some(sent) = cfg.load::<SentAt>() else {
+            return Ok(());
+        };
+        let round_trip = received.duration_since(sent.0);
         self.0.record(DateSample {
             date: DateTime::<Utc>::from(date),
             received,
