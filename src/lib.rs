@@ -15,6 +15,7 @@
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
+//! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, used by the client-side subcommands.
 
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -61,6 +61,21 @@ impl LockDocument {
         }
     }
 
+    /// Broken by an admin at `now`: no owner, and no token, so the old holder's renew and
+    /// release are refused (a plain release keeps the token to stay idempotent; a break must not).
+    /// The fencing token grows (the caller passes the next one), as at any change of hands: whoever repairs the protected resource
+    /// under the break's fencing token is already ahead of the stale holder, and the next holder
+    /// is ahead of both.
+    pub fn broken(&self, now: DateTime<Utc>, fencing_token: u64) -> Self {
+        Self {
+            owner: None,
+            token: None,
+            release_time: Some(now),
+            fencing_token,
+            ..self.clone()
+        }
+    }
+
     pub fn expires_at(&self) -> DateTime<Utc> {
         // A seed document may carry any integer; past chrono's range the lease simply never ends.
         i64::try_from(self.expire)

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TimeWindow};
+use crate::metrics::{self as m, Metrics};
+use crate::store::health::StoreHealth;
 use crate::store::{Store, StoreError, Version, Versioned};
 use cache::StateCache;
 pub use document::LockDocument;
@@ -47,6 +49,8 @@ const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 /// minutes); past this, a late grant stays held until its lease ends.
 const ORPHAN_WATCH: StdDuration = StdDuration::from_secs(60);
 const MAX_ORPHAN_WATCHERS: usize = 1024;
+/// The longest a readiness probe waits for the store.
+const READY_PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(2);
 
 /// Limits and names the engine enforces. Built and validated by `config`.
 #[derive(Debug, Clone)]
@@ -61,6 +65,16 @@ pub struct EngineConfig {
     pub max_wait: StdDuration,
 }
 
+/// Why the engine should not be sent traffic.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the start-up store check has not passed")]
+    StoreCheckPending,
+    /// The store did not answer; the cause may name internal addresses, so it is for the log.
+    #[error("the lock store is not answering: {0}")]
+    StoreDown(String),
+}
+
 /// What a client asked for when acquiring; every field optional.
 #[derive(Debug, Clone, Default)]
 pub struct AcquireRequest {
@@ -70,21 +84,32 @@ pub struct AcquireRequest {
 }
 
 /// A lock as shown to clients. `token` is present only in answers to the holder (acquire, renew).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It derives `ToSchema` because it is the wire format itself: the OpenAPI document describes
+/// this very struct rather than a copy that could drift from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LockView {
     pub bucket: String,
     pub key: String,
+    /// The holder's name; `null` once released or broken.
     pub owner: Option<String>,
+    /// The holder's secret for renew and release. Only in acquire and renew answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Grows each time the lock passes to a new holder (and when it is broken).
     pub fencing_token: u64,
+    /// The lease length in seconds.
     pub expire: u64,
+    /// When the lease was granted or last renewed, on the store's clock.
     #[serde(with = "document::seed_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub lock_time: DateTime<Utc>,
     #[serde(with = "document::seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub release_time: Option<DateTime<Utc>>,
     /// When the current holder's lease ends; `null` when nobody holds the lock.
     #[serde(with = "document::seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<DateTime<Utc>>,
     /// What is left of the holder's lease, judged conservatively (on the latest possible store
     /// time), so a holder that trusts it never overstays.
@@ -102,6 +127,9 @@ pub struct Engine {
     /// The last known state of each lock this process touched: a hint that lets a decision
     /// skip its read, never a source of truth.
     cache: StateCache,
+    metrics: Metrics,
+    /// Fed by every store call the engine makes, read by readiness.
+    health: StoreHealth,
     /// Orphan clean-up tasks running now (bounded by `MAX_ORPHAN_WATCHERS`).
     orphan_watchers: Arc<AtomicUsize>,
 }
@@ -253,7 +281,49 @@ impl Engine {
             config,
             waiters: Arc::default(),
             cache: StateCache::new(cache::DEFAULT_CAPACITY),
+            metrics: Metrics::new(),
+            health: StoreHealth::default(),
             orphan_watchers: Arc::default(),
+        }
+    }
+
+    /// Records into `metrics` (shared with the HTTP layer and the store) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Notes that the start-up store check passed (or that the operator chose to skip it); until
+    /// then the engine is never ready.
+    pub fn mark_store_checked(&self) {
+        self.health.mark_checked();
+    }
+
+    /// Ready to take traffic: the start-up store check passed and the store answered within the
+    /// last few seconds, or answers a cheap probe (a read of an object that need not exist) now.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        if !self.health.checked() {
+            return Err(NotReady::StoreCheckPending);
+        }
+        if self.health.fresh() {
+            return Ok(());
+        }
+        let probe = format!("{}.s3lock-probe/readyz", self.config.prefix);
+        let bucket = &self.config.default_bucket;
+        match tokio::time::timeout(READY_PROBE_TIMEOUT, self.get(bucket, &probe)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NotReady::StoreDown(e.to_string())),
+            Err(_) => {
+                self.health
+                    .record::<()>(&Err(StoreError::Unavailable("probe timed out".into())));
+                Err(NotReady::StoreDown(
+                    "the store did not answer in time".into(),
+                ))
+            }
         }
     }
 
@@ -301,6 +371,8 @@ impl Engine {
         let wait = self.wait(req.wait)?;
         let deadline = Instant::now() + wait;
         let mut poll = FIRST_POLL;
+        // Held (and so counted in the waiters gauge) from the first sleep until we return.
+        let mut waiting = None;
         loop {
             // Register before trying, so a release between our read and our sleep still wakes us.
             let registration = self.waiters.register(&target.bucket, &target.object);
@@ -318,8 +390,10 @@ impl Engine {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.metrics.count(m::CONFLICTS, &[]);
                 return Err(err);
             }
+            waiting.get_or_insert_with(|| self.metrics.waiting());
             // Sleep a jittered backoff, but wake for a local release, at the lease's end, or at
             // the deadline for one last try, whichever comes first.
             let until_expiry = (*expires_at - self.clock.now().earliest)
@@ -343,18 +417,26 @@ impl Engine {
         owner: &str,
         ttl: u64,
     ) -> Result<LockView, LockError> {
+        // What the last decision was, for the metrics: `Some(takeover)` for a grant to a new
+        // holder (a takeover when the previous lease ran out unreleased), `None` for a refresh.
+        let mut grant: Option<bool> = None;
         let decided = self
             .decide(target, |current, now| {
+                grant = Some(false);
                 let Some(doc) = current else {
                     return Ok(Step::Write(LockDocument::grant(owner, ttl, now.latest, 1)));
                 };
                 Ok(Step::Write(match doc.holder(now.earliest) {
                     // A free lock passes to a new holder: the fencing token grows.
-                    None => LockDocument::grant(owner, ttl, now.latest, next_fencing(doc)?),
+                    None => {
+                        grant = Some(doc.owner.is_some());
+                        LockDocument::grant(owner, ttl, now.latest, next_fencing(doc)?)
+                    }
                     // The seed's reentrant refresh: same holder, same token and fencing token.
                     // It never shortens the lease: another process holding the token under this
                     // owner name was told the longer one.
                     Some(holder) if holder == owner && doc.token.is_some() => {
+                        grant = None;
                         let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
                         let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
                         doc.renewed(ttl.max(left), now.latest)
@@ -374,7 +456,15 @@ impl Engine {
             })
             .await?;
         match decided {
-            Decided::Wrote(doc, now) => Ok(self.view(target, &doc, now, true)),
+            Decided::Wrote(doc, now) => {
+                if let Some(takeover) = grant {
+                    self.metrics.count(m::GRANTS, &[]);
+                    if takeover {
+                        self.metrics.count(m::EXPIRY_TAKEOVERS, &[]);
+                    }
+                }
+                Ok(self.view(target, &doc, now, true))
+            }
             Decided::Kept(..) => unreachable!("acquire always writes or refuses"),
         }
     }
@@ -382,6 +472,30 @@ impl Engine {
     /// Extends the holder's lease by `ttl` seconds from now.
     #[tracing::instrument(skip(self, token))]
     pub async fn renew(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        token: &str,
+        ttl: Option<i64>,
+    ) -> Result<LockView, LockError> {
+        let result = self.try_renew(bucket, key, token, ttl).await;
+        match &result {
+            Ok(_) => self.metrics.count(m::RENEWALS, &[]),
+            Err(e) => {
+                let reason = match e {
+                    LockError::NotHolder(_) => "not_holder",
+                    LockError::NotFound => "not_found",
+                    LockError::InvalidInput { .. } | LockError::BucketNotAllowed(_) => "invalid",
+                    LockError::StoreUnavailable(_) => "store_unavailable",
+                    _ => "other",
+                };
+                self.metrics.count(m::RENEW_FAILURES, &[("reason", reason)]);
+            }
+        }
+        result
+    }
+
+    async fn try_renew(
         &self,
         bucket: Option<&str>,
         key: &str,
@@ -436,6 +550,51 @@ impl Engine {
             .await?;
         match decided {
             Decided::Wrote(doc, now) => {
+                self.metrics.count(m::RELEASES, &[]);
+                self.waiters.wake(&target.bucket, &target.object);
+                Ok(self.view(&target, &doc, now, false))
+            }
+            Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
+        }
+    }
+
+    /// Breaks a held lock on an admin's word, whoever holds it: the lock is left free, the old
+    /// holder's token stops working (its renew and release are refused), and the fencing token
+    /// grows (see [`LockDocument::broken`]). `by` names the admin, for the log. A lock nobody holds
+    /// is left as it is and shown.
+    #[tracing::instrument(skip(self))]
+    pub async fn break_lock(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        by: &str,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        // Who held it and their fencing token, as the decision that wrote last saw them.
+        let mut broken_from: Option<(String, u64)> = None;
+        let decided = self
+            .decide(&target, |current, now| {
+                let doc = current.ok_or(LockError::NotFound)?;
+                let Some(holder) = doc.holder(now.earliest) else {
+                    return Ok(Step::Keep);
+                };
+                broken_from = Some((holder.to_owned(), doc.fencing_token));
+                Ok(Step::Write(doc.broken(now.latest, next_fencing(doc)?)))
+            })
+            .await?;
+        match decided {
+            Decided::Wrote(doc, now) => {
+                let (holder, old_fencing_token) = broken_from.unwrap_or_default();
+                tracing::warn!(
+                    bucket = %target.bucket,
+                    key = %target.key,
+                    broken_by = by,
+                    holder = %holder,
+                    old_fencing_token,
+                    fencing_token = doc.fencing_token,
+                    "lock broken by an admin"
+                );
+                self.metrics.count(m::BREAKS, &[]);
                 self.waiters.wake(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
@@ -484,7 +643,7 @@ impl Engine {
             // timeout) is watched and freed if it lands. Renew, release and a refresh keep the
             // holder's own token, which the holder still has.
             let guard = OrphanGuard(
-                (doc.token != current_token)
+                (doc.owner.is_some() && doc.token != current_token)
                     .then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
             );
             let written = self.write(target, &doc, expected.as_ref()).await;
@@ -540,6 +699,9 @@ impl Engine {
         expect_owner: Option<&str>,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
+        if let Some(owner) = expect_owner {
+            key::parse_owner(owner).map_err(|r| LockError::invalid("owner", r))?;
+        }
         // Status always reads the store (it is what a client asks for), and refreshes the hint.
         let doc = self.read_fresh(&target).await?.state.map(|(doc, _)| doc);
         Ok(self.status_view(&target, doc, expect_owner))
@@ -561,11 +723,9 @@ impl Engine {
             ));
         }
         let full_prefix = format!("{}{prefix}", self.config.prefix);
-        let objects = self
-            .store
-            .list(&bucket, &full_prefix)
-            .await
-            .map_err(store_error)?;
+        let objects = self.store.list(&bucket, &full_prefix).await;
+        self.health.record(&objects);
+        let objects = objects.map_err(store_error)?;
         let mut views = Vec::with_capacity(objects.len());
         for object in objects {
             let Some(key) = object
@@ -643,7 +803,6 @@ impl Engine {
     /// Reads the lock from the store for a decision, and remembers what it found.
     async fn read_fresh(&self, target: &Target) -> Result<Basis, LockError> {
         let seen = self
-            .store
             .get(&target.bucket, &target.object)
             .await
             .map_err(|e| {
@@ -678,7 +837,6 @@ impl Engine {
     /// many locks should not push out the states of the locks this process works with).
     async fn read(&self, target: &Target) -> Result<Option<(LockDocument, Version)>, LockError> {
         let Some(found) = self
-            .store
             .get(&target.bucket, &target.object)
             .await
             .map_err(store_error)?
@@ -712,6 +870,7 @@ impl Engine {
                     .await
             }
         };
+        self.health.record(&outcome);
         let doubt = match outcome {
             Ok(version) => {
                 self.cache.remember(bucket, object, doc, &version);
@@ -752,7 +911,7 @@ impl Engine {
             if attempt > 0 {
                 tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
             }
-            match self.store.get(&target.bucket, &target.object).await {
+            match self.get(&target.bucket, &target.object).await {
                 Ok(Some(stored)) if stored.body == *ours => {
                     self.cache
                         .remember(&target.bucket, &target.object, doc, &stored.version);
@@ -772,6 +931,13 @@ impl Engine {
         tracing::warn!(key = %target.key, error = %last_error,
             "a lock write's outcome is unknown and the store cannot be read back");
         Written::Unknown(last_error)
+    }
+
+    /// A store read, noted for readiness.
+    async fn get(&self, bucket: &str, object: &str) -> Result<Option<Versioned>, StoreError> {
+        let found = self.store.get(bucket, object).await;
+        self.health.record(&found);
+        found
     }
 
     fn target(&self, bucket: Option<&str>, key: &str) -> Result<Target, LockError> {

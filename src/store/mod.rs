@@ -11,6 +11,7 @@
 //! its own quirks into them and none of those quirks leak past this module.
 
 pub mod check;
+pub mod health;
 pub mod local;
 pub mod memory;
 pub mod s3;

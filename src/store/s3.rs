@@ -8,7 +8,8 @@
 //!   precondition too, not a missing bucket;
 //! * timeouts, connection errors, `5xx`, `429`/`SlowDown` → [`StoreError::Unavailable`] (after
 //!   the SDK's own bounded retries);
-//! * the server's clock is read from the `Date` header of every response ([`S3Clock`]).
+//! * the server's clock is read from the `Date` header of every response ([`S3Clock`]);
+//! * every call is counted in the metrics, by operation and, when it fails, by kind of error.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, Version, Versioned};
 use crate::clock::{Clock, SystemClock, TimeWindow};
+use crate::metrics::Metrics;
 
 /// How to reach the S3 store. Credentials and region come from the standard AWS chain.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +45,7 @@ pub struct S3Settings {
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     clock: Arc<S3Clock>,
+    metrics: Metrics,
 }
 
 impl S3Store {
@@ -76,7 +79,31 @@ impl S3Store {
         Self {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             clock,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts S3 calls into `metrics` (the app's, shared with the engine and the HTTP layer).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts one call by how it ended, and hands the outcome on.
+    fn counted<T>(
+        &self,
+        op: &'static str,
+        outcome: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let kind = match &outcome {
+            Ok(_) => None,
+            Err(StoreError::PreconditionFailed) => Some("precondition_failed"),
+            Err(StoreError::Unavailable(_)) => Some("unavailable"),
+            Err(StoreError::NoSuchBucket(_)) => Some("no_such_bucket"),
+            Err(StoreError::Other(_)) => Some("other"),
+        };
+        self.metrics.s3_call(op, kind);
+        outcome
     }
 
     /// The store's clock as estimated from response `Date` headers.
@@ -86,7 +113,7 @@ impl S3Store {
 
     /// Creates a bucket (tests and local set-ups); an existing bucket is fine.
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
-        match self.client.create_bucket().bucket(bucket).send().await {
+        let outcome = match self.client.create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e))
                 if matches!(
@@ -97,7 +124,8 @@ impl S3Store {
                 Ok(())
             }
             Err(e) => Err(classify(e, bucket, Op::Other)),
-        }
+        };
+        self.counted("create_bucket", outcome)
     }
 
     async fn put(
@@ -114,20 +142,24 @@ impl S3Store {
             .key(key)
             .content_type("application/json")
             .body(ByteStream::from(body));
-        let op = match condition {
+        let (op, name) = match condition {
             Condition::Absent => {
                 put = put.if_none_match("*");
-                Op::PutIfAbsent
+                (Op::PutIfAbsent, "put_if_absent")
             }
             Condition::Version(v) => {
                 put = put.if_match(&v.0);
-                Op::PutIfVersion
+                (Op::PutIfVersion, "put_if_version")
             }
         };
-        let out = put.send().await.map_err(|e| classify(e, bucket, op))?;
-        out.e_tag()
-            .map(|t| Version(t.to_owned()))
-            .ok_or_else(|| StoreError::Other("PutObject answered without an ETag".into()))
+        let outcome = match put.send().await {
+            Ok(out) => out
+                .e_tag()
+                .map(|t| Version(t.to_owned()))
+                .ok_or_else(|| StoreError::Other("PutObject answered without an ETag".into())),
+            Err(e) => Err(classify(e, bucket, op)),
+        };
+        self.counted(name, outcome)
     }
 }
 
@@ -188,29 +220,8 @@ where
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
-            Err(e) => return Err(classify(e, bucket, Op::Get)),
-        };
-        let version = out
-            .e_tag()
-            .map(|t| Version(t.to_owned()))
-            .ok_or_else(|| StoreError::Other("GetObject answered without an ETag".into()))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("reading an S3 object body failed: {e}")))?
-            .into_bytes();
-        Ok(Some(Versioned { body, version }))
+        let outcome = self.get_object(bucket, key).await;
+        self.counted("get", outcome)
     }
 
     async fn put_if_absent(
@@ -243,7 +254,7 @@ impl Store for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify(e, bucket, Op::Other))?;
+            let page = self.counted("list", page.map_err(|e| classify(e, bucket, Op::Other)))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -255,14 +266,44 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        self.client
+        let outcome = self
+            .client
             .delete_object()
             .bucket(bucket)
             .key(key)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| classify(e, bucket, Op::Other))
+            .map_err(|e| classify(e, bucket, Op::Other));
+        self.counted("delete", outcome)
+    }
+}
+
+impl S3Store {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
+            Err(e) => return Err(classify(e, bucket, Op::Get)),
+        };
+        let version = out
+            .e_tag()
+            .map(|t| Version(t.to_owned()))
+            .ok_or_else(|| StoreError::Other("GetObject answered without an ETag".into()))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading an S3 object body failed: {e}")))?
+            .into_bytes();
+        Ok(Some(Versioned { body, version }))
     }
 }
 

@@ -1,0 +1,195 @@
+//! Prometheus metrics for `GET /metrics`.
+//!
+//! Each app owns its own recorder instead of installing the `metrics` crate's process-global
+//! one: a global recorder can be installed only once per process, and the API tests run many
+//! apps in one process, each of which must count only its own traffic. So the engine, the HTTP
+//! layer and the S3 store are handed a cheap clone of one [`Metrics`] and record through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+const META: Metadata<'static> = Metadata::new("s3lock", Level::INFO, Some(module_path!()));
+
+/// Latency buckets in seconds: from a local-store answer (sub-millisecond) to a long wait.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+pub const HTTP_REQUESTS: &str = "s3lock_http_requests_total";
+pub const HTTP_DURATION: &str = "s3lock_http_request_duration_seconds";
+pub const GRANTS: &str = "s3lock_grants_total";
+pub const EXPIRY_TAKEOVERS: &str = "s3lock_expiry_takeovers_total";
+pub const CONFLICTS: &str = "s3lock_conflicts_total";
+pub const RENEWALS: &str = "s3lock_renewals_total";
+pub const RENEW_FAILURES: &str = "s3lock_renew_failures_total";
+pub const RELEASES: &str = "s3lock_releases_total";
+pub const BREAKS: &str = "s3lock_breaks_total";
+pub const WAITERS: &str = "s3lock_waiters";
+pub const S3_REQUESTS: &str = "s3lock_s3_requests_total";
+pub const S3_ERRORS: &str = "s3lock_s3_errors_total";
+
+/// One app's metrics. Cloning shares the same counters.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .build_recorder();
+        let help: &[(&str, &str)] = &[
+            (
+                HTTP_REQUESTS,
+                "HTTP requests by route template, method and status",
+            ),
+            (
+                GRANTS,
+                "locks granted to a new holder (expiry takeovers included)",
+            ),
+            (
+                EXPIRY_TAKEOVERS,
+                "grants of a lock whose previous lease had run out unreleased",
+            ),
+            (
+                CONFLICTS,
+                "acquires refused because another owner held the lock",
+            ),
+            (RENEWALS, "successful renewals"),
+            (RENEW_FAILURES, "renewals refused or failed, by reason"),
+            (RELEASES, "locks released by their holder"),
+            (BREAKS, "locks broken by an admin"),
+            (S3_REQUESTS, "S3 calls made, by operation"),
+            (
+                S3_ERRORS,
+                "S3 calls that failed, by operation and kind of error",
+            ),
+        ];
+        for (name, text) in help {
+            recorder.describe_counter(KeyName::from_const_str(name), None, (*text).into());
+        }
+        recorder.describe_gauge(
+            KeyName::from_const_str(WAITERS),
+            None,
+            "acquires blocked waiting for a lock in this process now".into(),
+        );
+        recorder.describe_histogram(
+            KeyName::from_const_str(HTTP_DURATION),
+            Some(Unit::Seconds),
+            "HTTP request latency by route template and method".into(),
+        );
+        Self {
+            recorder: Arc::new(recorder),
+        }
+    }
+
+    /// The Prometheus text exposition of everything recorded so far.
+    pub fn render(&self) -> String {
+        let handle = self.recorder.handle();
+        handle.run_upkeep();
+        handle.render()
+    }
+
+    pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.recorder
+            .register_counter(&key(name, labels), &META)
+            .increment(1);
+    }
+
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let status = status.to_string();
+        self.count(
+            HTTP_REQUESTS,
+            &[("route", route), ("method", method), ("status", &status)],
+        );
+        self.recorder
+            .register_histogram(
+                &key(HTTP_DURATION, &[("route", route), ("method", method)]),
+                &META,
+            )
+            .record(took.as_secs_f64());
+    }
+
+    /// One S3 call and how it ended: `None` for success, else the kind of error.
+    pub fn s3_call(&self, op: &'static str, error: Option<&'static str>) {
+        self.count(S3_REQUESTS, &[("op", op)]);
+        if let Some(kind) = error {
+            self.count(S3_ERRORS, &[("op", op), ("kind", kind)]);
+        }
+    }
+
+    /// Counts a blocked waiter until the returned guard is dropped.
+    pub fn waiting(&self) -> WaiterGuard {
+        let gauge = self
+            .recorder
+            .register_gauge(&Key::from_static_name(WAITERS), &META);
+        gauge.increment(1.0);
+        WaiterGuard(gauge)
+    }
+}
+
+/// Decrements the waiters gauge when the waiting acquire ends, however it ends.
+pub struct WaiterGuard(metrics::Gauge);
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(*k, SharedString::from(v.to_string())))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_apps_count_separately() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.count(GRANTS, &[]);
+        a.count(GRANTS, &[]);
+        b.count(GRANTS, &[]);
+        assert!(
+            a.render().contains("s3lock_grants_total 2"),
+            "{}",
+            a.render()
+        );
+        assert!(
+            b.render().contains("s3lock_grants_total 1"),
+            "{}",
+            b.render()
+        );
+    }
+
+    #[test]
+    fn the_waiters_gauge_falls_when_the_guard_drops() {
+        let m = Metrics::new();
+        let g = m.waiting();
+        assert!(m.render().contains("s3lock_waiters 1"), "{}", m.render());
+        drop(g);
+        assert!(m.render().contains("s3lock_waiters 0"), "{}", m.render());
+    }
+}
