@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::AuthTokens;
 use crate::lock::key::parse_bucket;
 use crate::lock::EngineConfig;
 use crate::store::s3::S3Settings;
@@ -19,8 +21,23 @@ use crate::store::s3::S3Settings;
     about = "Distributed locks over HTTP, kept in an S3 bucket"
 )]
 pub struct Cli {
+    /// Log lines as human-readable text or as JSON objects (one per line). RUST_LOG filters them.
+    #[arg(
+        long,
+        global = true,
+        env = "S3LOCK_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +50,21 @@ pub enum Command {
     Check(CheckArgs),
     /// Measure a running server (or, with --direct-s3, the bucket itself) under load.
     Bench(BenchArgs),
+    /// Take a lock and print it with its token (exit 3 if another owner holds it).
+    Acquire(AcquireArgs),
+    /// Extend a lease you hold (exit 4 if the token does not hold the lock).
+    Renew(RenewArgs),
+    /// Release a lock you hold (exit 4 if the token does not hold the lock).
+    Release(ReleaseArgs),
+    /// Show a lock, without its token.
+    Status(StatusArgs),
+    /// List the locks whose key starts with a prefix.
+    List(ListArgs),
+    /// Break a lock, whoever holds it (needs an admin auth token).
+    Break(BreakArgs),
+    /// Run a command while holding a lock: renew it in the background, release it when the
+    /// command exits, and kill the command before the lease can run out if renewal keeps failing.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +106,20 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// How the client subcommands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The lock server's base URL.
+    #[arg(long, env = "S3LOCK_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The bearer credential for a server with auth (not a lock's holder token).
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 impl CheckArgs {
     pub fn to_config(&self) -> crate::client::check::CheckConfig {
         crate::client::check::CheckConfig {
@@ -88,6 +134,97 @@ impl CheckArgs {
             max_hold: self.max_hold,
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AcquireArgs {
+    pub key: String,
+    /// Owner name (default: a random one chosen by the server).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Lease length in seconds (default: the server's).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// Seconds to wait if the lock is held (default 0: answer at once).
+    #[arg(long)]
+    pub wait: Option<f64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenewArgs {
+    pub key: String,
+    /// The lock's holder token, from acquire.
+    #[arg(long)]
+    pub token: String,
+    /// New lease length in seconds, from now (default: the server's).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    pub key: String,
+    /// The lock's holder token, from acquire.
+    #[arg(long)]
+    pub token: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    pub key: String,
+    /// Judge `locked` as this owner would (false when OWNER is the holder).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BreakArgs {
+    pub key: String,
+    /// Why, for the server's log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    pub key: String,
+    /// Owner name (default: a random one chosen by the server).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Lease length in seconds; renewed every third of it.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u64,
+    /// Seconds to wait for the lock if it is held (default 0: give up at once, exit 3).
+    #[arg(long, default_value_t = 0.0)]
+    pub wait: f64,
+    /// Seconds between SIGTERM and SIGKILL when the lease is about to be lost (at most a quarter
+    /// of the lease).
+    #[arg(long, default_value_t = 10.0)]
+    pub kill_grace: f64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +283,10 @@ pub struct ServeArgs {
     /// Create the default and allowed buckets on the S3 store if they are missing.
     #[arg(long, env = "S3LOCK_CREATE_BUCKETS")]
     pub create_buckets: bool,
+    /// File of bearer auth tokens, one per line: `TOKEN [name=NAME] [prefix=P] [admin]`.
+    /// Without it the lock routes need no authentication.
+    #[arg(long, env = "S3LOCK_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
 }
 
 /// What `bench` does in its loop.
@@ -284,6 +425,8 @@ pub struct ServeConfig {
     pub create_buckets: bool,
     /// The longest a request may run: the longest wait plus a margin for the store's calls.
     pub request_timeout: Duration,
+    /// The bearer credentials; `None` when auth is off.
+    pub auth: Option<Arc<AuthTokens>>,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +505,12 @@ impl ServeArgs {
                 "must be 1 to 300 seconds",
             ));
         }
+        let auth = match &self.auth_tokens_file {
+            None => None,
+            Some(path) => Some(Arc::new(
+                AuthTokens::load(path).map_err(|r| bad("S3LOCK_AUTH_TOKENS_FILE", r))?,
+            )),
+        };
         let store = match self.store {
             StoreKind::Local => StoreConfig::Local {
                 data_dir: self.data_dir.clone(),
@@ -400,6 +549,7 @@ impl ServeArgs {
                     .saturating_add(self.request_timeout_margin.max(1))
                     .saturating_add(self.s3_timeout),
             ),
+            auth,
         })
     }
 }
@@ -464,6 +614,32 @@ mod tests {
         assert!(bench(&["--direct-s3", "--wait", "1"]).is_err());
         assert!(bench(&["--op", "renew", "--clients", "4", "--keys", "2"]).is_err());
         assert!(bench(&["--op", "handoff", "--clients", "3"]).is_err());
+    }
+
+    #[test]
+    fn an_unreadable_or_bad_auth_tokens_file_names_the_setting() {
+        let err = serve(&["--auth-tokens-file", "/nonexistent/tokens"]).unwrap_err();
+        assert!(err.to_string().contains("S3LOCK_AUTH_TOKENS_FILE"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "tooshort\n").unwrap();
+        let err = serve(&["--auth-tokens-file", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        std::fs::write(&path, "0123456789abcdef0123 name=ci admin\n").unwrap();
+        let ok = serve(&["--auth-tokens-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(ok.auth.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn run_takes_the_command_after_a_double_dash() {
+        let cli = Cli::try_parse_from(["s3lock", "run", "k", "--ttl", "9", "--", "sh", "-c", "x"])
+            .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!((r.key.as_str(), r.ttl), ("k", 9));
+        assert_eq!(r.command, ["sh", "-c", "x"]);
+        assert_eq!(r.client.url, "http://127.0.0.1:8080");
     }
 
     #[test]

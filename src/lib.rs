@@ -5,6 +5,7 @@
 //! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
 //!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
 //! * [`config`]    — every setting (clap + env), its default and its validation.
+//! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
 //! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
@@ -18,6 +19,7 @@
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, used by the client-side subcommands.
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod clock;

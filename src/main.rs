@@ -4,26 +4,31 @@ use std::sync::Arc;
 use clap::Parser;
 use s3lock::config::{Cli, Command};
 use s3lock::lock::Engine;
-use s3lock::{bench, startup, telemetry};
+use s3lock::metrics::Metrics;
+use s3lock::{bench, client, http, startup, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init_with(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
             let result = async {
                 let config = args.validate()?;
-                let (store, clock) = startup::open_store(&config).await?;
-                let engine = Arc::new(Engine::new(store, clock, config.engine.clone()));
-                let listener = tokio::net::TcpListener::bind(config.listen).await?;
-                startup::serve(
-                    listener,
-                    engine,
+                startup::log_auth_mode(&config);
+                let metrics = Metrics::new();
+                let (store, clock) =
+                    startup::open_store_with_metrics(&config, metrics.clone()).await?;
+                let engine = Engine::new(store, clock, config.engine.clone()).with_metrics(metrics);
+                // open_store returns only once the store check passed (or was skipped).
+                engine.mark_store_checked();
+                let app = http::app(
+                    Arc::new(engine),
                     config.request_timeout,
-                    startup::shutdown_signal(),
-                )
-                .await?;
+                    config.auth.clone(),
+                );
+                let listener = tokio::net::TcpListener::bind(config.listen).await?;
+                startup::serve_router(listener, app, startup::shutdown_signal()).await?;
                 Ok::<_, Box<dyn std::error::Error>>(())
             }
             .await;
@@ -74,5 +79,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Run(args) => client::run::main(args).await,
+        other => client::cli::main(other).await,
     }
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
 use crate::lock::{Engine, EngineConfig};
+use crate::metrics::Metrics;
 use crate::store::check::verify_conditional_writes;
 use crate::store::local::LocalStore;
 use crate::store::s3::S3Store;
@@ -41,6 +42,14 @@ pub enum StartupError {
 pub async fn open_store(
     config: &ServeConfig,
 ) -> Result<(Arc<dyn Store>, Arc<dyn Clock>), StartupError> {
+    open_store_with_metrics(config, Metrics::new()).await
+}
+
+/// Opens the store, counting its S3 calls (if any) into `metrics`.
+pub async fn open_store_with_metrics(
+    config: &ServeConfig,
+    metrics: Metrics,
+) -> Result<(Arc<dyn Store>, Arc<dyn Clock>), StartupError> {
     match &config.store {
         StoreConfig::Local { data_dir } => {
             let store = LocalStore::open(data_dir)?;
@@ -48,7 +57,7 @@ pub async fn open_store(
             Ok((Arc::new(store), Arc::new(SystemClock)))
         }
         StoreConfig::S3(settings) => {
-            let store = S3Store::connect(settings).await;
+            let store = S3Store::connect(settings).await.with_metrics(metrics);
             if config.create_buckets {
                 for bucket in &config.engine.allowed_buckets {
                     store.create_bucket(bucket).await.map_err(|cause| {
@@ -101,12 +110,41 @@ pub async fn serve(
     request_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let app = crate::http::router(engine, request_timeout);
+    serve_router(
+        listener,
+        crate::http::router(engine, request_timeout),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves a built app (see [`crate::http::app`]) until `shutdown` completes.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
     tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Says at start whether the lock routes need an auth token, and warns loudly when anyone on the
+/// network could use them.
+pub fn log_auth_mode(config: &ServeConfig) {
+    match &config.auth {
+        Some(tokens) => tracing::info!(
+            auth_tokens = tokens.len(),
+            "auth is on: the lock routes need an auth token"
+        ),
+        None if !config.listen.ip().is_loopback() => tracing::warn!(
+            listen = %config.listen,
+            "AUTH IS OFF and the server listens beyond loopback: anyone who can reach it can take,              renew or release any lock. Set S3LOCK_AUTH_TOKENS_FILE"
+        ),
+        None => tracing::info!("auth is off (loopback only)"),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

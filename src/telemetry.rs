@@ -1,15 +1,33 @@
-//! Logging, the same for the binary and for tests: human-readable lines, filtered by `RUST_LOG`
-//! (default `info`).
+//! Logging, the same for the binary and for tests: human-readable lines by default or one JSON
+//! object per line (`--log-format json`), filtered by `RUST_LOG` (default `info`). Auth tokens
+//! and holder tokens are never logged: spans carry the method, path, request id and the auth
+//! token's *name* only.
 
 use tracing_subscriber::EnvFilter;
 
+use crate::config::LogFormat;
+
 /// Installs the global subscriber; a second call (several tests in one binary) is a no-op.
 pub fn init() {
+    init_with(LogFormat::Text);
+}
+
+/// Installs the global subscriber in the given format; a second call is a no-op.
+pub fn init_with(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// For tests: logs only when `TEST_LOG` is set, so a passing run stays quiet.

@@ -2,6 +2,8 @@
 //! `bench`). It speaks only HTTP: nothing here touches a store.
 
 pub mod check;
+pub mod cli;
+pub mod run;
 
 use std::time::Duration;
 
@@ -121,6 +123,19 @@ impl LockClient {
 
     pub async fn release(&self, key: &str, token: &str) -> Result<LockView, ClientError> {
         self.post(key, "release", json!({ "token": token })).await
+    }
+
+    /// Breaks the lock whoever holds it (needs an admin auth token).
+    pub async fn break_lock(
+        &self,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<LockView, ClientError> {
+        let body = match reason {
+            Some(r) => json!({ "reason": r }),
+            None => json!({}),
+        };
+        self.post(key, "break", body).await
     }
 
     pub async fn status(&self, key: &str, owner: Option<&str>) -> Result<LockView, ClientError> {

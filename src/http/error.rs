@@ -4,12 +4,35 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::lock::document::format_seed_time;
 use crate::lock::LockError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answer (RFC 9457 problem details). This struct is both what is sent and what the
+/// OpenAPI document describes, so the two cannot drift apart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:s3lock:problem:<kind>`, e.g. `urn:s3lock:problem:lock-held`.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:s3lock:problem:lock-held")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// `lock-held` only: the holder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// `lock-held` only: when the holder's lease ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `invalid-input` only: the field that was wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -48,6 +71,13 @@ pub enum ApiError {
     StoreRefused(String),
     /// 503 `timeout`: the request ran past the server's request timeout.
     Timeout,
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: no auth token, or an unknown one.
+    Unauthorized { presented: bool },
+    /// 403 `forbidden`: the auth token may not touch this key, or may not break locks.
+    Forbidden(String),
+    /// 503 `not-ready`: the store is not answering, or the start-up store check has not passed.
+    /// The text is shown to the client, so it must not carry the store's error details.
+    NotReady(String),
 }
 
 impl ApiError {
@@ -122,6 +152,21 @@ impl ApiError {
                 "timeout",
                 "The request timed out",
             ),
+            Unauthorized { .. } => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "A valid auth token is required",
+            ),
+            Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "The auth token does not allow this",
+            ),
+            NotReady(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "The server is not ready",
+            ),
         }
     }
 
@@ -133,7 +178,13 @@ impl ApiError {
             } => {
                 format!("held by {owner} until {}", format_seed_time(expires_at))
             }
-            NotHolder(d) | Unreadable(d) | MalformedBody(d) => d.clone(),
+            NotHolder(d) | Unreadable(d) | MalformedBody(d) | Forbidden(d) | NotReady(d) => {
+                d.clone()
+            }
+            Unauthorized { presented: false } => {
+                "send an auth token: Authorization: Bearer <auth token>".into()
+            }
+            Unauthorized { presented: true } => "the auth token is not known".into(),
             InvalidInput { field, reason } => format!("{field}: {reason}"),
             BucketNotAllowed(b) => format!("bucket {b:?} is not allowed by this server"),
             LockNotFound => "no lock has ever been taken under this key".into(),
@@ -157,7 +208,10 @@ impl ApiError {
             ApiError::Held {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            ApiError::Contended | ApiError::StoreUnavailable(_) | ApiError::Timeout => Some(1),
+            ApiError::Contended
+            | ApiError::StoreUnavailable(_)
+            | ApiError::Timeout
+            | ApiError::NotReady(_) => Some(1),
             _ => None,
         }
     }
@@ -204,28 +258,43 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(problem = kind, detail = %self.detail(), "request refused"),
         }
-        let mut body = Map::new();
-        body.insert("type".into(), json!(format!("urn:s3lock:problem:{kind}")));
-        body.insert("title".into(), json!(title));
-        body.insert("status".into(), json!(status.as_u16()));
-        body.insert("detail".into(), json!(self.detail()));
+        let mut body = Problem {
+            kind: format!("urn:s3lock:problem:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            owner: None,
+            expires_at: None,
+            field: None,
+        };
         match &self {
             ApiError::Held {
                 owner, expires_at, ..
             } => {
-                body.insert("owner".into(), json!(owner));
-                body.insert("expires_at".into(), json!(format_seed_time(expires_at)));
+                body.owner = Some(owner.clone());
+                body.expires_at = Some(format_seed_time(expires_at));
             }
-            ApiError::InvalidInput { field, .. } => {
-                body.insert("field".into(), json!(field));
-            }
+            ApiError::InvalidInput { field, .. } => body.field = Some((*field).to_owned()),
             _ => {}
         }
-        let mut response = (status, Value::Object(body).to_string()).into_response();
+        let text = serde_json::to_string(&body).expect("a problem always serialises");
+        let mut response = (status, text).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::Unauthorized { presented } = self {
+            // RFC 6750: name the scheme; say the token was bad only when one was sent.
+            let challenge = if presented {
+                r#"Bearer realm="s3lock", error="invalid_token""#
+            } else {
+                r#"Bearer realm="s3lock""#
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -2,39 +2,76 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::path::LockPath;
 use super::AppState;
-use crate::lock::{AcquireRequest, LockError, LockView};
+use crate::lock::{AcquireRequest, LockError, LockView, NotReady};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-#[derive(Debug, Default, Deserialize)]
+/// The body of an acquire; every field is optional, and so is the body itself.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AcquireBody {
+pub(super) struct AcquireBody {
+    /// The holder's name, 1 to 256 bytes, no control characters. Default: a random one.
+    #[schema(min_length = 1, max_length = 256)]
     owner: Option<String>,
+    /// Lease length in seconds, 1 to the server's maximum. Default: the server's default.
+    #[schema(minimum = 1)]
     ttl: Option<i64>,
+    /// Seconds to wait while another owner holds the lock, 0 to the server's maximum.
+    #[schema(minimum = 0)]
     wait: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of a renew.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RenewBody {
+pub(super) struct RenewBody {
+    /// The holder token from the acquire.
     token: String,
+    /// New lease length in seconds, counted from now. Default: the server's default.
+    #[schema(minimum = 1)]
     ttl: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of a release.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReleaseBody {
+pub(super) struct ReleaseBody {
+    /// The holder token from the acquire.
     token: String,
+}
+
+/// The body of a break; optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BreakBody {
+    /// Why the lock is broken, for the server's log (at most 256 bytes).
+    #[schema(max_length = 256)]
+    reason: Option<String>,
+}
+
+/// The answer of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LockList {
+    locks: Vec<LockView>,
+}
+
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Health {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,13 +87,41 @@ pub(super) struct ListQuery {
     prefix: String,
 }
 
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `GET /readyz`: 200 while the store answers and the start-up store check has passed.
+pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Health> {
+    match state.engine.ready().await {
+        Ok(()) => Ok(Json(Health { status: "ready" })),
+        Err(NotReady::StoreCheckPending) => Err(ApiError::NotReady(
+            "the start-up store check has not passed".into(),
+        )),
+        Err(NotReady::StoreDown(cause)) => {
+            tracing::warn!(%cause, "not ready: the store is not answering");
+            Err(ApiError::NotReady(
+                "the lock store is not answering; see the server log".into(),
+            ))
+        }
+    }
+}
+
+/// `GET /metrics`, in the Prometheus text format.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.engine.metrics().render(),
+    )
 }
 
 /// `POST /locks/{key}/{action}` and `POST /buckets/{bucket}/locks/{key}/{action}`.
 pub(super) async fn action(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -67,6 +132,10 @@ pub(super) async fn action(
         action,
     } = LockPath::parse(uri.path(), true)?;
     let action = action.unwrap_or_default();
+    if !matches!(action.as_str(), "acquire" | "renew" | "release" | "break") {
+        return Err(ApiError::RouteNotFound);
+    }
+    caller.authorize_key(&key)?;
     let bucket = bucket.as_deref();
     let engine = &state.engine;
     let result = match action.as_str() {
@@ -87,6 +156,20 @@ pub(super) async fn action(
             let b: ReleaseBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
             engine.release(bucket, &key, &b.token).await
         }
+        "break" => {
+            let admin = caller.admin()?;
+            let b: BreakBody = parse_body(&headers, body)?.unwrap_or_default();
+            if let Some(reason) = &b.reason {
+                if reason.len() > 256 || reason.chars().any(char::is_control) {
+                    return Err(ApiError::InvalidInput {
+                        field: "reason",
+                        reason: "must be at most 256 bytes with no control characters".into(),
+                    });
+                }
+                tracing::warn!(key = %key, broken_by = admin, reason, "an admin asked to break a lock");
+            }
+            engine.break_lock(bucket, &key, admin).await
+        }
         _ => return Err(ApiError::RouteNotFound),
     };
     result.map(Json).map_err(|e| lock_error(&state, e))
@@ -95,6 +178,7 @@ pub(super) async fn action(
 /// `GET /locks/{key}` and `GET /buckets/{bucket}/locks/{key}`.
 pub(super) async fn status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     uri: Uri,
     query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> ApiResult<LockView> {
@@ -103,6 +187,7 @@ pub(super) async fn status(
         reason: e.body_text(),
     })?;
     let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), false)?;
+    caller.authorize_key(&key)?;
     state
         .engine
         .status(bucket.as_deref(), &key, q.owner.as_deref())
@@ -114,35 +199,39 @@ pub(super) async fn status(
 /// `GET /locks?prefix=P`.
 pub(super) async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Value> {
-    list_locks(state, None, query).await
+) -> ApiResult<LockList> {
+    list_locks(state, caller, None, query).await
 }
 
 /// `GET /buckets/{bucket}/locks?prefix=P`.
 pub(super) async fn list_in_bucket(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(bucket): Path<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Value> {
-    list_locks(state, Some(bucket), query).await
+) -> ApiResult<LockList> {
+    list_locks(state, caller, Some(bucket), query).await
 }
 
 async fn list_locks(
     state: AppState,
+    caller: Caller,
     bucket: Option<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Value> {
+) -> ApiResult<LockList> {
     let Query(q) = query.map_err(|e| ApiError::InvalidInput {
         field: "query",
         reason: e.body_text(),
     })?;
+    let prefix = caller.list_prefix(&q.prefix)?;
     let locks = state
         .engine
-        .list(bucket.as_deref(), &q.prefix)
+        .list(bucket.as_deref(), &prefix)
         .await
         .map_err(|e| lock_error(&state, e))?;
-    Ok(Json(json!({ "locks": locks })))
+    Ok(Json(LockList { locks }))
 }
 
 fn lock_error(state: &AppState, e: LockError) -> ApiError {

@@ -1,16 +1,19 @@
-//! The HTTP API: routes, request parsing, and the middleware stack (request ids, tracing, a
-//! request timeout, a body limit). Handlers translate HTTP into engine calls and engine outcomes
-//! into HTTP through the one table in [`error`].
+//! The HTTP API: routes, request parsing, and the middleware stack (request ids, tracing,
+//! metrics, auth, a request timeout, a body limit). Handlers translate HTTP into engine calls and
+//! engine outcomes into HTTP through the one table in [`error`].
 
+pub mod auth;
 pub mod error;
 mod handlers;
+pub mod openapi;
 pub mod path;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, Request, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
+use axum::http::{header, HeaderName, Method, Request, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -19,7 +22,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::AuthTokens;
 use crate::lock::Engine;
+use crate::metrics::Metrics;
 use error::{ApiError, PROBLEM_JSON};
 
 /// The largest request body accepted: lock requests are a few small fields.
@@ -32,18 +37,39 @@ pub struct AppState {
     pub engine: Arc<Engine>,
 }
 
-/// The whole application, ready to serve or to call with `oneshot` in tests.
+/// The whole application without auth, ready to serve or to call with `oneshot` in tests.
 pub fn router(engine: Arc<Engine>, request_timeout: Duration) -> Router {
+    app(engine, request_timeout, None)
+}
+
+/// The whole application; with `auth`, every lock route needs one of its auth tokens.
+/// `/healthz`, `/readyz`, `/metrics` and `/openapi.json` stay open: probes and scrapers carry no
+/// credentials, and none of them shows a key, an owner or a token.
+pub fn app(
+    engine: Arc<Engine>,
+    request_timeout: Duration,
+    auth: Option<Arc<AuthTokens>>,
+) -> Router {
+    let metrics = engine.metrics().clone();
     let state = AppState { engine };
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
+    let locks = Router::new()
         .route("/locks", get(handlers::list))
-        .route("/locks/{*rest}", get(handlers::status).post(handlers::action))
+        .route(
+            "/locks/{*rest}",
+            get(handlers::status).post(handlers::action),
+        )
         .route("/buckets/{bucket}/locks", get(handlers::list_in_bucket))
         .route(
             "/buckets/{bucket}/locks/{*rest}",
             get(handlers::status).post(handlers::action),
         )
+        .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .merge(locks)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -58,7 +84,7 @@ pub fn router(engine: Arc<Engine>, request_timeout: Duration) -> Router {
                             .get(&REQUEST_ID)
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("-");
-                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, caller = tracing::field::Empty)
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -68,6 +94,60 @@ pub fn router(engine: Arc<Engine>, request_timeout: Duration) -> Router {
                     request_timeout,
                 )),
         )
+        .layer(middleware::from_fn_with_state(metrics, count_requests))
+}
+
+/// Counts every request by route template (never the raw path: keys would make the label set
+/// unbounded, and could be secrets), method and final status, with its latency.
+async fn count_requests(
+    State(metrics): State<Metrics>,
+    matched: Option<MatchedPath>,
+    request: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    let route = route_label(
+        matched.as_ref().map(MatchedPath::as_str),
+        request.method(),
+        request.uri().path(),
+    );
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.http_request(
+        &route,
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The route template a request matched, with the lock action spelled out (the router serves
+/// every action through one wildcard route).
+fn route_label(matched: Option<&str>, method: &Method, path: &str) -> String {
+    let Some(matched) = matched else {
+        return "unmatched".into();
+    };
+    let Some(base) = matched.strip_suffix("/{*rest}") else {
+        return matched.to_owned();
+    };
+    let base = format!("{base}/{{key}}");
+    if method != Method::POST {
+        return base;
+    }
+    match path.rsplit('/').next() {
+        Some(action @ ("acquire" | "renew" | "release" | "break")) => format!("{base}/{action}"),
+        _ => format!("{base}/{{unknown}}"),
+    }
 }
 
 /// Layers below the handlers (the timeout, the router itself) answer some errors with an empty

@@ -1,0 +1,158 @@
+//! The client subcommands (`acquire`, `renew`, `release`, `status`, `list`, `break`): one HTTP
+//! call each, a line for a person or JSON for a program, and an exit code a script can branch on.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{ClientError, LockClient};
+use crate::config::{ClientArgs, Command};
+use crate::lock::document::format_seed_time;
+use crate::lock::LockView;
+
+/// Exit codes, the same for every client subcommand (and for `run` before its command starts).
+pub mod exit {
+    /// Done: acquired, renewed, released, shown.
+    pub const OK: u8 = 0;
+    /// Any other failure: the server is unreachable, answered 5xx, or refused the input.
+    pub const ERROR: u8 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Another owner holds the lock (acquire, and `run` before starting its command).
+    pub const HELD: u8 = 3;
+    /// The holder token does not hold the lock (renew, release), or the lock never existed.
+    pub const NOT_HOLDER: u8 = 4;
+    /// The server refused the auth token: missing or unknown (401) or not allowed (403).
+    pub const AUTH: u8 = 5;
+    /// `run` only: the lease could not be renewed and the command was stopped before it ran out.
+    pub const LEASE_LOST: u8 = 6;
+}
+
+pub fn client(args: &ClientArgs) -> LockClient {
+    LockClient::new(&args.url, args.auth_token.clone())
+}
+
+/// The exit code for a refusal or failure.
+pub fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Held { .. } => exit::HELD,
+        ClientError::NotHolder { .. } | ClientError::NotFound => exit::NOT_HOLDER,
+        ClientError::Problem {
+            status: 401 | 403, ..
+        } => exit::AUTH,
+        ClientError::Problem { .. } | ClientError::Transport(_) => exit::ERROR,
+    }
+}
+
+/// Runs one client subcommand (not `serve`, not `run`).
+pub async fn main(command: Command) -> ExitCode {
+    let code = match command {
+        Command::Acquire(a) => {
+            let r = client(&a.client)
+                .acquire(&a.key, a.owner.as_deref(), a.ttl, a.wait)
+                .await;
+            report(&a.client, r, |v| {
+                eprintln!(
+                    "acquired {} as {} (fencing token {}) until {}",
+                    v.key,
+                    v.owner.as_deref().unwrap_or_default(),
+                    v.fencing_token,
+                    until(v)
+                );
+                // The holder token alone on stdout, so `TOKEN=$(s3lock acquire KEY)` works.
+                println!("{}", v.token.as_deref().unwrap_or_default());
+            })
+        }
+        Command::Renew(a) => {
+            let r = client(&a.client).renew(&a.key, &a.token, a.ttl).await;
+            report(&a.client, r, |v| {
+                println!("renewed {} until {}", v.key, until(v))
+            })
+        }
+        Command::Release(a) => {
+            let r = client(&a.client).release(&a.key, &a.token).await;
+            report(&a.client, r, |v| println!("released {}", v.key))
+        }
+        Command::Status(a) => {
+            let r = client(&a.client).status(&a.key, a.owner.as_deref()).await;
+            report(&a.client, r, |v| println!("{}", describe(v)))
+        }
+        Command::List(a) => {
+            let r = client(&a.client)
+                .list(&a.prefix)
+                .await
+                .map(|locks| List { locks });
+            report(&a.client, r, |l| {
+                for v in &l.locks {
+                    println!("{}", describe(v));
+                }
+            })
+        }
+        Command::Break(a) => {
+            let r = client(&a.client)
+                .break_lock(&a.key, a.reason.as_deref())
+                .await;
+            report(&a.client, r, |v| {
+                println!("broke {} (fencing token now {})", v.key, v.fencing_token)
+            })
+        }
+        Command::Serve(_) | Command::Run(_) | Command::Check(_) | Command::Bench(_) => {
+            unreachable!("handled by main")
+        }
+    };
+    ExitCode::from(code)
+}
+
+#[derive(Serialize)]
+struct List {
+    locks: Vec<LockView>,
+}
+
+fn report<T: Serialize>(
+    args: &ClientArgs,
+    result: Result<T, ClientError>,
+    human: impl FnOnce(&T),
+) -> u8 {
+    match result {
+        Ok(v) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&v).expect("a lock view serialises")
+                );
+            } else {
+                human(&v);
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("s3lock: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn until(v: &LockView) -> String {
+    v.expires_at
+        .as_ref()
+        .map(format_seed_time)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn describe(v: &LockView) -> String {
+    match (&v.owner, v.locked) {
+        (Some(owner), true) => format!(
+            "{}: held by {owner} until {} (fencing token {})",
+            v.key,
+            until(v),
+            v.fencing_token
+        ),
+        (Some(owner), false) if v.ttl_remaining_ms > 0 => format!(
+            "{}: held by {owner} (you) until {} (fencing token {})",
+            v.key,
+            until(v),
+            v.fencing_token
+        ),
+        _ => format!("{}: free (fencing token {})", v.key, v.fencing_token),
+    }
+}

@@ -1,0 +1,296 @@
+//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock.
+//!
+//! It acquires (waiting if asked, saying for whom), starts the command in its own process group
+//! with `S3LOCK_KEY`, `S3LOCK_OWNER` and `S3LOCK_FENCING_TOKEN` in its environment, renews every
+//! third of the lease in the background, releases when the command exits, and exits with the
+//! command's status.
+//!
+//! The holder token is *not* given to the command: the runner alone renews and releases, and a
+//! command that could release the lock under the runner would break the promise below.
+//!
+//! The promise: the command never runs past the lease. After every successful renewal the runner
+//! knows a lower bound of the lease's end (the time it *sent* the renewal plus the
+//! `ttl_remaining_ms` the server answered, which the server already counts conservatively). If
+//! renewals keep failing, the whole process group gets SIGTERM at `end - margin - grace` and
+//! SIGKILL at `end - margin`, so it is gone before anyone else can be granted the lock. The runner
+//! then exits with [`exit::LEASE_LOST`]. A refused renewal (the lock was broken or taken) stops the
+//! command at once.
+//!
+//! SIGINT, SIGTERM and SIGHUP sent to the runner are forwarded to the command's process group;
+//! the runner keeps renewing until the command exits, then still releases.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::cli::{client, exit, exit_code};
+use super::{ClientError, LockClient};
+use crate::config::RunArgs;
+use crate::lock::LockView;
+
+/// The longest single server-side wait asked for while waiting for the lock, so progress can be
+/// shown and a server with a small `S3LOCK_MAX_WAIT` is not asked for more than it allows.
+const WAIT_CHUNK: f64 = 5.0;
+
+/// What the renewer knows about the lease.
+#[derive(Debug, Clone, Copy)]
+enum Lease {
+    /// Held at least until this instant.
+    Until(Instant),
+    /// The server refused a renewal: the lock is no longer ours.
+    Lost,
+}
+
+pub async fn main(args: RunArgs) -> ExitCode {
+    ExitCode::from(run(args).await)
+}
+
+async fn run(args: RunArgs) -> u8 {
+    let client = client(&args.client);
+    let key = args.key.clone();
+    let (view, sent) = match acquire(&client, &args).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("s3lock run: {e}");
+            return exit_code(&e);
+        }
+    };
+    let token = view.token.clone().unwrap_or_default();
+    let ttl = Duration::from_secs(args.ttl);
+    let grace = Duration::from_secs_f64(args.kill_grace.max(0.0)).min(ttl / 4);
+    // Time for the process group to die after SIGKILL and for clocks to disagree a little.
+    let margin = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    eprintln!(
+        "s3lock run: acquired {key} as {} (fencing token {}) until {}; starting {:?}",
+        view.owner.as_deref().unwrap_or_default(),
+        view.fencing_token,
+        expires(&view),
+        args.command.join(" "),
+    );
+
+    let mut child = match tokio::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env("S3LOCK_KEY", &key)
+        .env("S3LOCK_OWNER", view.owner.as_deref().unwrap_or_default())
+        .env("S3LOCK_FENCING_TOKEN", view.fencing_token.to_string())
+        // Its own process group, so a stop reaches the command's own children too.
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("s3lock run: cannot start {:?}: {e}", args.command[0]);
+            release(&client, &key, &token).await;
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    let group = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+
+    // The grant was computed after the request was sent, so `sent + ttl_remaining` is a lower
+    // bound of the lease's end.
+    let first_end = sent + Duration::from_millis(view.ttl_remaining_ms.max(0) as u64);
+    let (tx, mut lease) = watch::channel(Lease::Until(first_end));
+    let renewer = tokio::spawn(renew(
+        client.clone(),
+        key.clone(),
+        token.clone(),
+        args.ttl,
+        tx,
+    ));
+
+    let (mut sigint, mut sigterm, mut sighup) = (
+        signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        signal(SignalKind::terminate()).expect("SIGTERM handler"),
+        signal(SignalKind::hangup()).expect("SIGHUP handler"),
+    );
+    let mut deadlines = Deadlines::from(*lease.borrow(), grace, margin);
+    let mut lost = false;
+    let mut termed = false;
+    let mut killed = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = sigint.recv() => forward(group, Signal::SIGINT),
+            _ = sigterm.recv() => forward(group, Signal::SIGTERM),
+            _ = sighup.recv() => forward(group, Signal::SIGHUP),
+            changed = lease.changed() => {
+                if changed.is_ok() {
+                    deadlines = Deadlines::from(*lease.borrow(), grace, margin);
+                }
+            }
+            _ = tokio::time::sleep_until(deadlines.term), if !termed => {
+                lost = true;
+                termed = true;
+                eprintln!(
+                    "s3lock run: the lease on {key} could not be renewed and ends in {:.1} s: \
+                     sending SIGTERM to the command (SIGKILL in {:.1} s)",
+                    deadlines.end.saturating_duration_since(Instant::now()).as_secs_f64(),
+                    deadlines.kill.saturating_duration_since(Instant::now()).as_secs_f64(),
+                );
+                forward(group, Signal::SIGTERM);
+            }
+            _ = tokio::time::sleep_until(deadlines.kill), if !killed => {
+                lost = true;
+                killed = true;
+                eprintln!("s3lock run: the command is still running; sending SIGKILL");
+                forward(group, Signal::SIGKILL);
+            }
+        }
+    };
+    renewer.abort();
+    let code = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code()
+                .map(|c| c as u8)
+                .or_else(|| s.signal().map(|sig| 128 + sig as u8))
+                .unwrap_or(exit::ERROR)
+        }
+        Err(e) => {
+            eprintln!("s3lock run: waiting for the command failed: {e}");
+            exit::ERROR
+        }
+    };
+    if lost {
+        // The lease may still be ours for a moment: try once to hand the lock back early.
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.release(&key, &token)).await;
+        eprintln!("s3lock run: the command was stopped because the lease on {key} was lost");
+        return exit::LEASE_LOST;
+    }
+    release(&client, &key, &token).await;
+    code
+}
+
+/// When to stop the command for a lease that ends at `end`.
+struct Deadlines {
+    end: Instant,
+    term: Instant,
+    kill: Instant,
+}
+
+impl Deadlines {
+    fn from(lease: Lease, grace: Duration, margin: Duration) -> Self {
+        let now = Instant::now();
+        match lease {
+            Lease::Until(end) => {
+                let kill = end.checked_sub(margin).unwrap_or(now).max(now);
+                let term = kill.checked_sub(grace).unwrap_or(now).max(now);
+                Self { end, term, kill }
+            }
+            // Already gone: stop now, and do not wait long for a clean exit.
+            Lease::Lost => Self {
+                end: now,
+                term: now,
+                kill: now + grace,
+            },
+        }
+    }
+}
+
+/// Takes the lock, waiting up to `--wait` seconds and saying who holds it meanwhile. Returns the
+/// grant with the instant its request was sent.
+async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Instant), ClientError> {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
+    let mut last_holder: Option<(String, String)> = None;
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        let wait = if last_holder.is_none() {
+            0.0
+        } else {
+            left.min(WAIT_CHUNK)
+        };
+        let sent = Instant::now();
+        match client
+            .acquire(&args.key, args.owner.as_deref(), Some(args.ttl), Some(wait))
+            .await
+        {
+            Ok(view) => return Ok((view, sent)),
+            Err(ClientError::Held {
+                owner, expires_at, ..
+            }) if left > 0.0 => {
+                let holder = (owner, expires_at);
+                if last_holder.as_ref() != Some(&holder) {
+                    eprintln!(
+                        "s3lock run: {} is held by {} until {}; waiting up to {:.0} s more",
+                        args.key, holder.0, holder.1, left
+                    );
+                }
+                last_holder = Some(holder);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Renews every third of the lease; after a failure, retries every tenth of it (at most 1 s).
+async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: watch::Sender<Lease>) {
+    let period = Duration::from_secs(ttl) / 3;
+    let retry = (Duration::from_secs(ttl) / 10).min(Duration::from_secs(1));
+    let mut next = Instant::now() + period;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let sent = Instant::now();
+        match tokio::time::timeout(period, client.renew(&key, &token, Some(ttl))).await {
+            Ok(Ok(view)) => {
+                let end = sent + Duration::from_millis(view.ttl_remaining_ms.max(0) as u64);
+                let _ = tx.send(Lease::Until(end));
+                next = Instant::now() + period;
+            }
+            Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
+                eprintln!("s3lock run: the lock on {key} was lost: {e}; stopping the command");
+                let _ = tx.send(Lease::Lost);
+                return;
+            }
+            Ok(Err(e)) => {
+                eprintln!("s3lock run: renewing {key} failed: {e}; retrying");
+                next = Instant::now() + retry;
+            }
+            Err(_) => {
+                eprintln!("s3lock run: renewing {key} timed out; retrying");
+                next = Instant::now() + retry;
+            }
+        }
+    }
+}
+
+/// Releases, trying a few times; if it cannot, says when the lock frees itself.
+async fn release(client: &LockClient, key: &str, token: &str) {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), client.release(key, token)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
+                eprintln!("s3lock run: releasing {key}: {e}");
+                return;
+            }
+            Ok(Err(e)) => eprintln!("s3lock run: releasing {key} failed: {e}"),
+            Err(_) => eprintln!("s3lock run: releasing {key} timed out"),
+        }
+    }
+    eprintln!("s3lock run: could not release {key}; it frees itself when its lease ends");
+}
+
+fn forward(group: Pid, sig: Signal) {
+    // ESRCH: the group is already gone, which is what we wanted.
+    let _ = killpg(group, sig);
+}
+
+fn expires(v: &LockView) -> String {
+    v.expires_at
+        .as_ref()
+        .map(crate::lock::document::format_seed_time)
+        .unwrap_or_else(|| "-".into())
+}
