@@ -27,6 +27,7 @@ pub(super) struct AcquireBody {
     owner: Option<String>,
     /// Lease length in seconds, 1 to the server's maximum. Default: the server's default.
     #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl: Option<i64>,
     /// Seconds to wait while another owner holds the lock, 0 to the server's maximum.
     #[schema(minimum = 0)]
@@ -41,6 +42,7 @@ pub(super) struct RenewBody {
     token: String,
     /// New lease length in seconds, counted from now. Default: the server's default.
     #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl: Option<i64>,
 }
 
@@ -59,6 +61,24 @@ pub(super) struct BreakBody {
     /// Why the lock is broken, for the server's log (at most 256 bytes).
     #[schema(max_length = 256)]
     reason: Option<String>,
+}
+
+/// A whole number of seconds. JSON has one number type, and JSON Schema counts `30.0` as an
+/// integer, so a client (Python's `json` with a float, say) may send it that way.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("ttl must be a whole number of seconds, not {n}"))),
+    }
 }
 
 /// The answer of a list.
@@ -242,7 +262,7 @@ fn token_required() -> ApiError {
     ApiError::MalformedBody("a JSON body with a \"token\" is required".into())
 }
 
-/// Parses a JSON body; `None` for an empty one. A body with a content type must say JSON.
+/// Parses a JSON body; `None` for an empty one or `null`. A body with a content type must say JSON.
 fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -270,7 +290,6 @@ fn parse_body<T: DeserializeOwned>(
             return Err(ApiError::UnsupportedMediaType);
         }
     }
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ApiError::MalformedBody(e.to_string()))
+    // A JSON `null` body means "no body", as the OpenAPI document's optional bodies allow.
+    serde_json::from_slice::<Option<T>>(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))
 }

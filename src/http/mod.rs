@@ -35,6 +35,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// The OpenAPI document, rendered once for this server's limits.
+    pub openapi: Arc<String>,
 }
 
 /// The whole application without auth, ready to serve or to call with `oneshot` in tests.
@@ -51,7 +53,8 @@ pub fn app(
     auth: Option<Arc<AuthTokens>>,
 ) -> Router {
     let metrics = engine.metrics().clone();
-    let state = AppState { engine };
+    let openapi = Arc::new(openapi::document(engine.config()).to_string());
+    let state = AppState { engine, openapi };
     let locks = Router::new()
         .route("/locks", get(handlers::list))
         .route(
@@ -88,13 +91,29 @@ pub fn app(
                     }),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(axum::middleware::map_response(problem_for_bare_errors))
+                .layer(axum::middleware::from_fn(problem_for_bare_errors))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     request_timeout,
                 )),
         )
         .layer(middleware::from_fn_with_state(metrics, count_requests))
+}
+
+/// The methods a lock path really takes. The router serves `/locks/{key}` and
+/// `/locks/{key}/{action}` through one wildcard route that takes GET and POST, but POST only means
+/// something when the path ends in an action after a key.
+fn lock_route_allow(path: &str) -> Option<&'static str> {
+    let rest = match path.strip_prefix("/buckets/") {
+        Some(after) => after.split_once('/')?.1.strip_prefix("locks/")?,
+        None => path.strip_prefix("/locks/")?,
+    };
+    match rest.rsplit_once('/') {
+        Some((key, "acquire" | "renew" | "release" | "break")) if !key.is_empty() => {
+            Some("GET,HEAD,POST")
+        }
+        _ => Some("GET,HEAD"),
+    }
 }
 
 /// Counts every request by route template (never the raw path: keys would make the label set
@@ -152,7 +171,16 @@ fn route_label(matched: Option<&str>, method: &Method, path: &str) -> String {
 
 /// Layers below the handlers (the timeout, the router itself) answer some errors with an empty
 /// body; give those the same problem+json shape as every other error.
-async fn problem_for_bare_errors(response: Response) -> Response {
+async fn problem_for_bare_errors(request: Request<axum::body::Body>, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = lock_route_allow(&path) {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        }
+    }
     let status = response.status();
     let is_problem = response
         .headers()

@@ -3,13 +3,14 @@
 //!
 //! The lock routes are one wildcard route in the router (a key may contain `/`), so each
 //! operation is declared below as a `#[utoipa::path]` item of its own. The `/buckets/{bucket}/...`
-//! twins are derived from the `/locks...` operations rather than written out again. A test checks
-//! that every documented path is served.
+//! twins are derived from the `/locks...` operations rather than written out again, and the
+//! limits this server was configured with (longest lease, longest wait) are written into the
+//! body schemas, so a generated client knows them.
 
-use std::sync::OnceLock;
-
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use serde_json::{json, Value};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, OpenApi as Document, Required, Type};
@@ -17,22 +18,57 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::Problem;
 use super::handlers::{AcquireBody, BreakBody, Health, LockList, ReleaseBody, RenewBody};
-use crate::lock::LockView;
+use super::AppState;
+use crate::lock::{EngineConfig, LockView};
 
-/// The document, built once per process.
-pub fn document() -> &'static Document {
-    static DOC: OnceLock<Document> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = ApiDoc::openapi();
-        add_bucket_twins(&mut doc);
-        doc
-    })
+/// A key: `/`-separated segments, none empty, `.` or `..`, and no control characters (Unicode
+/// Cc, which is what the server refuses). `C` stands for that class in the template below.
+const KEY_PATTERN: &str = r"^SEG(?:/SEG)*$";
+const SEGMENT: &str = r"(?:[^/.C][^/C]*|\.[^/.C][^/C]*|\.\.[^/C]+)";
+const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+fn key_pattern() -> String {
+    KEY_PATTERN.replace("SEG", SEGMENT).replace('C', CONTROL)
 }
 
-pub(super) async fn serve() -> impl IntoResponse {
+fn no_control_pattern(min: usize) -> String {
+    let quantifier = if min == 0 { "*" } else { "+" };
+    format!("^[^{CONTROL}]{quantifier}$")
+}
+
+/// The document for a server with this configuration, as JSON.
+pub fn document(config: &EngineConfig) -> Value {
+    let mut doc = ApiDoc::openapi();
+    add_bucket_twins(&mut doc);
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+    let schemas = &mut doc["components"]["schemas"];
+    for body in ["AcquireBody", "RenewBody"] {
+        schemas[body]["properties"]["ttl"]["maximum"] = json!(config.max_ttl);
+    }
+    schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
+    schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(no_control_pattern(1));
+    schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern(0));
+    for item in doc["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
+        for op in item.as_object_mut().into_iter().flat_map(|i| i.values_mut()) {
+            let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+            for param in params.into_iter().flatten() {
+                let pattern = match param["name"].as_str() {
+                    Some("key") => key_pattern(),
+                    Some("prefix") => no_control_pattern(0),
+                    Some("owner") => no_control_pattern(1),
+                    _ => continue,
+                };
+                param["schema"]["pattern"] = json!(pattern);
+            }
+        }
+    }
+    doc
+}
+
+pub(super) async fn serve(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string(document()).expect("the OpenAPI document serialises"),
+        state.openapi.as_str().to_owned(),
     )
 }
 
@@ -234,7 +270,7 @@ fn status() {}
 /// token the listing never leaves that prefix.
 #[utoipa::path(
     get, path = "/locks", operation_id = "list", tag = "locks",
-    params(("prefix" = Option<String>, Query, description = "Only keys starting with this")),
+    params(("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this")),
     responses(
         (status = 200, description = "The locks", body = LockList),
         (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
