@@ -77,7 +77,9 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
                     .map(|f| f as i64)
             })
             .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("ttl must be a whole number of seconds, not {n}"))),
+            .ok_or_else(|| {
+                D::Error::custom(format!("ttl must be a whole number of seconds, not {n}"))
+            }),
     }
 }
 

@@ -48,8 +48,16 @@ pub fn document(config: &EngineConfig) -> Value {
     schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
     schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(no_control_pattern(1));
     schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern(0));
-    for item in doc["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
-        for op in item.as_object_mut().into_iter().flat_map(|i| i.values_mut()) {
+    for item in doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|i| i.values_mut())
+        {
             let params = op.get_mut("parameters").and_then(Value::as_array_mut);
             for param in params.into_iter().flatten() {
                 let pattern = match param["name"].as_str() {

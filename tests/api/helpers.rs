@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Method, Response};
+use s3lock::auth::AuthTokens;
 use s3lock::clock::{Clock, SystemClock};
 use s3lock::lock::{Engine, EngineConfig};
 use s3lock::store::local::LocalStore;
@@ -37,6 +38,8 @@ pub fn engine_config(bucket: &str, also_allowed: &[&str]) -> EngineConfig {
 
 pub struct TestApp {
     pub base: String,
+    /// The engine behind the server, for readiness and metrics checks.
+    pub engine: Arc<Engine>,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub bucket: String,
@@ -56,14 +59,35 @@ impl TestApp {
         config: EngineConfig,
         request_timeout: Duration,
     ) -> Self {
+        let engine = Engine::new(store.clone(), clock, config);
+        // As the binary does once its start-up store check has passed.
+        engine.mark_store_checked();
+        Self::serve(store, Arc::new(engine), None, request_timeout).await
+    }
+
+    /// Serves `engine` (over `store`) with the given auth tokens, if any.
+    pub async fn spawn_engine(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        auth: Option<Arc<AuthTokens>>,
+    ) -> Self {
+        Self::serve(store, engine, auth, Duration::from_secs(90)).await
+    }
+
+    async fn serve(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        auth: Option<Arc<AuthTokens>>,
+        request_timeout: Duration,
+    ) -> Self {
         s3lock::telemetry::init_for_tests();
-        let bucket = config.default_bucket.clone();
-        let engine = Arc::new(Engine::new(store.clone(), clock, config));
+        let bucket = engine.config().default_bucket.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
+        let app = s3lock::http::app(engine.clone(), request_timeout, auth);
         let server = tokio::spawn(async move {
-            s3lock::startup::serve(listener, engine, request_timeout, async {
+            s3lock::startup::serve_router(listener, app, async {
                 let _ = rx.await;
             })
             .await
@@ -71,12 +95,26 @@ impl TestApp {
         });
         Self {
             base,
+            engine,
             http: reqwest::Client::new(),
             store,
             bucket,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// A memory-store app whose lock routes need one of the auth tokens in `tokens_file`.
+    pub async fn memory_with_auth(tokens_file: &str) -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            engine_config("default", &[OTHER_BUCKET]),
+        );
+        engine.mark_store_checked();
+        let tokens = AuthTokens::parse(tokens_file).unwrap();
+        Self::spawn_engine(store, Arc::new(engine), Some(Arc::new(tokens))).await
     }
 
     pub async fn memory() -> Self {

@@ -8,5 +8,6 @@ mod contention;
 mod faults;
 mod helpers;
 mod round_trips;
+mod operations;
 mod routes;
 mod s3;
