@@ -9,15 +9,19 @@
 //! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
-//! * [`http`]      — the axum router, request parsing, and the one error → status table.
-//! * [`lock`]      — the lock protocol (acquire, renew, release, status, list, local hand-off,
-//!   and the per-process cache of each lock's last known state). Knows nothing of HTTP or S3.
+//! * [`http`]      — the axum router, request parsing, and the one error → status table; auth
+//!   middleware, request metrics and the generated OpenAPI document.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, local
+//!   hand-off, and the per-process cache of each lock's last known state). Knows nothing of HTTP
+//!   or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
-//!   plus the start-up check that a store really enforces conditional writes.
+//!   plus the start-up check that a store really enforces conditional writes, and the store
+//!   health that `/readyz` reads.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
-//! * [`client`]    — the HTTP client of the lock API, used by the client-side subcommands.
+//! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
+//!   `release`, `status`, `list`, `break`, and `run` (a command under a lock).
 
 pub mod auth;
 pub mod bench;

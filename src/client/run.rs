@@ -238,6 +238,8 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
     let period = Duration::from_secs(ttl) / 3;
     let retry = (Duration::from_secs(ttl) / 10).min(Duration::from_secs(1));
     let mut next = Instant::now() + period;
+    // Failures in a row; only some are reported, so a long outage does not flood stderr.
+    let mut failures = 0u32;
     loop {
         tokio::time::sleep_until(next).await;
         let sent = Instant::now();
@@ -245,6 +247,10 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
             Ok(Ok(view)) => {
                 let end = sent + Duration::from_millis(view.ttl_remaining_ms.max(0) as u64);
                 let _ = tx.send(Lease::Until(end));
+                if failures > 0 {
+                    eprintln!("s3lock run: renewed {key} again after {failures} failures");
+                }
+                failures = 0;
                 next = Instant::now() + period;
             }
             Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
@@ -253,11 +259,17 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
                 return;
             }
             Ok(Err(e)) => {
-                eprintln!("s3lock run: renewing {key} failed: {e}; retrying");
+                failures += 1;
+                if failures % 10 == 1 {
+                    eprintln!("s3lock run: renewing {key} failed ({failures}x): {e}; retrying");
+                }
                 next = Instant::now() + retry;
             }
             Err(_) => {
-                eprintln!("s3lock run: renewing {key} timed out; retrying");
+                failures += 1;
+                if failures % 10 == 1 {
+                    eprintln!("s3lock run: renewing {key} timed out ({failures}x); retrying");
+                }
                 next = Instant::now() + retry;
             }
         }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod check_cli;
+mod cli;
 mod client;
 mod contention;
 mod faults;
