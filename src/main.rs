@@ -10,7 +10,10 @@ use s3lock::{bench, client, http, startup, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_with(cli.log_format);
+    match cli.command {
+        Command::Serve(_) | Command::Check(_) => telemetry::init_with(cli.log_format),
+        _ => telemetry::init_for_client(cli.log_format),
+    }
     match cli.command {
         Command::Serve(args) => {
             let result = async {

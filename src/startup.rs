@@ -141,7 +141,8 @@ pub fn log_auth_mode(config: &ServeConfig) {
         ),
         None if !config.listen.ip().is_loopback() => tracing::warn!(
             listen = %config.listen,
-            "AUTH IS OFF and the server listens beyond loopback: anyone who can reach it can take,              renew or release any lock. Set S3LOCK_AUTH_TOKENS_FILE"
+            "AUTH IS OFF and the server listens beyond loopback: anyone who can reach it can \
+             take, renew or release any lock. Set S3LOCK_AUTH_TOKENS_FILE"
         ),
         None => tracing::info!("auth is off (loopback only)"),
     }

@@ -3,6 +3,7 @@
 //! and holder tokens are never logged: spans carry the method, path, request id and the auth
 //! token's *name* only.
 
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,13 +13,23 @@ pub fn init() {
     init_with(LogFormat::Text);
 }
 
-/// Installs the global subscriber in the given format; a second call is a no-op.
+/// Installs the global subscriber for the server (log lines on stdout) in the given format; a
+/// second call is a no-op.
 pub fn init_with(format: LogFormat) {
+    install(format, BoxMakeWriter::new(std::io::stdout));
+}
+
+/// For the client subcommands: their stdout is their answer (`--json`), so logs go to stderr.
+pub fn init_for_client(format: LogFormat) {
+    install(format, BoxMakeWriter::new(std::io::stderr));
+}
+
+fn install(format: LogFormat, writer: BoxMakeWriter) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

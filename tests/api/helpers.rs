@@ -38,8 +38,6 @@ pub fn engine_config(bucket: &str, also_allowed: &[&str]) -> EngineConfig {
 
 pub struct TestApp {
     pub base: String,
-    /// The engine behind the server, for readiness and metrics checks.
-    pub engine: Arc<Engine>,
     pub http: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub bucket: String,
@@ -95,7 +93,6 @@ impl TestApp {
         });
         Self {
             base,
-            engine,
             http: reqwest::Client::new(),
             store,
             bucket,
