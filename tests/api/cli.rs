@@ -10,7 +10,7 @@ use s3lock::lock::LockDocument;
 use serde_json::{json, Value};
 
 use crate::helpers::{json_with, TestApp, PREFIX};
-use crate::operations::{tokens_file, CI};
+use crate::operations::{tokens_file, ADMIN, CI};
 
 const BIN: &str = env!("CARGO_BIN_EXE_s3lock");
 
@@ -249,4 +249,102 @@ async fn run_kills_a_command_that_outlives_its_lease_before_the_lease_can_expire
         died_at < expires_at,
         "the command died at {died_at}, after its lease ended at {expires_at}"
     );
+}
+
+#[tokio::test]
+async fn run_stops_the_command_at_once_when_an_admin_breaks_its_lock() {
+    let app = TestApp::memory_with_auth(&tokens_file()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
+    let runner = {
+        let base = app.base.clone();
+        let script = script.clone();
+        tokio::spawn(async move {
+            cli(
+                &base,
+                &["run", "jobs/b", "--ttl", "3", "--", "sh", "-c", &script],
+                &[("S3LOCK_AUTH_TOKEN", CI)],
+            )
+            .await
+        })
+    };
+    read_pid(&pid_file).await;
+    let broken = app
+        .http
+        .post(format!("{}/locks/jobs/b/break", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 200);
+    // The next renewal (a second later) is refused: the command is stopped and run exits 6.
+    let out = runner.await.unwrap();
+    assert_eq!(code(&out), 6, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was lost"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_reaches_the_command_and_the_lock_is_still_released() {
+    let app = TestApp::memory().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    // The command exits 42 on SIGINT, so its status shows the signal got there.
+    let script = format!(
+        "trap 'exit 42' INT; echo $$ > {}; while :; do sleep 0.05; done",
+        pid_file.display()
+    );
+    let mut runner = tokio::process::Command::new(BIN)
+        .args(["run", "jobs/c", "--ttl", "30", "--", "sh", "-c", &script])
+        .env("S3LOCK_URL", &app.base)
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    read_pid(&pid_file).await;
+    let held = json_with(app.status("jobs/c").await, 200).await;
+    assert_eq!(held["locked"], true);
+    let runner_pid = nix::unistd::Pid::from_raw(runner.id().unwrap() as i32);
+    nix::sys::signal::kill(runner_pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), runner.wait())
+        .await
+        .expect("run exits after Ctrl-C")
+        .unwrap();
+    assert_eq!(status.code(), Some(42));
+    let after = json_with(app.status("jobs/c").await, 200).await;
+    assert_eq!(after["owner"], Value::Null, "released: {after}");
+}
+
+#[tokio::test]
+async fn the_server_logs_one_json_object_per_line_with_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a log line in time")
+        .unwrap()
+        .expect("a log line");
+    let line: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["message"].is_string(), "{line}");
+    server.kill().await.unwrap();
 }
