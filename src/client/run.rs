@@ -201,6 +201,8 @@ impl Deadlines {
 async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Instant), ClientError> {
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
     let mut last_holder: Option<(String, String)> = None;
+    // Lowered to 0 (and polled from here instead) if the server allows only shorter waits.
+    let mut chunk = WAIT_CHUNK;
     loop {
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -208,7 +210,7 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
         let wait = if last_holder.is_none() {
             0.0
         } else {
-            left.min(WAIT_CHUNK)
+            left.min(chunk)
         };
         let sent = Instant::now();
         match client
@@ -227,7 +229,15 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
                     );
                 }
                 last_holder = Some(holder);
+                if chunk == 0.0 {
+                    tokio::time::sleep(Duration::from_secs_f64(left.min(1.0))).await;
+                }
             }
+            Err(ClientError::Problem {
+                status: 400,
+                ref detail,
+                ..
+            }) if wait > 0.0 && detail.starts_with("wait:") => chunk = 0.0,
             Err(e) => return Err(e),
         }
     }

@@ -348,3 +348,52 @@ async fn the_server_logs_one_json_object_per_line_with_log_format_json() {
     assert!(line["message"].is_string(), "{line}");
     server.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn run_waits_for_a_held_lock_saying_who_holds_it_until_when() {
+    let app = TestApp::memory().await;
+    let alice = json_with(
+        app.acquire("jobs/w", json!({"owner": "alice", "ttl": 60}))
+            .await,
+        200,
+    )
+    .await;
+    let runner = {
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            cli(
+                &base,
+                &["run", "jobs/w", "--wait", "30", "--", "sh", "-c", "exit 0"],
+                &[],
+            )
+            .await
+        })
+    };
+    // alice releases once the runner has been refused at least once (bounded poll on metrics).
+    for _ in 0..500 {
+        let text = app
+            .request(reqwest::Method::GET, "/metrics", None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"route="/locks/{key}/acquire",method="POST",status="409""#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    json_with(
+        app.release("jobs/w", json!({"token": alice["token"]}))
+            .await,
+        200,
+    )
+    .await;
+    let out = runner.await.unwrap();
+    assert_eq!(code(&out), 0, "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("jobs/w is held by alice until")
+            && stderr.contains(alice["expires_at"].as_str().unwrap()),
+        "{stderr}"
+    );
+}
