@@ -72,6 +72,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
         Some(n) => n
             .as_i64()
             .or_else(|| {
+                // Only below 2^53 is every whole float exact, so only there is it a count.
                 n.as_f64()
                     .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
                     .map(|f| f as i64)
