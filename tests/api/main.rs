@@ -8,7 +8,7 @@ mod client;
 mod contention;
 mod faults;
 mod helpers;
-mod round_trips;
 mod operations;
+mod round_trips;
 mod routes;
 mod s3;
