@@ -220,8 +220,28 @@ fn serve_command(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so the whole tree (faketime runs the server as a child) can
+        // be stopped together: see `ProcessGroup`.
+        .process_group(0)
         .kill_on_drop(true);
     cmd
+}
+
+/// Kills a spawned process's whole group when dropped, also when a test fails midway.
+struct ProcessGroup(u32);
+
+impl ProcessGroup {
+    fn of(child: &tokio::process::Child) -> Self {
+        Self(child.id().expect("the child is running"))
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .status();
+    }
 }
 
 #[tokio::test]
@@ -248,12 +268,12 @@ async fn serve_refuses_to_start_on_a_store_that_ignores_conditional_writes() {
     let mut child = serve_command(s3lock_bin(), &[], &proxy.endpoint, &bucket)
         .spawn()
         .unwrap();
+    let _group = ProcessGroup::of(&child);
     let address = wait_for_serving(&mut child).await;
     let resp = reqwest::get(format!("http://{address}/healthz"))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    child.kill().await.unwrap();
 }
 
 /// Reads the server's log until it says where it serves.
@@ -330,6 +350,7 @@ async fn a_replica_whose_clock_runs_30_s_ahead_never_takes_a_lock_over_early() {
     )
     .spawn()
     .expect("faketime (Debian package faketime) is needed; scripts/test installs it");
+    let _group = ProcessGroup::of(&child);
     let skewed_url = format!("http://{}", wait_for_serving(&mut child).await);
     let http = reqwest::Client::new();
     // Proof the skew is real: the skewed replica stamps its answers' Date 30 s ahead.
@@ -381,5 +402,4 @@ async fn a_replica_whose_clock_runs_30_s_ahead_never_takes_a_lock_over_early() {
         taken_at < held_until + chrono::Duration::seconds(20),
         "stamped on the store's clock, not 30 s ahead: {taken_at}"
     );
-    child.kill().await.unwrap();
 }
