@@ -155,11 +155,12 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let run = Arc::new(args);
     let clients = run.clients;
     let barrier = Arc::new(Barrier::new(clients + 1));
+    let done = Arc::new(Barrier::new(clients));
     let mut tasks = Vec::with_capacity(clients);
     for (i, driver) in drivers.into_iter().enumerate() {
-        let (run, barrier) = (run.clone(), barrier.clone());
+        let (run, barrier, done) = (run.clone(), barrier.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
-            client(i, driver, &run, &barrier).await
+            client(i, driver, &run, &barrier, &done).await
         }));
     }
     // Every client has warmed up and set up: the clock starts for all of them at once.
@@ -213,12 +214,14 @@ async fn drivers(args: &BenchArgs) -> Result<Vec<Driver>, String> {
         .collect())
 }
 
-/// One benchmark client: warm-up and set-up, then the timed loop until the duration is over.
+/// One benchmark client: warm-up and set-up, then the timed loop until the duration is over,
+/// then tidying up. Every client must reach `done`, so this never returns early on its own.
 async fn client(
     i: usize,
     mut driver: Driver,
     run: &BenchArgs,
     barrier: &Barrier,
+    done: &Barrier,
 ) -> Result<Tally, String> {
     let keys = keys_of(i, run.clients, run.keys, &run.key_prefix);
     let owner = format!("bench-{}-{i}", std::process::id());
@@ -227,24 +230,28 @@ async fn client(
     // Held for the whole run by `renew`; a `wait` client's key is held by `blocker`.
     let mut tokens = Vec::new();
     let blocker = format!("bench-{}-blocker", std::process::id());
+    // A failed set-up still goes through both barriers (the others wait for every client), but
+    // skips the timed loop and fails the run at the end.
+    let mut setup_error = None;
     match run.op {
         BenchOp::Renew => {
             for key in &keys {
-                let token = driver
-                    .acquire(key, &owner, run.ttl, None)
-                    .await
-                    .map_err(|e| format!("renew set-up: acquiring {key}: {e:?}"))?;
-                tokens.push(token);
+                match driver.acquire(key, &owner, run.ttl, None).await {
+                    Ok(token) => tokens.push(token),
+                    Err(e) => {
+                        setup_error = Some(format!("renew set-up: acquiring {key}: {e:?}"));
+                        break;
+                    }
+                }
             }
         }
         // Several clients may share a key: the first client on each takes it for the blocker.
         BenchOp::Wait if i < run.keys => {
             let ttl = run.duration.as_secs() + 60;
-            let token = driver
-                .acquire(&keys[0], &blocker, ttl, None)
-                .await
-                .map_err(|e| format!("wait set-up: acquiring {}: {e:?}", keys[0]))?;
-            tokens.push(token);
+            match driver.acquire(&keys[0], &blocker, ttl, None).await {
+                Ok(token) => tokens.push(token),
+                Err(e) => setup_error = Some(format!("wait set-up: acquiring {}: {e:?}", keys[0])),
+            }
         }
         BenchOp::Cycle | BenchOp::Acquire | BenchOp::Status if run.warmup => {
             // Touch every key once, untimed, so the timed loop measures warm operations.
@@ -257,6 +264,7 @@ async fn client(
     barrier.wait().await;
     let deadline = Instant::now() + run.duration;
     match run.op {
+        _ if setup_error.is_some() => {}
         BenchOp::Wait => {
             // One acquire per client that blocks until the duration is over.
             let started = Instant::now();
@@ -291,7 +299,9 @@ async fn client(
             }
         }
     }
-    // Tidy up, untimed: release what set-up took.
+    // Tidy up, untimed, once every client is done (a blocked waiter must not be handed a lock
+    // that set-up took for the blocker): release what set-up took.
+    done.wait().await;
     match run.op {
         BenchOp::Renew => {
             for (key, token) in keys.iter().zip(&tokens) {
@@ -305,7 +315,10 @@ async fn client(
         }
         _ => {}
     }
-    Ok(tally)
+    match setup_error {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
 }
 
 /// One operation of the loop, untimed (warm-up).
