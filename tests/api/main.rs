@@ -2,6 +2,7 @@
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
 mod bad_input;
+mod bench_cli;
 mod check_cli;
 mod cli;
 mod client;
