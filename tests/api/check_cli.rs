@@ -59,9 +59,7 @@ async fn check_catches_double_grants_on_a_store_that_ignores_conditional_writes(
 
 #[tokio::test]
 async fn check_exits_2_when_nothing_could_be_checked() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let url = support::closed_url();
     let (code, _) = run_check(&[url], &["--duration", "300ms"]).await;
     assert_eq!(code, 2);
 }

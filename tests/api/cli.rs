@@ -103,9 +103,7 @@ async fn each_client_subcommand_exits_with_the_code_of_its_outcome() {
     let usage = cli(url, &["acquire"], &[]).await;
     assert_eq!(code(&usage), 2, "{usage:?}");
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let down = crate::helpers::support::closed_url();
     let unreachable = cli(&down, &["status", "k"], &[]).await;
     assert_eq!(code(&unreachable), 1, "{unreachable:?}");
 }

@@ -50,9 +50,7 @@ async fn the_client_drives_every_route_and_names_each_refusal() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_transport_error() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let base = crate::helpers::support::closed_url();
     let client = LockClient::new(&base, None);
     assert!(matches!(
         client.status("k", None).await,

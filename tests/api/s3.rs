@@ -120,12 +120,9 @@ async fn a_lock_is_never_judged_expired_before_its_lease_ends_on_the_store_clock
 
 #[tokio::test]
 async fn a_store_outage_answers_503_with_retry_after_and_grants_nothing() {
-    // Nothing listens on this port: every S3 call fails to connect.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // Nothing listens there: every S3 call fails to connect.
     let store = S3Store::connect(&S3Settings {
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        endpoint: Some(support::closed_url()),
         path_style: true,
         operation_timeout: Duration::from_secs(3),
     })

@@ -42,3 +42,11 @@ pub async fn s3_with_fresh_bucket() -> (S3Store, String) {
         .expect("creating a test bucket on the S3 server");
     (store, bucket)
 }
+
+/// An `http://` URL on loopback where nothing listens: connections to it are refused at once.
+pub fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
