@@ -1,6 +1,7 @@
 //! One integration-test binary: the real app on port 0, over the memory and local stores and
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
+mod attacks;
 mod bad_input;
 mod bench_cli;
 mod check_cli;
@@ -13,3 +14,4 @@ mod operations;
 mod round_trips;
 mod routes;
 mod s3;
+mod secrets;
