@@ -388,7 +388,7 @@ impl Engine {
         loop {
             // Register before trying, so a release between our read and our sleep still wakes us.
             let registration = self.waiters.register(&target.bucket, &target.object);
-            let notified = registration.notify.notified();
+            let notified = registration.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 

@@ -1252,3 +1252,22 @@ async fn a_reentrant_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
         "the lease still ends when it did"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_keys_with_two_acquirers_each_leave_no_waiter_entry_behind() {
+    let f = Arc::new(fixture());
+    let mut tasks = Vec::new();
+    for k in 0..2_000 {
+        for who in ["a", "b"] {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("stress/{k}");
+                let _ = f.engine.acquire(None, &key, owner(who, 30)).await;
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(f.engine.waited_locks(), 0);
+}
