@@ -30,6 +30,8 @@ pub const BREAKS: &str = "s3lock_breaks_total";
 pub const WAITERS: &str = "s3lock_waiters";
 pub const S3_REQUESTS: &str = "s3lock_s3_requests_total";
 pub const S3_ERRORS: &str = "s3lock_s3_errors_total";
+pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
+pub const PEER_HINTS_RECEIVED: &str = "s3lock_peer_hints_received_total";
 
 /// One app's metrics. Cloning shares the same counters.
 #[derive(Clone)]
@@ -80,6 +82,14 @@ impl Metrics {
             (
                 S3_ERRORS,
                 "S3 calls that failed, by operation and kind of error",
+            ),
+            (
+                PEER_HINTS,
+                "wake-up hints sent to peers, by outcome (sent, refused, failed, unresolved, dropped)",
+            ),
+            (
+                PEER_HINTS_RECEIVED,
+                "wake-up hints received from peers, by outcome (accepted, refused)",
             ),
         ];
         for (name, text) in help {
