@@ -20,7 +20,6 @@ use std::time::Duration as StdDuration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -243,16 +242,22 @@ impl OrphanWatch {
                 Ok(_) => return, // it can no longer land, or was already replaced
                 Err(_) => continue,
             };
-            let released = self.orphan.released(self.clock.now().latest).to_bytes();
+            let released = self.orphan.released(self.clock.now().latest);
             match self
                 .store
-                .put_if_version(&self.bucket, &self.object, released, &stored.version)
+                .put_if_version(
+                    &self.bucket,
+                    &self.object,
+                    released.to_bytes(),
+                    &stored.version,
+                )
                 .await
             {
                 Ok(_) => {
                     tracing::warn!(bucket = %self.bucket, object = %self.object,
                         "released a grant whose caller never learned of it");
-                    self.waiters.wake(&self.bucket, &self.object);
+                    self.waiters.observed(&self.bucket, &self.object, &released);
+                    self.waiters.freed(&self.bucket, &self.object);
                     return;
                 }
                 // Re-read: either our release landed unseen, or the document changed.
@@ -290,11 +295,17 @@ impl Drop for DecrementOnDrop {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        let waiters = Arc::new(Waiters::new(
+            store.clone(),
+            clock.clone(),
+            config.first_poll,
+            config.max_poll,
+        ));
         Self {
             store,
             clock,
             config,
-            waiters: Arc::default(),
+            waiters,
             cache: StateCache::new(cache::DEFAULT_CAPACITY),
             metrics: Metrics::new(),
             health: StoreHealth::default(),
@@ -372,7 +383,7 @@ impl Engine {
     /// A peer freed the lock at `object` in `bucket`: waiters here look at the store now. Only
     /// a reason to read; the hint itself decides nothing.
     pub fn peer_hint(&self, bucket: &str, object: &str) {
-        self.waiters.wake_local(bucket, object);
+        self.waiters.poke(bucket, object);
     }
 
     /// Locks that have a blocked waiter in this process right now.
@@ -398,49 +409,36 @@ impl Engine {
         let ttl = self.ttl(req.ttl)?;
         let wait = self.wait(req.wait)?;
         let deadline = Instant::now() + wait;
-        let mut poll = self.config.first_poll;
-        // Held (and so counted in the waiters gauge) from the first sleep until we return.
+        // This waiter's place in line for the lock, from its first refusal until it returns.
+        let mut registration = None;
+        // Held (and so counted in the waiters gauge) from the first wait until we return.
         let mut waiting = None;
         loop {
-            // Register before trying, so a release between our read and our sleep still wakes us.
-            let registration = self.waiters.register(&target.bucket, &target.object);
-            let notified = registration.notify().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-
             let err = match self
                 .try_acquire(&target, &owner, req.token.as_ref(), ttl)
                 .await
             {
-                Ok(view) => return Ok(view),
+                Ok(view) => {
+                    if let Some(r) = registration {
+                        waiters::Registration::granted(r);
+                    }
+                    return Ok(view);
+                }
                 Err(err @ LockError::Held { .. }) => err,
                 Err(other) => return Err(other),
             };
-            let LockError::Held { expires_at, .. } = &err else {
-                unreachable!()
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 self.metrics.count(m::CONFLICTS, &[]);
                 return Err(err);
             }
             waiting.get_or_insert_with(|| self.metrics.waiting());
-            // Sleep a jittered backoff, but wake for a local release, at the lease's end, or at
-            // the deadline for one last try, whichever comes first.
-            let until_expiry = (*expires_at - self.clock.now().earliest)
-                .to_std()
-                .unwrap_or_default();
-            let jittered = rand::rng().random_range(poll / 2..=poll);
-            // Never below FIRST_POLL: near the lease's end, clock samples that step back could
-            // otherwise make a waiter re-poll at once, round trip after round trip.
-            let nap = jittered
-                .min(until_expiry)
-                .max(self.config.first_poll)
-                .min(left);
-            poll = (poll * 2).min(self.config.max_poll);
+            // In line (the lock's one watcher reads it for every waiter here), until it is our
+            // turn (the lock looked free), or the deadline for one last try.
+            let r = registration
+                .get_or_insert_with(|| self.waiters.register(&target.bucket, &target.object));
             tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(nap) => {}
+                _ = r.turn() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
@@ -588,7 +586,7 @@ impl Engine {
         match decided {
             Decided::Wrote(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
-                self.waiters.wake(&target.bucket, &target.object);
+                self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
             Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
@@ -632,7 +630,7 @@ impl Engine {
                     "lock broken by an admin"
                 );
                 self.metrics.count(m::BREAKS, &[]);
-                self.waiters.wake(&target.bucket, &target.object);
+                self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
             Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
@@ -705,6 +703,8 @@ impl Engine {
             };
             match written {
                 Written::Ours => {
+                    // Local waiters and watch clients learn the new state with no read.
+                    self.waiters.observed(&target.bucket, &target.object, &doc);
                     // Judge the new lease on the clock as it is now that the write is known to
                     // have landed: a slow write (retries, a read-back) may have used it up.
                     let after = self.clock.now();

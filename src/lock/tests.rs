@@ -1273,3 +1273,77 @@ async fn many_keys_with_two_acquirers_each_leave_no_waiter_entry_behind() {
     }
     assert_eq!(f.engine.waited_locks(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_hundred_waiters_on_one_lock_read_the_store_no_more_than_one_does() {
+    async fn reads_while_blocked(waiters: usize) -> usize {
+        let f = Arc::new(fixture());
+        f.engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..waiters)
+            .map(|i| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let req = AcquireRequest {
+                        wait: Some(3.0),
+                        ..owner(&format!("w{i}"), 30)
+                    };
+                    f.engine.acquire(None, "k", req).await
+                })
+            })
+            .collect();
+        // Past every waiter's first try, and short of their last one at the deadline.
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let before = f.store.gets.load(Ordering::SeqCst);
+        tokio::time::sleep(StdDuration::from_millis(2800)).await;
+        let reads = f.store.gets.load(Ordering::SeqCst) - before;
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(LockError::Held { .. })));
+        }
+        assert_eq!(f.engine.waited_locks(), 0, "the lock's watcher is gone");
+        reads
+    }
+    let one = reads_while_blocked(1).await;
+    let many = reads_while_blocked(200).await;
+    assert!(one > 0, "the one waiter's lock is watched");
+    assert!(many <= one, "200 waiters: {many} reads; 1 waiter: {one}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_acquirers_are_served_in_arrival_order() {
+    let f = Arc::new(fixture());
+    let alice = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for name in ["w1", "w2", "w3", "w4", "w5"] {
+        let (f, order) = (f.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = AcquireRequest {
+                wait: Some(60.0),
+                ..owner(name, 30)
+            };
+            let got = f.engine.acquire(None, "k", req).await.unwrap();
+            order.lock().unwrap().push(name);
+            f.engine
+                .release(None, "k", got.holder_token().unwrap())
+                .await
+                .unwrap();
+        }));
+        // Each one is in line before the next arrives.
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    f.engine
+        .release(None, "k", alice.holder_token().unwrap())
+        .await
+        .unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["w1", "w2", "w3", "w4", "w5"]);
+}
