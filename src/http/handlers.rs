@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::path::LockPath;
 use super::AppState;
-use crate::lock::{AcquireRequest, LockError, LockView, NotReady};
+use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -32,6 +32,10 @@ pub(super) struct AcquireBody {
     /// Seconds to wait while another owner holds the lock, 0 to the server's maximum.
     #[schema(minimum = 0)]
     wait: Option<f64>,
+    /// The holder token, to refresh a lease that `owner` already holds. Without it (or with
+    /// another) a held lock is refused, to its own owner name too.
+    #[schema(value_type = Option<String>)]
+    token: Option<HolderToken>,
 }
 
 /// The body of a renew.
@@ -158,14 +162,15 @@ pub(super) async fn action(
     if !matches!(action.as_str(), "acquire" | "renew" | "release" | "break") {
         return Err(ApiError::RouteNotFound);
     }
-    caller.authorize_key(&key)?;
-    let bucket = bucket.as_deref();
     let engine = &state.engine;
+    let bucket = bucket.as_deref();
+    caller.authorize(bucket, &engine.config().default_bucket, &key)?;
     let result = match action.as_str() {
         "acquire" => {
             let b: AcquireBody = parse_body(&headers, body)?.unwrap_or_default();
             let req = AcquireRequest {
                 owner: b.owner,
+                token: b.token,
                 ttl: b.ttl,
                 wait: b.wait,
             };
@@ -210,7 +215,11 @@ pub(super) async fn status(
         reason: e.body_text(),
     })?;
     let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), false)?;
-    caller.authorize_key(&key)?;
+    caller.authorize(
+        bucket.as_deref(),
+        &state.engine.config().default_bucket,
+        &key,
+    )?;
     state
         .engine
         .status(bucket.as_deref(), &key, q.owner.as_deref())
@@ -248,6 +257,7 @@ async fn list_locks(
         field: "query",
         reason: e.body_text(),
     })?;
+    caller.authorize_bucket(bucket.as_deref(), &state.engine.config().default_bucket)?;
     let prefix = caller.list_prefix(&q.prefix)?;
     let locks = state
         .engine
