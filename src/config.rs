@@ -66,6 +66,9 @@ pub enum Command {
     /// Run a command while holding a lock: renew it in the background, release it when the
     /// command exits, and kill the command before the lease can run out if renewal keeps failing.
     Run(RunArgs),
+    /// Exit 0 when the server on this machine answers /healthz, 1 otherwise: a container health
+    /// check that needs no other program in the image.
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -230,6 +233,32 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server's listen address, as `serve --listen` takes it (same variable); an unspecified
+    /// address (0.0.0.0, [::]) is asked on loopback.
+    #[arg(long, env = "S3LOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2.0)]
+    pub timeout: f64,
+}
+
+impl HealthcheckArgs {
+    /// The URL asked: `/healthz` on the listen address, loopback for an unspecified one.
+    pub fn url(&self) -> String {
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}/healthz")
+    }
 }
 
 /// A secret from the command line or the environment, kept in a type whose `Debug` hides it.

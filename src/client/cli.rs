@@ -3,11 +3,12 @@
 
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{ClientError, LockClient};
-use crate::config::{ClientArgs, Command};
+use crate::config::{ClientArgs, Command, HealthcheckArgs};
 use crate::lock::document::format_seed_time;
 use crate::lock::HolderToken;
 use crate::lock::LockView;
@@ -109,11 +110,34 @@ pub async fn main(command: Command) -> ExitCode {
                 println!("broke {} (fencing token now {})", v.key, v.fencing_token)
             })
         }
+        Command::Healthcheck(a) => healthcheck(&a).await,
         Command::Serve(_) | Command::Run(_) | Command::Check(_) | Command::Bench(_) => {
             unreachable!("handled by main")
         }
     };
     ExitCode::from(code)
+}
+
+/// `s3lock healthcheck`: 0 when /healthz answers 2xx within the timeout, 1 otherwise (Docker
+/// reads any other code as unhealthy too, and reserves 2).
+async fn healthcheck(args: &HealthcheckArgs) -> u8 {
+    let url = args.url();
+    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(2));
+    let answer = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(http) => http.get(&url).send().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(r) if r.status().is_success() => exit::OK,
+        Ok(r) => {
+            eprintln!("s3lock healthcheck: {url} answered {}", r.status());
+            exit::ERROR
+        }
+        Err(e) => {
+            eprintln!("s3lock healthcheck: {url}: {e}");
+            exit::ERROR
+        }
+    }
 }
 
 #[derive(Serialize)]
