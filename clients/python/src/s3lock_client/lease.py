@@ -1,0 +1,228 @@
+"""A lease that renews itself in a background thread and knows when it may have been lost.
+
+The rule it keeps: the lease is marked lost *before* it can end, never after. After each
+confirmed renewal the lease is certainly held until the time that renewal was **sent** plus the
+``ttl_remaining_ms`` the server answered (``Lease.valid_until``). The lease counts as lost at
+``valid_until - margin``, unless a later renewal has been confirmed by then; ``lost`` and
+``check()`` compute this from the clock on every call, so they are right even if the renewal
+thread is late to run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Callable, Optional, Type
+
+from .errors import ConnectionFailed, LeaseLost, ProblemError, ServiceUnavailable, UnexpectedResponse
+from .models import Lease
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger("s3lock_client")
+
+#: Called once, from the renewal thread, when the lease is lost.
+LostCallback = Callable[["ManagedLease", LeaseLost], None]
+
+
+def safety_margin(lease_seconds: float) -> float:
+    """How long before the lease's end it is given up: a tenth of the lease, 0.2 s to 2 s (as
+    ``s3lock run`` does). It covers the renewal thread waking late and the gap between this
+    machine's monotonic clock and the store's."""
+    return min(2.0, max(0.2, lease_seconds / 10.0))
+
+
+class ManagedLease:
+    """What ``with client.lock(...) as lease`` gives: the held lock, renewed in the background.
+
+    - ``fencing_token``, ``key``, ``owner``, ``expires_at``: of the current lease.
+    - ``lost``: True once the lease is no longer certainly held (a renewal was refused, or none
+      was confirmed in time). ``check()`` raises :class:`LeaseLost` then.
+    - ``on_lost(lease, error)``: called once, from the renewal thread, when that happens.
+
+    Leaving the block stops the renewals and releases the lock (also on an exception). If the
+    lease was lost while the block ran and the block itself raised nothing, leaving it raises
+    :class:`LeaseLost`: the work in it did not run entirely under the lock.
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        key: str,
+        *,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        owner: Optional[str] = None,
+        on_lost: Optional[LostCallback] = None,
+    ) -> None:
+        self._client = client
+        self.key = key
+        self._ttl = ttl
+        self._wait = wait
+        self._owner = owner
+        self._on_lost = on_lost
+        self._lease: Optional[Lease] = None
+        self._state = threading.Lock()
+        # Set once, by whoever notices first; never cleared.
+        self._lost: Optional[LeaseLost] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        # The latest failed renewal's error, for the LeaseLost message if none succeeds in time.
+        self._last_error: Optional[BaseException] = None
+        #: Renewals the server confirmed.
+        self.renewals = 0
+
+    # -- what the holder reads ------------------------------------------------------------
+
+    @property
+    def lease(self) -> Lease:
+        """The latest granted or renewed lease."""
+        if self._lease is None:
+            raise RuntimeError("the lock is not acquired yet: use it in a with statement")
+        return self._lease
+
+    @property
+    def fencing_token(self) -> int:
+        return self.lease.fencing_token
+
+    @property
+    def owner(self) -> Optional[str]:
+        return self.lease.owner
+
+    @property
+    def expires_at(self) -> Optional[_dt.datetime]:
+        """When the server says the current lease ends (store clock)."""
+        return self.lease.expires_at
+
+    @property
+    def token(self) -> str:
+        """The holder token (a secret: never log it)."""
+        return self.lease.token
+
+    @property
+    def lost_at(self) -> float:
+        """The ``time.monotonic()`` instant at which the lease counts as lost unless renewed."""
+        lease = self.lease
+        return lease.valid_until - safety_margin(lease.expire)
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_reason is not None
+
+    @property
+    def lost_reason(self) -> Optional[LeaseLost]:
+        """Why the lease is lost, or ``None`` while it is certainly held."""
+        if self._lost is not None:
+            return self._lost
+        if self._lease is not None and time.monotonic() >= self.lost_at:
+            return LeaseLost(f"lease on {self.key!r}: no renewal was confirmed in time")
+        return None
+
+    def check(self) -> None:
+        """Raises :class:`LeaseLost` if the lease is no longer certainly held."""
+        reason = self.lost_reason
+        if reason is not None:
+            raise reason
+
+    def __repr__(self) -> str:
+        if self._lease is None:
+            return f"ManagedLease(key={self.key!r}, not acquired)"
+        return (
+            f"ManagedLease(key={self.key!r}, owner={self.owner!r}, "
+            f"fencing_token={self.fencing_token}, lost={self.lost})"
+        )
+
+    # -- with -----------------------------------------------------------------------------
+
+    def __enter__(self) -> "ManagedLease":
+        if self._lease is not None:
+            raise RuntimeError("a ManagedLease can be entered once")
+        self._lease = self._client.acquire(
+            self.key, owner=self._owner, ttl=self._ttl, wait=self._wait
+        )
+        self._thread = threading.Thread(
+            target=self._renew_loop, name=f"s3lock-renew:{self.key}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        lost = self.lost_reason
+        if self._lost is None or not isinstance(self._lost.cause, ProblemError):
+            # Refused renewals mean another holder or a break: nothing of ours to release.
+            try:
+                self._client.release(self.key, self.lease.token)
+            except Exception as e:  # the lease runs out on its own; the block's outcome matters more
+                log.warning("releasing %r failed: %s", self.key, e)
+        if lost is not None and exc_type is None:
+            raise lost
+
+    # -- the renewal thread ---------------------------------------------------------------
+
+    def _renew_loop(self) -> None:
+        lease = self.lease
+        ttl = self._ttl if self._ttl is not None else lease.expire
+        every = lease.expire / 3.0
+        retry_every = min(1.0, lease.expire / 10.0)
+        next_send = lease.sent_at + every
+        while True:
+            now = time.monotonic()
+            give_up = self.lost_at
+            if now >= give_up:
+                self._mark_lost(None)
+                return
+            if self._stop.wait(max(0.0, min(next_send, give_up) - now)):
+                return
+            now = time.monotonic()
+            if now >= self.lost_at:
+                continue  # marked lost at the top
+            if now < next_send:
+                continue
+            try:
+                renewed = self._client.renew(
+                    self.key, lease.token, ttl, timeout=self.lost_at - now
+                )
+            except (ConnectionFailed, ServiceUnavailable, UnexpectedResponse) as e:
+                log.info("renewing %r failed (%s); trying again", self.key, e)
+                self._last_error = e
+                next_send = time.monotonic() + retry_every
+                continue
+            except ProblemError as e:
+                self._mark_lost(e)
+                return
+            with self._state:
+                self._lease = lease = renewed
+                self.renewals += 1
+            next_send = renewed.sent_at + every
+
+    def _mark_lost(self, cause: Optional[BaseException]) -> None:
+        if cause is None:
+            cause = self._last_error
+            message = f"lease on {self.key!r}: no renewal was confirmed in time"
+            if cause is not None:
+                message += f" (last error: {cause})"
+        else:
+            message = f"lease on {self.key!r}: the renewal was refused ({cause})"
+        with self._state:
+            if self._lost is not None:
+                return
+            self._lost = LeaseLost(message, cause)
+            lost = self._lost
+        log.warning("%s", message)
+        if self._on_lost is not None:
+            try:
+                self._on_lost(self, lost)
+            except Exception:
+                log.exception("the on_lost callback of %r raised", self.key)
