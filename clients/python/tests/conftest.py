@@ -5,6 +5,7 @@ Without that variable the S3 tests fail, on purpose: they are never skipped."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -49,7 +50,18 @@ def s3_endpoint() -> str:
 class Server:
     """One ``s3lock serve`` process on a free loopback port."""
 
-    def __init__(self, store: str, extra_args: Optional[List[str]] = None) -> None:
+    def __init__(
+        self,
+        store: str,
+        extra_args: Optional[List[str]] = None,
+        *,
+        endpoint: Optional[str] = None,
+        s3_timeout: int = 5,
+        create_buckets: bool = True,
+    ) -> None:
+        """``endpoint``: the S3 endpoint to use instead of SeaweedFS's own (a relay to it).
+        ``create_buckets=False``: only the default bucket is made (by the test, not the server),
+        so an allowed bucket can be missing from the store."""
         self.store = store
         self.dir = Path(tempfile.mkdtemp(prefix=f"s3lock-py-{store}-"))
         self.tokens_file = self.dir / "tokens"
@@ -79,7 +91,7 @@ class Server:
             self.prefix = "locks/"
             args += ["--data-dir", str(self.data_dir)]
         else:
-            self.endpoint = s3_endpoint()
+            self.endpoint = endpoint or s3_endpoint()
             # A bucket and a prefix of its own: runs sharing one SeaweedFS never meet.
             self.bucket = f"py-{run}"
             self.prefix = f"py-{run}/"
@@ -93,10 +105,14 @@ class Server:
                 self.bucket,
                 "--prefix",
                 self.prefix,
-                "--create-buckets",
                 "--s3-timeout",
-                "5",
+                str(s3_timeout),
             ]
+            if create_buckets:
+                args.append("--create-buckets")
+            else:
+                status = s3_raw("PUT", f"/{self.bucket}")
+                assert status == 200, f"creating bucket {self.bucket}: {status}"
             for var, value in (
                 ("AWS_ACCESS_KEY_ID", "test"),
                 ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -153,6 +169,19 @@ class Server:
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def put_raw(self, key: str, body: bytes) -> None:
+        """Writes ``body`` as the stored object of ``key``, behind the server's back (as another
+        program writing the bucket would): for corrupt or old-module documents."""
+        object_key = self.prefix + key
+        if self.store == "local":
+            digest = hashlib.sha256(object_key.encode()).hexdigest()
+            path = self.data_dir / "buckets" / self.bucket / digest[:2] / digest
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(object_key.encode() + b"\n" + body)
+        else:
+            status = s3_raw("PUT", f"/{self.bucket}/{urllib.parse.quote(object_key)}", body)
+            assert status == 200, f"PUT to SeaweedFS answered {status}"
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of one Prometheus metric's samples whose labels include ``labels``."""
         parsed = urllib.parse.urlsplit(self.url)
@@ -170,6 +199,17 @@ class Server:
             if all(f'{k}="{v}"' in head for k, v in labels.items()):
                 total += float(value)
         return total
+
+
+def s3_raw(method: str, path: str, body: Optional[bytes] = None) -> int:
+    """An unsigned request straight to SeaweedFS (it runs without auth in the tests)."""
+    parsed = urllib.parse.urlsplit(s3_endpoint())
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    conn.request(method, path, body=body)
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status
 
 
 @pytest.fixture(scope="session", params=STORES)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ._http import Response, Transport
 from .errors import (
+    ConnectionFailed,
     ProblemError,
     ServiceUnavailable,
     UnexpectedResponse,
@@ -118,12 +119,13 @@ class Client:
             if ttl is not None:
                 b["ttl"] = ttl
             if wait is not None:
-                # After a retried 503, only what is left of the wait.
-                b["wait"] = round(max(0.0, start + wait_s - time.monotonic()), 3)
+                # After a retried 503, only what is left of the wait (the server judges the rest).
+                left = start + wait_s - time.monotonic()
+                b["wait"] = wait if wait_s <= 0 or left >= wait_s else round(max(0.0, left), 3)
             return b
 
         answer, sent_at = self._call(
-            "POST", self._lock_path(key, "acquire"), body, timeout, extra=wait_s
+            "POST", self._lock_path(key, "acquire"), body, timeout, extra=max(0.0, wait_s)
         )
         return Lease.from_json_sent(answer, sent_at)
 
@@ -264,23 +266,29 @@ class Client:
         """Sends until an answer that is not a retryable 503, or the deadline. Returns the parsed
         answer and the ``time.monotonic()`` at which the successful attempt was sent."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout) + extra
+        # The 503 being retried, if any: raised instead if the retry cannot finish in time.
+        previous: Optional[ServiceUnavailable] = None
         while True:
             sent_at = time.monotonic()
-            remaining = deadline - sent_at
-            if remaining <= 0:
-                raise ServiceUnavailable(503, "deadline", "", "the call's deadline passed", {})
+            remaining = max(deadline - sent_at, 0.001)
             data = payload()
             headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
             if data is not None and content_type is not None:
                 headers["Content-Type"] = content_type
             if self._auth_token:
                 headers["Authorization"] = f"Bearer {self._auth_token}"
-            resp = self._transport.request(method, path, data, headers, remaining)
+            try:
+                resp = self._transport.request(method, path, data, headers, remaining)
+            except ConnectionFailed:
+                if previous is not None:
+                    raise previous
+                raise
             if 200 <= resp.status < 300:
                 return _json(resp), sent_at
             error = _problem(resp)
             if isinstance(error, ServiceUnavailable) and error.retry_after is not None:
                 if time.monotonic() + error.retry_after < deadline:
+                    previous = error
                     time.sleep(error.retry_after)
                     continue
             raise error
