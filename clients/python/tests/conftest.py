@@ -185,7 +185,7 @@ class Server:
     def metric(self, name: str, **labels: str) -> float:
         """The sum of one Prometheus metric's samples whose labels include ``labels``."""
         parsed = urllib.parse.urlsplit(self.url)
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        conn = http.client.HTTPConnection(str(parsed.hostname), parsed.port, timeout=10)
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
@@ -204,7 +204,7 @@ class Server:
 def s3_raw(method: str, path: str, body: Optional[bytes] = None) -> int:
     """An unsigned request straight to SeaweedFS (it runs without auth in the tests)."""
     parsed = urllib.parse.urlsplit(s3_endpoint())
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    conn = http.client.HTTPConnection(str(parsed.hostname), parsed.port, timeout=10)
     conn.request(method, path, body=body)
     resp = conn.getresponse()
     resp.read()

@@ -10,12 +10,13 @@ thread is late to run.
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Optional, Type
+from typing import TYPE_CHECKING, Callable, Deque, Optional, Type
 
 from .errors import ConnectionFailed, LeaseLost, ProblemError, ServiceUnavailable, UnexpectedResponse
 from .models import Lease
@@ -29,11 +30,23 @@ log = logging.getLogger("s3lock_client")
 LostCallback = Callable[["ManagedLease", LeaseLost], None]
 
 
-def safety_margin(lease_seconds: float) -> float:
+def safety_margin(lease_seconds: float, guaranteed: float) -> float:
     """How long before the lease's end it is given up: a tenth of the lease, 0.2 s to 2 s (as
-    ``s3lock run`` does). It covers the renewal thread waking late and the gap between this
-    machine's monotonic clock and the store's."""
-    return min(2.0, max(0.2, lease_seconds / 10.0))
+    ``s3lock run`` does), but at most a third of what the server guaranteed. It covers the
+    renewal thread waking late and the gap between this machine's monotonic clock and the
+    store's."""
+    return min(2.0, max(0.2, lease_seconds / 10.0), guaranteed / 3.0)
+
+
+def renewal_interval(lease: Lease) -> float:
+    """A third of the lease, counted from when the request that granted it was sent; a third of
+    what the server said remains of it when that is less (on S3 the store clock's uncertainty
+    can take up to about a second off a renewal's ``ttl_remaining_ms``)."""
+    return _guaranteed(lease) / 3.0
+
+
+def _guaranteed(lease: Lease) -> float:
+    return min(float(lease.expire), lease.ttl_remaining_ms / 1000.0)
 
 
 class ManagedLease:
@@ -75,6 +88,8 @@ class ManagedLease:
         self._last_error: Optional[BaseException] = None
         #: Renewals the server confirmed.
         self.renewals = 0
+        #: The granted lease and each confirmed renewal (the latest 64), oldest first.
+        self.history: Deque[Lease] = collections.deque(maxlen=64)
 
     # -- what the holder reads ------------------------------------------------------------
 
@@ -107,7 +122,7 @@ class ManagedLease:
     def lost_at(self) -> float:
         """The ``time.monotonic()`` instant at which the lease counts as lost unless renewed."""
         lease = self.lease
-        return lease.valid_until - safety_margin(lease.expire)
+        return lease.valid_until - safety_margin(lease.expire, _guaranteed(lease))
 
     @property
     def lost(self) -> bool:
@@ -144,6 +159,7 @@ class ManagedLease:
         self._lease = self._client.acquire(
             self.key, owner=self._owner, ttl=self._ttl, wait=self._wait
         )
+        self.history.append(self._lease)
         self._thread = threading.Thread(
             target=self._renew_loop, name=f"s3lock-renew:{self.key}", daemon=True
         )
@@ -162,8 +178,10 @@ class ManagedLease:
         lost = self.lost_reason
         if self._lost is None or not isinstance(self._lost.cause, ProblemError):
             # Refused renewals mean another holder or a break: nothing of ours to release.
+            # Waiting past the lease's end is pointless: it has freed itself by then.
+            timeout = min(self._client.timeout, max(1.0, self.lease.valid_until - time.monotonic()))
             try:
-                self._client.release(self.key, self.lease.token)
+                self._client.release(self.key, self.lease.token, timeout=timeout)
             except Exception as e:  # the lease runs out on its own; the block's outcome matters more
                 log.warning("releasing %r failed: %s", self.key, e)
         if lost is not None and exc_type is None:
@@ -174,9 +192,8 @@ class ManagedLease:
     def _renew_loop(self) -> None:
         lease = self.lease
         ttl = self._ttl if self._ttl is not None else lease.expire
-        every = lease.expire / 3.0
         retry_every = min(1.0, lease.expire / 10.0)
-        next_send = lease.sent_at + every
+        next_send = lease.sent_at + renewal_interval(lease)
         while True:
             now = time.monotonic()
             give_up = self.lost_at
@@ -205,7 +222,8 @@ class ManagedLease:
             with self._state:
                 self._lease = lease = renewed
                 self.renewals += 1
-            next_send = renewed.sent_at + every
+                self.history.append(renewed)
+            next_send = renewed.sent_at + renewal_interval(renewed)
 
     def _mark_lost(self, cause: Optional[BaseException]) -> None:
         if cause is None:
