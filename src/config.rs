@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
 use crate::auth::AuthTokens;
 use crate::lock::key::parse_bucket;
@@ -78,8 +79,8 @@ pub struct CheckArgs {
     )]
     pub urls: Vec<String>,
     /// Bearer credential for servers that require one.
-    #[arg(long, env = "S3LOCK_AUTH_TOKEN")]
-    pub auth_token: Option<String>,
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth_token: Option<SecretString>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub clients: u16,
@@ -113,8 +114,8 @@ pub struct ClientArgs {
     #[arg(long, env = "S3LOCK_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The bearer credential for a server with auth (not a lock's holder token).
-    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth_token: Option<SecretString>,
     /// Print machine-readable JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +146,10 @@ pub struct AcquireArgs {
     /// Lease length in seconds (default: the server's).
     #[arg(long)]
     pub ttl: Option<u64>,
+    /// The holder token of a lease this owner holds, to refresh it (without it a held lock is
+    /// refused, to its own owner too).
+    #[arg(long, env = "S3LOCK_HOLDER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: Option<SecretString>,
     /// Seconds to wait if the lock is held (default 0: answer at once).
     #[arg(long)]
     pub wait: Option<f64>,
@@ -156,8 +161,8 @@ pub struct AcquireArgs {
 pub struct RenewArgs {
     pub key: String,
     /// The lock's holder token, from acquire.
-    #[arg(long)]
-    pub token: String,
+    #[arg(long, env = "S3LOCK_HOLDER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: SecretString,
     /// New lease length in seconds, from now (default: the server's).
     #[arg(long)]
     pub ttl: Option<u64>,
@@ -169,8 +174,8 @@ pub struct RenewArgs {
 pub struct ReleaseArgs {
     pub key: String,
     /// The lock's holder token, from acquire.
-    #[arg(long)]
-    pub token: String,
+    #[arg(long, env = "S3LOCK_HOLDER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: SecretString,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -225,6 +230,12 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+/// A secret from the command line or the environment, kept in a type whose `Debug` hides it.
+/// (`hide_env_values` on the same argument keeps `--help` from showing the environment's value.)
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -338,8 +349,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
     /// Bearer credential for servers that require one.
-    #[arg(long, env = "S3LOCK_AUTH_TOKEN")]
-    pub auth_token: Option<String>,
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth_token: Option<SecretString>,
     /// How long to run, e.g. 30s, 500ms, 2m.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,

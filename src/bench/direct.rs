@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::lock::LockDocument;
+use crate::lock::{HolderToken, LockDocument};
 use crate::store::{Store, StoreError, Version};
 
 use super::Fail;
@@ -49,29 +49,29 @@ impl Session {
         }
     }
 
-    /// Takes the lock for `owner` (or refreshes its own lease); returns the token.
+    /// Takes the lock for `owner`; returns the token.
     pub async fn acquire(&mut self, key: &str, owner: &str, ttl: u64) -> Result<String, Fail> {
         let doc = self
             .decide(key, |state, now| match state {
                 None => Step::Write(LockDocument::grant(owner, ttl, now.latest, 1)),
                 Some(doc) => match doc.holder(now.earliest) {
-                    None => Step::Write(LockDocument::grant(
-                        owner,
-                        ttl,
-                        now.latest,
-                        doc.fencing_token + 1,
-                    )),
-                    Some(holder) if holder == owner => Step::Write(doc.renewed(ttl, now.latest)),
+                    None => match doc.fencing_token.checked_add(1) {
+                        Some(next) => Step::Write(doc.granted_over(owner, ttl, now.latest, next)),
+                        None => Step::Refuse(Fail::Error("the fencing token cannot grow".into())),
+                    },
+                    // A refresh needs the holder token, which this acquire does not present.
                     Some(_) => Step::Refuse(Fail::Refused),
                 },
             })
             .await?;
-        Ok(doc.token.unwrap_or_default())
+        Ok(doc.token.map(HolderToken::into_exposed).unwrap_or_default())
     }
 
     pub async fn renew(&mut self, key: &str, token: &str, ttl: u64) -> Result<(), Fail> {
         self.decide(key, |state, now| match state {
-            Some(doc) if doc.token.as_deref() == Some(token) && doc.owner.is_some() => {
+            Some(doc)
+                if doc.token.as_ref().is_some_and(|t| t.matches(token)) && doc.owner.is_some() =>
+            {
                 Step::Write(doc.renewed(ttl, now.latest))
             }
             _ => Step::Refuse(Fail::Error("not the holder".into())),
@@ -82,7 +82,7 @@ impl Session {
 
     pub async fn release(&mut self, key: &str, token: &str) -> Result<(), Fail> {
         self.decide(key, |state, now| match state {
-            Some(doc) if doc.token.as_deref() == Some(token) => match doc.owner {
+            Some(doc) if doc.token.as_ref().is_some_and(|t| t.matches(token)) => match doc.owner {
                 Some(_) => Step::Write(doc.released(now.latest)),
                 None => Step::Done,
             },

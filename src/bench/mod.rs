@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::client::{ClientError, LockClient};
 use crate::config::{BenchArgs, BenchOp};
+use crate::lock::HolderToken;
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
 
@@ -59,6 +60,7 @@ impl Driver {
                 .acquire(key, Some(owner), Some(ttl), wait)
                 .await?
                 .token
+                .map(HolderToken::into_exposed)
                 .unwrap_or_default()),
             Driver::Direct(s) => s.acquire(key, owner, ttl).await,
         }
@@ -397,7 +399,7 @@ async fn handoff(i: usize, run: &BenchArgs, tally: &mut Tally, deadline: Instant
             .acquire(&key, Some(&h_owner), Some(run.ttl), Some(5.0))
             .await
         {
-            Ok(v) => v.token.unwrap_or_default(),
+            Ok(v) => v.token.map(HolderToken::into_exposed).unwrap_or_default(),
             Err(e) => {
                 tally.fail(e.into());
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -423,7 +425,13 @@ async fn handoff(i: usize, run: &BenchArgs, tally: &mut Tally, deadline: Instant
             (Ok(_), Ok(view)) => {
                 tally.record(granted_at.saturating_duration_since(released_at));
                 let _ = waiter
-                    .release(&key, view.token.as_deref().unwrap_or_default())
+                    .release(
+                        &key,
+                        view.token
+                            .as_ref()
+                            .map(HolderToken::expose)
+                            .unwrap_or_default(),
+                    )
                     .await;
             }
             (Err(e), _) | (_, Err(e)) => tally.fail(e.into()),

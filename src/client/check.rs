@@ -3,6 +3,7 @@
 //! recorded as the clients saw it, and the record is searched for violations of the lock's
 //! promises. Any violation means the service (or the store under it) is not safe.
 
+use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,12 +12,13 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{ClientError, LockClient};
+use crate::lock::HolderToken;
 
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
     /// Base URLs of the replicas; client `i` talks to `urls[i % len]`.
     pub urls: Vec<String>,
-    pub bearer: Option<String>,
+    pub bearer: Option<SecretString>,
     pub clients: usize,
     pub keys: usize,
     /// Keys are `{key_prefix}{0..keys}`.
@@ -117,7 +119,11 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                     let hold = config.max_hold.mul_f64(rand::rng().random::<f64>());
                     tokio::time::sleep(hold).await;
                     let end = Instant::now();
-                    let token = granted.token.clone().unwrap_or_default();
+                    let token = granted
+                        .token
+                        .clone()
+                        .map(HolderToken::into_exposed)
+                        .unwrap_or_default();
                     release_until_answered(&api, &key, &token, client, &tally, sent, config.ttl)
                         .await;
                     let ms = |t: Instant| t.duration_since(origin).as_secs_f64() * 1000.0;

@@ -1,6 +1,7 @@
 //! The client subcommands (`acquire`, `renew`, `release`, `status`, `list`, `break`): one HTTP
 //! call each, a line for a person or JSON for a program, and an exit code a script can branch on.
 
+use secrecy::ExposeSecret;
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use super::{ClientError, LockClient};
 use crate::config::{ClientArgs, Command};
 use crate::lock::document::format_seed_time;
+use crate::lock::HolderToken;
 use crate::lock::LockView;
 
 /// Exit codes, the same for every client subcommand (and for `run` before its command starts).
@@ -48,8 +50,9 @@ pub fn exit_code(e: &ClientError) -> u8 {
 pub async fn main(command: Command) -> ExitCode {
     let code = match command {
         Command::Acquire(a) => {
+            let token = a.token.as_ref().map(|t| t.expose_secret());
             let r = client(&a.client)
-                .acquire(&a.key, a.owner.as_deref(), a.ttl, a.wait)
+                .acquire_holding(&a.key, a.owner.as_deref(), token, a.ttl, a.wait)
                 .await;
             report(&a.client, r, |v| {
                 eprintln!(
@@ -60,17 +63,27 @@ pub async fn main(command: Command) -> ExitCode {
                     until(v)
                 );
                 // The holder token alone on stdout, so `TOKEN=$(s3lock acquire KEY)` works.
-                println!("{}", v.token.as_deref().unwrap_or_default());
+                println!(
+                    "{}",
+                    v.token
+                        .as_ref()
+                        .map(HolderToken::expose)
+                        .unwrap_or_default()
+                );
             })
         }
         Command::Renew(a) => {
-            let r = client(&a.client).renew(&a.key, &a.token, a.ttl).await;
+            let r = client(&a.client)
+                .renew(&a.key, a.token.expose_secret(), a.ttl)
+                .await;
             report(&a.client, r, |v| {
                 println!("renewed {} until {}", v.key, until(v))
             })
         }
         Command::Release(a) => {
-            let r = client(&a.client).release(&a.key, &a.token).await;
+            let r = client(&a.client)
+                .release(&a.key, a.token.expose_secret())
+                .await;
             report(&a.client, r, |v| println!("released {}", v.key))
         }
         Command::Status(a) => {

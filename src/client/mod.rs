@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod run;
 
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -26,7 +27,8 @@ const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
 pub struct LockClient {
     http: reqwest::Client,
     base: String,
-    bearer: Option<String>,
+    /// The auth token; its `Debug` hides it.
+    bearer: Option<SecretString>,
 }
 
 /// A refusal or failure, by outcome.
@@ -72,7 +74,7 @@ struct LockList {
 impl LockClient {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), sending `bearer` as an
     /// `Authorization: Bearer` token when given.
-    pub fn new(base: &str, bearer: Option<String>) -> Self {
+    pub fn new(base: &str, bearer: Option<SecretString>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -95,9 +97,25 @@ impl LockClient {
         ttl: Option<u64>,
         wait: Option<f64>,
     ) -> Result<LockView, ClientError> {
+        self.acquire_holding(key, owner, None, ttl, wait).await
+    }
+
+    /// An acquire that presents `token`, the holder token of a lease `owner` already holds: it
+    /// refreshes that lease (the server refuses a refresh by owner name alone).
+    pub async fn acquire_holding(
+        &self,
+        key: &str,
+        owner: Option<&str>,
+        token: Option<&str>,
+        ttl: Option<u64>,
+        wait: Option<f64>,
+    ) -> Result<LockView, ClientError> {
         let mut body = Map::new();
         if let Some(o) = owner {
             body.insert("owner".into(), json!(o));
+        }
+        if let Some(t) = token {
+            body.insert("token".into(), json!(t));
         }
         if let Some(t) = ttl {
             body.insert("ttl".into(), json!(t));
@@ -173,7 +191,14 @@ impl LockClient {
         mut req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
         if let Some(b) = &self.bearer {
-            req = req.bearer_auth(b);
+            // Marked sensitive, so that the HTTP stack's own debug logs never print it.
+            let mut value =
+                reqwest::header::HeaderValue::try_from(format!("Bearer {}", b.expose_secret()))
+                    .map_err(|_| {
+                        ClientError::Transport("the auth token is not a valid header value".into())
+                    })?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
         }
         let resp = req
             .send()

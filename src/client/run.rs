@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::cli::{client, exit, exit_code};
 use super::{ClientError, LockClient};
 use crate::config::RunArgs;
+use crate::lock::HolderToken;
 use crate::lock::LockView;
 
 /// The longest single server-side wait asked for while waiting for the lock, so progress can be
@@ -60,7 +61,11 @@ async fn run(args: RunArgs) -> u8 {
             return exit_code(&e);
         }
     };
-    let token = view.token.clone().unwrap_or_default();
+    let token = view
+        .token
+        .clone()
+        .map(HolderToken::into_exposed)
+        .unwrap_or_default();
     let ttl = Duration::from_secs(args.ttl);
     let grace = Duration::from_secs_f64(args.kill_grace.max(0.0)).min(ttl / 4);
     // Time for the process group to die after SIGKILL and for clocks to disagree a little.

@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::path::LockPath;
 use super::AppState;
-use crate::lock::{AcquireRequest, LockError, LockView, NotReady};
+use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -32,6 +32,10 @@ pub(super) struct AcquireBody {
     /// Seconds to wait while another owner holds the lock, 0 to the server's maximum.
     #[schema(minimum = 0)]
     wait: Option<f64>,
+    /// The holder token, to refresh a lease that `owner` already holds. Without it (or with
+    /// another) a held lock is refused, to its own owner name too.
+    #[schema(value_type = Option<String>)]
+    token: Option<HolderToken>,
 }
 
 /// The body of a renew.
@@ -166,6 +170,7 @@ pub(super) async fn action(
             let b: AcquireBody = parse_body(&headers, body)?.unwrap_or_default();
             let req = AcquireRequest {
                 owner: b.owner,
+                token: b.token,
                 ttl: b.ttl,
                 wait: b.wait,
             };

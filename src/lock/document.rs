@@ -1,9 +1,50 @@
 //! The stored lock document: the seed module's four fields, in its order and time format, plus
-//! what safety needs (the holder's token and the fencing token).
+//! what safety needs (the holder token, the fencing token and the revision).
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// The holder's secret proof of holding a lock. Its `Debug` never shows the value, so a log
+/// line or an error that prints a document, a view or a request cannot leak it; only
+/// [`HolderToken::expose`] does, where the holder is being answered or the store written.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HolderToken(String);
+
+impl HolderToken {
+    /// A fresh, unguessable token (122 random bits).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_exposed(self) -> String {
+        self.0
+    }
+
+    /// Whether `presented` is this token, compared in constant time so that the time an answer
+    /// takes says nothing about how much of a guess was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl From<String> for HolderToken {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for HolderToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HolderToken(<redacted>)")
+    }
+}
 
 /// One lock as stored. Documents written by the seed module have no `token` and no
 /// `fencing_token`; they still parse, and their owner holds them until `lock_time + expire`.
@@ -23,23 +64,45 @@ pub struct LockDocument {
     /// second release by the same holder is recognised and answered idempotently), and never shown
     /// by status or list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<HolderToken>,
     /// Grows by one each time the lock passes to a new holder and never otherwise, so a resource
     /// guarded by the lock can refuse a writer whose fencing token is older than one it has seen.
     #[serde(default)]
     pub fencing_token: u64,
+    /// Grows by one with every write of this lock, so no body is ever written twice and no
+    /// version (an ETag is the MD5 of the body) ever comes back. Without it a renew within the
+    /// same second of store time wrote the very bytes of an earlier write, and a late write
+    /// conditioned on that earlier version (a release whose answer was lost, an orphaned grant's
+    /// clean-up) matched again and undid the renew. Seed documents have none (0).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl LockDocument {
-    /// A fresh grant to `owner`.
+    /// A fresh grant to `owner`, the first write of a lock that does not exist yet.
     pub fn grant(owner: &str, ttl: u64, now: DateTime<Utc>, fencing_token: u64) -> Self {
         Self {
             expire: ttl,
             lock_time: now,
             release_time: None,
             owner: Some(owner.to_owned()),
-            token: Some(uuid::Uuid::new_v4().to_string()),
+            token: Some(HolderToken::generate()),
             fencing_token,
+            revision: 1,
+        }
+    }
+
+    /// A fresh grant to `owner` written over this document.
+    pub fn granted_over(
+        &self,
+        owner: &str,
+        ttl: u64,
+        now: DateTime<Utc>,
+        fencing_token: u64,
+    ) -> Self {
+        Self {
+            revision: self.next_revision(),
+            ..Self::grant(owner, ttl, now, fencing_token)
         }
     }
 
@@ -48,6 +111,7 @@ impl LockDocument {
         Self {
             expire: ttl,
             lock_time: now,
+            revision: self.next_revision(),
             ..self.clone()
         }
     }
@@ -57,8 +121,16 @@ impl LockDocument {
         Self {
             owner: None,
             release_time: Some(now),
+            revision: self.next_revision(),
             ..self.clone()
         }
+    }
+
+    /// The revision of the next write over this one. A counter at the top of `u64` (a corrupt
+    /// or hostile document; a real lock would need 10^19 writes) cannot grow, so the engine
+    /// refuses to write over such a document at all ([`LockDocument::can_grow`]).
+    fn next_revision(&self) -> u64 {
+        self.revision.saturating_add(1)
     }
 
     /// Broken by an admin at `now`: no owner, and no token, so the old holder's renew and
@@ -72,8 +144,14 @@ impl LockDocument {
             token: None,
             release_time: Some(now),
             fencing_token,
+            revision: self.next_revision(),
             ..self.clone()
         }
+    }
+
+    /// Whether a write over this document can still get a revision of its own.
+    pub fn can_grow(&self) -> bool {
+        self.revision < u64::MAX
     }
 
     pub fn expires_at(&self) -> DateTime<Utc> {

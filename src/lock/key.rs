@@ -2,14 +2,18 @@
 
 use std::fmt;
 
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 /// The longest key accepted, in bytes (S3 allows 1024 for the whole object key, prefix included).
 pub const MAX_KEY_BYTES: usize = 512;
 /// The longest owner name accepted, in bytes.
 pub const MAX_OWNER_BYTES: usize = 256;
 
 /// A lock's key: non-empty, at most 512 bytes, `/`-separated segments that are neither empty nor
-/// `.` / `..`, and no control characters. Such a key is safe as an S3 object key and cannot
-/// escape the configured prefix.
+/// `.` / `..`, no control characters, no format characters, in Unicode NFC. Such a key is safe as
+/// an S3 object key and cannot escape the configured prefix, and one name a person types is one
+/// lock (see [`check_text`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockKey(String);
 
@@ -25,6 +29,42 @@ pub enum KeyError {
     EmptySegment,
     #[error("the key has a '.' or '..' path segment")]
     DotSegment,
+    #[error("the key {0}")]
+    Text(TextError),
+}
+
+/// Why a name is refused although every character in it is printable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// `café` typed as `e` + U+0301 is a different byte string from `café` with U+00E9, so two
+    /// clients typing "the same" name would hold two different locks at once.
+    #[error("is not in Unicode normalization form C (NFC): compose it first, e.g. U+00E9 rather than 'e' + U+0301")]
+    NotNfc,
+    /// Invisible characters such as U+202E (right-to-left override) make a name show as
+    /// another one in logs, status and list (`a\u{202e}gnp.exe` shows as `aexe.png`).
+    #[error("contains the invisible Unicode format character U+{0:04X}")]
+    FormatCharacter(u32),
+}
+
+/// Refuses names that look like other names: not NFC, or with a format character (category
+/// Cf: bidi controls, zero-width joiners and the like).
+pub fn check_text(raw: &str) -> Result<(), TextError> {
+    if let Some(c) = raw
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Err(TextError::FormatCharacter(u32::from(c)));
+    }
+    let nfc = match is_nfc_quick(raw.chars()) {
+        IsNormalized::Yes => true,
+        IsNormalized::No => false,
+        IsNormalized::Maybe => raw.nfc().eq(raw.chars()),
+    };
+    if nfc {
+        Ok(())
+    } else {
+        Err(TextError::NotNfc)
+    }
 }
 
 impl LockKey {
@@ -38,6 +78,7 @@ impl LockKey {
         if raw.chars().any(char::is_control) {
             return Err(KeyError::ControlCharacter);
         }
+        check_text(raw).map_err(KeyError::Text)?;
         for segment in raw.split('/') {
             match segment {
                 "" => return Err(KeyError::EmptySegment),
@@ -59,7 +100,7 @@ impl fmt::Display for LockKey {
     }
 }
 
-/// Checks an owner name: 1 to 256 bytes, no control characters.
+/// Checks an owner name: 1 to 256 bytes, no control or format characters, in NFC.
 pub fn parse_owner(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("owner must not be empty".into());
@@ -73,6 +114,7 @@ pub fn parse_owner(raw: &str) -> Result<String, String> {
     if raw.chars().any(char::is_control) {
         return Err("owner contains a control character".into());
     }
+    check_text(raw).map_err(|e| format!("owner {e}"))?;
     Ok(raw.to_owned())
 }
 
@@ -127,6 +169,38 @@ mod tests {
         assert_eq!(LockKey::parse("a/"), Err(KeyError::EmptySegment));
         assert_eq!(LockKey::parse("a/../b"), Err(KeyError::DotSegment));
         assert_eq!(LockKey::parse("."), Err(KeyError::DotSegment));
+    }
+
+    #[test]
+    fn one_name_typed_two_ways_is_refused_in_its_decomposed_form() {
+        assert!(LockKey::parse("jobs/caf\u{e9}").is_ok());
+        assert_eq!(
+            LockKey::parse("jobs/cafe\u{301}"),
+            Err(KeyError::Text(TextError::NotNfc))
+        );
+        assert!(parse_owner("caf\u{e9}").is_ok());
+        let err = parse_owner("cafe\u{301}").unwrap_err();
+        assert!(err.contains("NFC"), "{err}");
+    }
+
+    #[test]
+    fn invisible_format_characters_are_refused_in_keys_and_owners() {
+        assert_eq!(
+            LockKey::parse("a\u{202e}gnp.exe"),
+            Err(KeyError::Text(TextError::FormatCharacter(0x202e)))
+        );
+        for bad in [
+            "a\u{202e}gnp.exe",
+            "zero\u{200b}width",
+            "bom\u{feff}",
+            "\u{2066}x",
+        ] {
+            let err = parse_owner(bad).unwrap_err();
+            assert!(err.contains("format character"), "{bad:?}: {err}");
+        }
+        // Printable non-ASCII stays welcome.
+        assert!(parse_owner("Zoë-日本-🔒").is_ok());
+        assert!(LockKey::parse("jobs/日本/🔒").is_ok());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::metrics::{self as m, Metrics};
 use crate::store::health::StoreHealth;
 use crate::store::{Store, StoreError, Version, Versioned};
 use cache::StateCache;
-pub use document::LockDocument;
+pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 pub use key::LockKey;
 use waiters::Waiters;
@@ -79,6 +79,9 @@ pub enum NotReady {
 #[derive(Debug, Clone, Default)]
 pub struct AcquireRequest {
     pub owner: Option<String>,
+    /// The holder token, presented to refresh a lease this owner already holds. The owner name
+    /// alone never refreshes: names are public (a 409 shows them), the token is the proof.
+    pub token: Option<HolderToken>,
     pub ttl: Option<i64>,
     pub wait: Option<f64>,
 }
@@ -95,7 +98,8 @@ pub struct LockView {
     pub owner: Option<String>,
     /// The holder's secret for renew and release. Only in acquire and renew answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub token: Option<HolderToken>,
     /// Grows each time the lock passes to a new holder (and when it is broken).
     pub fencing_token: u64,
     /// The lease length in seconds.
@@ -115,6 +119,13 @@ pub struct LockView {
     /// time), so a holder that trusts it never overstays.
     pub ttl_remaining_ms: i64,
     pub locked: bool,
+}
+
+impl LockView {
+    /// The holder token, where this answer carries one (to the holder only).
+    pub fn holder_token(&self) -> Option<&str> {
+        self.token.as_ref().map(HolderToken::expose)
+    }
 }
 
 #[derive(Debug)]
@@ -354,7 +365,8 @@ impl Engine {
     }
 
     /// Takes the lock for `owner` (a random one if none is given), or refreshes the lease if
-    /// `owner` already holds it. With `wait`, keeps trying until that many seconds have passed.
+    /// `owner` already holds it and presents its holder token. With `wait`, keeps trying until
+    /// that many seconds have passed.
     #[tracing::instrument(skip(self, req), fields(owner = req.owner.as_deref()))]
     pub async fn acquire(
         &self,
@@ -376,11 +388,14 @@ impl Engine {
         loop {
             // Register before trying, so a release between our read and our sleep still wakes us.
             let registration = self.waiters.register(&target.bucket, &target.object);
-            let notified = registration.notify.notified();
+            let notified = registration.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let err = match self.try_acquire(&target, &owner, ttl).await {
+            let err = match self
+                .try_acquire(&target, &owner, req.token.as_ref(), ttl)
+                .await
+            {
                 Ok(view) => return Ok(view),
                 Err(err @ LockError::Held { .. }) => err,
                 Err(other) => return Err(other),
@@ -415,6 +430,7 @@ impl Engine {
         &self,
         target: &Target,
         owner: &str,
+        presented: Option<&HolderToken>,
         ttl: u64,
     ) -> Result<LockView, LockError> {
         // What the last decision was, for the metrics: `Some(takeover)` for a grant to a new
@@ -430,22 +446,24 @@ impl Engine {
                     // A free lock passes to a new holder: the fencing token grows.
                     None => {
                         grant = Some(doc.owner.is_some());
-                        LockDocument::grant(owner, ttl, now.latest, next_fencing(doc)?)
+                        doc.granted_over(owner, ttl, now.latest, next_fencing(doc)?)
                     }
-                    // The seed's reentrant refresh: same holder, same token and fencing token.
-                    // It never shortens the lease: another process holding the token under this
-                    // owner name was told the longer one.
-                    Some(holder) if holder == owner && doc.token.is_some() => {
+                    // The seed's reentrant refresh, for the holder only: the same owner name
+                    // *and* its holder token. Owner names are public (every 409 shows them), so
+                    // a refresh by name alone would hand the token to anyone who read one. It
+                    // keeps the token and fencing token, and never shortens the lease: the
+                    // holder may have been told the longer one.
+                    Some(holder)
+                        if holder == owner && holds(doc, presented.map(HolderToken::expose)) =>
+                    {
                         grant = None;
                         let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
                         let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
                         doc.renewed(ttl.max(left), now.latest)
                     }
-                    // A seed-written lock taken up by its own owner through us: it gets a token,
-                    // and as a new grant of ours, a new fencing token.
-                    Some(holder) if holder == owner => {
-                        LockDocument::grant(owner, ttl, now.latest, next_fencing(doc)?)
-                    }
+                    // Anyone else, this owner name without the token among them, and so also a
+                    // lock written by the old Python module (it has no token to present): held
+                    // until it is released or its lease ends.
                     Some(holder) => {
                         return Err(LockError::Held {
                             owner: holder.to_owned(),
@@ -629,6 +647,12 @@ impl Engine {
                 Err(refusal) => return Err(refusal),
             };
             let (doc, current) = match (step, basis.state) {
+                // Every write needs a revision of its own (see `LockDocument::revision`).
+                (Step::Write(_), Some((current, _))) if !current.can_grow() => {
+                    return Err(LockError::Unreadable(
+                        "the lock's revision cannot grow any further".into(),
+                    ))
+                }
                 (Step::Write(doc), current) => (doc, current),
                 (Step::Keep, Some((doc, _))) if basis.fresh => return Ok(Decided::Kept(doc, now)),
                 // A no-op answer from a hint could be stale too: confirm with a read.
@@ -648,7 +672,19 @@ impl Engine {
             );
             let written = self.write(target, &doc, expected.as_ref()).await;
             let watch = guard.disarm();
-            match written? {
+            let written = match written {
+                Ok(written) => written,
+                Err(e) => {
+                    // Even a plain refusal may follow a write that landed (an SDK retry of a
+                    // write whose first answer was lost, answered 403 or 400): a grant nobody
+                    // knows of would stay held until its lease ends, so watch it as well.
+                    if let Some(watch) = watch {
+                        watch.spawn();
+                    }
+                    return Err(e);
+                }
+            };
+            match written {
                 Written::Ours => {
                     // Judge the new lease on the clock as it is now that the write is known to
                     // have landed: a slow write (retries, a read-back) may have used it up.
@@ -997,8 +1033,16 @@ fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
         .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
 }
 
+/// Whether `presented` is this document's holder token.
+fn holds(doc: &LockDocument, presented: Option<&str>) -> bool {
+    match (&doc.token, presented) {
+        (Some(token), Some(presented)) => token.matches(presented),
+        _ => false,
+    }
+}
+
 fn check_holder(doc: &LockDocument, token: &str) -> Result<(), LockError> {
-    if doc.token.as_deref() == Some(token) {
+    if holds(doc, Some(token)) {
         Ok(())
     } else {
         Err(LockError::NotHolder(

@@ -50,8 +50,17 @@ fn fixture() -> Fixture {
 fn owner(name: &str, ttl: i64) -> AcquireRequest {
     AcquireRequest {
         owner: Some(name.into()),
+        token: None,
         ttl: Some(ttl),
         wait: None,
+    }
+}
+
+/// An acquire by `name` presenting the holder token of the lease it holds (a refresh).
+fn holding(name: &str, token: Option<&str>, ttl: i64) -> AcquireRequest {
+    AcquireRequest {
+        token: token.map(|t| HolderToken::from(t.to_owned())),
+        ..owner(name, ttl)
     }
 }
 
@@ -83,6 +92,8 @@ impl Fixture {
 struct FaultyStore {
     inner: MemoryStore,
     fault: Mutex<Option<Fault>>,
+    /// A write held back by [`Fault::ParkNextWrite`], to be landed later by the test.
+    parked: Mutex<Option<Parked>>,
     gets: AtomicUsize,
     /// Conditional writes tried (both kinds), to count round trips.
     writes: AtomicUsize,
@@ -97,6 +108,21 @@ enum Fault {
     RetryIntoOwnWrite,
     /// Every call fails as unreachable.
     Down,
+    /// Hold the next write back and report it timed out; [`FaultyStore::land_parked`] delivers
+    /// it later, with its condition, as a request delayed in the network would arrive.
+    ParkNextWrite,
+    /// Apply the next write, then answer with a plain refusal (what an SDK retry of a landed
+    /// write can get back: a 403 or 400 rather than a failed precondition).
+    ApplyThenRefuse,
+}
+
+#[derive(Debug)]
+struct Parked {
+    bucket: String,
+    key: String,
+    body: Bytes,
+    /// `None`: a create (`If-None-Match: *`).
+    expected: Option<Version>,
 }
 
 impl FaultyStore {
@@ -115,6 +141,30 @@ impl FaultyStore {
         }
     }
 
+    /// Delivers the parked write now; whether it landed.
+    async fn land_parked(&self) -> bool {
+        let p = self.parked.lock().unwrap().take().expect("a parked write");
+        let landed = match &p.expected {
+            None => self.inner.put_if_absent(&p.bucket, &p.key, p.body).await,
+            Some(v) => {
+                self.inner
+                    .put_if_version(&p.bucket, &p.key, p.body, v)
+                    .await
+            }
+        };
+        landed.is_ok()
+    }
+
+    fn park(&self, bucket: &str, key: &str, body: Bytes, expected: Option<&Version>) -> StoreError {
+        *self.parked.lock().unwrap() = Some(Parked {
+            bucket: bucket.into(),
+            key: key.into(),
+            body,
+            expected: expected.cloned(),
+        });
+        StoreError::Unavailable("timed out".into())
+    }
+
     fn down(&self) -> bool {
         matches!(*self.fault.lock().unwrap(), Some(Fault::Down))
     }
@@ -128,6 +178,9 @@ impl FaultyStore {
                 Err(StoreError::Unavailable("response lost".into()))
             }
             (Some(Fault::RetryIntoOwnWrite), Ok(_)) => Err(StoreError::PreconditionFailed),
+            (Some(Fault::ApplyThenRefuse), Ok(_)) => Err(StoreError::Other(
+                "AccessDenied on a retried request".into(),
+            )),
             (_, r) => r,
         }
     }
@@ -150,8 +203,10 @@ impl Store for FaultyStore {
     ) -> Result<Version, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         let fault = self.take_write_fault();
-        if matches!(fault, Some(Fault::Down)) {
-            return Err(StoreError::Unavailable("down".into()));
+        match fault {
+            Some(Fault::Down) => return Err(StoreError::Unavailable("down".into())),
+            Some(Fault::ParkNextWrite) => return Err(self.park(bucket, key, body, None)),
+            _ => {}
         }
         Self::after_write(fault, self.inner.put_if_absent(bucket, key, body).await)
     }
@@ -164,8 +219,10 @@ impl Store for FaultyStore {
     ) -> Result<Version, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         let fault = self.take_write_fault();
-        if matches!(fault, Some(Fault::Down)) {
-            return Err(StoreError::Unavailable("down".into()));
+        match fault {
+            Some(Fault::Down) => return Err(StoreError::Unavailable("down".into())),
+            Some(Fault::ParkNextWrite) => return Err(self.park(bucket, key, body, Some(expected))),
+            _ => {}
         }
         Self::after_write(
             fault,
@@ -243,7 +300,7 @@ async fn the_same_owner_refreshes_its_lease_keeping_token_and_fencing_token() {
     f.clock.advance(Duration::seconds(20));
     let again = f
         .engine
-        .acquire(None, "k", owner("alice", 30))
+        .acquire(None, "k", holding("alice", first.holder_token(), 30))
         .await
         .unwrap();
     assert_eq!(again.token, first.token);
@@ -260,7 +317,7 @@ async fn each_new_holder_gets_a_higher_fencing_token() {
         .await
         .unwrap();
     f.engine
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     let b = f.engine.acquire(None, "k", owner("bob", 30)).await.unwrap();
@@ -274,7 +331,7 @@ async fn each_new_holder_gets_a_higher_fencing_token() {
     assert_eq!(c.fencing_token, 3, "an expiry takeover is a new holder too");
     let renewed = f
         .engine
-        .renew(None, "k", c.token.as_deref().unwrap(), None)
+        .renew(None, "k", c.holder_token().unwrap(), None)
         .await
         .unwrap();
     assert_eq!(renewed.fencing_token, 3, "a renew is not a new holder");
@@ -315,7 +372,7 @@ async fn after_an_expiry_takeover_the_old_holder_can_neither_renew_nor_release()
     f.clock.advance(Duration::seconds(6));
     let new = f.engine.acquire(None, "k", owner("bob", 30)).await.unwrap();
     let before = f.stored("k").await;
-    let old_token = old.token.as_deref().unwrap();
+    let old_token = old.holder_token().unwrap();
     assert!(matches!(
         f.engine.renew(None, "k", old_token, None).await,
         Err(LockError::NotHolder(_))
@@ -343,7 +400,7 @@ async fn a_lease_that_ran_out_cannot_be_renewed_even_if_nobody_took_it() {
     f.clock.advance(Duration::seconds(5));
     assert!(matches!(
         f.engine
-            .renew(None, "k", a.token.as_deref().unwrap(), None)
+            .renew(None, "k", a.holder_token().unwrap(), None)
             .await,
         Err(LockError::NotHolder(_))
     ));
@@ -360,7 +417,7 @@ async fn renew_extends_the_lease_from_now() {
     f.clock.advance(Duration::seconds(8));
     let r = f
         .engine
-        .renew(None, "k", a.token.as_deref().unwrap(), Some(20))
+        .renew(None, "k", a.holder_token().unwrap(), Some(20))
         .await
         .unwrap();
     assert_eq!(r.expires_at, Some(t0() + Duration::seconds(28)));
@@ -380,7 +437,7 @@ async fn release_frees_the_lock_and_is_idempotent_for_its_holder() {
         .acquire(None, "k", owner("alice", 30))
         .await
         .unwrap();
-    let token = a.token.as_deref().unwrap();
+    let token = a.holder_token().unwrap();
     let r = f.engine.release(None, "k", token).await.unwrap();
     assert_eq!(r.owner, None);
     assert_eq!(r.release_time, Some(t0()));
@@ -409,15 +466,13 @@ async fn a_stale_token_cannot_release_the_new_holders_lock() {
         .await
         .unwrap();
     f.engine
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     f.engine.acquire(None, "k", owner("bob", 30)).await.unwrap();
     let before = f.stored("k").await;
     assert!(matches!(
-        f.engine
-            .release(None, "k", a.token.as_deref().unwrap())
-            .await,
+        f.engine.release(None, "k", a.holder_token().unwrap()).await,
         Err(LockError::NotHolder(_))
     ));
     assert!(matches!(
@@ -500,13 +555,17 @@ async fn a_seed_lock_is_respected_until_it_expires_then_taken_over() {
 }
 
 #[tokio::test]
-async fn a_seed_locks_own_owner_gets_a_token_through_us() {
+async fn a_seed_lock_is_not_taken_over_by_its_own_owner_name_until_it_expires() {
     let f = fixture();
-    f.put_raw(
-        "seed",
-        r#"{"expire": 60, "lock_time": "2026-11-26T00:00:00+00:00", "release_time": null, "owner": "bob"}"#,
-    )
-    .await;
+    let seed = r#"{"expire": 60, "lock_time": "2026-11-26T00:00:00+00:00", "release_time": null, "owner": "bob"}"#;
+    f.put_raw("seed", seed).await;
+    // The name is public (a 409 shows it): naming it proves nothing.
+    assert!(matches!(
+        f.engine.acquire(None, "seed", owner("bob", 30)).await,
+        Err(LockError::Held { ref owner, .. }) if owner == "bob"
+    ));
+    assert_eq!(f.stored("seed").await.unwrap(), seed.as_bytes());
+    f.clock.advance(Duration::seconds(60));
     let v = f
         .engine
         .acquire(None, "seed", owner("bob", 30))
@@ -514,6 +573,175 @@ async fn a_seed_locks_own_owner_gets_a_token_through_us() {
         .unwrap();
     assert!(v.token.is_some());
     assert_eq!(v.fencing_token, 1);
+}
+
+#[tokio::test]
+async fn an_acquire_naming_the_holder_without_its_token_is_refused_and_learns_no_token() {
+    let f = fixture();
+    let alice = f
+        .engine
+        .acquire(None, "payroll", owner("alice", 60))
+        .await
+        .unwrap();
+    let before = f.stored("payroll").await.unwrap();
+    // mallory read "alice" from a 409 and names her, with no token or with a guessed one.
+    for token in [None, Some("not-the-token"), Some("")] {
+        match f
+            .engine
+            .acquire(None, "payroll", holding("alice", token, 60))
+            .await
+        {
+            Err(LockError::Held { owner, .. }) => assert_eq!(owner, "alice"),
+            other => panic!("mallory as alice with {token:?}: {other:?}"),
+        }
+        assert_eq!(f.stored("payroll").await.unwrap(), before);
+    }
+    // alice's token of another lock is no proof either.
+    let other = f
+        .engine
+        .acquire(None, "other", owner("alice", 60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine
+            .acquire(None, "payroll", holding("alice", other.holder_token(), 60))
+            .await,
+        Err(LockError::Held { .. })
+    ));
+    // alice herself, with her token, refreshes and keeps token and fencing token.
+    let again = f
+        .engine
+        .acquire(None, "payroll", holding("alice", alice.holder_token(), 60))
+        .await
+        .unwrap();
+    assert_eq!(again.token, alice.token);
+    assert_eq!(again.fencing_token, alice.fencing_token);
+}
+
+#[tokio::test]
+async fn the_holder_token_is_no_refresh_for_another_owner_name() {
+    let f = fixture();
+    let alice = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine
+            .acquire(None, "k", holding("bob", alice.holder_token(), 60))
+            .await,
+        Err(LockError::Held { .. })
+    ));
+}
+
+#[tokio::test]
+async fn every_write_of_a_lock_stores_a_body_never_stored_before() {
+    let f = fixture();
+    // The clock held still: every write would stamp the same lock_time.
+    let mut seen = std::collections::HashSet::new();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    assert!(seen.insert(f.stored("k").await.unwrap()));
+    let token = a.holder_token().unwrap();
+    for _ in 0..3 {
+        f.engine.renew(None, "k", token, Some(60)).await.unwrap();
+        assert!(seen.insert(f.stored("k").await.unwrap()), "a renew");
+        f.engine
+            .acquire(None, "k", holding("alice", Some(token), 60))
+            .await
+            .unwrap();
+        assert!(seen.insert(f.stored("k").await.unwrap()), "a refresh");
+    }
+    f.engine.release(None, "k", token).await.unwrap();
+    assert!(seen.insert(f.stored("k").await.unwrap()), "a release");
+    let doc = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(doc.revision, 8, "one revision per write");
+}
+
+#[tokio::test]
+async fn a_late_release_never_frees_the_lease_its_holder_renewed_meanwhile() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    let token = a.holder_token().unwrap();
+    // The release's request is delayed in the network: the holder is told 503.
+    f.store.set(Some(Fault::ParkNextWrite));
+    assert!(matches!(
+        f.engine.release(None, "k", token).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    // The holder decides to keep the lock after all, within the same second of store time.
+    f.engine.renew(None, "k", token, Some(60)).await.unwrap();
+    // The release arrives late, conditioned on the version it was sent against.
+    assert!(
+        !f.store.land_parked().await,
+        "the renew's body differs, so the late release's version no longer matches"
+    );
+    let status = f.engine.status(None, "k", None).await.unwrap();
+    assert!(status.locked, "the renewed lease still holds");
+    assert_eq!(status.owner.as_deref(), Some("alice"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_orphaned_grant_that_lands_late_is_freed_and_never_frees_a_later_holder() {
+    let f = fixture();
+    // alice's grant is delayed in the network: she is told 503 and never learns its token.
+    f.store.set(Some(Fault::ParkNextWrite));
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    assert!(f.store.land_parked().await, "the grant lands late");
+    // alice tries again as the 503 told her to. She cannot prove she holds the orphaned grant,
+    // so she is refused rather than handed a lease its watcher is about to free.
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::Held { .. })
+    ));
+    // The watcher frees the orphan; then alice gets the lock as a new holder.
+    let granted = f
+        .engine
+        .acquire(
+            None,
+            "k",
+            AcquireRequest {
+                wait: Some(20.0),
+                ..owner("alice", 30)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(granted.fencing_token, 2);
+    // Long past the watch: the lock is still hers.
+    tokio::time::sleep(StdDuration::from_secs(120)).await;
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.token, granted.token);
+    assert_eq!(stored.owner.as_deref(), Some("alice"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_that_landed_but_was_answered_with_a_refusal_is_watched_and_freed() {
+    let f = fixture();
+    f.store.set(Some(Fault::ApplyThenRefuse));
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::StoreRefused(_))
+    ));
+    let landed = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(landed.owner.as_deref(), Some("alice"), "the write landed");
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    let after = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(
+        after.owner, None,
+        "nobody knows its token: it must not stay held"
+    );
+    assert_eq!(after.token, landed.token);
 }
 
 #[tokio::test]
@@ -566,14 +794,14 @@ async fn a_retry_that_fails_its_precondition_on_our_own_write_is_a_success() {
     f.store.set(Some(Fault::RetryIntoOwnWrite));
     let r = f
         .engine
-        .renew(None, "k", a.token.as_deref().unwrap(), Some(40))
+        .renew(None, "k", a.holder_token().unwrap(), Some(40))
         .await
         .unwrap();
     assert_eq!(r.expire, 40);
     f.store.set(Some(Fault::LoseNextWriteResponse));
     let released = f
         .engine
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     assert_eq!(released.owner, None);
@@ -758,7 +986,7 @@ async fn a_local_release_wakes_a_waiter_without_polling() {
     let gets_before_release = f.store.gets.load(Ordering::SeqCst);
     let released_at = Instant::now();
     f.engine
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     let granted = waiter.await.unwrap().unwrap();
@@ -818,7 +1046,7 @@ async fn warm_acquire_renew_and_release_each_cost_one_conditional_write() {
     let (a, c) = cost(&f, f.engine.acquire(None, "k", owner("alice", 30))).await;
     let a = a.unwrap();
     assert_eq!(c, (1, 1), "a lock never seen costs a read and a write");
-    let token = a.token.as_deref().unwrap();
+    let token = a.holder_token().unwrap();
     let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(40))).await;
     assert_eq!(r.unwrap().expire, 40);
     assert_eq!(c, (0, 1), "renew");
@@ -826,9 +1054,11 @@ async fn warm_acquire_renew_and_release_each_cost_one_conditional_write() {
     assert_eq!(r.unwrap().owner, None);
     assert_eq!(c, (0, 1), "release");
     let (b, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
-    assert_eq!(b.unwrap().fencing_token, 2);
+    let b = b.unwrap();
+    assert_eq!(b.fencing_token, 2);
     assert_eq!(c, (0, 1), "acquire of a lock this process released");
-    let (again, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
+    let refresh = holding("bob", b.holder_token(), 30);
+    let (again, c) = cost(&f, f.engine.acquire(None, "k", refresh)).await;
     assert_eq!(again.unwrap().fencing_token, 2);
     assert_eq!(c, (0, 1), "the holder's reentrant refresh");
 }
@@ -842,7 +1072,7 @@ async fn with_the_cache_off_every_decision_reads_first() {
         .acquire(None, "k", owner("alice", 30))
         .await
         .unwrap();
-    let (r, c) = cost(&f, f.engine.release(None, "k", a.token.as_deref().unwrap())).await;
+    let (r, c) = cost(&f, f.engine.release(None, "k", a.holder_token().unwrap())).await;
     r.unwrap();
     assert_eq!(c, (1, 1));
     assert_eq!(f.engine.cached_locks(), 0);
@@ -858,7 +1088,7 @@ async fn a_stale_cache_never_refuses_an_acquire_of_a_free_lock() {
         .unwrap();
     // alice releases through the other replica: this one still believes she holds the lock.
     f.other_replica()
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     let (b, c) = cost(&f, f.engine.acquire(None, "k", owner("bob", 30))).await;
@@ -879,7 +1109,7 @@ async fn a_stale_cache_costs_one_failed_write_and_one_read_before_the_right_answ
         .await
         .unwrap();
     f.engine
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     // carol takes the lock through the other replica; this one still believes it is free.
@@ -912,11 +1142,11 @@ async fn a_stale_cache_never_refuses_the_holders_renew_or_release() {
     // believes alice holds it with her token.
     let other = f.other_replica();
     other
-        .release(None, "k", a.token.as_deref().unwrap())
+        .release(None, "k", a.holder_token().unwrap())
         .await
         .unwrap();
     let carol = other.acquire(None, "k", owner("carol", 30)).await.unwrap();
-    let carol_token = carol.token.as_deref().unwrap();
+    let carol_token = carol.holder_token().unwrap();
     let renewed = f
         .engine
         .renew(None, "k", carol_token, Some(50))
@@ -937,7 +1167,7 @@ async fn a_repeated_release_is_confirmed_with_a_read_not_answered_from_the_cache
         .acquire(None, "k", owner("alice", 30))
         .await
         .unwrap();
-    let token = a.token.as_deref().unwrap();
+    let token = a.holder_token().unwrap();
     f.engine.release(None, "k", token).await.unwrap();
     // The lock passes to bob elsewhere; this replica still has alice's release cached.
     f.other_replica()
@@ -957,7 +1187,7 @@ async fn a_lost_response_on_a_warm_write_is_still_resolved_by_reading_back() {
         .acquire(None, "k", owner("alice", 30))
         .await
         .unwrap();
-    let token = a.token.as_deref().unwrap();
+    let token = a.holder_token().unwrap();
     f.store.set(Some(Fault::RetryIntoOwnWrite));
     let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(45))).await;
     assert_eq!(r.unwrap().expire, 45);
@@ -1008,7 +1238,7 @@ async fn a_reentrant_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
     f.clock.advance(Duration::seconds(100));
     let short = f
         .engine
-        .acquire(None, "k", owner("alice", 60))
+        .acquire(None, "k", holding("alice", long.holder_token(), 60))
         .await
         .unwrap();
     assert_eq!(short.token, long.token);
@@ -1021,4 +1251,23 @@ async fn a_reentrant_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
         short.expires_at, long.expires_at,
         "the lease still ends when it did"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_keys_with_two_acquirers_each_leave_no_waiter_entry_behind() {
+    let f = Arc::new(fixture());
+    let mut tasks = Vec::new();
+    for k in 0..2_000 {
+        for who in ["a", "b"] {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("stress/{k}");
+                let _ = f.engine.acquire(None, &key, owner(who, 30)).await;
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(f.engine.waited_locks(), 0);
 }

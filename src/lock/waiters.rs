@@ -20,7 +20,15 @@ pub struct Waiters {
 pub struct Registration<'a> {
     waiters: &'a Waiters,
     slot: Slot,
-    pub notify: Arc<Notify>,
+    /// `None` only while being dropped: the reference is given up under the map's mutex, so
+    /// that whoever takes the mutex next counts the references that are really left.
+    notify: Option<Arc<Notify>>,
+}
+
+impl Registration<'_> {
+    pub fn notify(&self) -> &Notify {
+        self.notify.as_ref().expect("taken only on drop")
+    }
 }
 
 impl Waiters {
@@ -34,7 +42,7 @@ impl Waiters {
         Registration {
             waiters: self,
             slot,
-            notify,
+            notify: Some(notify),
         }
     }
 
@@ -60,9 +68,40 @@ impl Waiters {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut slots = self.waiters.slots();
-        // Two references left (the map's and ours) means we are the last waiter.
-        if Arc::strong_count(&self.notify) <= 2 {
+        // Our reference goes first, under the mutex: two waiters leaving at once then see 3 and
+        // 2 references rather than both seeing 3 (and neither removing the entry, forever).
+        drop(self.notify.take());
+        if slots
+            .get(&self.slot)
+            .is_some_and(|n| Arc::strong_count(n) == 1)
+        {
             slots.remove(&self.slot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_waiters_of_a_one_off_key_leaving_at_once_leave_no_entry_behind() {
+        let waiters = Waiters::default();
+        let both_registered = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let (waiters, both_registered) = (&waiters, &both_registered);
+                s.spawn(move || {
+                    // Every key is used by these two waiters once and never again, as with
+                    // one-off keys: nothing later would clean up an entry they left behind.
+                    for i in 0..100_000 {
+                        let r = waiters.register("b", &format!("once-{i}"));
+                        both_registered.wait();
+                        drop(r);
+                    }
+                });
+            }
+        });
+        assert_eq!(waiters.waited_locks(), 0);
     }
 }

@@ -14,7 +14,7 @@ async fn the_client_drives_every_route_and_names_each_refusal() {
         .await
         .unwrap();
     assert_eq!(granted.key, key, "awkward characters survive the path");
-    let token = granted.token.clone().unwrap();
+    let token = granted.holder_token().unwrap().to_owned();
 
     match client.acquire(key, Some("bob"), None, Some(0.0)).await {
         Err(ClientError::Held {

@@ -51,7 +51,8 @@ async fn warm_acquire_renew_and_release_are_one_s3_request_each() {
     json_with(resp, 200).await;
     assert_eq!(n, (0, 1, 1), "warm renew");
 
-    let (resp, n) = counted(&proxy, app.acquire("k", json!({"owner": "alice"}))).await;
+    let refresh = json!({"owner": "alice", "token": grant["token"]});
+    let (resp, n) = counted(&proxy, app.acquire("k", refresh)).await;
     assert_eq!(json_with(resp, 200).await["token"], grant["token"]);
     assert_eq!(n, (0, 1, 1), "the holder's reentrant acquire");
 
