@@ -123,6 +123,13 @@ def test_invalid_input_names_the_field(client: Client, key: str) -> None:
     with pytest.raises(InvalidInput) as w:
         client.acquire(key, wait=-1)
     assert w.value.field == "wait"
+    # Keys and owners must be Unicode NFC, without format characters (bidi controls).
+    with pytest.raises(InvalidInput) as nfc:
+        client.acquire(key + "/e\u0301")
+    assert nfc.value.field == "key"
+    with pytest.raises(InvalidInput) as bidi:
+        client.acquire(key, owner="alice\u202e")
+    assert bidi.value.field == "owner"
 
 
 def test_malformed_body_too_large_and_unsupported_media_type(client: Client, key: str) -> None:
