@@ -7,18 +7,23 @@
 //! ```text
 //! # comments and blank lines are ignored
 //! 3f1c0d9e8b7a6f5e4d3c2b1a09f8e7d6 name=ci prefix=jobs/
-//! 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d name=ops admin
+//! 7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a name=etl bucket=etl-locks bucket=shared-locks
+//! 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d name=ops admin bucket=*
 //! ```
 //!
 //! * the credential: at least 16 characters, no whitespace;
 //! * `name=NAME`: who it is, in logs (default `line-N`); never the credential itself;
 //! * `prefix=P`: it may only touch keys that start with `P` (default: every key);
+//! * `bucket=B`: a bucket it may use, repeatable; `bucket=*` for every bucket the server allows.
+//!   Without any, only the server's default bucket: a credential is never valid on a bucket
+//!   nobody named for it;
 //! * `admin`: it may also break locks (`POST /locks/{key}/break`).
 //!
 //! Only SHA-256 digests of the credentials are kept in memory, and a presented credential is
 //! compared with every one of them in constant time, so neither timing nor a debug print of the
 //! configuration reveals one.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -33,13 +38,34 @@ pub struct Principal {
     pub name: String,
     /// Keys this credential may touch start with this; `None` for every key.
     pub prefix: Option<String>,
+    pub buckets: Buckets,
     pub admin: bool,
+}
+
+/// The buckets a credential is valid on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Buckets {
+    /// None named: the server's default bucket only.
+    Default,
+    /// These, by name (the default bucket only if it is among them).
+    Named(BTreeSet<String>),
+    /// `bucket=*`: every bucket the server allows.
+    All,
 }
 
 impl Principal {
     /// Whether this principal may act on `key`.
     pub fn may_touch(&self, key: &str) -> bool {
         self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
+    }
+
+    /// Whether this principal may use `bucket` on a server whose default bucket is `default`.
+    pub fn may_use_bucket(&self, bucket: &str, default: &str) -> bool {
+        match &self.buckets {
+            Buckets::Default => bucket == default,
+            Buckets::Named(names) => names.contains(bucket),
+            Buckets::All => true,
+        }
     }
 }
 
@@ -92,17 +118,31 @@ impl AuthTokens {
             let mut principal = Principal {
                 name: format!("line-{n}"),
                 prefix: None,
+                buckets: Buckets::Default,
                 admin: false,
             };
             for word in words {
                 match word.split_once('=') {
                     Some(("name", v)) if !v.is_empty() => principal.name = v.to_owned(),
                     Some(("prefix", v)) if !v.is_empty() => principal.prefix = Some(v.to_owned()),
+                    Some(("bucket", "*")) => principal.buckets = Buckets::All,
+                    Some(("bucket", v)) => {
+                        let v = crate::lock::key::parse_bucket(v)
+                            .map_err(|e| format!("line {n}: bucket={e}"))?;
+                        match &mut principal.buckets {
+                            Buckets::All => {}
+                            Buckets::Named(names) => {
+                                names.insert(v);
+                            }
+                            Buckets::Default => principal.buckets = Buckets::Named([v].into()),
+                        }
+                    }
                     None if word == "admin" => principal.admin = true,
                     _ => {
                         return Err(format!(
-                        "line {n}: unknown word {word:?} (expected name=NAME, prefix=P or admin)"
-                    ))
+                            "line {n}: unknown word {word:?} (expected name=NAME, prefix=P, \
+                         bucket=B or admin)"
+                        ))
                     }
                 }
             }
@@ -181,6 +221,28 @@ mod tests {
             assert!(err.contains(want), "{err}");
             assert!(!err.contains("dddd") && !err.contains("q1w2e3"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_credential_is_valid_on_the_buckets_its_line_names_and_only_those() {
+        let t = AuthTokens::parse(
+            "aaaaaaaaaaaaaaaaaaaa name=plain\n\
+             bbbbbbbbbbbbbbbbbbbb name=two bucket=etl bucket=shared\n\
+             cccccccccccccccccccc name=all bucket=* admin\n",
+        )
+        .unwrap();
+        let may = |cred: &str, bucket: &str| {
+            t.find(cred)
+                .unwrap()
+                .may_use_bucket(bucket, "default-locks")
+        };
+        assert!(may("aaaaaaaaaaaaaaaaaaaa", "default-locks"));
+        assert!(!may("aaaaaaaaaaaaaaaaaaaa", "etl"));
+        assert!(may("bbbbbbbbbbbbbbbbbbbb", "etl") && may("bbbbbbbbbbbbbbbbbbbb", "shared"));
+        assert!(!may("bbbbbbbbbbbbbbbbbbbb", "default-locks"));
+        assert!(may("cccccccccccccccccccc", "etl") && may("cccccccccccccccccccc", "default-locks"));
+        let err = AuthTokens::parse("dddddddddddddddddddd bucket=Bad_Name\n").unwrap_err();
+        assert!(err.contains("line 1") && !err.contains("dddd"), "{err}");
     }
 
     #[test]

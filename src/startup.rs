@@ -29,6 +29,13 @@ pub enum StartupError {
         bucket: String,
         cause: crate::store::check::CheckError,
     },
+    #[error(
+        "refusing to start: the S3 store's answers carry no Date header (is a proxy removing \
+         it?). Leases are judged on the store's clock, read from that header; without it each \
+         replica would judge them on its own clock, and one whose clock runs ahead would take \
+         locks over before their leases end"
+    )]
+    NoStoreClock,
     #[error("cannot create bucket {bucket}: {cause}")]
     CreateBucket {
         bucket: String,
@@ -70,6 +77,15 @@ pub async fn open_store_with_metrics(
             }
             check_store(&store, &config.engine, config.skip_store_check).await?;
             let clock = store.clock();
+            if !clock.has_store_time() {
+                // The check's own answers had no Date (or the check was skipped): one read of
+                // an object that need not exist asks once more.
+                let probe = format!("{}.s3lock-probe/clock", config.engine.prefix);
+                let _ = store.get(&config.engine.default_bucket, &probe).await;
+            }
+            if !clock.has_store_time() {
+                return Err(StartupError::NoStoreClock);
+            }
             Ok((Arc::new(store), clock))
         }
     }

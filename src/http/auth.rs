@@ -22,8 +22,33 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Refuses with 403 when the caller may not use `bucket` (`None`: the server's `default`).
+    pub fn authorize_bucket(&self, bucket: Option<&str>, default: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Known(p) if !p.may_use_bucket(bucket.unwrap_or(default), default) => {
+                Err(ApiError::Forbidden(format!(
+                    "the auth token {:?} is not valid on bucket {:?}",
+                    p.name,
+                    bucket.unwrap_or(default)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses with 403 when the caller may not use `bucket` or its prefix does not cover `key`.
+    pub fn authorize(
+        &self,
+        bucket: Option<&str>,
+        default: &str,
+        key: &str,
+    ) -> Result<(), ApiError> {
+        self.authorize_bucket(bucket, default)?;
+        self.authorize_key(key)
+    }
+
     /// Refuses with 403 when the caller's prefix does not cover `key`.
-    pub fn authorize_key(&self, key: &str) -> Result<(), ApiError> {
+    fn authorize_key(&self, key: &str) -> Result<(), ApiError> {
         match self {
             Caller::Known(p) if !p.may_touch(key) => Err(ApiError::Forbidden(format!(
                 "the auth token {:?} may only use keys starting with {:?}",
@@ -111,11 +136,13 @@ pub async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Buckets;
 
     fn known(prefix: Option<&str>, admin: bool) -> Caller {
         Caller::Known(Principal {
             name: "ci".into(),
             prefix: prefix.map(str::to_owned),
+            buckets: Buckets::Default,
             admin,
         })
     }

@@ -162,9 +162,9 @@ pub(super) async fn action(
     if !matches!(action.as_str(), "acquire" | "renew" | "release" | "break") {
         return Err(ApiError::RouteNotFound);
     }
-    caller.authorize_key(&key)?;
-    let bucket = bucket.as_deref();
     let engine = &state.engine;
+    let bucket = bucket.as_deref();
+    caller.authorize(bucket, &engine.config().default_bucket, &key)?;
     let result = match action.as_str() {
         "acquire" => {
             let b: AcquireBody = parse_body(&headers, body)?.unwrap_or_default();
@@ -215,7 +215,11 @@ pub(super) async fn status(
         reason: e.body_text(),
     })?;
     let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), false)?;
-    caller.authorize_key(&key)?;
+    caller.authorize(
+        bucket.as_deref(),
+        &state.engine.config().default_bucket,
+        &key,
+    )?;
     state
         .engine
         .status(bucket.as_deref(), &key, q.owner.as_deref())
@@ -253,6 +257,7 @@ async fn list_locks(
         field: "query",
         reason: e.body_text(),
     })?;
+    caller.authorize_bucket(bucket.as_deref(), &state.engine.config().default_bucket)?;
     let prefix = caller.list_prefix(&q.prefix)?;
     let locks = state
         .engine

@@ -334,6 +334,12 @@ impl S3Clock {
     fn record(&self, sample: DateSample) {
         *self.latest.lock().expect("clock mutex poisoned") = Some(sample);
     }
+
+    /// Whether any answer of the store has carried a usable `Date` header. Until one has, this
+    /// clock is only this machine's, and a replica must not judge leases on it.
+    pub fn has_store_time(&self) -> bool {
+        self.latest.lock().expect("clock mutex poisoned").is_some()
+    }
 }
 
 impl Clock for S3Clock {

@@ -403,3 +403,43 @@ async fn a_replica_whose_clock_runs_30_s_ahead_never_takes_a_lock_over_early() {
         "stamped on the store's clock, not 30 s ahead: {taken_at}"
     );
 }
+
+/// A replica started on an S3 store reached at `endpoint`, as `s3lock serve` would start it.
+async fn start_serving_via(endpoint: &str, bucket: &str) -> Result<(), String> {
+    use clap::Parser;
+    let cli = s3lock::config::Cli::try_parse_from([
+        "s3lock",
+        "serve",
+        "--store",
+        "s3",
+        "--bucket",
+        bucket,
+        "--s3-endpoint",
+        endpoint,
+        "--s3-path-style",
+    ])
+    .unwrap();
+    let s3lock::config::Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    let config = args.validate().unwrap();
+    s3lock::startup::open_store(&config)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_replica_refuses_to_start_when_the_store_sends_no_date_header() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    proxy.strip_date(true);
+    let err = start_serving_via(&proxy.endpoint, &bucket)
+        .await
+        .expect_err("no Date header: no store clock");
+    assert!(err.contains("no Date header"), "{err}");
+    assert!(proxy.total() > 0, "the store was asked");
+    // The same store with its Date headers let through is fine.
+    proxy.strip_date(false);
+    start_serving_via(&proxy.endpoint, &bucket).await.unwrap();
+}

@@ -20,11 +20,61 @@ use crate::helpers::{engine_config, json_with, problem, support, TestApp};
 pub const CI: &str = "ci-token-0123456789abcdef";
 pub const ADMIN: &str = "admin-token-0123456789abcdef";
 pub const OTHER: &str = "other-token-0123456789abcdef";
+/// Valid on `other-bucket` only.
+pub const SCOPED: &str = "scoped-token-0123456789abcdef";
 
 pub fn tokens_file() -> String {
     format!(
-        "# test tokens\n{CI} name=ci prefix=jobs/\n{ADMIN} name=ops admin\n{OTHER} name=other\n"
+        "# test tokens\n{CI} name=ci prefix=jobs/\n{ADMIN} name=ops admin\n{OTHER} name=other\n\
+         {SCOPED} name=scoped bucket=other-bucket\n"
     )
+}
+
+#[tokio::test]
+async fn an_auth_token_works_only_on_the_buckets_its_line_names() {
+    let app = TestApp::memory_with_auth(&tokens_file()).await;
+    let other = "/buckets/other-bucket/locks";
+    // CI names no bucket: the default bucket only, for every route, listing included.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("{other}/jobs/x/acquire"),
+            Some(json!({})),
+        ),
+        (Method::GET, format!("{other}/jobs/x"), None),
+        (Method::GET, format!("{other}?prefix=jobs/"), None),
+    ] {
+        let resp = call(&app, method, &path, Some(CI), body).await;
+        let p = problem(resp, 403, "forbidden").await;
+        assert!(
+            p["detail"].as_str().unwrap().contains("other-bucket"),
+            "{p}"
+        );
+    }
+    assert!(app.snapshot().await.is_empty(), "nothing was written");
+    let resp = call(
+        &app,
+        Method::POST,
+        "/locks/jobs/x/acquire",
+        Some(CI),
+        Some(json!({})),
+    )
+    .await;
+    json_with(resp, 200).await;
+    // SCOPED names other-bucket only: there it works, on the default bucket it does not.
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("{other}/y/acquire"),
+        Some(SCOPED),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(json_with(resp, 200).await["bucket"], "other-bucket");
+    let resp = call(&app, Method::GET, "/locks?prefix=", Some(SCOPED), None).await;
+    problem(resp, 403, "forbidden").await;
+    let resp = call(&app, Method::GET, "/locks/jobs/x", Some(SCOPED), None).await;
+    problem(resp, 403, "forbidden").await;
 }
 
 async fn call(

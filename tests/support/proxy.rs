@@ -6,6 +6,7 @@
 //!   request, for the next N (optionally only of one method), or at random;
 //! * forward a request and then drop the response: the write happened, the client never learns;
 //! * strip `If-None-Match` / `If-Match`, like a store that ignores conditional writes;
+//! * strip the `Date` header from answers, like a proxy that drops it;
 //! * count the requests that reach it, by method.
 
 use std::collections::BTreeMap;
@@ -56,6 +57,7 @@ struct Behaviour {
     /// Applied to a random share of requests.
     random: Option<(f64, Fault)>,
     strip_conditions: bool,
+    strip_date: bool,
     counts: BTreeMap<String, usize>,
     faults: BTreeMap<String, usize>,
 }
@@ -88,7 +90,9 @@ impl FaultProxy {
                     let service = hyper::service::service_fn(move |req| {
                         handle(req, state.clone(), client.clone(), upstream.clone())
                     });
+                    // No Date of its own: the proxy passes on S3's, or none when told to strip it.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .auto_date_header(false)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -143,6 +147,11 @@ impl FaultProxy {
     }
 
     /// Heals every fault and latency; keeps the counts.
+    /// Answers reach the client without a `Date` header.
+    pub fn strip_date(&self, on: bool) {
+        self.with(|b| b.strip_date = on);
+    }
+
     pub fn heal(&self) {
         self.with(|b| {
             b.latency = Latency::None;
@@ -150,6 +159,7 @@ impl FaultProxy {
             b.next = None;
             b.random = None;
             b.strip_conditions = false;
+            b.strip_date = false;
         });
     }
 
@@ -176,7 +186,10 @@ impl FaultProxy {
 }
 
 /// Picks this request's fault, and counts the request.
-fn decide(state: &Mutex<Behaviour>, method: &hyper::Method) -> (Latency, Option<Fault>, bool) {
+fn decide(
+    state: &Mutex<Behaviour>,
+    method: &hyper::Method,
+) -> (Latency, Option<Fault>, bool, bool) {
     let mut b = state.lock().unwrap();
     *b.counts.entry(method.to_string()).or_default() += 1;
     let mut fault = b.always;
@@ -202,7 +215,7 @@ fn decide(state: &Mutex<Behaviour>, method: &hyper::Method) -> (Latency, Option<
         Some(only) if only != method => Latency::None,
         _ => b.latency,
     };
-    (latency, fault, b.strip_conditions)
+    (latency, fault, b.strip_conditions, b.strip_date)
 }
 
 /// A hyper service error closes the connection without an answer: how a reset looks here.
@@ -223,7 +236,7 @@ async fn handle(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
-    let (latency, fault, strip) = decide(&state, req.method());
+    let (latency, fault, strip, strip_date) = decide(&state, req.method());
     match fault {
         Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
         Some(Fault::InternalError) => {
@@ -265,9 +278,12 @@ async fn handle(
         let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
         Ok::<_, Dropped>(Response::from_parts(parts, Full::new(body)))
     });
-    let response = in_flight.await.map_err(|_| Dropped)??;
+    let mut response = in_flight.await.map_err(|_| Dropped)??;
     if fault == Some(Fault::DropResponse) {
         return Err(Dropped);
+    }
+    if strip_date {
+        response.headers_mut().remove(hyper::header::DATE);
     }
     Ok(response)
 }
