@@ -27,7 +27,8 @@ from s3lock_client import Client
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(os.environ.get("S3LOCK_BIN", REPO / "target" / "debug" / "s3lock"))
 
-# Auth tokens of every test server: a user, an admin (may break), one limited to "jobs/".
+# Auth tokens of every test server: a user and an admin (may break) valid on every allowed
+# bucket, and one limited to keys under "jobs/" in the default bucket.
 USER_TOKEN = "py-user-" + secrets.token_hex(16)
 ADMIN_TOKEN = "py-admin-" + secrets.token_hex(16)
 JOBS_TOKEN = "py-jobs-" + secrets.token_hex(16)
@@ -66,7 +67,7 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix=f"s3lock-py-{store}-"))
         self.tokens_file = self.dir / "tokens"
         self.tokens_file.write_text(
-            f"{USER_TOKEN} name=py-user\n{ADMIN_TOKEN} name=py-admin admin\n"
+            f"{USER_TOKEN} name=py-user bucket=*\n{ADMIN_TOKEN} name=py-admin admin bucket=*\n"
             f"{JOBS_TOKEN} name=py-jobs prefix=jobs/\n"
         )
         self.log_path = self.dir / "server.log"

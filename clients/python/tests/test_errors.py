@@ -37,7 +37,7 @@ from s3lock_client import (
 )
 from s3lock_client.errors import PROBLEM_CLASSES, problem_from_body
 
-from conftest import ADMIN_TOKEN, JOBS_TOKEN, REPO, Server, s3_endpoint, s3_raw
+from conftest import ADMIN_TOKEN, JOBS_TOKEN, OTHER_BUCKET, REPO, Server, s3_endpoint, s3_raw
 from relay import Relay
 
 
@@ -167,6 +167,9 @@ def test_forbidden_outside_the_auth_tokens_prefix_and_for_a_break_by_a_non_admin
     server.client(ADMIN_TOKEN).break_lock("jobs/" + key)
     with pytest.raises(NotHolder):
         jobs.release("jobs/" + key, lease.token)
+    # An auth token without bucket= is valid on the default bucket only.
+    with pytest.raises(Forbidden):
+        server.client(JOBS_TOKEN, bucket=OTHER_BUCKET).acquire("jobs/" + key)
 
 
 def test_bucket_not_allowed_is_a_forbidden(server: Server, key: str) -> None:
