@@ -80,8 +80,14 @@ class ManagedLease:
         self._on_lost = on_lost
         self._lease: Optional[Lease] = None
         self._state = threading.Lock()
-        # Set once, by whoever notices first; never cleared.
+        # Set once, by whoever notices first (the renewal thread, or a reader of `lost` past
+        # `lost_at`), under `_state`; never cleared.
         self._lost: Optional[LeaseLost] = None
+        # Whether on_lost was called (by the renewal thread, once).
+        self._told = False
+        # Whether the server refused a renewal (a break, a takeover): then the lock is not ours
+        # to release. A lease that timed out may still be held, and is released on exit.
+        self._refused = False
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         # The latest failed renewal's error, for the LeaseLost message if none succeeds in time.
@@ -130,12 +136,12 @@ class ManagedLease:
 
     @property
     def lost_reason(self) -> Optional[LeaseLost]:
-        """Why the lease is lost, or ``None`` while it is certainly held."""
-        if self._lost is not None:
+        """Why the lease is lost, or ``None`` while it is certainly held. Once lost, always
+        lost: a renewal confirmed after that moment is not taken back."""
+        with self._state:
+            if self._lost is None and self._lease is not None and time.monotonic() >= self.lost_at:
+                self._lost = self._timed_out()
             return self._lost
-        if self._lease is not None and time.monotonic() >= self.lost_at:
-            return LeaseLost(f"lease on {self.key!r}: no renewal was confirmed in time")
-        return None
 
     def check(self) -> None:
         """Raises :class:`LeaseLost` if the lease is no longer certainly held."""
@@ -176,8 +182,8 @@ class ManagedLease:
         if self._thread is not None:
             self._thread.join()
         lost = self.lost_reason
-        if self._lost is None or not isinstance(self._lost.cause, ProblemError):
-            # Refused renewals mean another holder or a break: nothing of ours to release.
+        if not self._refused:
+            # A refused renewal means another holder or a break: nothing of ours to release.
             # Waiting past the lease's end is pointless: it has freed itself by then.
             timeout = min(self._client.timeout, max(1.0, self.lease.valid_until - time.monotonic()))
             try:
@@ -197,7 +203,7 @@ class ManagedLease:
         while True:
             now = time.monotonic()
             give_up = self.lost_at
-            if now >= give_up:
+            if now >= give_up or self._lost is not None:
                 self._mark_lost(None)
                 return
             if self._stop.wait(max(0.0, min(next_send, give_up) - now)):
@@ -220,25 +226,40 @@ class ManagedLease:
                 self._mark_lost(e)
                 return
             with self._state:
-                self._lease = lease = renewed
-                self.renewals += 1
-                self.history.append(renewed)
+                # Too late: the lease was (or may have been) reported lost already.
+                late = self._lost is not None or time.monotonic() >= self.lost_at
+                if not late:
+                    self._lease = lease = renewed
+                    self.renewals += 1
+                    self.history.append(renewed)
+            if late:
+                self._mark_lost(None)
+                return
             next_send = renewed.sent_at + renewal_interval(renewed)
 
-    def _mark_lost(self, cause: Optional[BaseException]) -> None:
-        if cause is None:
-            cause = self._last_error
-            message = f"lease on {self.key!r}: no renewal was confirmed in time"
-            if cause is not None:
-                message += f" (last error: {cause})"
-        else:
-            message = f"lease on {self.key!r}: the renewal was refused ({cause})"
+    def _timed_out(self) -> LeaseLost:
+        message = f"lease on {self.key!r}: no renewal was confirmed in time"
+        if self._last_error is not None:
+            message += f" (last error: {self._last_error})"
+        return LeaseLost(message, self._last_error)
+
+    def _mark_lost(self, refusal: Optional[ProblemError]) -> None:
+        """Marks the lease lost (refused, or timed out when ``refusal`` is None) unless it
+        already is, and tells ``on_lost`` once."""
         with self._state:
-            if self._lost is not None:
-                return
-            self._lost = LeaseLost(message, cause)
+            if self._lost is None:
+                if refusal is None:
+                    self._lost = self._timed_out()
+                else:
+                    self._lost = LeaseLost(
+                        f"lease on {self.key!r}: the renewal was refused ({refusal})", refusal
+                    )
+                    self._refused = True
             lost = self._lost
-        log.warning("%s", message)
+            if self._told:
+                return
+            self._told = True
+        log.warning("%s", lost)
         if self._on_lost is not None:
             try:
                 self._on_lost(self, lost)
