@@ -42,8 +42,8 @@ const MAX_DECISIONS: usize = 16;
 const READ_BACK_ATTEMPTS: u32 = 3;
 /// A blocked waiter polls the store no faster than this at first, then backs off to
 /// [`MAX_POLL`], with full jitter so waiters on many replicas do not poll in step.
-const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
-const MAX_POLL: StdDuration = StdDuration::from_secs(1);
+pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
+pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 /// How long a grant whose outcome was unknown is watched for landing late. A request delayed in
 /// the network arrives within seconds in practice (and S3 refuses a signature older than 15
 /// minutes); past this, a late grant stays held until its lease ends.
@@ -63,6 +63,10 @@ pub struct EngineConfig {
     pub default_ttl: u64,
     pub max_ttl: u64,
     pub max_wait: StdDuration,
+    /// A blocked waiter's first and longest sleep between two reads of the store
+    /// ([`FIRST_POLL`] and [`MAX_POLL`], unless a test needs waiters that only wake when told).
+    pub first_poll: StdDuration,
+    pub max_poll: StdDuration,
 }
 
 /// Why the engine should not be sent traffic.
@@ -359,6 +363,18 @@ impl Engine {
         &self.config
     }
 
+    /// Tells `peers` of every lock this engine frees (see [`waiters::PeerNotifier`]).
+    pub fn with_peers(self, peers: Arc<dyn waiters::PeerNotifier>) -> Self {
+        self.waiters.set_peers(peers);
+        self
+    }
+
+    /// A peer freed the lock at `object` in `bucket`: waiters here look at the store now. Only
+    /// a reason to read; the hint itself decides nothing.
+    pub fn peer_hint(&self, bucket: &str, object: &str) {
+        self.waiters.wake_local(bucket, object);
+    }
+
     /// Locks that have a blocked waiter in this process right now.
     pub fn waited_locks(&self) -> usize {
         self.waiters.waited_locks()
@@ -382,7 +398,7 @@ impl Engine {
         let ttl = self.ttl(req.ttl)?;
         let wait = self.wait(req.wait)?;
         let deadline = Instant::now() + wait;
-        let mut poll = FIRST_POLL;
+        let mut poll = self.config.first_poll;
         // Held (and so counted in the waiters gauge) from the first sleep until we return.
         let mut waiting = None;
         loop {
@@ -417,8 +433,11 @@ impl Engine {
             let jittered = rand::rng().random_range(poll / 2..=poll);
             // Never below FIRST_POLL: near the lease's end, clock samples that step back could
             // otherwise make a waiter re-poll at once, round trip after round trip.
-            let nap = jittered.min(until_expiry).max(FIRST_POLL).min(left);
-            poll = (poll * 2).min(MAX_POLL);
+            let nap = jittered
+                .min(until_expiry)
+                .max(self.config.first_poll)
+                .min(left);
+            poll = (poll * 2).min(self.config.max_poll);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
