@@ -59,6 +59,9 @@ pub enum Command {
     Release(ReleaseArgs),
     /// Show a lock, without its token.
     Status(StatusArgs),
+    /// Print a lock's state, then every change of it, as it happens (a blocking query per
+    /// change; one line each, or JSON lines with --json).
+    Watch(WatchArgs),
     /// List the locks whose key starts with a prefix.
     List(ListArgs),
     /// Break a lock, whoever holds it (needs an admin auth token).
@@ -189,6 +192,19 @@ pub struct StatusArgs {
     /// Judge `locked` as this owner would (false when OWNER is the holder).
     #[arg(long)]
     pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    pub key: String,
+    /// Seconds each blocking query may wait for a change before it is asked again.
+    #[arg(long, default_value_t = 30.0)]
+    pub wait: f64,
+    /// Stop after this many changes (default: watch until interrupted).
+    #[arg(long)]
+    pub changes: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

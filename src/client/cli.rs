@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{ClientError, LockClient};
-use crate::config::{ClientArgs, Command, HealthcheckArgs};
+use crate::config::{ClientArgs, Command, HealthcheckArgs, WatchArgs};
 use crate::lock::document::format_seed_time;
 use crate::lock::HolderToken;
 use crate::lock::LockView;
@@ -91,6 +91,7 @@ pub async fn main(command: Command) -> ExitCode {
             let r = client(&a.client).status(&a.key, a.owner.as_deref()).await;
             report(&a.client, r, |v| println!("{}", describe(v)))
         }
+        Command::Watch(a) => watch(&a).await,
         Command::List(a) => {
             let r = client(&a.client)
                 .list(&a.prefix)
@@ -143,6 +144,33 @@ async fn healthcheck(args: &HealthcheckArgs) -> u8 {
 #[derive(Serialize)]
 struct List {
     locks: Vec<LockView>,
+}
+
+/// Prints the lock's state, then each change, until `--changes` of them or an error.
+async fn watch(a: &WatchArgs) -> u8 {
+    let client = client(&a.client);
+    let mut view = match client.status(&a.key, None).await {
+        Ok(v) => v,
+        Err(e) => return report(&a.client, Err::<LockView, _>(e), |_| {}),
+    };
+    report(&a.client, Ok::<_, ClientError>(&view), |v| {
+        println!("{}", describe(v))
+    });
+    let mut seen = 0;
+    while a.changes.is_none_or(|n| seen < n) {
+        match client.watch(&a.key, view.index, a.wait).await {
+            Ok(next) if next.index != view.index => {
+                seen += 1;
+                report(&a.client, Ok::<_, ClientError>(&next), |v| {
+                    println!("{}", describe(v))
+                });
+                view = next;
+            }
+            Ok(_) => {} // no change within the wait: ask again
+            Err(e) => return report(&a.client, Err::<LockView, _>(e), |_| {}),
+        }
+    }
+    exit::OK
 }
 
 fn report<T: Serialize>(

@@ -164,6 +164,16 @@ impl LockClient {
         self.send(req).await
     }
 
+    /// A blocking query: the lock once its `index` is no longer `index`, or after `wait` seconds
+    /// (the server's answer then has the same index).
+    pub async fn watch(&self, key: &str, index: u64, wait: f64) -> Result<LockView, ClientError> {
+        let req = self
+            .http
+            .get(self.lock_url(key, None))
+            .query(&[("index", index.to_string()), ("wait", wait.to_string())]);
+        self.send(req).await
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<LockView>, ClientError> {
         let req = self
             .http

@@ -122,6 +122,9 @@ pub struct LockView {
     /// time), so a holder that trusts it never overstays.
     pub ttl_remaining_ms: i64,
     pub locked: bool,
+    /// Changes with every write of this lock (its revision; 0 for a lock never written by
+    /// s3lock). A watch (`GET /locks/{key}?index=N`) answers once it is no longer `N`.
+    pub index: u64,
 }
 
 impl LockView {
@@ -762,6 +765,53 @@ impl Engine {
         Ok(self.status_view(&target, doc, expect_owner))
     }
 
+    /// A blocking query: the lock's view as soon as its `index` is no longer `index` (at once if
+    /// it already differs), or when `wait` seconds have passed (default 30). Served by the lock's
+    /// one watcher in this process, so watching clients add no store reads of their own.
+    #[tracing::instrument(skip(self))]
+    pub async fn watch(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        expect_owner: Option<&str>,
+        index: Option<u64>,
+        wait: Option<f64>,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        let default_wait = self.config.max_wait.as_secs_f64().min(30.0);
+        let wait = self.wait(Some(wait.unwrap_or(default_wait)))?;
+        let current = self.status(bucket, key, expect_owner).await?;
+        let Some(index) = index else {
+            return Ok(current);
+        };
+        if current.index != index || wait.is_zero() {
+            return Ok(current);
+        }
+        let mut watching = self.waiters.watch(&target.bucket, &target.object);
+        let changed = tokio::time::timeout(wait, async {
+            loop {
+                if watching.seen.changed().await.is_err() {
+                    return None; // the watcher ended: answer with what is known
+                }
+                let seen = watching.seen.borrow_and_update().clone();
+                if seen.as_ref().map_or(0, |d| d.revision) != index {
+                    return Some(seen);
+                }
+            }
+        })
+        .await;
+        match changed {
+            Ok(Some(doc)) => Ok(self.status_view(&target, doc, expect_owner)),
+            // Timed out: the same index, judged at this moment (the lease may have run out).
+            _ => match watching.seen.borrow().clone() {
+                Some(doc) if doc.revision == index => {
+                    Ok(self.status_view(&target, Some(doc), expect_owner))
+                }
+                _ => Ok(current),
+            },
+        }
+    }
+
     /// Every lock whose key starts with `prefix`, without tokens. Objects under the lock prefix
     /// that are not lock documents are skipped (and logged).
     #[tracing::instrument(skip(self))]
@@ -826,6 +876,7 @@ impl Engine {
                 expires_at: None,
                 ttl_remaining_ms: 0,
                 locked: false,
+                index: 0,
             };
         };
         let mut view = self.view(target, &doc, now, false);
@@ -852,6 +903,7 @@ impl Engine {
             expires_at,
             ttl_remaining_ms,
             locked: held,
+            index: doc.revision,
         }
     }
 

@@ -1347,3 +1347,94 @@ async fn blocked_acquirers_are_served_in_arrival_order() {
     }
     assert_eq!(*order.lock().unwrap(), ["w1", "w2", "w3", "w4", "w5"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_answers_at_once_when_the_index_it_saw_is_old() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let v = f
+        .engine
+        .watch(None, "k", None, Some(a.index - 1), Some(30.0))
+        .await
+        .unwrap();
+    assert_eq!(v.index, a.index);
+    assert_eq!(Instant::now(), started, "no waiting");
+    assert_eq!(v.token, None, "a watch never shows the holder token");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_answers_when_the_lock_changes_and_times_out_otherwise() {
+    let f = Arc::new(fixture());
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    // No change within the wait: the same index, after the wait.
+    let started = Instant::now();
+    let same = f
+        .engine
+        .watch(None, "k", None, Some(a.index), Some(2.0))
+        .await
+        .unwrap();
+    assert_eq!(same.index, a.index);
+    assert!(Instant::now() - started >= StdDuration::from_secs(2));
+    // A change (the release) ends the watch with the new state.
+    let watcher = {
+        let (f, index) = (f.clone(), a.index);
+        tokio::spawn(async move {
+            f.engine
+                .watch(None, "k", None, Some(index), Some(30.0))
+                .await
+        })
+    };
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    f.engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let changed = watcher.await.unwrap().unwrap();
+    assert!(changed.index > a.index);
+    assert_eq!(changed.owner, None);
+    assert!(!changed.locked);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifty_watch_clients_read_the_store_no_more_than_one_does() {
+    async fn reads_while_watching(clients: usize) -> usize {
+        let f = Arc::new(fixture());
+        let a = f
+            .engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (f, index) = (f.clone(), a.index);
+                tokio::spawn(async move {
+                    f.engine
+                        .watch(None, "k", None, Some(index), Some(3.0))
+                        .await
+                })
+            })
+            .collect();
+        // Past every client's first read (each reads the lock once, as a status does).
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let before = f.store.gets.load(Ordering::SeqCst);
+        tokio::time::sleep(StdDuration::from_millis(2800)).await;
+        let reads = f.store.gets.load(Ordering::SeqCst) - before;
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().index, a.index);
+        }
+        reads
+    }
+    let one = reads_while_watching(1).await;
+    let many = reads_while_watching(50).await;
+    assert!(one > 0);
+    assert!(many <= one, "50 watchers: {many} reads; 1 watcher: {one}");
+}
