@@ -11,6 +11,7 @@ pub mod cache;
 pub mod document;
 pub mod error;
 pub mod key;
+pub mod rules;
 pub mod waiters;
 
 use std::collections::BTreeSet;
@@ -32,6 +33,7 @@ use cache::StateCache;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 pub use key::LockKey;
+use rules::{Grant, Verdict};
 use waiters::Waiters;
 
 /// How many times one decision is re-made after losing a write race before giving up with
@@ -170,14 +172,6 @@ struct Basis {
     /// stale: a write may follow from it (the store checks the version), but a refusal or a
     /// no-op answer may not, or a stale hint would refuse a client wrongly.
     fresh: bool,
-}
-
-/// What a decision function wants done with the lock.
-enum Step {
-    /// Write this document in place of the basis.
-    Write(LockDocument),
-    /// Nothing to write: answer with the basis as it is (a repeated release).
-    Keep,
 }
 
 /// How a decision ended.
@@ -433,49 +427,19 @@ impl Engine {
         presented: Option<&HolderToken>,
         ttl: u64,
     ) -> Result<LockView, LockError> {
-        // What the last decision was, for the metrics: `Some(takeover)` for a grant to a new
-        // holder (a takeover when the previous lease ran out unreleased), `None` for a refresh.
-        let mut grant: Option<bool> = None;
+        // What the last decision was, for the metrics.
+        let mut grant = None;
         let decided = self
             .decide(target, |current, now| {
-                grant = Some(false);
-                let Some(doc) = current else {
-                    return Ok(Step::Write(LockDocument::grant(owner, ttl, now.latest, 1)));
-                };
-                Ok(Step::Write(match doc.holder(now.earliest) {
-                    // A free lock passes to a new holder: the fencing token grows.
-                    None => {
-                        grant = Some(doc.owner.is_some());
-                        doc.granted_over(owner, ttl, now.latest, next_fencing(doc)?)
-                    }
-                    // The seed's reentrant refresh, for the holder only: the same owner name
-                    // *and* its holder token. Owner names are public (every 409 shows them), so
-                    // a refresh by name alone would hand the token to anyone who read one. It
-                    // keeps the token and fencing token, and never shortens the lease: the
-                    // holder may have been told the longer one.
-                    Some(holder)
-                        if holder == owner && holds(doc, presented.map(HolderToken::expose)) =>
-                    {
-                        grant = None;
-                        let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
-                        let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
-                        doc.renewed(ttl.max(left), now.latest)
-                    }
-                    // Anyone else, this owner name without the token among them, and so also a
-                    // lock written by the old Python module (it has no token to present): held
-                    // until it is released or its lease ends.
-                    Some(holder) => {
-                        return Err(LockError::Held {
-                            owner: holder.to_owned(),
-                            expires_at: doc.expires_at(),
-                        })
-                    }
-                }))
+                let presented = presented.map(HolderToken::expose);
+                let (doc, kind) = rules::acquire(current, now, owner, presented, ttl)?;
+                grant = Some(kind);
+                Ok(Verdict::Write(doc))
             })
             .await?;
         match decided {
             Decided::Wrote(doc, now) => {
-                if let Some(takeover) = grant {
+                if let Some(Grant::NewHolder { takeover }) = grant {
                     self.metrics.count(m::GRANTS, &[]);
                     if takeover {
                         self.metrics.count(m::EXPIRY_TAKEOVERS, &[]);
@@ -524,21 +488,7 @@ impl Engine {
         let ttl = self.ttl(ttl)?;
         let decided = self
             .decide(&target, |current, now| {
-                let doc = current.ok_or(LockError::NotFound)?;
-                check_holder(doc, token)?;
-                if doc.owner.is_none() {
-                    return Err(LockError::NotHolder(
-                        "the lock was released; acquire it again".into(),
-                    ));
-                }
-                if doc.is_expired(now.earliest) {
-                    // Once a lease has run out another replica may already have judged the lock
-                    // free; renewing then would let the old holder believe it never lost it.
-                    return Err(LockError::NotHolder(
-                        "the lease has expired; acquire the lock again".into(),
-                    ));
-                }
-                Ok(Step::Write(doc.renewed(ttl, now.latest)))
+                rules::renew(current, now, token, ttl).map(Verdict::Write)
             })
             .await?;
         match decided {
@@ -557,14 +507,7 @@ impl Engine {
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
         let decided = self
-            .decide(&target, |current, now| {
-                let doc = current.ok_or(LockError::NotFound)?;
-                check_holder(doc, token)?;
-                if doc.owner.is_none() {
-                    return Ok(Step::Keep);
-                }
-                Ok(Step::Write(doc.released(now.latest)))
-            })
+            .decide(&target, |current, now| rules::release(current, now, token))
             .await?;
         match decided {
             Decided::Wrote(doc, now) => {
@@ -592,12 +535,13 @@ impl Engine {
         let mut broken_from: Option<(String, u64)> = None;
         let decided = self
             .decide(&target, |current, now| {
-                let doc = current.ok_or(LockError::NotFound)?;
-                let Some(holder) = doc.holder(now.earliest) else {
-                    return Ok(Step::Keep);
-                };
-                broken_from = Some((holder.to_owned(), doc.fencing_token));
-                Ok(Step::Write(doc.broken(now.latest, next_fencing(doc)?)))
+                Ok(match rules::break_lock(current, now)? {
+                    Some(broken) => {
+                        broken_from = Some((broken.holder, broken.old_fencing_token));
+                        Verdict::Write(broken.doc)
+                    }
+                    None => Verdict::Leave,
+                })
             })
             .await?;
         match decided {
@@ -625,7 +569,7 @@ impl Engine {
     /// stale or another writer came first) or the decision was a refusal made from the cache.
     async fn decide<F>(&self, target: &Target, mut decide: F) -> Result<Decided, LockError>
     where
-        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Step, LockError>,
+        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Verdict, LockError>,
     {
         let mut next = self
             .cache
@@ -647,16 +591,17 @@ impl Engine {
                 Err(refusal) => return Err(refusal),
             };
             let (doc, current) = match (step, basis.state) {
-                // Every write needs a revision of its own (see `LockDocument::revision`).
-                (Step::Write(_), Some((current, _))) if !current.can_grow() => {
-                    return Err(LockError::Unreadable(
-                        "the lock's revision cannot grow any further".into(),
-                    ))
+                (Verdict::Write(doc), current) => {
+                    if let Some((current, _)) = &current {
+                        rules::may_replace(current)?;
+                    }
+                    (doc, current)
                 }
-                (Step::Write(doc), current) => (doc, current),
-                (Step::Keep, Some((doc, _))) if basis.fresh => return Ok(Decided::Kept(doc, now)),
+                (Verdict::Leave, Some((doc, _))) if basis.fresh => {
+                    return Ok(Decided::Kept(doc, now))
+                }
                 // A no-op answer from a hint could be stale too: confirm with a read.
-                (Step::Keep, _) => continue,
+                (Verdict::Leave, _) => continue,
             };
             let (current_token, expected) = match current {
                 Some((current, version)) => (current.token, Some(version)),
@@ -1022,33 +967,6 @@ impl Engine {
                 ),
             )),
         }
-    }
-}
-
-/// The next holder's fencing token. It must grow, so a stored token at the top of the range (a
-/// corrupt or hostile document) refuses the grant rather than wrapping around to 0.
-fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
-    doc.fencing_token
-        .checked_add(1)
-        .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
-}
-
-/// Whether `presented` is this document's holder token.
-fn holds(doc: &LockDocument, presented: Option<&str>) -> bool {
-    match (&doc.token, presented) {
-        (Some(token), Some(presented)) => token.matches(presented),
-        _ => false,
-    }
-}
-
-fn check_holder(doc: &LockDocument, token: &str) -> Result<(), LockError> {
-    if holds(doc, Some(token)) {
-        Ok(())
-    } else {
-        Err(LockError::NotHolder(
-            "the token does not hold this lock (it never did, or the lock has passed to another holder)"
-                .into(),
-        ))
     }
 }
 
