@@ -12,7 +12,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::*;
 use crate::clock::ManualClock;
 use crate::store::memory::MemoryStore;
-use crate::store::Versioned;
+use crate::store::{Version, Versioned};
+use tokio::time::Instant;
 
 const BUCKET: &str = "default";
 
