@@ -18,6 +18,8 @@
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, and the store
 //!   health that `/readyz` reads.
+//! * [`wire`]      — what server and clients say to each other: the lock view, the holder
+//!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
@@ -34,3 +36,4 @@ pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 
 use crate::client::{ClientError, LockClient};
 use crate::config::{BenchArgs, BenchOp};
-use crate::lock::HolderToken;
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
+use crate::wire::HolderToken;
 
 /// Why one timed operation did not succeed.
 #[derive(Debug)]

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::{ClientError, LockClient};
 use crate::config::{ClientArgs, Command};
-use crate::lock::document::format_seed_time;
-use crate::lock::HolderToken;
-use crate::lock::LockView;
+use crate::wire::format_seed_time;
+use crate::wire::HolderToken;
+use crate::wire::LockView;
 
 /// Exit codes, the same for every client subcommand (and for `run` before its command starts).
 pub mod exit {

@@ -28,12 +28,12 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, TimeWindow};
 use crate::metrics::{self as m, Metrics};
 use crate::store::health::StoreHealth;
 use crate::store::{Store, StoreError};
+pub use crate::wire::LockView;
 use cache::StateCache;
 use decide::Settled;
 pub use document::{HolderToken, LockDocument};
@@ -77,48 +77,6 @@ pub struct AcquireRequest {
     pub token: Option<HolderToken>,
     pub ttl: Option<i64>,
     pub wait: Option<f64>,
-}
-
-/// A lock as shown to clients. `token` is present only in answers to the holder (acquire, renew).
-///
-/// It derives `ToSchema` because it is the wire format itself: the OpenAPI document describes
-/// this very struct rather than a copy that could drift from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LockView {
-    pub bucket: String,
-    pub key: String,
-    /// The holder's name; `null` once released or broken.
-    pub owner: Option<String>,
-    /// The holder's secret for renew and release. Only in acquire and renew answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub token: Option<HolderToken>,
-    /// Grows each time the lock passes to a new holder (and when it is broken).
-    pub fencing_token: u64,
-    /// The lease length in seconds.
-    pub expire: u64,
-    /// When the lease was granted or last renewed, on the store's clock.
-    #[serde(with = "document::seed_time")]
-    #[schema(value_type = String, format = DateTime)]
-    pub lock_time: DateTime<Utc>,
-    #[serde(with = "document::seed_time::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub release_time: Option<DateTime<Utc>>,
-    /// When the current holder's lease ends; `null` when nobody holds the lock.
-    #[serde(with = "document::seed_time::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// What is left of the holder's lease, judged conservatively (on the latest possible store
-    /// time), so a holder that trusts it never overstays.
-    pub ttl_remaining_ms: i64,
-    pub locked: bool,
-}
-
-impl LockView {
-    /// The holder token, where this answer carries one (to the holder only).
-    pub fn holder_token(&self) -> Option<&str> {
-        self.token.as_ref().map(HolderToken::expose)
-    }
 }
 
 #[derive(Debug)]
