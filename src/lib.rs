@@ -4,7 +4,9 @@
 //!
 //! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
 //!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
-//! * [`config`]    — every setting (clap + env), its default and its validation.
+//! * [`cli`]       — the top-level command line; each subcommand's arguments live with the
+//!   module that runs it.
+//! * [`config`]    — the server's settings (clap + env), their defaults and their validation.
 //! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
 //! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
@@ -27,6 +29,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::args::{ClientArgs, ClientCommand as Command};
 use super::{ClientError, LockClient};
-use crate::config::{ClientArgs, Command};
 use crate::wire::format_seed_time;
 use crate::wire::HolderToken;
 use crate::wire::LockView;
@@ -108,9 +108,6 @@ pub async fn main(command: Command) -> ExitCode {
             report(&a.client, r, |v| {
                 println!("broke {} (fencing token now {})", v.key, v.fencing_token)
             })
-        }
-        Command::Serve(_) | Command::Run(_) | Command::Check(_) | Command::Bench(_) => {
-            unreachable!("handled by main")
         }
     };
     ExitCode::from(code)

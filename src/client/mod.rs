@@ -1,6 +1,7 @@
 //! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
 //! `bench`). It speaks only HTTP: nothing here touches a store.
 
+pub mod args;
 pub mod check;
 pub mod cli;
 pub mod run;

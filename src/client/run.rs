@@ -28,9 +28,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
 use super::{ClientError, LockClient};
-use crate::config::RunArgs;
 use crate::wire::HolderToken;
 use crate::wire::LockView;
 
