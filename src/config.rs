@@ -8,11 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::AuthTokens;
 use crate::lock::EngineConfig;
 use crate::store::s3::S3Settings;
 use crate::wire::parse_bucket;
+
+/// A secret from the command line or the environment, kept in a type whose `Debug` hides it
+/// (the client's arguments have the same three lines: the server never imports the client).
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -74,6 +81,16 @@ pub struct ServeArgs {
     /// Without it the lock routes need no authentication.
     #[arg(long, env = "S3LOCK_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// The other replicas over the same bucket, comma-separated: `http://HOST:PORT` or
+    /// `HOST:PORT`, where a name may resolve to several replicas (a compose service, a
+    /// Kubernetes headless service). A replica that frees a lock tells them, so their waiters
+    /// look at once instead of at their next poll. Needs S3LOCK_PEER_SECRET.
+    #[arg(long, env = "S3LOCK_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// The secret that signs wake-up hints between peers (at least 16 characters; the same on
+    /// every replica). With it, this replica also takes hints on POST /internal/wake.
+    #[arg(long, env = "S3LOCK_PEER_SECRET", hide_env_values = true, value_parser = secret)]
+    pub peer_secret: Option<SecretString>,
 }
 
 /// The validated serve configuration.
@@ -88,6 +105,10 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// The bearer credentials; `None` when auth is off.
     pub auth: Option<Arc<AuthTokens>>,
+    /// Peers to send wake-up hints to (`HOST:PORT` or URLs); empty without peers.
+    pub peers: Vec<String>,
+    /// Signs hints sent and checks hints received; `None`: no hints either way.
+    pub peer_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +187,30 @@ impl ServeArgs {
                 "must be 1 to 300 seconds",
             ));
         }
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        match &self.peer_secret {
+            None if !peers.is_empty() => {
+                return Err(bad(
+                    "S3LOCK_PEERS (--peers)",
+                    "peers need S3LOCK_PEER_SECRET: hints are only sent signed",
+                ))
+            }
+            Some(s) if s.expose_secret().len() < crate::peers::MIN_SECRET_LEN => {
+                return Err(bad(
+                    "S3LOCK_PEER_SECRET (--peer-secret)",
+                    format!(
+                        "must be at least {} characters",
+                        crate::peers::MIN_SECRET_LEN
+                    ),
+                ))
+            }
+            _ => {}
+        }
         let auth = match &self.auth_tokens_file {
             None => None,
             Some(path) => Some(Arc::new(
@@ -202,6 +247,8 @@ impl ServeArgs {
                 default_ttl: self.default_ttl,
                 max_ttl: self.max_ttl,
                 max_wait: Duration::from_secs(self.max_wait),
+                first_poll: crate::lock::FIRST_POLL,
+                max_poll: crate::lock::MAX_POLL,
             },
             skip_store_check: self.skip_store_check,
             create_buckets: self.create_buckets,
@@ -211,6 +258,8 @@ impl ServeArgs {
                     .saturating_add(self.s3_timeout),
             ),
             auth,
+            peers,
+            peer_secret: self.peer_secret.clone(),
         })
     }
 }

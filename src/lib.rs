@@ -23,6 +23,8 @@
 //! * [`wire`]      — what server and clients say to each other: the lock view, the holder
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
+//! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
+//!   others, signed with a shared secret, so their waiters read the store at once.
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
 //!   `release`, `status`, `list`, `break`, and `run` (a command under a lock).
@@ -36,6 +38,7 @@ pub mod config;
 pub mod http;
 pub mod lock;
 pub mod metrics;
+pub mod peers;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -14,16 +14,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("auth", &["wire"]),
     ("store", &["clock", "metrics"]),
     ("lock", &["clock", "metrics", "store", "wire"]),
+    ("peers", &["clock", "lock", "metrics"]),
     (
         "http",
-        &["auth", "clock", "lock", "metrics", "store", "wire"],
+        &["auth", "clock", "lock", "metrics", "peers", "store", "wire"],
     ),
     ("client", &["telemetry", "wire"]),
     (
         "bench",
         &["client", "clock", "lock", "metrics", "store", "wire"],
     ),
-    ("config", &["auth", "lock", "store", "wire"]),
+    ("config", &["auth", "lock", "peers", "store", "wire"]),
     (
         "startup",
         &[
@@ -33,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "http",
             "lock",
             "metrics",
+            "peers",
             "store",
             "telemetry",
         ],

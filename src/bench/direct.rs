@@ -190,6 +190,8 @@ mod tests {
             default_ttl: 60,
             max_ttl: 3600,
             max_wait: StdDuration::from_secs(60),
+            first_poll: crate::lock::FIRST_POLL,
+            max_poll: crate::lock::MAX_POLL,
         };
         let engine_store = Arc::new(MemoryStore::new());
         let session_store = Arc::new(MemoryStore::new());

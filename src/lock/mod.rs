@@ -40,6 +40,7 @@ pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 pub use key::LockKey;
 use rules::{Grant, Verdict};
+pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
 
 /// The longest a readiness probe waits for the store.
@@ -56,6 +57,10 @@ pub struct EngineConfig {
     pub default_ttl: u64,
     pub max_ttl: u64,
     pub max_wait: StdDuration,
+    /// A blocked waiter's first and longest sleep between two reads of the store
+    /// ([`FIRST_POLL`] and [`MAX_POLL`], unless a test needs waiters that only wake when told).
+    pub first_poll: StdDuration,
+    pub max_poll: StdDuration,
 }
 
 /// Why the engine should not be sent traffic.
@@ -176,6 +181,18 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Tells `peers` of every lock this engine frees (see [`waiters::PeerNotifier`]).
+    pub fn with_peers(self, peers: Arc<dyn waiters::PeerNotifier>) -> Self {
+        self.waiters.set_peers(peers);
+        self
+    }
+
+    /// A peer freed the lock at `object` in `bucket`: waiters here look at the store now. Only
+    /// a reason to read; the hint itself decides nothing.
+    pub fn peer_hint(&self, bucket: &str, object: &str) {
+        self.waiters.wake_local(bucket, object);
     }
 
     /// Locks that have a blocked waiter in this process right now.

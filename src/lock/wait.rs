@@ -12,8 +12,8 @@ use crate::metrics as m;
 
 /// A blocked waiter polls the store no faster than this at first, then backs off to
 /// [`MAX_POLL`], with full jitter so waiters on many replicas do not poll in step.
-const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
-const MAX_POLL: StdDuration = StdDuration::from_secs(1);
+pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
+pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
     /// Tries to acquire until granted, refused for a reason other than the lock being held, or
@@ -27,7 +27,7 @@ impl Engine {
         wait: StdDuration,
     ) -> Result<LockView, LockError> {
         let deadline = Instant::now() + wait;
-        let mut poll = FIRST_POLL;
+        let mut poll = self.config.first_poll;
         // Held (and so counted in the waiters gauge) from the first sleep until we return.
         let mut waiting = None;
         loop {
@@ -59,8 +59,11 @@ impl Engine {
             let jittered = rand::rng().random_range(poll / 2..=poll);
             // Never below FIRST_POLL: near the lease's end, clock samples that step back could
             // otherwise make a waiter re-poll at once, round trip after round trip.
-            let nap = jittered.min(until_expiry).max(FIRST_POLL).min(left);
-            poll = (poll * 2).min(MAX_POLL);
+            let nap = jittered
+                .min(until_expiry)
+                .max(self.config.first_poll)
+                .min(left);
+            poll = (poll * 2).min(self.config.max_poll);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}

@@ -1,19 +1,28 @@
-//! Local hand-off: a release through this process wakes this process's waiters on that lock at
-//! once, so a hand-off between two clients of one replica costs no polling delay. Waiters on
-//! other replicas still find out by polling with backoff.
+//! Hand-off: a release through this process wakes this process's waiters on that lock at
+//! once, so a hand-off between two clients of one replica costs no polling delay; with peers
+//! configured, the other replicas are told too ([`PeerNotifier`]) and wake theirs. Without
+//! peers, waiters on other replicas find out by polling with backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
 type Slot = (String, String);
+
+/// Told when this process frees a lock, so that other replicas' waiters look at once. What it
+/// sends is a hint to read the store, never the lock's state.
+pub trait PeerNotifier: Send + Sync + std::fmt::Debug {
+    fn lock_freed(&self, bucket: &str, object: &str);
+}
 
 #[derive(Debug, Default)]
 pub struct Waiters {
     /// One `Notify` per (bucket, object key) that somebody is waiting on. Entries are removed when
     /// the last waiter leaves, so the map holds only locks with waiters right now.
     slots: Mutex<HashMap<Slot, Arc<Notify>>>,
+    /// Set once at start when the replica has peers.
+    peers: OnceLock<Arc<dyn PeerNotifier>>,
 }
 
 /// A waiter's registration; dropping it unregisters.
@@ -46,8 +55,20 @@ impl Waiters {
         }
     }
 
-    /// Wakes every waiter of this lock in this process.
+    pub fn set_peers(&self, peers: Arc<dyn PeerNotifier>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// This process freed the lock: wakes its waiters here, and tells the peers.
     pub fn wake(&self, bucket: &str, key: &str) {
+        self.wake_local(bucket, key);
+        if let Some(peers) = self.peers.get() {
+            peers.lock_freed(bucket, key);
+        }
+    }
+
+    /// Wakes every waiter of this lock in this process (they then read the store).
+    pub fn wake_local(&self, bucket: &str, key: &str) {
         // Notify under the map's mutex without cloning the Arc: a clone held outside it would
         // make a concurrently leaving last waiter think others remain, and leak its entry.
         if let Some(notify) = self.slots().get(&(bucket.to_owned(), key.to_owned())) {

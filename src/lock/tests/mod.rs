@@ -30,6 +30,8 @@ fn config() -> EngineConfig {
         default_ttl: 60,
         max_ttl: 3600,
         max_wait: StdDuration::from_secs(60),
+        first_poll: FIRST_POLL,
+        max_poll: MAX_POLL,
     }
 }
 
