@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use s3lock::config::{Cli, Command};
+use s3lock::cli::{Cli, Command};
 use s3lock::lock::Engine;
 use s3lock::metrics::Metrics;
 use s3lock::peers::{HintKey, Peers};
@@ -91,6 +91,6 @@ async fn main() -> ExitCode {
             }
         },
         Command::Run(args) => client::run::main(args).await,
-        other => client::cli::main(other).await,
+        Command::Client(command) => client::cli::main(command).await,
     }
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::args::{ClientArgs, ClientCommand as Command, HealthcheckArgs, WatchArgs};
 use super::{ClientError, LockClient};
-use crate::config::{ClientArgs, Command, HealthcheckArgs, WatchArgs};
-use crate::lock::document::format_seed_time;
-use crate::lock::HolderToken;
-use crate::lock::LockView;
+use crate::wire::format_seed_time;
+use crate::wire::HolderToken;
+use crate::wire::LockView;
 
 /// Exit codes, the same for every client subcommand (and for `run` before its command starts).
 pub mod exit {
@@ -112,9 +112,6 @@ pub async fn main(command: Command) -> ExitCode {
             })
         }
         Command::Healthcheck(a) => healthcheck(&a).await,
-        Command::Serve(_) | Command::Run(_) | Command::Check(_) | Command::Bench(_) => {
-            unreachable!("handled by main")
-        }
     };
     ExitCode::from(code)
 }

@@ -1,6 +1,7 @@
 //! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
 //! `bench`). It speaks only HTTP: nothing here touches a store.
 
+pub mod args;
 pub mod check;
 pub mod cli;
 pub mod run;
@@ -12,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::lock::LockView;
+use crate::wire::LockView;
 
 /// Everything but unreserved characters and `/` is encoded in a key's path: the key's own `/`
 /// stay path separators, which the server reads back as part of the key.
