@@ -127,7 +127,7 @@ impl AuthTokens {
                     Some(("prefix", v)) if !v.is_empty() => principal.prefix = Some(v.to_owned()),
                     Some(("bucket", "*")) => principal.buckets = Buckets::All,
                     Some(("bucket", v)) => {
-                        let v = crate::lock::key::parse_bucket(v)
+                        let v = crate::wire::parse_bucket(v)
                             .map_err(|e| format!("line {n}: bucket={e}"))?;
                         match &mut principal.buckets {
                             Buckets::All => {}

@@ -4,7 +4,9 @@
 //!
 //! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
 //!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
-//! * [`config`]    — every setting (clap + env), its default and its validation.
+//! * [`cli`]       — the top-level command line; each subcommand's arguments live with the
+//!   module that runs it.
+//! * [`config`]    — the server's settings (clap + env), their defaults and their validation.
 //! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
 //! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
@@ -18,19 +20,26 @@
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, and the store
 //!   health that `/readyz` reads.
+//! * [`wire`]      — what server and clients say to each other: the lock view, the holder
+//!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
+//! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
+//!   others, signed with a shared secret, so their waiters read the store at once.
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
 //!   `release`, `status`, `list`, `break`, and `run` (a command under a lock).
 
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod lock;
 pub mod metrics;
+pub mod peers;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

@@ -30,6 +30,31 @@ pub const BREAKS: &str = "s3lock_breaks_total";
 pub const WAITERS: &str = "s3lock_waiters";
 pub const S3_REQUESTS: &str = "s3lock_s3_requests_total";
 pub const S3_ERRORS: &str = "s3lock_s3_errors_total";
+pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
+pub const PEER_HINTS_RECEIVED: &str = "s3lock_peer_hints_received_total";
+
+/// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until an upkeep folds it into its buckets; without
+/// a periodic one, a server nobody scrapes grows by each request's sample (measured at ~38 bytes
+/// a request). The task holds only a weak reference, so it ends with the last `Metrics` clone.
+fn spawn_upkeep(recorder: std::sync::Weak<PrometheusRecorder>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // no runtime (a plain unit test): renders still do their own upkeep
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(recorder) = recorder.upgrade() else {
+                return;
+            };
+            recorder.handle().run_upkeep();
+        }
+    });
+}
 
 /// One app's metrics. Cloning shares the same counters.
 #[derive(Clone)]
@@ -81,6 +106,14 @@ impl Metrics {
                 S3_ERRORS,
                 "S3 calls that failed, by operation and kind of error",
             ),
+            (
+                PEER_HINTS,
+                "wake-up hints sent to peers, by outcome (sent, refused, failed, unresolved, dropped)",
+            ),
+            (
+                PEER_HINTS_RECEIVED,
+                "wake-up hints received from peers, by outcome (accepted, refused)",
+            ),
         ];
         for (name, text) in help {
             recorder.describe_counter(KeyName::from_const_str(name), None, (*text).into());
@@ -95,9 +128,9 @@ impl Metrics {
             Some(Unit::Seconds),
             "HTTP request latency by route template and method".into(),
         );
-        Self {
-            recorder: Arc::new(recorder),
-        }
+        let recorder = Arc::new(recorder);
+        spawn_upkeep(Arc::downgrade(&recorder));
+        Self { recorder }
     }
 
     /// The Prometheus text exposition of everything recorded so far.

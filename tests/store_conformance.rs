@@ -304,6 +304,54 @@ async fn a_second_local_store_on_the_same_directory_is_refused() {
     assert!(matches!(second, Err(OpenError::InUse { .. })), "{second:?}");
 }
 
+/// Every file under `dir` whose name starts with `.tmp-`.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(temp_files(&path));
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".tmp-"))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_local_store_removes_at_start_the_temp_files_a_crash_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LocalStore::open(dir.path()).unwrap();
+        store
+            .put_if_absent("b1", "locks/kept", body("1"))
+            .await
+            .unwrap();
+    }
+    // A crash between writing a temp file and renaming it over the document leaves the temp
+    // file beside the document (under `kill -9` during writes, or a power cut).
+    let document = std::fs::read_dir(dir.path().join("buckets/b1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(document.join(".tmp-0123abcd"), "locks/kept\ntorn").unwrap();
+    std::fs::create_dir_all(dir.path().join("buckets/b2/ff")).unwrap();
+    std::fs::write(dir.path().join("buckets/b2/ff/.tmp-4567ef"), "").unwrap();
+    assert_eq!(temp_files(dir.path()).len(), 2);
+
+    let reopened = LocalStore::open(dir.path()).unwrap();
+    assert_eq!(temp_files(dir.path()), Vec::<std::path::PathBuf>::new());
+    let kept = reopened.get("b1", "locks/kept").await.unwrap().unwrap();
+    assert_eq!(kept.body, body("1"));
+    assert_eq!(reopened.list("b1", "").await.unwrap(), ["locks/kept"]);
+}
+
 #[tokio::test]
 async fn the_local_store_accepts_keys_longer_than_a_file_name() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 //! client `i` takes key `i mod K` and the clients on a key contend for it (a refused acquire is
 //! counted, not timed, and tried again at once).
 
+pub mod args;
 pub mod direct;
 
 use std::sync::Arc;
@@ -19,10 +20,10 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::client::{ClientError, LockClient};
-use crate::config::{BenchArgs, BenchOp};
-use crate::lock::HolderToken;
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
+use crate::wire::HolderToken;
+use args::{BenchArgs, BenchOp};
 
 /// Why one timed operation did not succeed.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{ClientError, LockClient};
-use crate::lock::HolderToken;
+use crate::wire::HolderToken;
 
 #[derive(Debug, Clone)]
 pub struct CheckConfig {

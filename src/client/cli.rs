@@ -3,14 +3,15 @@
 
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use super::args::{ClientArgs, ClientCommand as Command, HealthcheckArgs, WatchArgs};
 use super::{ClientError, LockClient};
-use crate::config::{ClientArgs, Command};
-use crate::lock::document::format_seed_time;
-use crate::lock::HolderToken;
-use crate::lock::LockView;
+use crate::wire::format_seed_time;
+use crate::wire::HolderToken;
+use crate::wire::LockView;
 
 /// Exit codes, the same for every client subcommand (and for `run` before its command starts).
 pub mod exit {
@@ -90,6 +91,7 @@ pub async fn main(command: Command) -> ExitCode {
             let r = client(&a.client).status(&a.key, a.owner.as_deref()).await;
             report(&a.client, r, |v| println!("{}", describe(v)))
         }
+        Command::Watch(a) => watch(&a).await,
         Command::List(a) => {
             let r = client(&a.client)
                 .list(&a.prefix)
@@ -109,16 +111,63 @@ pub async fn main(command: Command) -> ExitCode {
                 println!("broke {} (fencing token now {})", v.key, v.fencing_token)
             })
         }
-        Command::Serve(_) | Command::Run(_) | Command::Check(_) | Command::Bench(_) => {
-            unreachable!("handled by main")
-        }
+        Command::Healthcheck(a) => healthcheck(&a).await,
     };
     ExitCode::from(code)
+}
+
+/// `s3lock healthcheck`: 0 when /healthz answers 2xx within the timeout, 1 otherwise (Docker
+/// reads any other code as unhealthy too, and reserves 2).
+async fn healthcheck(args: &HealthcheckArgs) -> u8 {
+    let url = args.url();
+    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(2));
+    let answer = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(http) => http.get(&url).send().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(r) if r.status().is_success() => exit::OK,
+        Ok(r) => {
+            eprintln!("s3lock healthcheck: {url} answered {}", r.status());
+            exit::ERROR
+        }
+        Err(e) => {
+            eprintln!("s3lock healthcheck: {url}: {e}");
+            exit::ERROR
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct List {
     locks: Vec<LockView>,
+}
+
+/// Prints the lock's state, then each change, until `--changes` of them or an error.
+async fn watch(a: &WatchArgs) -> u8 {
+    let client = client(&a.client);
+    let mut view = match client.status(&a.key, None).await {
+        Ok(v) => v,
+        Err(e) => return report(&a.client, Err::<LockView, _>(e), |_| {}),
+    };
+    report(&a.client, Ok::<_, ClientError>(&view), |v| {
+        println!("{}", describe(v))
+    });
+    let mut seen = 0;
+    while a.changes.is_none_or(|n| seen < n) {
+        match client.watch(&a.key, view.index, a.wait).await {
+            Ok(next) if next.index != view.index => {
+                seen += 1;
+                report(&a.client, Ok::<_, ClientError>(&next), |v| {
+                    println!("{}", describe(v))
+                });
+                view = next;
+            }
+            Ok(_) => {} // no change within the wait: ask again
+            Err(e) => return report(&a.client, Err::<LockView, _>(e), |_| {}),
+        }
+    }
+    exit::OK
 }
 
 fn report<T: Serialize>(

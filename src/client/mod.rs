@@ -1,6 +1,7 @@
 //! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
 //! `bench`). It speaks only HTTP: nothing here touches a store.
 
+pub mod args;
 pub mod check;
 pub mod cli;
 pub mod run;
@@ -12,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::lock::LockView;
+use crate::wire::LockView;
 
 /// Everything but unreserved characters and `/` is encoded in a key's path: the key's own `/`
 /// stay path separators, which the server reads back as part of the key.
@@ -161,6 +162,16 @@ impl LockClient {
         if let Some(o) = owner {
             req = req.query(&[("owner", o)]);
         }
+        self.send(req).await
+    }
+
+    /// A blocking query: the lock once its `index` is no longer `index`, or after `wait` seconds
+    /// (the server's answer then has the same index).
+    pub async fn watch(&self, key: &str, index: u64, wait: f64) -> Result<LockView, ClientError> {
+        let req = self
+            .http
+            .get(self.lock_url(key, None))
+            .query(&[("index", index.to_string()), ("wait", wait.to_string())]);
         self.send(req).await
     }
 

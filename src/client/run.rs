@@ -28,11 +28,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
 use super::{ClientError, LockClient};
-use crate::config::RunArgs;
-use crate::lock::HolderToken;
-use crate::lock::LockView;
+use crate::wire::HolderToken;
+use crate::wire::LockView;
 
 /// The longest single server-side wait asked for while waiting for the lock, so progress can be
 /// shown and a server with a small `S3LOCK_MAX_WAIT` is not asked for more than it allows.
@@ -318,6 +318,6 @@ fn forward(group: Pid, sig: Signal) {
 fn expires(v: &LockView) -> String {
     v.expires_at
         .as_ref()
-        .map(crate::lock::document::format_seed_time)
+        .map(crate::wire::format_seed_time)
         .unwrap_or_else(|| "-".into())
 }

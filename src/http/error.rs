@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::lock::document::format_seed_time;
 use crate::lock::LockError;
+use crate::wire::format_seed_time;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

@@ -105,6 +105,10 @@ pub(super) struct Health {
 #[serde(deny_unknown_fields)]
 pub(super) struct StatusQuery {
     owner: Option<String>,
+    /// Watch: answer when the lock's index is no longer this one.
+    index: Option<u64>,
+    /// Watch: the longest to wait for that, in seconds.
+    wait: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,12 +224,20 @@ pub(super) async fn status(
         &state.engine.config().default_bucket,
         &key,
     )?;
-    state
-        .engine
-        .status(bucket.as_deref(), &key, q.owner.as_deref())
-        .await
-        .map(Json)
-        .map_err(|e| lock_error(&state, e))
+    let engine = &state.engine;
+    let view = match (q.index, q.wait) {
+        (None, None) => {
+            engine
+                .status(bucket.as_deref(), &key, q.owner.as_deref())
+                .await
+        }
+        (index, wait) => {
+            engine
+                .watch(bucket.as_deref(), &key, q.owner.as_deref(), index, wait)
+                .await
+        }
+    };
+    view.map(Json).map_err(|e| lock_error(&state, e))
 }
 
 /// `GET /locks?prefix=P`.

@@ -7,6 +7,7 @@ pub mod error;
 mod handlers;
 pub mod openapi;
 pub mod path;
+mod wake;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{header, HeaderName, Method, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -52,9 +53,28 @@ pub fn app(
     request_timeout: Duration,
     auth: Option<Arc<AuthTokens>>,
 ) -> Router {
+    app_with_peers(engine, request_timeout, auth, None)
+}
+
+/// [`app`], also taking peers' wake-up hints on `POST /internal/wake` when `hints` is given.
+pub fn app_with_peers(
+    engine: Arc<Engine>,
+    request_timeout: Duration,
+    auth: Option<Arc<AuthTokens>>,
+    hints: Option<crate::peers::HintKey>,
+) -> Router {
     let metrics = engine.metrics().clone();
     let openapi = Arc::new(openapi::document(engine.config()).to_string());
     let state = AppState { engine, openapi };
+    let wake = match hints {
+        Some(key) => Router::new()
+            .route(crate::peers::WAKE_PATH, post(wake::wake))
+            .with_state(wake::WakeState {
+                app: state.clone(),
+                key,
+            }),
+        None => Router::new(),
+    };
     let locks = Router::new()
         .route("/locks", get(handlers::list))
         .route(
@@ -73,6 +93,7 @@ pub fn app(
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(openapi::serve))
         .merge(locks)
+        .merge(wake)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

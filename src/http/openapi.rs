@@ -47,6 +47,7 @@ pub fn document(config: &EngineConfig) -> Value {
     }
     schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
     schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(no_control_pattern(1));
+    let max_wait = config.max_wait.as_secs_f64();
     schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern(0));
     for item in doc["paths"]
         .as_object_mut()
@@ -61,6 +62,10 @@ pub fn document(config: &EngineConfig) -> Value {
             let params = op.get_mut("parameters").and_then(Value::as_array_mut);
             for param in params.into_iter().flatten() {
                 let pattern = match param["name"].as_str() {
+                    Some("wait") => {
+                        param["schema"]["maximum"] = json!(max_wait);
+                        continue;
+                    }
                     Some("key") => key_pattern(),
                     Some("prefix") => no_control_pattern(0),
                     Some("owner") => no_control_pattern(1),
@@ -260,6 +265,8 @@ fn break_lock() {}
     params(
         ("key" = String, Path, min_length = 1, max_length = 512, description = "The lock's key"),
         ("owner" = Option<String>, Query, description = "Judge `locked` as this owner would: false when it is the holder"),
+        ("index" = Option<u64>, Query, minimum = 0, description = "Watch: the `index` of the view the client last saw. The answer comes at once if the lock's index differs, else when it changes or `wait` runs out (a blocking query)"),
+        ("wait" = Option<f64>, Query, minimum = 0, description = "Watch: the longest to wait for a change, in seconds (0 to the server's maximum wait; default 30 with `index`)"),
     ),
     responses(
         (status = 200, description = "The lock", body = LockView),

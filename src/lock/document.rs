@@ -2,49 +2,12 @@
 //! what safety needs (the holder token, the fencing token and the revision).
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
-/// The holder's secret proof of holding a lock. Its `Debug` never shows the value, so a log
-/// line or an error that prints a document, a view or a request cannot leak it; only
-/// [`HolderToken::expose`] does, where the holder is being answered or the store written.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct HolderToken(String);
-
-impl HolderToken {
-    /// A fresh, unguessable token (122 random bits).
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_exposed(self) -> String {
-        self.0
-    }
-
-    /// Whether `presented` is this token, compared in constant time so that the time an answer
-    /// takes says nothing about how much of a guess was right.
-    pub fn matches(&self, presented: &str) -> bool {
-        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
-    }
-}
-
-impl From<String> for HolderToken {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl std::fmt::Debug for HolderToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HolderToken(<redacted>)")
-    }
-}
+pub use crate::wire::{
+    format_seed_time, parse_seed_time, seed_time, truncate_to_micros, HolderToken,
+};
 
 /// One lock as stored. Documents written by the seed module have no `token` and no
 /// `fencing_token`; they still parse, and their owner holds them until `lock_time + expire`.
@@ -191,64 +154,6 @@ impl LockDocument {
 
     pub fn from_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(body)
-    }
-}
-
-/// Python's `datetime.isoformat()` of an aware UTC time, as the seed module writes it:
-/// `2026-11-26T02:24:19.844224+00:00`, without the fraction when microseconds are zero.
-pub fn format_seed_time(t: &DateTime<Utc>) -> String {
-    if t.nanosecond() / 1_000 == 0 {
-        t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
-    } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
-    }
-}
-
-/// Reads any RFC 3339 time (the seed's format among them), truncated to microseconds so that a
-/// time survives a round trip through the document unchanged.
-pub fn parse_seed_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
-    let t = DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc);
-    Ok(truncate_to_micros(t))
-}
-
-pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .expect("a truncated nanosecond is always valid")
-}
-
-pub mod seed_time {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_seed_time(t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_seed_time(&s).map_err(serde::de::Error::custom)
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(
-            t: &Option<DateTime<Utc>>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match t {
-                Some(t) => s.serialize_str(&super::super::format_seed_time(t)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<DateTime<Utc>>, D::Error> {
-            Option::<String>::deserialize(d)?
-                .map(|s| super::super::parse_seed_time(&s).map_err(serde::de::Error::custom))
-                .transpose()
-        }
     }
 }
 

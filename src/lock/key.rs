@@ -118,31 +118,10 @@ pub fn parse_owner(raw: &str) -> Result<String, String> {
     Ok(raw.to_owned())
 }
 
-/// Checks an S3 bucket name by the S3 rules that matter for safety here: 3–63 characters of
-/// lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit. The local
-/// store uses the name as a directory, so this is also what keeps it inside its data directory.
-pub fn parse_bucket(raw: &str) -> Result<String, String> {
-    let ok_len = (3..=63).contains(&raw.len());
-    let ok_chars = raw
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ok_ends = raw
-        .bytes()
-        .next()
-        .zip(raw.bytes().last())
-        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
-    if ok_len && ok_chars && ok_ends && !raw.contains("..") {
-        Ok(raw.to_owned())
-    } else {
-        Err(format!(
-            "{raw:?} is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::parse_bucket;
 
     #[test]
     fn a_key_with_slashes_is_accepted() {

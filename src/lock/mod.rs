@@ -3,52 +3,46 @@
 //! (`If-None-Match: *`), so a check and its write are one atomic step and two deciders can never
 //! both win. Knows nothing of HTTP or of S3; time comes from an injected [`Clock`].
 //!
-//! The read is skipped when this process already knows the lock's state ([`cache`]): the write
-//! then carries the cached version, and if that was stale the store refuses it and the engine
-//! reads and decides again. So a warm acquire, renew or release is one store round trip.
+//! Where each part lives:
+//! - [`rules`]: what acquire, renew, release and break decide from a document and a time (pure).
+//! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
+//!   reading back. So a warm acquire, renew or release is one store round trip.
+//! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
+//! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
+//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
+//! - this file: the [`Engine`]'s public operations, input limits and the views it answers with.
 
 pub mod cache;
+mod decide;
 pub mod document;
 pub mod error;
 pub mod key;
+mod orphan;
+pub mod rules;
+mod wait;
 pub mod waiters;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rand::Rng;
-use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use crate::clock::{Clock, TimeWindow};
 use crate::metrics::{self as m, Metrics};
 use crate::store::health::StoreHealth;
-use crate::store::{Store, StoreError, Version, Versioned};
+use crate::store::{Store, StoreError};
+pub use crate::wire::LockView;
 use cache::StateCache;
+use decide::Settled;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 pub use key::LockKey;
+use rules::{Grant, Verdict};
+pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
 
-/// How many times one decision is re-made after losing a write race before giving up with
-/// [`LockError::Contended`]. Each loss means another writer made progress, so this bounds only
-/// pathological churn.
-const MAX_DECISIONS: usize = 16;
-/// Read-backs tried after a write whose outcome is unknown.
-const READ_BACK_ATTEMPTS: u32 = 3;
-/// A blocked waiter polls the store no faster than this at first, then backs off to
-/// [`MAX_POLL`], with full jitter so waiters on many replicas do not poll in step.
-const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
-const MAX_POLL: StdDuration = StdDuration::from_secs(1);
-/// How long a grant whose outcome was unknown is watched for landing late. A request delayed in
-/// the network arrives within seconds in practice (and S3 refuses a signature older than 15
-/// minutes); past this, a late grant stays held until its lease ends.
-const ORPHAN_WATCH: StdDuration = StdDuration::from_secs(60);
-const MAX_ORPHAN_WATCHERS: usize = 1024;
 /// The longest a readiness probe waits for the store.
 const READY_PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(2);
 
@@ -63,6 +57,10 @@ pub struct EngineConfig {
     pub default_ttl: u64,
     pub max_ttl: u64,
     pub max_wait: StdDuration,
+    /// A blocked waiter's first and longest sleep between two reads of the store
+    /// ([`FIRST_POLL`] and [`MAX_POLL`], unless a test needs waiters that only wake when told).
+    pub first_poll: StdDuration,
+    pub max_poll: StdDuration,
 }
 
 /// Why the engine should not be sent traffic.
@@ -84,48 +82,6 @@ pub struct AcquireRequest {
     pub token: Option<HolderToken>,
     pub ttl: Option<i64>,
     pub wait: Option<f64>,
-}
-
-/// A lock as shown to clients. `token` is present only in answers to the holder (acquire, renew).
-///
-/// It derives `ToSchema` because it is the wire format itself: the OpenAPI document describes
-/// this very struct rather than a copy that could drift from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LockView {
-    pub bucket: String,
-    pub key: String,
-    /// The holder's name; `null` once released or broken.
-    pub owner: Option<String>,
-    /// The holder's secret for renew and release. Only in acquire and renew answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub token: Option<HolderToken>,
-    /// Grows each time the lock passes to a new holder (and when it is broken).
-    pub fencing_token: u64,
-    /// The lease length in seconds.
-    pub expire: u64,
-    /// When the lease was granted or last renewed, on the store's clock.
-    #[serde(with = "document::seed_time")]
-    #[schema(value_type = String, format = DateTime)]
-    pub lock_time: DateTime<Utc>,
-    #[serde(with = "document::seed_time::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub release_time: Option<DateTime<Utc>>,
-    /// When the current holder's lease ends; `null` when nobody holds the lock.
-    #[serde(with = "document::seed_time::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// What is left of the holder's lease, judged conservatively (on the latest possible store
-    /// time), so a holder that trusts it never overstays.
-    pub ttl_remaining_ms: i64,
-    pub locked: bool,
-}
-
-impl LockView {
-    /// The holder token, where this answer carries one (to the holder only).
-    pub fn holder_token(&self) -> Option<&str> {
-        self.token.as_ref().map(HolderToken::expose)
-    }
 }
 
 #[derive(Debug)]
@@ -152,145 +108,19 @@ struct Target {
     object: String,
 }
 
-/// How a conditional write ended, after resolving any doubt by reading back.
-enum Written {
-    /// Our body is what is stored now.
-    Ours,
-    /// Someone else's write came first. Carries what the read-back found, which is a fresh read
-    /// to decide again from (so a lost race costs one read, not two).
-    Lost(Option<Versioned>),
-    /// The store could not say: the write may or may not have landed.
-    Unknown(String),
-}
-
-/// The state a decision is made from.
-struct Basis {
-    state: Option<(LockDocument, Version)>,
-    /// Read from the store for this decision. A basis that is only the cache's hint may be
-    /// stale: a write may follow from it (the store checks the version), but a refusal or a
-    /// no-op answer may not, or a stale hint would refuse a client wrongly.
-    fresh: bool,
-}
-
-/// What a decision function wants done with the lock.
-enum Step {
-    /// Write this document in place of the basis.
-    Write(LockDocument),
-    /// Nothing to write: answer with the basis as it is (a repeated release).
-    Keep,
-}
-
-/// How a decision ended.
-enum Decided {
-    /// The document was written and is now the lock's state.
-    Wrote(LockDocument, TimeWindow),
-    /// Nothing was written; the (fresh) document as read.
-    Kept(LockDocument, TimeWindow),
-}
-
-/// A grant that may land without its caller ever learning its token, and what it takes to free
-/// it if it does.
-struct OrphanWatch {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    waiters: Arc<Waiters>,
-    watchers: Arc<AtomicUsize>,
-    bucket: String,
-    object: String,
-    orphan: LockDocument,
-    /// The version the grant was written against (`None`: written as a create).
-    written_over: Option<Version>,
-}
-
-impl OrphanWatch {
-    /// Watches in the background: keeps reading until the store answers (for a minute at most,
-    /// or the lease if shorter), and releases the lock only while the stored document is still
-    /// byte for byte the orphaned grant.
-    fn spawn(self) {
-        // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
-        // the store when it comes back.
-        if self.watchers.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
-            self.watchers.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(object = %self.object, "too many unsettled grants to watch; this \
-                one, if it landed, stays held until its lease ends");
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.watchers.fetch_sub(1, Ordering::SeqCst);
-            return; // shutting down: nothing left to run the watch on
-        };
-        runtime.spawn(self.watch());
-    }
-
-    async fn watch(self) {
-        let _count = DecrementOnDrop(self.watchers.clone());
-        let ours = self.orphan.to_bytes();
-        let give_up = Instant::now() + StdDuration::from_secs(self.orphan.expire).min(ORPHAN_WATCH);
-        let mut pause = StdDuration::from_millis(100);
-        while Instant::now() < give_up {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(StdDuration::from_secs(5));
-            let stored = match self.store.get(&self.bucket, &self.object).await {
-                Ok(Some(stored)) if stored.body == ours => stored,
-                // Still as it was: the grant may yet land.
-                Ok(stored) if stored.as_ref().map(|s| &s.version) == self.written_over.as_ref() => {
-                    continue
-                }
-                Ok(_) => return, // it can no longer land, or was already replaced
-                Err(_) => continue,
-            };
-            let released = self.orphan.released(self.clock.now().latest).to_bytes();
-            match self
-                .store
-                .put_if_version(&self.bucket, &self.object, released, &stored.version)
-                .await
-            {
-                Ok(_) => {
-                    tracing::warn!(bucket = %self.bucket, object = %self.object,
-                        "released a grant whose caller never learned of it");
-                    self.waiters.wake(&self.bucket, &self.object);
-                    return;
-                }
-                // Re-read: either our release landed unseen, or the document changed.
-                Err(_) => continue,
-            }
-        }
-    }
-}
-
-/// Spawns its watch if dropped while armed: the future doing the write was cancelled.
-struct OrphanGuard(Option<OrphanWatch>);
-
-impl OrphanGuard {
-    fn disarm(mut self) -> Option<OrphanWatch> {
-        self.0.take()
-    }
-}
-
-impl Drop for OrphanGuard {
-    fn drop(&mut self) {
-        if let Some(watch) = self.0.take() {
-            watch.spawn();
-        }
-    }
-}
-
-/// Counts a running task down when it ends, however it ends.
-struct DecrementOnDrop(Arc<AtomicUsize>);
-
-impl Drop for DecrementOnDrop {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        let waiters = Arc::new(Waiters::new(
+            store.clone(),
+            clock.clone(),
+            config.first_poll,
+            config.max_poll,
+        ));
         Self {
             store,
             clock,
             config,
-            waiters: Arc::default(),
+            waiters,
             cache: StateCache::new(cache::DEFAULT_CAPACITY),
             metrics: Metrics::new(),
             health: StoreHealth::default(),
@@ -359,6 +189,18 @@ impl Engine {
         &self.config
     }
 
+    /// Tells `peers` of every lock this engine frees (see [`waiters::PeerNotifier`]).
+    pub fn with_peers(self, peers: Arc<dyn waiters::PeerNotifier>) -> Self {
+        self.waiters.set_peers(peers);
+        self
+    }
+
+    /// A peer freed the lock at `object` in `bucket`: waiters here look at the store now. Only
+    /// a reason to read; the hint itself decides nothing.
+    pub fn peer_hint(&self, bucket: &str, object: &str) {
+        self.waiters.poke(bucket, object);
+    }
+
     /// Locks that have a blocked waiter in this process right now.
     pub fn waited_locks(&self) -> usize {
         self.waiters.waited_locks()
@@ -381,49 +223,8 @@ impl Engine {
         };
         let ttl = self.ttl(req.ttl)?;
         let wait = self.wait(req.wait)?;
-        let deadline = Instant::now() + wait;
-        let mut poll = FIRST_POLL;
-        // Held (and so counted in the waiters gauge) from the first sleep until we return.
-        let mut waiting = None;
-        loop {
-            // Register before trying, so a release between our read and our sleep still wakes us.
-            let registration = self.waiters.register(&target.bucket, &target.object);
-            let notified = registration.notify().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-
-            let err = match self
-                .try_acquire(&target, &owner, req.token.as_ref(), ttl)
-                .await
-            {
-                Ok(view) => return Ok(view),
-                Err(err @ LockError::Held { .. }) => err,
-                Err(other) => return Err(other),
-            };
-            let LockError::Held { expires_at, .. } = &err else {
-                unreachable!()
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.metrics.count(m::CONFLICTS, &[]);
-                return Err(err);
-            }
-            waiting.get_or_insert_with(|| self.metrics.waiting());
-            // Sleep a jittered backoff, but wake for a local release, at the lease's end, or at
-            // the deadline for one last try, whichever comes first.
-            let until_expiry = (*expires_at - self.clock.now().earliest)
-                .to_std()
-                .unwrap_or_default();
-            let jittered = rand::rng().random_range(poll / 2..=poll);
-            // Never below FIRST_POLL: near the lease's end, clock samples that step back could
-            // otherwise make a waiter re-poll at once, round trip after round trip.
-            let nap = jittered.min(until_expiry).max(FIRST_POLL).min(left);
-            poll = (poll * 2).min(MAX_POLL);
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
-        }
+        self.acquire_waiting(&target, &owner, req.token.as_ref(), ttl, wait)
+            .await
     }
 
     async fn try_acquire(
@@ -433,49 +234,29 @@ impl Engine {
         presented: Option<&HolderToken>,
         ttl: u64,
     ) -> Result<LockView, LockError> {
-        // What the last decision was, for the metrics: `Some(takeover)` for a grant to a new
-        // holder (a takeover when the previous lease ran out unreleased), `None` for a refresh.
-        let mut grant: Option<bool> = None;
+        // What the decisions were, for the metrics: a grant, even if refreshed after it landed.
+        let mut grant = None;
+        // The token this acquire may present: the caller's, then that of each grant it writes. A
+        // grant that lands with its lease already used up (a slow write, a wide clock window) is
+        // decided again, and this caller, for whom it was made, refreshes it rather than being
+        // refused as if someone else held the lock. A token of a write that never landed matches
+        // nothing stored, so carrying it forward gives no one anything.
+        let mut mine = presented.cloned();
         let decided = self
             .decide(target, |current, now| {
-                grant = Some(false);
-                let Some(doc) = current else {
-                    return Ok(Step::Write(LockDocument::grant(owner, ttl, now.latest, 1)));
+                let presented = mine.as_ref().map(HolderToken::expose);
+                let (doc, kind) = rules::acquire(current, now, owner, presented, ttl)?;
+                grant = match (grant, kind) {
+                    (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),
+                    _ => Some(kind),
                 };
-                Ok(Step::Write(match doc.holder(now.earliest) {
-                    // A free lock passes to a new holder: the fencing token grows.
-                    None => {
-                        grant = Some(doc.owner.is_some());
-                        doc.granted_over(owner, ttl, now.latest, next_fencing(doc)?)
-                    }
-                    // The seed's reentrant refresh, for the holder only: the same owner name
-                    // *and* its holder token. Owner names are public (every 409 shows them), so
-                    // a refresh by name alone would hand the token to anyone who read one. It
-                    // keeps the token and fencing token, and never shortens the lease: the
-                    // holder may have been told the longer one.
-                    Some(holder)
-                        if holder == owner && holds(doc, presented.map(HolderToken::expose)) =>
-                    {
-                        grant = None;
-                        let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
-                        let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
-                        doc.renewed(ttl.max(left), now.latest)
-                    }
-                    // Anyone else, this owner name without the token among them, and so also a
-                    // lock written by the old Python module (it has no token to present): held
-                    // until it is released or its lease ends.
-                    Some(holder) => {
-                        return Err(LockError::Held {
-                            owner: holder.to_owned(),
-                            expires_at: doc.expires_at(),
-                        })
-                    }
-                }))
+                mine.clone_from(&doc.token);
+                Ok(Verdict::Write(doc))
             })
             .await?;
         match decided {
-            Decided::Wrote(doc, now) => {
-                if let Some(takeover) = grant {
+            Settled::Stored(doc, now) => {
+                if let Some(Grant::NewHolder { takeover }) = grant {
                     self.metrics.count(m::GRANTS, &[]);
                     if takeover {
                         self.metrics.count(m::EXPIRY_TAKEOVERS, &[]);
@@ -483,7 +264,7 @@ impl Engine {
                 }
                 Ok(self.view(target, &doc, now, true))
             }
-            Decided::Kept(..) => unreachable!("acquire always writes or refuses"),
+            Settled::AsRead(..) => unreachable!("acquire always writes or refuses"),
         }
     }
 
@@ -524,26 +305,12 @@ impl Engine {
         let ttl = self.ttl(ttl)?;
         let decided = self
             .decide(&target, |current, now| {
-                let doc = current.ok_or(LockError::NotFound)?;
-                check_holder(doc, token)?;
-                if doc.owner.is_none() {
-                    return Err(LockError::NotHolder(
-                        "the lock was released; acquire it again".into(),
-                    ));
-                }
-                if doc.is_expired(now.earliest) {
-                    // Once a lease has run out another replica may already have judged the lock
-                    // free; renewing then would let the old holder believe it never lost it.
-                    return Err(LockError::NotHolder(
-                        "the lease has expired; acquire the lock again".into(),
-                    ));
-                }
-                Ok(Step::Write(doc.renewed(ttl, now.latest)))
+                rules::renew(current, now, token, ttl).map(Verdict::Write)
             })
             .await?;
         match decided {
-            Decided::Wrote(doc, now) => Ok(self.view(&target, &doc, now, true)),
-            Decided::Kept(..) => unreachable!("renew always writes or refuses"),
+            Settled::Stored(doc, now) => Ok(self.view(&target, &doc, now, true)),
+            Settled::AsRead(..) => unreachable!("renew always writes or refuses"),
         }
     }
 
@@ -557,22 +324,15 @@ impl Engine {
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
         let decided = self
-            .decide(&target, |current, now| {
-                let doc = current.ok_or(LockError::NotFound)?;
-                check_holder(doc, token)?;
-                if doc.owner.is_none() {
-                    return Ok(Step::Keep);
-                }
-                Ok(Step::Write(doc.released(now.latest)))
-            })
+            .decide(&target, |current, now| rules::release(current, now, token))
             .await?;
         match decided {
-            Decided::Wrote(doc, now) => {
+            Settled::Stored(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
-                self.waiters.wake(&target.bucket, &target.object);
+                self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
-            Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
+            Settled::AsRead(doc, now) => Ok(self.view(&target, &doc, now, false)),
         }
     }
 
@@ -592,16 +352,17 @@ impl Engine {
         let mut broken_from: Option<(String, u64)> = None;
         let decided = self
             .decide(&target, |current, now| {
-                let doc = current.ok_or(LockError::NotFound)?;
-                let Some(holder) = doc.holder(now.earliest) else {
-                    return Ok(Step::Keep);
-                };
-                broken_from = Some((holder.to_owned(), doc.fencing_token));
-                Ok(Step::Write(doc.broken(now.latest, next_fencing(doc)?)))
+                Ok(match rules::break_lock(current, now)? {
+                    Some(broken) => {
+                        broken_from = Some((broken.holder, broken.old_fencing_token));
+                        Verdict::Write(broken.doc)
+                    }
+                    None => Verdict::Leave,
+                })
             })
             .await?;
         match decided {
-            Decided::Wrote(doc, now) => {
+            Settled::Stored(doc, now) => {
                 let (holder, old_fencing_token) = broken_from.unwrap_or_default();
                 tracing::warn!(
                     bucket = %target.bucket,
@@ -613,115 +374,10 @@ impl Engine {
                     "lock broken by an admin"
                 );
                 self.metrics.count(m::BREAKS, &[]);
-                self.waiters.wake(&target.bucket, &target.object);
+                self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
-            Decided::Kept(doc, now) => Ok(self.view(&target, &doc, now, false)),
-        }
-    }
-
-    /// Makes one decision on a lock and writes it: from the cached state if this process knows
-    /// one, else from a read; again from a fresh read whenever the write lost (the cache was
-    /// stale or another writer came first) or the decision was a refusal made from the cache.
-    async fn decide<F>(&self, target: &Target, mut decide: F) -> Result<Decided, LockError>
-    where
-        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Step, LockError>,
-    {
-        let mut next = self
-            .cache
-            .get(&target.bucket, &target.object)
-            .map(|known| Basis {
-                state: Some((known.doc, known.version)),
-                fresh: false,
-            });
-        for _ in 0..MAX_DECISIONS {
-            let basis = match next.take() {
-                Some(basis) => basis,
-                None => self.read_fresh(target).await?,
-            };
-            let now = self.clock.now();
-            let step = match decide(basis.state.as_ref().map(|(doc, _)| doc), now) {
-                Ok(step) => step,
-                // Never refuse from a hint: confirm with a read.
-                Err(_) if !basis.fresh => continue,
-                Err(refusal) => return Err(refusal),
-            };
-            let (doc, current) = match (step, basis.state) {
-                // Every write needs a revision of its own (see `LockDocument::revision`).
-                (Step::Write(_), Some((current, _))) if !current.can_grow() => {
-                    return Err(LockError::Unreadable(
-                        "the lock's revision cannot grow any further".into(),
-                    ))
-                }
-                (Step::Write(doc), current) => (doc, current),
-                (Step::Keep, Some((doc, _))) if basis.fresh => return Ok(Decided::Kept(doc, now)),
-                // A no-op answer from a hint could be stale too: confirm with a read.
-                (Step::Keep, _) => continue,
-            };
-            let (current_token, expected) = match current {
-                Some((current, version)) => (current.token, Some(version)),
-                None => (None, None),
-            };
-            // A new grant whose outcome the caller might never learn (the store's answer is
-            // lost, or this request is cancelled mid-write: a client disconnect, the request
-            // timeout) is watched and freed if it lands. Renew, release and a refresh keep the
-            // holder's own token, which the holder still has.
-            let guard = OrphanGuard(
-                (doc.owner.is_some() && doc.token != current_token)
-                    .then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
-            );
-            let written = self.write(target, &doc, expected.as_ref()).await;
-            let watch = guard.disarm();
-            let written = match written {
-                Ok(written) => written,
-                Err(e) => {
-                    // Even a plain refusal may follow a write that landed (an SDK retry of a
-                    // write whose first answer was lost, answered 403 or 400): a grant nobody
-                    // knows of would stay held until its lease ends, so watch it as well.
-                    if let Some(watch) = watch {
-                        watch.spawn();
-                    }
-                    return Err(e);
-                }
-            };
-            match written {
-                Written::Ours => {
-                    // Judge the new lease on the clock as it is now that the write is known to
-                    // have landed: a slow write (retries, a read-back) may have used it up.
-                    let after = self.clock.now();
-                    if doc.owner.is_some() && after.latest >= doc.expires_at() {
-                        next = None;
-                        continue;
-                    }
-                    return Ok(Decided::Wrote(doc, after));
-                }
-                Written::Lost(seen) => next = Some(self.fresh_basis(target, seen)?),
-                Written::Unknown(why) => {
-                    if let Some(watch) = watch {
-                        watch.spawn();
-                    }
-                    return Err(LockError::StoreUnavailable(why));
-                }
-            }
-        }
-        Err(LockError::Contended)
-    }
-
-    fn orphan_watch(
-        &self,
-        target: &Target,
-        orphan: LockDocument,
-        written_over: Option<Version>,
-    ) -> OrphanWatch {
-        OrphanWatch {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            waiters: self.waiters.clone(),
-            watchers: self.orphan_watchers.clone(),
-            bucket: target.bucket.clone(),
-            object: target.object.clone(),
-            orphan,
-            written_over,
+            Settled::AsRead(doc, now) => Ok(self.view(&target, &doc, now, false)),
         }
     }
 
@@ -741,6 +397,53 @@ impl Engine {
         // Status always reads the store (it is what a client asks for), and refreshes the hint.
         let doc = self.read_fresh(&target).await?.state.map(|(doc, _)| doc);
         Ok(self.status_view(&target, doc, expect_owner))
+    }
+
+    /// A blocking query: the lock's view as soon as its `index` is no longer `index` (at once if
+    /// it already differs), or when `wait` seconds have passed (default 30). Served by the lock's
+    /// one watcher in this process, so watching clients add no store reads of their own.
+    #[tracing::instrument(skip(self))]
+    pub async fn watch(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        expect_owner: Option<&str>,
+        index: Option<u64>,
+        wait: Option<f64>,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        let default_wait = self.config.max_wait.as_secs_f64().min(30.0);
+        let wait = self.wait(Some(wait.unwrap_or(default_wait)))?;
+        let current = self.status(bucket, key, expect_owner).await?;
+        let Some(index) = index else {
+            return Ok(current);
+        };
+        if current.index != index || wait.is_zero() {
+            return Ok(current);
+        }
+        let mut watching = self.waiters.watch(&target.bucket, &target.object);
+        let changed = tokio::time::timeout(wait, async {
+            loop {
+                if watching.seen.changed().await.is_err() {
+                    return None; // the watcher ended: answer with what is known
+                }
+                let seen = watching.seen.borrow_and_update().clone();
+                if seen.as_ref().map_or(0, |d| d.revision) != index {
+                    return Some(seen);
+                }
+            }
+        })
+        .await;
+        match changed {
+            Ok(Some(doc)) => Ok(self.status_view(&target, doc, expect_owner)),
+            // Timed out: the same index, judged at this moment (the lease may have run out).
+            _ => match watching.seen.borrow().clone() {
+                Some(doc) if doc.revision == index => {
+                    Ok(self.status_view(&target, Some(doc), expect_owner))
+                }
+                _ => Ok(current),
+            },
+        }
     }
 
     /// Every lock whose key starts with `prefix`, without tokens. Objects under the lock prefix
@@ -807,6 +510,7 @@ impl Engine {
                 expires_at: None,
                 ttl_remaining_ms: 0,
                 locked: false,
+                index: 0,
             };
         };
         let mut view = self.view(target, &doc, now, false);
@@ -833,147 +537,8 @@ impl Engine {
             expires_at,
             ttl_remaining_ms,
             locked: held,
+            index: doc.revision,
         }
-    }
-
-    /// Reads the lock from the store for a decision, and remembers what it found.
-    async fn read_fresh(&self, target: &Target) -> Result<Basis, LockError> {
-        let seen = self
-            .get(&target.bucket, &target.object)
-            .await
-            .map_err(|e| {
-                self.cache.forget(&target.bucket, &target.object);
-                store_error(e)
-            })?;
-        self.fresh_basis(target, seen)
-    }
-
-    /// Parses what was just read from the store and remembers it.
-    fn fresh_basis(&self, target: &Target, seen: Option<Versioned>) -> Result<Basis, LockError> {
-        let Some(found) = seen else {
-            self.cache.forget(&target.bucket, &target.object);
-            return Ok(Basis {
-                state: None,
-                fresh: true,
-            });
-        };
-        let doc = LockDocument::from_bytes(&found.body).map_err(|e| {
-            self.cache.forget(&target.bucket, &target.object);
-            LockError::Unreadable(e.to_string())
-        })?;
-        self.cache
-            .remember(&target.bucket, &target.object, &doc, &found.version);
-        Ok(Basis {
-            state: Some((doc, found.version)),
-            fresh: true,
-        })
-    }
-
-    /// Reads and parses the lock document with its version, leaving the cache alone (a list of
-    /// many locks should not push out the states of the locks this process works with).
-    async fn read(&self, target: &Target) -> Result<Option<(LockDocument, Version)>, LockError> {
-        let Some(found) = self
-            .get(&target.bucket, &target.object)
-            .await
-            .map_err(store_error)?
-        else {
-            return Ok(None);
-        };
-        let doc = LockDocument::from_bytes(&found.body)
-            .map_err(|e| LockError::Unreadable(e.to_string()))?;
-        Ok(Some((doc, found.version)))
-    }
-
-    /// Writes `doc` if the object is still at `expected` (or still absent for `None`).
-    ///
-    /// A failed precondition or a store error does not prove the write did not land: a response
-    /// can be lost after the store applied it, and the SDK's retry of our own successful write
-    /// then fails its precondition. So both are resolved by reading back: if the stored body is
-    /// ours byte for byte (unique: it carries a fresh token or a microsecond timestamp), we won.
-    async fn write(
-        &self,
-        target: &Target,
-        doc: &LockDocument,
-        expected: Option<&Version>,
-    ) -> Result<Written, LockError> {
-        let body = doc.to_bytes();
-        let (bucket, object) = (&target.bucket, &target.object);
-        let outcome = match expected {
-            None => self.store.put_if_absent(bucket, object, body.clone()).await,
-            Some(v) => {
-                self.store
-                    .put_if_version(bucket, object, body.clone(), v)
-                    .await
-            }
-        };
-        self.health.record(&outcome);
-        let doubt = match outcome {
-            Ok(version) => {
-                self.cache.remember(bucket, object, doc, &version);
-                return Ok(Written::Ours);
-            }
-            Err(StoreError::PreconditionFailed) => None,
-            Err(StoreError::Unavailable(why)) => Some(why),
-            Err(other) => {
-                self.cache.forget(bucket, object);
-                return Err(store_error(other));
-            }
-        };
-        let written = self.read_back(target, doc, &body, expected, doubt).await;
-        if matches!(written, Written::Unknown(_)) {
-            self.cache.forget(bucket, object);
-        }
-        Ok(written)
-    }
-
-    /// Settles a write that failed its precondition (`doubt` is `None`) or whose answer never
-    /// came (`doubt` is the error).
-    ///
-    /// Our body stored → we won. Otherwise, after a failed precondition the condition is false
-    /// for good (a version is never reused, as every body is unique), so no late copy of our
-    /// write can land: we lost. But after a timeout, our write may still be on its way: only if
-    /// the object has moved past the version we wrote against can we be sure it never lands.
-    async fn read_back(
-        &self,
-        target: &Target,
-        doc: &LockDocument,
-        ours: &Bytes,
-        expected: Option<&Version>,
-        doubt: Option<String>,
-    ) -> Written {
-        let in_flight = doubt.is_some();
-        let mut last_error = doubt.unwrap_or_default();
-        for attempt in 0..READ_BACK_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
-            }
-            match self.get(&target.bucket, &target.object).await {
-                Ok(Some(stored)) if stored.body == *ours => {
-                    self.cache
-                        .remember(&target.bucket, &target.object, doc, &stored.version);
-                    return Written::Ours;
-                }
-                Ok(stored) => {
-                    let unchanged = stored.as_ref().map(|s| &s.version) == expected;
-                    if in_flight && unchanged {
-                        last_error = "the write timed out and has not landed (yet)".into();
-                        break;
-                    }
-                    return Written::Lost(stored);
-                }
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        tracing::warn!(key = %target.key, error = %last_error,
-            "a lock write's outcome is unknown and the store cannot be read back");
-        Written::Unknown(last_error)
-    }
-
-    /// A store read, noted for readiness.
-    async fn get(&self, bucket: &str, object: &str) -> Result<Option<Versioned>, StoreError> {
-        let found = self.store.get(bucket, object).await;
-        self.health.record(&found);
-        found
     }
 
     fn target(&self, bucket: Option<&str>, key: &str) -> Result<Target, LockError> {
@@ -1025,34 +590,7 @@ impl Engine {
     }
 }
 
-/// The next holder's fencing token. It must grow, so a stored token at the top of the range (a
-/// corrupt or hostile document) refuses the grant rather than wrapping around to 0.
-fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
-    doc.fencing_token
-        .checked_add(1)
-        .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
-}
-
-/// Whether `presented` is this document's holder token.
-fn holds(doc: &LockDocument, presented: Option<&str>) -> bool {
-    match (&doc.token, presented) {
-        (Some(token), Some(presented)) => token.matches(presented),
-        _ => false,
-    }
-}
-
-fn check_holder(doc: &LockDocument, token: &str) -> Result<(), LockError> {
-    if holds(doc, Some(token)) {
-        Ok(())
-    } else {
-        Err(LockError::NotHolder(
-            "the token does not hold this lock (it never did, or the lock has passed to another holder)"
-                .into(),
-        ))
-    }
-}
-
-fn store_error(e: StoreError) -> LockError {
+pub(crate) fn store_error(e: StoreError) -> LockError {
     match e {
         StoreError::Unavailable(why) => LockError::StoreUnavailable(why),
         // A failed precondition on a read or a list is not something a store should say; treat

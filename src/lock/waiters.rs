@@ -1,107 +1,352 @@
-//! Local hand-off: a release through this process wakes this process's waiters on that lock at
-//! once, so a hand-off between two clients of one replica costs no polling delay. Waiters on
-//! other replicas still find out by polling with backoff.
+//! Waiting for a held lock, at scale: one store watcher per lock per replica.
+//!
+//! However many requests wait on a lock in this process (blocked acquires, and clients watching
+//! it for a change), one task reads that lock from the store, with backoff and jitter, and
+//! publishes what it saw. Blocked acquirers queue in arrival order; when the lock is seen free,
+//! only the first is told to try (no thundering herd), and the next only once that one has
+//! left the queue without the lock.
+//!
+//! The watcher also learns without reading: a write by this process publishes its result
+//! ([`Waiters::observed`]), so a release hands the lock to a local waiter at once and a watch
+//! sees the change with no store read; and a peer replica's hint ([`Waiters::poke`]) makes it
+//! read now instead of at its next poll. With peers configured, every lock this process frees
+//! is announced to them ([`PeerNotifier`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+
+use super::document::LockDocument;
+use crate::clock::Clock;
+use crate::store::Store;
 
 type Slot = (String, String);
 
-#[derive(Debug, Default)]
-pub struct Waiters {
-    /// One `Notify` per (bucket, object key) that somebody is waiting on. Entries are removed when
-    /// the last waiter leaves, so the map holds only locks with waiters right now.
-    slots: Mutex<HashMap<Slot, Arc<Notify>>>,
+/// Told when this process frees a lock, so that other replicas' waiters look at once. What it
+/// sends is a hint to read the store, never the lock's state.
+pub trait PeerNotifier: Send + Sync + std::fmt::Debug {
+    fn lock_freed(&self, bucket: &str, object: &str);
 }
 
-/// A waiter's registration; dropping it unregisters.
+/// What a lock's watcher last knew of it: `None` for a lock that does not exist (or was never
+/// read yet), else the document.
+pub type Seen = Option<LockDocument>;
+
+#[derive(Debug)]
+pub struct Waiters {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    first_poll: Duration,
+    max_poll: Duration,
+    /// The locks somebody waits on or watches in this process right now. An entry goes when its
+    /// last user leaves (counted under this mutex, so joins and leaves never race).
+    keys: Mutex<HashMap<Slot, Arc<KeyWatch>>>,
+    /// Set once at start when the replica has peers.
+    peers: OnceLock<Arc<dyn PeerNotifier>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct KeyWatch {
+    /// Blocked acquirers in arrival order: (registration id, its turn signal).
+    queue: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+    /// Waiters and watch clients now; guarded by the map's mutex.
+    users: Mutex<usize>,
+    /// The latest state known, for watch clients.
+    seen: watch::Sender<Seen>,
+    /// A reason to read the store now (a peer's hint, a waiter that gave up its turn).
+    poke: Notify,
+    /// Set when the last user left: the watcher task ends.
+    closed: AtomicBool,
+}
+
+impl KeyWatch {
+    /// Tells the first waiter in line that the lock looks free. `notify_one` keeps the signal
+    /// if that waiter is not listening yet, so it is never lost.
+    fn wake_first(&self) {
+        if let Some((_, turn)) = self.queue.lock().expect("queue mutex poisoned").front() {
+            turn.notify_one();
+        }
+    }
+
+    fn publish(&self, doc: Seen) {
+        self.seen.send_if_modified(|current| {
+            let changed = *current != doc;
+            *current = doc;
+            changed
+        });
+    }
+}
+
+/// A blocked acquirer's place in line; leaving the line without the lock (dropping this) passes
+/// the turn on.
 pub struct Registration<'a> {
     waiters: &'a Waiters,
     slot: Slot,
-    /// `None` only while being dropped: the reference is given up under the map's mutex, so
-    /// that whoever takes the mutex next counts the references that are really left.
-    notify: Option<Arc<Notify>>,
+    watch: Arc<KeyWatch>,
+    id: u64,
+    turn: Arc<Notify>,
+    granted: bool,
 }
 
 impl Registration<'_> {
-    pub fn notify(&self) -> &Notify {
-        self.notify.as_ref().expect("taken only on drop")
-    }
-}
-
-impl Waiters {
-    pub fn register(&self, bucket: &str, key: &str) -> Registration<'_> {
-        let slot = (bucket.to_owned(), key.to_owned());
-        let notify = self
-            .slots()
-            .entry(slot.clone())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
-        Registration {
-            waiters: self,
-            slot,
-            notify: Some(notify),
-        }
+    /// Completes when it is this waiter's turn to try (the lock looked free).
+    pub async fn turn(&self) {
+        self.turn.notified().await
     }
 
-    /// Wakes every waiter of this lock in this process.
-    pub fn wake(&self, bucket: &str, key: &str) {
-        // Notify under the map's mutex without cloning the Arc: a clone held outside it would
-        // make a concurrently leaving last waiter think others remain, and leak its entry.
-        if let Some(notify) = self.slots().get(&(bucket.to_owned(), key.to_owned())) {
-            notify.notify_waiters();
-        }
-    }
-
-    /// How many locks have at least one waiter here.
-    pub fn waited_locks(&self) -> usize {
-        self.slots().len()
-    }
-
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<Notify>>> {
-        self.slots.lock().expect("waiters mutex poisoned")
+    /// This waiter got the lock: it leaves the line without waking the next one (the lock is
+    /// held again, so the next one's turn comes when it is freed).
+    pub fn granted(mut self) {
+        self.granted = true;
     }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        let mut slots = self.waiters.slots();
-        // Our reference goes first, under the mutex: two waiters leaving at once then see 3 and
-        // 2 references rather than both seeing 3 (and neither removing the entry, forever).
-        drop(self.notify.take());
-        if slots
-            .get(&self.slot)
-            .is_some_and(|n| Arc::strong_count(n) == 1)
-        {
-            slots.remove(&self.slot);
+        let was_first = {
+            let mut queue = self.watch.queue.lock().expect("queue mutex poisoned");
+            let was_first = queue.front().is_some_and(|(id, _)| *id == self.id);
+            queue.retain(|(id, _)| *id != self.id);
+            was_first
+        };
+        if was_first && !self.granted {
+            // It may have been handed a turn it did not use: let the watcher look again and
+            // hand it on.
+            self.watch.poke.notify_one();
         }
+        self.waiters.leave(&self.slot);
+    }
+}
+
+/// A watch client's interest in a lock; dropping it leaves.
+pub struct Watching<'a> {
+    waiters: &'a Waiters,
+    slot: Slot,
+    pub seen: watch::Receiver<Seen>,
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.waiters.leave(&self.slot);
+    }
+}
+
+impl Waiters {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        first_poll: Duration,
+        max_poll: Duration,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            first_poll,
+            max_poll,
+            keys: Mutex::default(),
+            peers: OnceLock::new(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_peers(&self, peers: Arc<dyn PeerNotifier>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Joins the line of blocked acquirers of a lock (starting its watcher if it has none).
+    pub fn register(&self, bucket: &str, object: &str) -> Registration<'_> {
+        let slot = (bucket.to_owned(), object.to_owned());
+        let watch = self.join(&slot);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let turn = Arc::new(Notify::new());
+        watch
+            .queue
+            .lock()
+            .expect("queue mutex poisoned")
+            .push_back((id, turn.clone()));
+        // The watcher may have seen the lock free before we queued: have it look again.
+        watch.poke.notify_one();
+        Registration {
+            waiters: self,
+            slot,
+            watch,
+            id,
+            turn,
+            granted: false,
+        }
+    }
+
+    /// Follows a lock's state as this process's watcher sees it.
+    pub fn watch(&self, bucket: &str, object: &str) -> Watching<'_> {
+        let slot = (bucket.to_owned(), object.to_owned());
+        let watch = self.join(&slot);
+        Watching {
+            waiters: self,
+            slot,
+            seen: watch.seen.subscribe(),
+        }
+    }
+
+    /// This process wrote `doc` as the lock's state: watch clients see it, and if it frees the
+    /// lock, the first local waiter is told at once (no read: the state is known).
+    pub fn observed(&self, bucket: &str, object: &str, doc: &LockDocument) {
+        let slot = (bucket.to_owned(), object.to_owned());
+        let Some(watch) = self.keys().get(&slot).cloned() else {
+            return;
+        };
+        watch.publish(Some(doc.clone()));
+        if doc.holder(self.clock.now().earliest).is_none() {
+            watch.wake_first();
+        }
+    }
+
+    /// This process freed the lock: the peers are told (its own waiters learn it from
+    /// [`Waiters::observed`], as of every write).
+    pub fn freed(&self, bucket: &str, object: &str) {
+        if let Some(peers) = self.peers.get() {
+            peers.lock_freed(bucket, object);
+        }
+    }
+
+    /// A reason to read the lock now (a peer's hint). Nothing happens if nobody here waits.
+    pub fn poke(&self, bucket: &str, object: &str) {
+        if let Some(watch) = self.keys().get(&(bucket.to_owned(), object.to_owned())) {
+            watch.poke.notify_one();
+        }
+    }
+
+    /// How many locks have a waiter or a watch client here (and so a watcher task).
+    pub fn waited_locks(&self) -> usize {
+        self.keys().len()
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<KeyWatch>>> {
+        self.keys.lock().expect("waiters mutex poisoned")
+    }
+
+    fn join(&self, slot: &Slot) -> Arc<KeyWatch> {
+        let mut keys = self.keys();
+        if let Some(watch) = keys.get(slot) {
+            *watch.users.lock().expect("users mutex poisoned") += 1;
+            return watch.clone();
+        }
+        let watch = Arc::new(KeyWatch {
+            queue: Mutex::default(),
+            users: Mutex::new(1),
+            seen: watch::Sender::new(None),
+            poke: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        keys.insert(slot.clone(), watch.clone());
+        drop(keys);
+        self.spawn_watcher(slot.clone(), watch.clone());
+        watch
+    }
+
+    fn leave(&self, slot: &Slot) {
+        let mut keys = self.keys();
+        let Some(watch) = keys.get(slot) else {
+            return;
+        };
+        let mut users = watch.users.lock().expect("users mutex poisoned");
+        *users -= 1;
+        if *users == 0 {
+            drop(users);
+            let watch = keys.remove(slot).expect("present above");
+            watch.closed.store(true, Ordering::SeqCst);
+            watch.poke.notify_one();
+        }
+    }
+
+    fn spawn_watcher(&self, slot: Slot, watch: Arc<KeyWatch>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down
+        };
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let (first_poll, max_poll) = (self.first_poll, self.max_poll);
+        runtime.spawn(async move {
+            let (bucket, object) = slot;
+            let mut poll = first_poll;
+            while !watch.closed.load(Ordering::SeqCst) {
+                let mut nap = poll;
+                match store.get(&bucket, &object).await {
+                    Ok(found) => {
+                        let doc = found.and_then(|f| LockDocument::from_bytes(&f.body).ok());
+                        let now = clock.now();
+                        let held_until = doc
+                            .as_ref()
+                            .filter(|d| d.holder(now.earliest).is_some())
+                            .map(LockDocument::expires_at);
+                        watch.publish(doc);
+                        match held_until {
+                            None => {
+                                watch.wake_first();
+                                poll = first_poll;
+                            }
+                            // Look again when the lease ends, if that comes before the poll.
+                            Some(end) => {
+                                let left = (end - now.earliest).to_std().unwrap_or_default();
+                                nap = nap.min(left);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(%object, error = %e, "a lock watcher's read failed"),
+                }
+                // Full jitter, so watchers on many replicas do not poll in step, but never
+                // below the first poll: near a lease's end, clock samples that step back could
+                // otherwise make a watcher re-read at once, round trip after round trip.
+                let jittered = rand::rng().random_range(nap / 2..=nap).max(first_poll);
+                poll = (poll * 2).min(max_poll);
+                tokio::select! {
+                    _ = watch.poke.notified() => poll = first_poll,
+                    _ = tokio::time::sleep(jittered) => {}
+                }
+            }
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::memory::MemoryStore;
+
+    fn waiters() -> Waiters {
+        Waiters::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(SystemClock),
+            Duration::from_millis(25),
+            Duration::from_secs(1),
+        )
+    }
 
     #[test]
     fn two_waiters_of_a_one_off_key_leaving_at_once_leave_no_entry_behind() {
-        let waiters = Waiters::default();
-        let both_registered = std::sync::Barrier::new(2);
-        std::thread::scope(|s| {
-            for _ in 0..2 {
-                let (waiters, both_registered) = (&waiters, &both_registered);
-                s.spawn(move || {
+        let waiters = Arc::new(waiters());
+        let both_registered = Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (waiters, both_registered) = (waiters.clone(), both_registered.clone());
+                std::thread::spawn(move || {
                     // Every key is used by these two waiters once and never again, as with
                     // one-off keys: nothing later would clean up an entry they left behind.
-                    for i in 0..100_000 {
+                    for i in 0..20_000 {
                         let r = waiters.register("b", &format!("once-{i}"));
                         both_registered.wait();
                         drop(r);
                     }
-                });
-            }
-        });
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
         assert_eq!(waiters.waited_locks(), 0);
     }
 }

@@ -109,6 +109,51 @@ async fn each_client_subcommand_exits_with_the_code_of_its_outcome() {
 }
 
 #[tokio::test]
+async fn healthcheck_exits_0_when_the_server_on_the_listen_address_answers_and_1_otherwise() {
+    // /healthz stays open on a server with auth, so the check needs no token.
+    let app = TestApp::memory_with_auth(&tokens_file()).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let port = addr.rsplit(':').next().unwrap();
+    // The image sets S3LOCK_LISTEN=0.0.0.0:8080: the check asks loopback on that port.
+    for listen in [addr.clone(), format!("0.0.0.0:{port}")] {
+        let up = cli("", &["healthcheck"], &[("S3LOCK_LISTEN", &listen)]).await;
+        assert_eq!(code(&up), 0, "{listen}: {up:?}");
+    }
+
+    let down = crate::helpers::support::closed_url();
+    let down = down.trim_start_matches("http://");
+    let refused = cli("", &["healthcheck", "--listen", down], &[]).await;
+    assert_eq!(code(&refused), 1, "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("http://{down}/healthz")),
+        "{stderr}"
+    );
+
+    // Something answers, but not 2xx.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sick = listener.local_addr().unwrap().to_string();
+    let responder = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf).await.unwrap();
+        conn.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    });
+    let unhealthy = cli("", &["healthcheck", "--listen", &sick], &[]).await;
+    assert_eq!(code(&unhealthy), 1, "{unhealthy:?}");
+    assert!(
+        String::from_utf8_lossy(&unhealthy.stderr).contains("503"),
+        "{unhealthy:?}"
+    );
+    responder.await.unwrap();
+}
+
+#[tokio::test]
 async fn the_cli_sends_the_auth_token_and_a_refused_one_exits_5() {
     let app = TestApp::memory_with_auth(&tokens_file()).await;
     let url = app.base.as_str();
@@ -345,6 +390,43 @@ async fn the_server_logs_one_json_object_per_line_with_log_format_json() {
     assert_eq!(line["level"], "INFO", "{line}");
     assert!(line["message"].is_string(), "{line}");
     server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_server_writes_no_colour_codes_when_its_stdout_is_not_a_terminal() {
+    // As under `docker compose logs` or `serve > file`: a pipe, not a terminal.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = tokio::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env_remove("S3LOCK_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("s3lock is serving"))
+    {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a log line in time")
+            .unwrap()
+            .unwrap_or_else(|| panic!("stdout closed before the serving line: {seen:?}"));
+        seen.push(line);
+    }
+    server.kill().await.unwrap();
+    for line in &seen {
+        assert!(!line.contains('\u{1b}'), "an escape code in {line:?}");
+    }
+    assert!(
+        seen.iter().any(|l| l.contains(" INFO s3lock is serving")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]

@@ -407,7 +407,7 @@ async fn a_replica_whose_clock_runs_30_s_ahead_never_takes_a_lock_over_early() {
 /// A replica started on an S3 store reached at `endpoint`, as `s3lock serve` would start it.
 async fn start_serving_via(endpoint: &str, bucket: &str) -> Result<(), String> {
     use clap::Parser;
-    let cli = s3lock::config::Cli::try_parse_from([
+    let cli = s3lock::cli::Cli::try_parse_from([
         "s3lock",
         "serve",
         "--store",
@@ -419,7 +419,7 @@ async fn start_serving_via(endpoint: &str, bucket: &str) -> Result<(), String> {
         "--s3-path-style",
     ])
     .unwrap();
-    let s3lock::config::Command::Serve(args) = cli.command else {
+    let s3lock::cli::Command::Serve(args) = cli.command else {
         unreachable!()
     };
     let config = args.validate().unwrap();

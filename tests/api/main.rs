@@ -11,6 +11,7 @@ mod contention;
 mod faults;
 mod helpers;
 mod operations;
+mod peers;
 mod round_trips;
 mod routes;
 mod s3;

@@ -1,0 +1,72 @@
+"""Python client for s3lock: typed calls, self-renewing leases, and a drop-in for ``aws_s3_lock``.
+
+- :class:`Client`: one method per route (acquire, renew, release, status, list, break_lock).
+- ``with client.lock(key, ttl=60) as lease``: a :class:`ManagedLease`, renewed in the background,
+  marked lost before it can end.
+- :mod:`s3lock_client.aws_s3_lock`: the old ``aws_s3_lock`` module's API over the service.
+- :mod:`s3lock_client.errors`: one exception class per problem type.
+"""
+
+from .client import DEFAULT_URL, Client
+from .errors import (
+    BodyTooLarge,
+    BucketNotAllowed,
+    ConnectionFailed,
+    Contended,
+    Forbidden,
+    InvalidInput,
+    LeaseLost,
+    LockHeld,
+    LockNotFound,
+    LockUnreadable,
+    MalformedBody,
+    MethodNotAllowed,
+    NotHolder,
+    NotReady,
+    ProblemError,
+    RouteNotFound,
+    S3LockError,
+    ServerTimeout,
+    ServiceUnavailable,
+    StoreError,
+    StoreUnavailable,
+    Unauthorized,
+    UnexpectedResponse,
+    UnsupportedMediaType,
+)
+from .lease import ManagedLease
+from .models import Lease, LockView
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_URL",
+    "BodyTooLarge",
+    "BucketNotAllowed",
+    "Client",
+    "ConnectionFailed",
+    "Contended",
+    "Forbidden",
+    "InvalidInput",
+    "Lease",
+    "LeaseLost",
+    "LockHeld",
+    "LockNotFound",
+    "LockUnreadable",
+    "LockView",
+    "MalformedBody",
+    "ManagedLease",
+    "MethodNotAllowed",
+    "NotHolder",
+    "NotReady",
+    "ProblemError",
+    "RouteNotFound",
+    "S3LockError",
+    "ServerTimeout",
+    "ServiceUnavailable",
+    "StoreError",
+    "StoreUnavailable",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "UnsupportedMediaType",
+]

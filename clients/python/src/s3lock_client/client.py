@@ -1,0 +1,316 @@
+"""The client: one method per route, typed answers, typed errors, 503 retries within a deadline."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+import urllib.parse
+from typing import Any, Callable, Dict, List, Optional
+
+from ._http import Response, Transport
+from .errors import (
+    ConnectionFailed,
+    ProblemError,
+    ServiceUnavailable,
+    UnexpectedResponse,
+    problem_from_body,
+)
+from .lease import LostCallback, ManagedLease
+from .models import Lease, LockView
+
+__all__ = ["Client", "DEFAULT_URL"]
+
+#: What the CLI uses when neither ``url`` nor ``S3LOCK_URL`` is given.
+DEFAULT_URL = "http://127.0.0.1:8080"
+_USER_AGENT = "s3lock-client-python/0.1.0"
+
+
+def _quote_key(key: str) -> str:
+    # "/" separates a key's segments in the route; each segment is escaped on its own.
+    return "/".join(urllib.parse.quote(segment, safe="") for segment in key.split("/"))
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Client:
+    """A client of one s3lock server. Thread-safe: each thread keeps its own keep-alive
+    connection.
+
+    ``url`` and ``auth_token`` default to ``S3LOCK_URL`` and ``S3LOCK_AUTH_TOKEN``, as the CLI's
+    do. ``bucket`` selects ``/buckets/{bucket}/...`` (the server's default bucket when ``None``).
+    ``timeout`` is the deadline of one call in seconds (an acquire's ``wait`` is added to it):
+    within it, a 503 answer with ``Retry-After`` is tried again; past it, the error is raised.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        auth_token: Optional[str] = None,
+        timeout: float = 30.0,
+        *,
+        bucket: Optional[str] = None,
+    ) -> None:
+        self.url = url or os.environ.get("S3LOCK_URL") or DEFAULT_URL
+        token = auth_token if auth_token is not None else os.environ.get("S3LOCK_AUTH_TOKEN")
+        # The bearer credential; kept out of repr and never put in an error message.
+        self._auth_token = token or None
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = float(timeout)
+        self.bucket = bucket
+        self._transport = Transport(self.url)
+
+    def __repr__(self) -> str:
+        auth = ", auth_token=<set>" if self._auth_token else ""
+        bucket = f", bucket={self.bucket!r}" if self.bucket else ""
+        return f"Client(url={self.url!r}{bucket}{auth})"
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes every keep-alive connection (the client stays usable: it reconnects)."""
+        self._transport.close()
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        key: str,
+        owner: Optional[str] = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        *,
+        token: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> Lease:
+        """Takes the lock (or, given the current holder ``token``, refreshes it).
+
+        ``owner`` defaults to a random name chosen by the server; ``ttl`` to the server's
+        default lease; ``wait`` (seconds) is how long the server may wait for a held lock to come
+        free. Raises :class:`LockHeld` if another owner still holds it after ``wait``.
+        """
+        wait_s = float(wait) if wait is not None else 0.0
+        start = time.monotonic()
+
+        def body() -> Dict[str, Any]:
+            b: Dict[str, Any] = {}
+            if owner is not None:
+                b["owner"] = owner
+            if token is not None:
+                b["token"] = token
+            if ttl is not None:
+                b["ttl"] = ttl
+            if wait is not None:
+                # After a retried 503, only what is left of the wait (the server judges the rest).
+                left = start + wait_s - time.monotonic()
+                b["wait"] = wait if wait_s <= 0 or left >= wait_s else round(max(0.0, left), 3)
+            return b
+
+        answer, sent_at = self._call(
+            "POST", self._lock_path(key, "acquire"), body, timeout, extra=max(0.0, wait_s)
+        )
+        return Lease.from_json_sent(answer, sent_at)
+
+    def renew(
+        self,
+        key: str,
+        token: str,
+        ttl: Optional[int] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> Lease:
+        """Restarts the lease at ``ttl`` seconds from now (the server's default when ``None``,
+        not the previous length). Raises :class:`NotHolder` if ``token`` no longer holds it."""
+        b: Dict[str, Any] = {"token": token}
+        if ttl is not None:
+            b["ttl"] = ttl
+        answer, sent_at = self._call("POST", self._lock_path(key, "renew"), lambda: b, timeout)
+        return Lease.from_json_sent(answer, sent_at)
+
+    def release(self, key: str, token: str, *, timeout: Optional[float] = None) -> LockView:
+        """Releases the lock. Releasing again with the same token is a no-op."""
+        answer, _ = self._call(
+            "POST", self._lock_path(key, "release"), lambda: {"token": token}, timeout
+        )
+        return LockView.from_json(answer)
+
+    def status(
+        self, key: str, owner: Optional[str] = None, *, timeout: Optional[float] = None
+    ) -> LockView:
+        """The lock as it is now. With ``owner``, ``locked`` is from that owner's point of view
+        (``False`` when ``owner`` is the holder), as the old module's ``is_locked``."""
+        query = "" if owner is None else "?" + urllib.parse.urlencode({"owner": owner})
+        answer, _ = self._call("GET", self._lock_path(key) + query, None, timeout)
+        return LockView.from_json(answer)
+
+    def list(self, prefix: str = "", *, timeout: Optional[float] = None) -> List[LockView]:
+        """Every lock whose key starts with ``prefix``."""
+        query = "?" + urllib.parse.urlencode({"prefix": prefix}) if prefix else ""
+        answer, _ = self._call("GET", self._bucket_path() + "/locks" + query, None, timeout)
+        locks = answer.get("locks") if isinstance(answer, dict) else None
+        if not isinstance(locks, list):
+            raise UnexpectedResponse(200, "a listing without a 'locks' array")
+        return [LockView.from_json(v) for v in locks]
+
+    def break_lock(
+        self, key: str, reason: Optional[str] = None, *, timeout: Optional[float] = None
+    ) -> LockView:
+        """Takes the lock away from its holder (admin auth tokens only)."""
+        b: Dict[str, Any] = {} if reason is None else {"reason": reason}
+        answer, _ = self._call("POST", self._lock_path(key, "break"), lambda: b, timeout)
+        return LockView.from_json(answer)
+
+    def healthy(self, *, timeout: Optional[float] = None) -> bool:
+        """``GET /healthz``: the server process answers."""
+        answer, _ = self._call("GET", "/healthz", None, timeout)
+        return isinstance(answer, dict) and answer.get("status") == "ok"
+
+    def ready(self, *, timeout: Optional[float] = None) -> bool:
+        """``GET /readyz``: True when the store answers; raises :class:`NotReady` otherwise (after
+        retrying within the deadline)."""
+        answer, _ = self._call("GET", "/readyz", None, timeout)
+        return isinstance(answer, dict) and answer.get("status") == "ready"
+
+    def lock(
+        self,
+        key: str,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        *,
+        owner: Optional[str] = None,
+        on_lost: Optional[LostCallback] = None,
+    ) -> ManagedLease:
+        """A lease that renews itself, for ``with``::
+
+            with client.lock("jobs/nightly-etl", ttl=60, wait=10) as lease:
+                write(data, fence=lease.fencing_token)
+                lease.check()  # raises LeaseLost once the lease is no longer certainly held
+
+        The lock is acquired on entering the block, renewed in the background every third of
+        the lease (counted from when each renewal was sent), and released on leaving it (also
+        on an exception). See :class:`ManagedLease`.
+        """
+        return ManagedLease(self, key, ttl=ttl, wait=wait, owner=owner, on_lost=on_lost)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw_body: Optional[bytes] = None,
+        content_type: Optional[str] = "application/json",
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """A raw call to any route (``path`` from the server's root, query included): the parsed
+        JSON answer, or the typed exception. For routes this client has no method for yet."""
+        payload = raw_body if raw_body is not None else (
+            None if body is None else json.dumps(body).encode()
+        )
+        answer, _ = self._send_with_retries(method, path, lambda: payload, content_type, timeout, 0.0)
+        return answer
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _bucket_path(self) -> str:
+        if self.bucket is None:
+            return ""
+        return "/buckets/" + urllib.parse.quote(self.bucket, safe="")
+
+    def _lock_path(self, key: str, action: Optional[str] = None) -> str:
+        path = f"{self._bucket_path()}/locks/{_quote_key(key)}"
+        return f"{path}/{action}" if action else path
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Optional[Callable[[], Dict[str, Any]]],
+        timeout: Optional[float],
+        extra: float = 0.0,
+    ) -> "tuple[Any, float]":
+        if body is None:
+            payload: Callable[[], Optional[bytes]] = lambda: None
+        else:
+            make = body
+            payload = lambda: json.dumps(make()).encode()
+        return self._send_with_retries(method, path, payload, "application/json", timeout, extra)
+
+    def _send_with_retries(
+        self,
+        method: str,
+        path: str,
+        payload: Callable[[], Optional[bytes]],
+        content_type: Optional[str],
+        timeout: Optional[float],
+        extra: float,
+    ) -> "tuple[Any, float]":
+        """Sends until an answer that is not a retryable 503, or the deadline. Returns the parsed
+        answer and the ``time.monotonic()`` at which the successful attempt was sent."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout) + extra
+        # The 503 being retried, if any: raised instead if the retry cannot finish in time.
+        previous: Optional[ServiceUnavailable] = None
+        while True:
+            sent_at = time.monotonic()
+            remaining = max(deadline - sent_at, 0.001)
+            data = payload()
+            headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+            if data is not None and content_type is not None:
+                headers["Content-Type"] = content_type
+            if self._auth_token:
+                headers["Authorization"] = f"Bearer {self._auth_token}"
+            try:
+                resp = self._transport.request(method, path, data, headers, remaining)
+            except ConnectionFailed:
+                if previous is not None:
+                    raise previous
+                raise
+            if 200 <= resp.status < 300:
+                return _json(resp), sent_at
+            error = _problem(resp)
+            if isinstance(error, ServiceUnavailable) and error.retry_after is not None:
+                if time.monotonic() + error.retry_after < deadline:
+                    previous = error
+                    time.sleep(error.retry_after)
+                    continue
+            raise error
+
+
+def _json(resp: Response) -> Any:
+    try:
+        return json.loads(resp.body)
+    except ValueError:
+        raise UnexpectedResponse(resp.status, "the body is not JSON") from None
+
+
+def _problem(resp: Response) -> ProblemError:
+    retry_after = _retry_after(resp.headers.get("retry-after"))
+    try:
+        body = json.loads(resp.body)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {
+            "type": "",
+            "title": f"HTTP {resp.status}",
+            "detail": resp.body[:200].decode("utf-8", "replace"),
+        }
+    return problem_from_body(resp.status, body, retry_after)

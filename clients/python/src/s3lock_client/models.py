@@ -1,0 +1,103 @@
+"""Typed lock views. Parsed leniently: fields a newer server adds are kept in ``extra``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from typing import Any, Dict, Mapping, Optional
+
+from ._time import parse_time
+from .errors import UnexpectedResponse
+
+_KNOWN = {
+    "bucket",
+    "key",
+    "owner",
+    "token",
+    "fencing_token",
+    "expire",
+    "lock_time",
+    "release_time",
+    "expires_at",
+    "ttl_remaining_ms",
+    "locked",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LockView:
+    """What the server says about a lock (``GET /locks/{key}``, a release, a list entry)."""
+
+    bucket: str
+    key: str
+    #: The holder's name; ``None`` once released. An expired lease keeps its owner.
+    owner: Optional[str]
+    #: Grows by one each time the lock passes to a new holder (and when it is broken).
+    fencing_token: int
+    #: The lease length in seconds.
+    expire: int
+    #: When the lease was granted or last renewed, on the store's clock.
+    lock_time: _dt.datetime
+    release_time: Optional[_dt.datetime]
+    #: When the holder's lease ends; ``None`` when released.
+    expires_at: Optional[_dt.datetime]
+    #: What is left of the lease when the server answered, judged conservatively.
+    ttl_remaining_ms: int
+    #: Someone holds it now (from ``owner``'s point of view when ``status(key, owner)`` asked).
+    locked: bool
+    #: Fields this version of the client does not know (``revision``, ...), as sent.
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "LockView":
+        return cls(**_view_fields(body))
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease(LockView):
+    """A granted (or renewed) lease: a lock view with the holder token.
+
+    ``token`` is the holder's secret; it is left out of ``repr`` so it is never logged by accident.
+    ``valid_until`` is a ``time.monotonic()`` instant: the request's send time plus
+    ``ttl_remaining_ms``, before which the lease is certainly still held.
+    """
+
+    token: str = dataclasses.field(default="", repr=False)
+    #: ``time.monotonic()`` when the request that granted or renewed this lease was sent.
+    sent_at: float = 0.0
+
+    @property
+    def valid_until(self) -> float:
+        return self.sent_at + self.ttl_remaining_ms / 1000.0
+
+    @classmethod
+    def from_json_sent(cls, body: Any, sent_at: float) -> "Lease":
+        fields = _view_fields(body)
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise UnexpectedResponse(200, "a granted lease without a holder token")
+        return cls(**fields, token=token, sent_at=sent_at)
+
+
+def _view_fields(body: Any) -> Dict[str, Any]:
+    if not isinstance(body, dict):
+        raise UnexpectedResponse(200, "a lock view must be a JSON object")
+    try:
+        owner = body.get("owner")
+        release_time = body.get("release_time")
+        expires_at = body.get("expires_at")
+        return {
+            "bucket": str(body["bucket"]),
+            "key": str(body["key"]),
+            "owner": None if owner is None else str(owner),
+            "fencing_token": int(body["fencing_token"]),
+            "expire": int(body["expire"]),
+            "lock_time": parse_time(str(body["lock_time"])),
+            "release_time": None if release_time is None else parse_time(str(release_time)),
+            "expires_at": None if expires_at is None else parse_time(str(expires_at)),
+            "ttl_remaining_ms": int(body.get("ttl_remaining_ms", 0)),
+            "locked": bool(body["locked"]),
+            "extra": {k: v for k, v in body.items() if k not in _KNOWN},
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise UnexpectedResponse(200, f"not a lock view ({e!r})") from None

@@ -1,0 +1,239 @@
+//! The arguments of the client subcommands (acquire, renew, release, status, list, break, run)
+//! and of `check`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+
+/// The subcommands that make one call to a lock server.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Take a lock and print it with its token (exit 3 if another owner holds it).
+    Acquire(AcquireArgs),
+    /// Extend a lease you hold (exit 4 if the token does not hold the lock).
+    Renew(RenewArgs),
+    /// Release a lock you hold (exit 4 if the token does not hold the lock).
+    Release(ReleaseArgs),
+    /// Show a lock, without its token.
+    Status(StatusArgs),
+    /// Print a lock's state, then every change of it, as it happens (a blocking query per
+    /// change; one line each, or JSON lines with --json).
+    Watch(WatchArgs),
+    /// List the locks whose key starts with a prefix.
+    List(ListArgs),
+    /// Break a lock, whoever holds it (needs an admin auth token).
+    Break(BreakArgs),
+    /// Exit 0 when the server on this machine answers /healthz, 1 otherwise: a container health
+    /// check that needs no other program in the image.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    pub key: String,
+    /// Seconds each blocking query may wait for a change before it is asked again.
+    #[arg(long, default_value_t = 30.0)]
+    pub wait: f64,
+    /// Stop after this many changes (default: watch until interrupted).
+    #[arg(long)]
+    pub changes: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server's listen address, as `serve --listen` takes it (same variable); an unspecified
+    /// address (0.0.0.0, [::]) is asked on loopback.
+    #[arg(long, env = "S3LOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2.0)]
+    pub timeout: f64,
+}
+
+impl HealthcheckArgs {
+    /// The URL asked: `/healthz` on the listen address, loopback for an unspecified one.
+    pub fn url(&self) -> String {
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}/healthz")
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A server to drive; repeat for several replicas (clients are spread across them).
+    #[arg(
+        long = "url",
+        env = "S3LOCK_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub urls: Vec<String>,
+    /// Bearer credential for servers that require one.
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth_token: Option<SecretString>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub clients: u16,
+    /// Keys to contend on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub keys: u32,
+    /// Prefix of the keys used (they are created and left released).
+    #[arg(long, default_value = "s3lock-check/")]
+    pub key_prefix: String,
+    /// How long to run, e.g. 10s, 2m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Lease of each grant, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub ttl: u64,
+    /// Seconds each acquire waits for a held lock.
+    #[arg(long, default_value_t = 1.0)]
+    pub wait: f64,
+    /// Longest hold, e.g. 5ms.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub max_hold: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the client subcommands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The lock server's base URL.
+    #[arg(long, env = "S3LOCK_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The bearer credential for a server with auth (not a lock's holder token).
+    #[arg(long, env = "S3LOCK_AUTH_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub auth_token: Option<SecretString>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CheckArgs {
+    pub fn to_config(&self) -> crate::client::check::CheckConfig {
+        crate::client::check::CheckConfig {
+            urls: self.urls.clone(),
+            bearer: self.auth_token.clone(),
+            clients: usize::from(self.clients),
+            keys: self.keys as usize,
+            key_prefix: self.key_prefix.clone(),
+            duration: self.duration,
+            ttl: self.ttl,
+            wait: self.wait,
+            max_hold: self.max_hold,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AcquireArgs {
+    pub key: String,
+    /// Owner name (default: a random one chosen by the server).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Lease length in seconds (default: the server's).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// The holder token of a lease this owner holds, to refresh it (without it a held lock is
+    /// refused, to its own owner too).
+    #[arg(long, env = "S3LOCK_HOLDER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: Option<SecretString>,
+    /// Seconds to wait if the lock is held (default 0: answer at once).
+    #[arg(long)]
+    pub wait: Option<f64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenewArgs {
+    pub key: String,
+    /// The lock's holder token, from acquire.
+    #[arg(long, env = "S3LOCK_HOLDER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: SecretString,
+    /// New lease length in seconds, from now (default: the server's).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    pub key: String,
+    /// The lock's holder token, from acquire.
+    #[arg(long, env = "S3LOCK_HOLDER_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: SecretString,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    pub key: String,
+    /// Judge `locked` as this owner would (false when OWNER is the holder).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BreakArgs {
+    pub key: String,
+    /// Why, for the server's log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    pub key: String,
+    /// Owner name (default: a random one chosen by the server).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Lease length in seconds; renewed every third of it.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u64,
+    /// Seconds to wait for the lock if it is held (default 0: give up at once, exit 3).
+    #[arg(long, default_value_t = 0.0)]
+    pub wait: f64,
+    /// Seconds between SIGTERM and SIGKILL when the lease is about to be lost (at most a quarter
+    /// of the lease).
+    #[arg(long, default_value_t = 10.0)]
+    pub kill_grace: f64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// A secret from the command line or the environment, kept in a type whose `Debug` hides it.
+/// (`hide_env_values` on the same argument keeps `--help` from showing the environment's value.)
+pub(crate) fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}

@@ -1,0 +1,291 @@
+//! One decision on one lock: one read, one conditional write, and any doubt about the write
+//! settled by reading back. The rule that decides comes from [`rules`](super::rules); this file
+//! only drives it against the store and the cache.
+//!
+//! The read is skipped when this process already knows the lock's state (the cache): the write
+//! then carries the cached version, and if that was stale the store refuses it and the decision
+//! is made again from a fresh read.
+
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+
+use super::orphan::OrphanGuard;
+use super::rules::{self, Verdict};
+use super::{store_error, Engine, LockDocument, LockError, Target};
+use crate::clock::TimeWindow;
+use crate::store::{StoreError, Version, Versioned};
+
+/// How many times one decision is re-made after losing a write race before giving up with
+/// [`LockError::Contended`]. Each loss means another writer made progress, so this bounds only
+/// pathological churn.
+const MAX_DECISIONS: usize = 16;
+/// Read-backs tried after a write whose outcome is unknown.
+const READ_BACK_ATTEMPTS: u32 = 3;
+
+/// How a conditional write ended, after resolving any doubt by reading back.
+enum WriteOutcome {
+    /// Our body is what is stored now.
+    Landed,
+    /// Someone else's write came first. Carries what the read-back found, which is a fresh read
+    /// to decide again from (so a lost race costs one read, not two).
+    Beaten(Option<Versioned>),
+    /// The store could not say: the write may or may not have landed.
+    Unknown(String),
+}
+
+/// The state a decision is made from.
+pub(super) struct Basis {
+    pub(super) state: Option<(LockDocument, Version)>,
+    /// Read from the store for this decision. A basis that is only the cache's hint may be
+    /// stale: a write may follow from it (the store checks the version), but a refusal or a
+    /// no-op answer may not, or a stale hint would refuse a client wrongly.
+    fresh: bool,
+}
+
+/// How a decision ended.
+pub(super) enum Settled {
+    /// The rule's document was written and is now the lock's state.
+    Stored(LockDocument, TimeWindow),
+    /// The rule left the lock as it was; the (fresh) document as read.
+    AsRead(LockDocument, TimeWindow),
+}
+
+impl Engine {
+    /// Makes one decision on a lock and writes it: from the cached state if this process knows
+    /// one, else from a read; again from a fresh read whenever the write lost (the cache was
+    /// stale or another writer came first) or the decision was a refusal made from the cache.
+    pub(super) async fn decide<F>(&self, target: &Target, mut rule: F) -> Result<Settled, LockError>
+    where
+        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Verdict, LockError>,
+    {
+        let mut next = self
+            .cache
+            .get(&target.bucket, &target.object)
+            .map(|known| Basis {
+                state: Some((known.doc, known.version)),
+                fresh: false,
+            });
+        for _ in 0..MAX_DECISIONS {
+            let basis = match next.take() {
+                Some(basis) => basis,
+                None => self.read_fresh(target).await?,
+            };
+            let now = self.clock.now();
+            let verdict = match rule(basis.state.as_ref().map(|(doc, _)| doc), now) {
+                Ok(verdict) => verdict,
+                // Never refuse from a hint: confirm with a read.
+                Err(_) if !basis.fresh => continue,
+                Err(refusal) => return Err(refusal),
+            };
+            let (doc, current) = match (verdict, basis.state) {
+                (Verdict::Write(doc), current) => {
+                    if let Some((current, _)) = &current {
+                        rules::may_replace(current)?;
+                    }
+                    (doc, current)
+                }
+                (Verdict::Leave, Some((doc, _))) if basis.fresh => {
+                    return Ok(Settled::AsRead(doc, now))
+                }
+                // A no-op answer from a hint could be stale too: confirm with a read.
+                (Verdict::Leave, _) => continue,
+            };
+            let (current_token, expected) = match current {
+                Some((current, version)) => (current.token, Some(version)),
+                None => (None, None),
+            };
+            // A new grant whose outcome the caller might never learn (the store's answer is
+            // lost, or this request is cancelled mid-write: a client disconnect, the request
+            // timeout) is watched and freed if it lands. Renew, release and a refresh keep the
+            // holder's own token, which the holder still has.
+            let guard = OrphanGuard(
+                (doc.owner.is_some() && doc.token != current_token)
+                    .then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
+            );
+            let written = self.write(target, &doc, expected.as_ref()).await;
+            let watch = guard.disarm();
+            let written = match written {
+                Ok(written) => written,
+                Err(e) => {
+                    // Even a plain refusal may follow a write that landed (an SDK retry of a
+                    // write whose first answer was lost, answered 403 or 400): a grant nobody
+                    // knows of would stay held until its lease ends, so watch it as well.
+                    if let Some(watch) = watch {
+                        watch.spawn();
+                    }
+                    return Err(e);
+                }
+            };
+            match written {
+                WriteOutcome::Landed => {
+                    // Local waiters and watch clients learn the new state with no read.
+                    self.waiters.observed(&target.bucket, &target.object, &doc);
+                    // Judge the new lease on the clock as it is now that the write is known to
+                    // have landed: a slow write (retries, a read-back) may have used it up.
+                    let after = self.clock.now();
+                    if doc.owner.is_some() && after.latest >= doc.expires_at() {
+                        next = None;
+                        continue;
+                    }
+                    return Ok(Settled::Stored(doc, after));
+                }
+                WriteOutcome::Beaten(seen) => next = Some(self.fresh_basis(target, seen)?),
+                WriteOutcome::Unknown(why) => {
+                    if let Some(watch) = watch {
+                        watch.spawn();
+                    }
+                    return Err(LockError::StoreUnavailable(why));
+                }
+            }
+        }
+        Err(LockError::Contended)
+    }
+
+    /// Reads the lock from the store for a decision, and remembers what it found.
+    pub(super) async fn read_fresh(&self, target: &Target) -> Result<Basis, LockError> {
+        let seen = self
+            .get(&target.bucket, &target.object)
+            .await
+            .map_err(|e| {
+                self.cache.forget(&target.bucket, &target.object);
+                store_error(e)
+            })?;
+        self.fresh_basis(target, seen)
+    }
+
+    /// Parses what was just read from the store and remembers it.
+    fn fresh_basis(&self, target: &Target, seen: Option<Versioned>) -> Result<Basis, LockError> {
+        let Some(found) = seen else {
+            self.cache.forget(&target.bucket, &target.object);
+            return Ok(Basis {
+                state: None,
+                fresh: true,
+            });
+        };
+        let doc = LockDocument::from_bytes(&found.body).map_err(|e| {
+            self.cache.forget(&target.bucket, &target.object);
+            LockError::Unreadable(e.to_string())
+        })?;
+        self.cache
+            .remember(&target.bucket, &target.object, &doc, &found.version);
+        Ok(Basis {
+            state: Some((doc, found.version)),
+            fresh: true,
+        })
+    }
+
+    /// Reads and parses the lock document with its version, leaving the cache alone (a list of
+    /// many locks should not push out the states of the locks this process works with).
+    pub(super) async fn read(
+        &self,
+        target: &Target,
+    ) -> Result<Option<(LockDocument, Version)>, LockError> {
+        let Some(found) = self
+            .get(&target.bucket, &target.object)
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let doc = LockDocument::from_bytes(&found.body)
+            .map_err(|e| LockError::Unreadable(e.to_string()))?;
+        Ok(Some((doc, found.version)))
+    }
+
+    /// Writes `doc` if the object is still at `expected` (or still absent for `None`).
+    ///
+    /// A failed precondition or a store error does not prove the write did not land: a response
+    /// can be lost after the store applied it, and the SDK's retry of our own successful write
+    /// then fails its precondition. So both are resolved by reading back: if the stored body is
+    /// ours byte for byte (unique: it carries a fresh token or a microsecond timestamp), we won.
+    async fn write(
+        &self,
+        target: &Target,
+        doc: &LockDocument,
+        expected: Option<&Version>,
+    ) -> Result<WriteOutcome, LockError> {
+        let body = doc.to_bytes();
+        let (bucket, object) = (&target.bucket, &target.object);
+        let outcome = match expected {
+            None => self.store.put_if_absent(bucket, object, body.clone()).await,
+            Some(v) => {
+                self.store
+                    .put_if_version(bucket, object, body.clone(), v)
+                    .await
+            }
+        };
+        self.health.record(&outcome);
+        let doubt = match outcome {
+            Ok(version) => {
+                self.cache.remember(bucket, object, doc, &version);
+                return Ok(WriteOutcome::Landed);
+            }
+            Err(StoreError::PreconditionFailed) => None,
+            Err(StoreError::Unavailable(why)) => Some(why),
+            Err(other) => {
+                self.cache.forget(bucket, object);
+                return Err(store_error(other));
+            }
+        };
+        let written = self.read_back(target, doc, &body, expected, doubt).await;
+        if matches!(written, WriteOutcome::Unknown(_)) {
+            self.cache.forget(bucket, object);
+        }
+        Ok(written)
+    }
+
+    /// Settles a write that failed its precondition (`doubt` is `None`) or whose answer never
+    /// came (`doubt` is the error).
+    ///
+    /// Our body stored → we won. Otherwise, after a failed precondition the condition is false
+    /// for good (a version is never reused, as every body is unique), so no late copy of our
+    /// write can land: we lost. But after a timeout, our write may still be on its way: only if
+    /// the object has moved past the version we wrote against can we be sure it never lands.
+    async fn read_back(
+        &self,
+        target: &Target,
+        doc: &LockDocument,
+        ours: &Bytes,
+        expected: Option<&Version>,
+        doubt: Option<String>,
+    ) -> WriteOutcome {
+        let in_flight = doubt.is_some();
+        let mut last_error = doubt.unwrap_or_default();
+        for attempt in 0..READ_BACK_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
+            }
+            match self.get(&target.bucket, &target.object).await {
+                Ok(Some(stored)) if stored.body == *ours => {
+                    self.cache
+                        .remember(&target.bucket, &target.object, doc, &stored.version);
+                    return WriteOutcome::Landed;
+                }
+                Ok(stored) => {
+                    let unchanged = stored.as_ref().map(|s| &s.version) == expected;
+                    if in_flight && unchanged {
+                        last_error = "the write timed out and has not landed (yet)".into();
+                        break;
+                    }
+                    return WriteOutcome::Beaten(stored);
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        tracing::warn!(key = %target.key, error = %last_error,
+            "a lock write's outcome is unknown and the store cannot be read back");
+        WriteOutcome::Unknown(last_error)
+    }
+
+    /// A store read, noted for readiness.
+    pub(super) async fn get(
+        &self,
+        bucket: &str,
+        object: &str,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let found = self.store.get(bucket, object).await;
+        self.health.record(&found);
+        found
+    }
+}

@@ -1,0 +1,142 @@
+//! Grants whose caller never learned of them: a write whose answer was lost, or a request
+//! cancelled mid-write, may still land. Such a grant is watched and, if it lands, freed, so the
+//! lock is not held for a whole lease by nobody.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use tokio::time::Instant;
+
+use super::waiters::Waiters;
+use super::{Engine, LockDocument, Target};
+use crate::clock::Clock;
+use crate::store::{Store, Version};
+
+/// How long a grant whose outcome was unknown is watched for landing late. A request delayed in
+/// the network arrives within seconds in practice (and S3 refuses a signature older than 15
+/// minutes); past this, a late grant stays held until its lease ends.
+const ORPHAN_WATCH: StdDuration = StdDuration::from_secs(60);
+const MAX_ORPHAN_WATCHERS: usize = 1024;
+
+/// A grant that may land without its caller ever learning its token, and what it takes to free
+/// it if it does.
+pub(super) struct OrphanWatch {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    waiters: Arc<Waiters>,
+    watchers: Arc<AtomicUsize>,
+    bucket: String,
+    object: String,
+    orphan: LockDocument,
+    /// The version the grant was written against (`None`: written as a create).
+    written_over: Option<Version>,
+}
+
+impl OrphanWatch {
+    /// Watches in the background: keeps reading until the store answers (for a minute at most,
+    /// or the lease if shorter), and releases the lock only while the stored document is still
+    /// byte for byte the orphaned grant.
+    pub(super) fn spawn(self) {
+        // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
+        // the store when it comes back.
+        if self.watchers.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
+            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(object = %self.object, "too many unsettled grants to watch; this \
+                one, if it landed, stays held until its lease ends");
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            return; // shutting down: nothing left to run the watch on
+        };
+        runtime.spawn(self.watch());
+    }
+
+    async fn watch(self) {
+        let _count = DecrementOnDrop(self.watchers.clone());
+        let ours = self.orphan.to_bytes();
+        let give_up = Instant::now() + StdDuration::from_secs(self.orphan.expire).min(ORPHAN_WATCH);
+        let mut pause = StdDuration::from_millis(100);
+        while Instant::now() < give_up {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(StdDuration::from_secs(5));
+            let stored = match self.store.get(&self.bucket, &self.object).await {
+                Ok(Some(stored)) if stored.body == ours => stored,
+                // Still as it was: the grant may yet land.
+                Ok(stored) if stored.as_ref().map(|s| &s.version) == self.written_over.as_ref() => {
+                    continue
+                }
+                Ok(_) => return, // it can no longer land, or was already replaced
+                Err(_) => continue,
+            };
+            let released = self.orphan.released(self.clock.now().latest);
+            match self
+                .store
+                .put_if_version(
+                    &self.bucket,
+                    &self.object,
+                    released.to_bytes(),
+                    &stored.version,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(bucket = %self.bucket, object = %self.object,
+                        "released a grant whose caller never learned of it");
+                    self.waiters.observed(&self.bucket, &self.object, &released);
+                    self.waiters.freed(&self.bucket, &self.object);
+                    return;
+                }
+                // Re-read: either our release landed unseen, or the document changed.
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+/// Spawns its watch if dropped while armed: the future doing the write was cancelled.
+pub(super) struct OrphanGuard(pub(super) Option<OrphanWatch>);
+
+impl OrphanGuard {
+    pub(super) fn disarm(mut self) -> Option<OrphanWatch> {
+        self.0.take()
+    }
+}
+
+impl Drop for OrphanGuard {
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.take() {
+            watch.spawn();
+        }
+    }
+}
+
+/// Counts a running task down when it ends, however it ends.
+struct DecrementOnDrop(Arc<AtomicUsize>);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Engine {
+    pub(super) fn orphan_watch(
+        &self,
+        target: &Target,
+        orphan: LockDocument,
+        written_over: Option<Version>,
+    ) -> OrphanWatch {
+        OrphanWatch {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            waiters: self.waiters.clone(),
+            watchers: self.orphan_watchers.clone(),
+            bucket: target.bucket.clone(),
+            object: target.object.clone(),
+            orphan,
+            written_over,
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The lock rules, with no I/O: pure functions of (stored document, time window, request) to a
+//! decision. Whoever drives them (the engine's read and conditional write, or `bench
+//! --direct-s3`) reads the document, asks a rule what to do, and writes what the rule returns;
+//! so the protocol is written once, here, and tested with plain `#[test]`s.
+//!
+//! Every rule judges expiry at `now.earliest` (a lease is never thought over early) and stamps
+//! new leases at `now.latest` (a lease never starts before the store's true time).
+
+use crate::clock::TimeWindow;
+
+use super::document::{HolderToken, LockDocument};
+use super::error::LockError;
+
+/// What a rule wants done with the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store this document in place of the one the rule was given.
+    Write(LockDocument),
+    /// Nothing to store: answer with the document as it is (a repeated release, a break of a
+    /// lock nobody holds).
+    Leave,
+}
+
+/// What kind of grant an acquire made, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// The lock passed to a new holder; `takeover` when the previous lease ran out unreleased.
+    NewHolder { takeover: bool },
+    /// The holder refreshed its own lease.
+    Refresh,
+}
+
+/// A break that has something to break: the document to write and who held the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    pub doc: LockDocument,
+    /// The holder whose lease is broken, and its fencing token, for the log.
+    pub holder: String,
+    pub old_fencing_token: u64,
+}
+
+/// Acquire: grants the lock to `owner` when nobody holds it, refreshes the lease when `owner`
+/// holds it and presents its holder token, and refuses with [`LockError::Held`] otherwise.
+pub fn acquire(
+    current: Option<&LockDocument>,
+    now: TimeWindow,
+    owner: &str,
+    presented: Option<&str>,
+    ttl: u64,
+) -> Result<(LockDocument, Grant), LockError> {
+    let Some(doc) = current else {
+        let grant = Grant::NewHolder { takeover: false };
+        return Ok((LockDocument::grant(owner, ttl, now.latest, 1), grant));
+    };
+    match doc.holder(now.earliest) {
+        // A free lock passes to a new holder: the fencing token grows.
+        None => {
+            let grant = Grant::NewHolder {
+                takeover: doc.owner.is_some(),
+            };
+            let next = doc.granted_over(owner, ttl, now.latest, next_fencing(doc)?);
+            Ok((next, grant))
+        }
+        // The seed's reentrant refresh, for the holder only: the same owner name *and* its
+        // holder token. Owner names are public (every 409 shows them), so a refresh by name
+        // alone would hand the token to anyone who read one. It keeps the token and fencing
+        // token, and never shortens the lease: the holder may have been told the longer one.
+        Some(holder) if holder == owner && holds(doc, presented) => {
+            let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
+            let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
+            Ok((doc.renewed(ttl.max(left), now.latest), Grant::Refresh))
+        }
+        // Anyone else, this owner name without the token among them, and so also a lock written
+        // by the old Python module (it has no token to present): held until it is released or
+        // its lease ends.
+        Some(holder) => Err(LockError::Held {
+            owner: holder.to_owned(),
+            expires_at: doc.expires_at(),
+        }),
+    }
+}
+
+/// Renew: extends the holder's lease by `ttl` seconds from now, while the lease still runs.
+pub fn renew(
+    current: Option<&LockDocument>,
+    now: TimeWindow,
+    token: &str,
+    ttl: u64,
+) -> Result<LockDocument, LockError> {
+    let doc = current.ok_or(LockError::NotFound)?;
+    check_holder(doc, token)?;
+    if doc.owner.is_none() {
+        return Err(LockError::NotHolder(
+            "the lock was released; acquire it again".into(),
+        ));
+    }
+    if doc.is_expired(now.earliest) {
+        // Once a lease has run out another replica may already have judged the lock free;
+        // renewing then would let the old holder believe it never lost it.
+        return Err(LockError::NotHolder(
+            "the lease has expired; acquire the lock again".into(),
+        ));
+    }
+    Ok(doc.renewed(ttl, now.latest))
+}
+
+/// Release: frees the lock held with `token`; releasing again with the same token changes
+/// nothing.
+pub fn release(
+    current: Option<&LockDocument>,
+    now: TimeWindow,
+    token: &str,
+) -> Result<Verdict, LockError> {
+    let doc = current.ok_or(LockError::NotFound)?;
+    check_holder(doc, token)?;
+    if doc.owner.is_none() {
+        return Ok(Verdict::Leave);
+    }
+    Ok(Verdict::Write(doc.released(now.latest)))
+}
+
+/// Break, on an admin's word: frees a held lock whoever holds it and grows the fencing token
+/// (see [`LockDocument::broken`]). `None`: nobody holds it, nothing to break.
+pub fn break_lock(
+    current: Option<&LockDocument>,
+    now: TimeWindow,
+) -> Result<Option<Break>, LockError> {
+    let doc = current.ok_or(LockError::NotFound)?;
+    let Some(holder) = doc.holder(now.earliest) else {
+        return Ok(None);
+    };
+    Ok(Some(Break {
+        doc: doc.broken(now.latest, next_fencing(doc)?),
+        holder: holder.to_owned(),
+        old_fencing_token: doc.fencing_token,
+    }))
+}
+
+/// Whether a new document may be written over `current` at all: every write needs a revision
+/// of its own (see `LockDocument::revision`), so one at the top of its range is never replaced.
+pub fn may_replace(current: &LockDocument) -> Result<(), LockError> {
+    if current.can_grow() {
+        Ok(())
+    } else {
+        Err(LockError::Unreadable(
+            "the lock's revision cannot grow any further".into(),
+        ))
+    }
+}
+
+/// The next holder's fencing token. It must grow, so a stored token at the top of the range (a
+/// corrupt or hostile document) refuses the grant rather than wrapping around to 0.
+pub fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
+    doc.fencing_token
+        .checked_add(1)
+        .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
+}
+
+/// Whether `presented` is this document's holder token.
+pub fn holds(doc: &LockDocument, presented: Option<&str>) -> bool {
+    match (&doc.token, presented) {
+        (Some(token), Some(presented)) => token.matches(presented),
+        _ => false,
+    }
+}
+
+/// Refuses unless `token` is this document's holder token.
+pub fn check_holder(doc: &LockDocument, token: &str) -> Result<(), LockError> {
+    if holds(doc, Some(token)) {
+        Ok(())
+    } else {
+        Err(LockError::NotHolder(
+            "the token does not hold this lock (it never did, or the lock has passed to another holder)"
+                .into(),
+        ))
+    }
+}
+
+/// The holder token of a document a rule produced, as the holder is to be told it.
+pub fn token_of(doc: &LockDocument) -> Option<&str> {
+    doc.token.as_ref().map(HolderToken::expose)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+
+    use super::*;
+    use crate::lock::document::parse_seed_time;
+
+    fn t0() -> DateTime<Utc> {
+        parse_seed_time("2026-11-26T00:00:00+00:00").unwrap()
+    }
+
+    fn at(t: DateTime<Utc>) -> TimeWindow {
+        TimeWindow::exact(t)
+    }
+
+    /// A lock written by the old Python module: no token, no revision, fencing token 0.
+    fn seed(owner: &str, expire: u64) -> LockDocument {
+        let body = format!(
+            r#"{{"expire": {expire}, "lock_time": "2026-11-26T00:00:00+00:00", "release_time": null, "owner": "{owner}"}}"#
+        );
+        LockDocument::from_bytes(body.as_bytes()).unwrap()
+    }
+
+    fn granted(owner: &str, ttl: u64) -> LockDocument {
+        acquire(None, at(t0()), owner, None, ttl).unwrap().0
+    }
+
+    #[test]
+    fn the_first_grant_has_fencing_token_one_and_a_token() {
+        let (doc, grant) = acquire(None, at(t0()), "alice", None, 30).unwrap();
+        assert_eq!(grant, Grant::NewHolder { takeover: false });
+        assert_eq!(doc.fencing_token, 1);
+        assert_eq!(doc.owner.as_deref(), Some("alice"));
+        assert!(doc.token.is_some());
+    }
+
+    #[test]
+    fn another_owner_is_refused_while_the_lease_runs() {
+        let doc = granted("alice", 30);
+        let err = acquire(Some(&doc), at(t0()), "bob", None, 30).unwrap_err();
+        assert!(matches!(err, LockError::Held { owner, .. } if owner == "alice"));
+    }
+
+    #[test]
+    fn the_holders_name_without_its_token_is_refused_like_anyone_else() {
+        let doc = granted("alice", 30);
+        let err = acquire(Some(&doc), at(t0()), "alice", None, 30).unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }));
+        let err = acquire(Some(&doc), at(t0()), "alice", Some("guess"), 30).unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }));
+    }
+
+    #[test]
+    fn the_holder_with_its_token_refreshes_keeping_token_and_fencing_token() {
+        let doc = granted("alice", 30);
+        let later = t0() + Duration::seconds(10);
+        let (next, grant) = acquire(Some(&doc), at(later), "alice", token_of(&doc), 60).unwrap();
+        assert_eq!(grant, Grant::Refresh);
+        assert_eq!(next.token, doc.token);
+        assert_eq!(next.fencing_token, doc.fencing_token);
+        assert_eq!(next.expires_at(), later + Duration::seconds(60));
+    }
+
+    #[test]
+    fn a_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
+        let doc = granted("alice", 100);
+        let (next, _) = acquire(Some(&doc), at(t0()), "alice", token_of(&doc), 10).unwrap();
+        assert_eq!(next.expires_at(), doc.expires_at());
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_is_taken_over_with_a_higher_fencing_token() {
+        let doc = granted("alice", 30);
+        let end = doc.expires_at();
+        let (next, grant) = acquire(Some(&doc), at(end), "bob", None, 30).unwrap();
+        assert_eq!(grant, Grant::NewHolder { takeover: true });
+        assert_eq!(next.fencing_token, 2);
+        assert_ne!(next.token, doc.token);
+    }
+
+    #[test]
+    fn expiry_is_judged_at_the_earliest_possible_time() {
+        let doc = granted("alice", 30);
+        let end = doc.expires_at();
+        let window = TimeWindow {
+            earliest: end - Duration::milliseconds(1),
+            latest: end + Duration::seconds(1),
+        };
+        assert!(acquire(Some(&doc), window, "bob", None, 30).is_err());
+    }
+
+    #[test]
+    fn a_seed_lock_is_held_even_against_its_own_owner_name_until_it_expires() {
+        let doc = seed("alice", 60);
+        let err = acquire(Some(&doc), at(t0()), "alice", None, 30).unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }));
+        let (next, _) = acquire(
+            Some(&doc),
+            at(t0() + Duration::seconds(60)),
+            "alice",
+            None,
+            30,
+        )
+        .unwrap();
+        assert_eq!(next.fencing_token, 1);
+    }
+
+    #[test]
+    fn a_fencing_token_at_the_top_of_its_range_refuses_the_grant_and_the_break() {
+        let mut doc = granted("alice", 30);
+        doc.fencing_token = u64::MAX;
+        let later = at(doc.expires_at());
+        let err = acquire(Some(&doc), later, "bob", None, 30).unwrap_err();
+        assert!(matches!(err, LockError::Unreadable(_)));
+        let err = break_lock(Some(&doc), at(t0())).unwrap_err();
+        assert!(matches!(err, LockError::Unreadable(_)));
+    }
+
+    #[test]
+    fn renew_extends_the_lease_from_now_for_the_holder_only() {
+        let doc = granted("alice", 30);
+        let later = t0() + Duration::seconds(20);
+        let next = renew(Some(&doc), at(later), token_of(&doc).unwrap(), 30).unwrap();
+        assert_eq!(next.expires_at(), later + Duration::seconds(30));
+        let err = renew(Some(&doc), at(later), "not-the-token", 30).unwrap_err();
+        assert!(matches!(err, LockError::NotHolder(_)));
+    }
+
+    #[test]
+    fn renew_is_refused_once_the_lease_ran_out_or_the_lock_was_released() {
+        let doc = granted("alice", 30);
+        let token = token_of(&doc).unwrap();
+        let err = renew(Some(&doc), at(doc.expires_at()), token, 30).unwrap_err();
+        assert!(matches!(err, LockError::NotHolder(_)));
+        let released = doc.released(t0());
+        let err = renew(Some(&released), at(t0()), token, 30).unwrap_err();
+        assert!(matches!(err, LockError::NotHolder(_)));
+    }
+
+    #[test]
+    fn renew_and_release_of_a_missing_lock_are_not_found() {
+        assert!(matches!(
+            renew(None, at(t0()), "t", 30),
+            Err(LockError::NotFound)
+        ));
+        assert!(matches!(
+            release(None, at(t0()), "t"),
+            Err(LockError::NotFound)
+        ));
+        assert!(matches!(
+            break_lock(None, at(t0())),
+            Err(LockError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn release_frees_the_lock_once_then_leaves_it_as_it_is() {
+        let doc = granted("alice", 30);
+        let token = token_of(&doc).unwrap().to_owned();
+        let Verdict::Write(released) = release(Some(&doc), at(t0()), &token).unwrap() else {
+            panic!("the first release writes");
+        };
+        assert_eq!(released.owner, None);
+        assert_eq!(
+            release(Some(&released), at(t0()), &token).unwrap(),
+            Verdict::Leave
+        );
+        let err = release(Some(&doc), at(t0()), "not-the-token").unwrap_err();
+        assert!(matches!(err, LockError::NotHolder(_)));
+    }
+
+    #[test]
+    fn a_break_frees_a_held_lock_and_grows_the_fencing_token() {
+        let doc = granted("alice", 30);
+        let broken = break_lock(Some(&doc), at(t0())).unwrap().unwrap();
+        assert_eq!(broken.holder, "alice");
+        assert_eq!(broken.old_fencing_token, 1);
+        assert_eq!(broken.doc.fencing_token, 2);
+        assert_eq!(broken.doc.owner, None);
+        assert!(break_lock(Some(&broken.doc), at(t0())).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_holder_check_needs_the_token_itself() {
+        let doc = granted("alice", 30);
+        assert!(holds(&doc, token_of(&doc)));
+        assert!(!holds(&doc, None));
+        assert!(!holds(&doc, Some("alice")));
+        assert!(!holds(&seed("alice", 60), Some("")));
+        assert!(check_holder(&doc, "alice").is_err());
+    }
+
+    #[test]
+    fn a_revision_at_the_top_of_its_range_is_never_replaced() {
+        let mut doc = granted("alice", 30);
+        assert!(may_replace(&doc).is_ok());
+        doc.revision = u64::MAX;
+        assert!(matches!(may_replace(&doc), Err(LockError::Unreadable(_))));
+    }
+}

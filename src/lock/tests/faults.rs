@@ -1,0 +1,199 @@
+//! Writes whose answers are lost, parked, refused or never come: read-backs, orphaned grants,
+//! outages and unreadable documents.
+
+use super::*;
+
+#[tokio::test]
+async fn a_late_release_never_frees_the_lease_its_holder_renewed_meanwhile() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    let token = a.holder_token().unwrap();
+    // The release's request is delayed in the network: the holder is told 503.
+    f.store.set(Some(Fault::ParkNextWrite));
+    assert!(matches!(
+        f.engine.release(None, "k", token).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    // The holder decides to keep the lock after all, within the same second of store time.
+    f.engine.renew(None, "k", token, Some(60)).await.unwrap();
+    // The release arrives late, conditioned on the version it was sent against.
+    assert!(
+        !f.store.land_parked().await,
+        "the renew's body differs, so the late release's version no longer matches"
+    );
+    let status = f.engine.status(None, "k", None).await.unwrap();
+    assert!(status.locked, "the renewed lease still holds");
+    assert_eq!(status.owner.as_deref(), Some("alice"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_orphaned_grant_that_lands_late_is_freed_and_never_frees_a_later_holder() {
+    let f = fixture();
+    // alice's grant is delayed in the network: she is told 503 and never learns its token.
+    f.store.set(Some(Fault::ParkNextWrite));
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    assert!(f.store.land_parked().await, "the grant lands late");
+    // alice tries again as the 503 told her to. She cannot prove she holds the orphaned grant,
+    // so she is refused rather than handed a lease its watcher is about to free.
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::Held { .. })
+    ));
+    // The watcher frees the orphan; then alice gets the lock as a new holder.
+    let granted = f
+        .engine
+        .acquire(
+            None,
+            "k",
+            AcquireRequest {
+                wait: Some(20.0),
+                ..owner("alice", 30)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(granted.fencing_token, 2);
+    // Long past the watch: the lock is still hers.
+    tokio::time::sleep(StdDuration::from_secs(120)).await;
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.token, granted.token);
+    assert_eq!(stored.owner.as_deref(), Some("alice"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_that_landed_but_was_answered_with_a_refusal_is_watched_and_freed() {
+    let f = fixture();
+    f.store.set(Some(Fault::ApplyThenRefuse));
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::StoreRefused(_))
+    ));
+    let landed = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(landed.owner.as_deref(), Some("alice"), "the write landed");
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    let after = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(
+        after.owner, None,
+        "nobody knows its token: it must not stay held"
+    );
+    assert_eq!(after.token, landed.token);
+}
+
+#[tokio::test]
+async fn an_unreadable_document_is_never_overwritten() {
+    let f = fixture();
+    for (key, body) in [
+        ("junk", "not json"),
+        ("shape", r#"{"owner": 3}"#),
+        ("arr", "[]"),
+    ] {
+        f.put_raw(key, body).await;
+        assert!(matches!(
+            f.engine.acquire(None, key, owner("alice", 30)).await,
+            Err(LockError::Unreadable(_))
+        ));
+        assert!(matches!(
+            f.engine.release(None, key, "t").await,
+            Err(LockError::Unreadable(_))
+        ));
+        assert_eq!(f.stored(key).await.unwrap(), Bytes::from(body.to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn a_lost_acquire_response_is_resolved_by_reading_back() {
+    let f = fixture();
+    f.store.set(Some(Fault::LoseNextWriteResponse));
+    let v = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(
+        stored.token, v.token,
+        "the caller is told it holds the lock it holds"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_that_fails_its_precondition_on_our_own_write_is_a_success() {
+    let f = fixture();
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    assert_eq!(a.fencing_token, 1);
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let r = f
+        .engine
+        .renew(None, "k", a.holder_token().unwrap(), Some(40))
+        .await
+        .unwrap();
+    assert_eq!(r.expire, 40);
+    f.store.set(Some(Fault::LoseNextWriteResponse));
+    let released = f
+        .engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(released.owner, None);
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.owner, None);
+}
+
+#[tokio::test]
+async fn a_store_outage_grants_nothing() {
+    let f = fixture();
+    f.store.set(Some(Fault::Down));
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    f.store.set(None);
+    assert_eq!(f.stored("k").await, None);
+}
+
+/// A clock that knows the store's time only within a window of `width`, as the S3 clock does
+/// (its `Date` header has whole seconds).
+#[derive(Debug)]
+struct WideClock(Arc<ManualClock>, Duration);
+
+impl Clock for WideClock {
+    fn now(&self) -> TimeWindow {
+        let t = self.0.now().earliest;
+        TimeWindow {
+            earliest: t,
+            latest: t + self.1,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_grant_whose_lease_is_used_up_by_a_slow_write_is_refreshed_for_its_own_caller() {
+    let f = fixture();
+    let engine = Engine::new(
+        f.store.clone(),
+        Arc::new(WideClock(f.clock.clone(), Duration::milliseconds(1500))),
+        config(),
+    );
+    // The write takes as long as the whole 1 s lease: once it has landed the engine decides
+    // again, and must refresh the grant it has just made (whose token only it knows), not
+    // refuse its own caller as if someone else held the lock.
+    *f.store.slow_next_write.lock().unwrap() = Some((f.clock.clone(), Duration::seconds(1)));
+    let v = engine.acquire(None, "k", owner("alice", 1)).await.unwrap();
+    assert_eq!(v.owner.as_deref(), Some("alice"));
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.token, v.token, "the caller holds the stored lease");
+    assert_eq!(stored.fencing_token, 1, "one grant, refreshed");
+    assert_eq!(stored.revision, 2);
+}

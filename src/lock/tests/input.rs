@@ -1,0 +1,93 @@
+//! Bad input refused before the store is touched; buckets and listing.
+
+use super::*;
+
+#[tokio::test]
+async fn bad_input_is_refused_before_the_store_is_touched() {
+    let f = fixture();
+    let cases: Vec<(Option<&str>, String, AcquireRequest, &str)> = vec![
+        (None, "".into(), owner("a", 30), "key"),
+        (None, "a//b".into(), owner("a", 30), "key"),
+        (None, "a/../b".into(), owner("a", 30), "key"),
+        (None, "a\u{1}".into(), owner("a", 30), "key"),
+        (None, "k".repeat(513), owner("a", 30), "key"),
+        (None, "k".into(), owner("a", 0), "ttl"),
+        (None, "k".into(), owner("a", -5), "ttl"),
+        (None, "k".into(), owner("a", 3601), "ttl"),
+        (None, "k".into(), owner("", 30), "owner"),
+        (
+            None,
+            "k".into(),
+            AcquireRequest {
+                wait: Some(-1.0),
+                ..owner("a", 30)
+            },
+            "wait",
+        ),
+        (
+            None,
+            "k".into(),
+            AcquireRequest {
+                wait: Some(61.0),
+                ..owner("a", 30)
+            },
+            "wait",
+        ),
+        (
+            None,
+            "k".into(),
+            AcquireRequest {
+                wait: Some(f64::NAN),
+                ..owner("a", 30)
+            },
+            "wait",
+        ),
+    ];
+    for (bucket, key, req, field) in cases {
+        match f.engine.acquire(bucket, &key, req).await {
+            Err(LockError::InvalidInput { field: got, .. }) => assert_eq!(got, field, "{key:?}"),
+            other => panic!("{key:?}: expected invalid {field}, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        f.engine
+            .acquire(Some("elsewhere"), "k", owner("a", 30))
+            .await,
+        Err(LockError::BucketNotAllowed(_))
+    ));
+    assert_eq!(
+        f.store.gets.load(Ordering::SeqCst),
+        0,
+        "no bad request reached the store"
+    );
+}
+
+#[tokio::test]
+async fn another_allowed_bucket_is_a_separate_namespace() {
+    let f = fixture();
+    f.engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    let other = f
+        .engine
+        .acquire(Some("other-bucket"), "k", owner("bob", 30))
+        .await
+        .unwrap();
+    assert_eq!(other.bucket, "other-bucket");
+    assert_eq!(other.fencing_token, 1);
+}
+
+#[tokio::test]
+async fn list_shows_locks_under_a_prefix_without_tokens() {
+    let f = fixture();
+    for k in ["jobs/a", "jobs/b", "other"] {
+        f.engine.acquire(None, k, owner("alice", 30)).await.unwrap();
+    }
+    f.put_raw("jobs/unreadable", "garbage").await;
+    let views = f.engine.list(None, "jobs/").await.unwrap();
+    let keys: Vec<_> = views.iter().map(|v| v.key.as_str()).collect();
+    assert_eq!(keys, ["jobs/a", "jobs/b"]);
+    assert!(views.iter().all(|v| v.token.is_none() && v.locked));
+    assert_eq!(f.engine.list(None, "").await.unwrap().len(), 3);
+}

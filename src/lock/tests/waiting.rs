@@ -1,0 +1,279 @@
+//! Acquires that wait for a held lock: giving up, local wake-ups, backing off, the waiter map.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gives_up_with_held_when_its_wait_runs_out() {
+    let f = fixture();
+    f.engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let req = AcquireRequest {
+        wait: Some(2.0),
+        ..owner("bob", 30)
+    };
+    let started = Instant::now();
+    assert!(matches!(
+        f.engine.acquire(None, "k", req).await,
+        Err(LockError::Held { .. })
+    ));
+    assert!(
+        started.elapsed() >= StdDuration::from_secs(2),
+        "it waited the whole time"
+    );
+    assert_eq!(f.engine.waited_locks(), 0, "the waiter unregistered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_release_wakes_a_waiter_without_polling() {
+    let f = Arc::new(fixture());
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let waiter = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            f.engine
+                .acquire(
+                    None,
+                    "k",
+                    AcquireRequest {
+                        wait: Some(30.0),
+                        ..owner("bob", 30)
+                    },
+                )
+                .await
+        })
+    };
+    // Let the waiter back off to its longest poll interval.
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    let gets_before_release = f.store.gets.load(Ordering::SeqCst);
+    let released_at = Instant::now();
+    f.engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let granted = waiter.await.unwrap().unwrap();
+    assert_eq!(granted.owner.as_deref(), Some("bob"));
+    assert_eq!(granted.fencing_token, 2);
+    // With time paused, only the wake-up (not a timer) can have run the waiter this soon.
+    assert_eq!(Instant::now(), released_at, "no timer had to fire");
+    // The release wrote from this process's cached state, and the woken waiter wrote over the
+    // release it knows of: neither had to read.
+    assert_eq!(f.store.gets.load(Ordering::SeqCst) - gets_before_release, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_backs_off_instead_of_hammering_the_store() {
+    let f = fixture();
+    f.engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let before = f.store.gets.load(Ordering::SeqCst);
+    let req = AcquireRequest {
+        wait: Some(10.0),
+        ..owner("bob", 30)
+    };
+    assert!(f.engine.acquire(None, "k", req).await.is_err());
+    let reads = f.store.gets.load(Ordering::SeqCst) - before;
+    // 25 ms doubling to 1 s with jitter in [half, full]: at most ~5 + 10/0.5 reads in 10 s.
+    assert!((5..=30).contains(&reads), "{reads} reads in a 10 s wait");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_keys_with_two_acquirers_each_leave_no_waiter_entry_behind() {
+    let f = Arc::new(fixture());
+    let mut tasks = Vec::new();
+    for k in 0..2_000 {
+        for who in ["a", "b"] {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("stress/{k}");
+                let _ = f.engine.acquire(None, &key, owner(who, 30)).await;
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(f.engine.waited_locks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_hundred_waiters_on_one_lock_read_the_store_no_more_than_one_does() {
+    async fn reads_while_blocked(waiters: usize) -> usize {
+        let f = Arc::new(fixture());
+        f.engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..waiters)
+            .map(|i| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let req = AcquireRequest {
+                        wait: Some(3.0),
+                        ..owner(&format!("w{i}"), 30)
+                    };
+                    f.engine.acquire(None, "k", req).await
+                })
+            })
+            .collect();
+        // Past every waiter's first try, and short of their last one at the deadline.
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let before = f.store.gets.load(Ordering::SeqCst);
+        tokio::time::sleep(StdDuration::from_millis(2800)).await;
+        let reads = f.store.gets.load(Ordering::SeqCst) - before;
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(LockError::Held { .. })));
+        }
+        assert_eq!(f.engine.waited_locks(), 0, "the lock's watcher is gone");
+        reads
+    }
+    let one = reads_while_blocked(1).await;
+    let many = reads_while_blocked(200).await;
+    assert!(one > 0, "the one waiter's lock is watched");
+    // The watcher's jitter is random, so two runs may differ by a read or two; a read per waiter
+    // would be two hundred times as many.
+    assert!(
+        many <= one + 2,
+        "200 waiters: {many} reads; 1 waiter: {one}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_acquirers_are_served_in_arrival_order() {
+    let f = Arc::new(fixture());
+    let alice = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for name in ["w1", "w2", "w3", "w4", "w5"] {
+        let (f, order) = (f.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = AcquireRequest {
+                wait: Some(60.0),
+                ..owner(name, 30)
+            };
+            let got = f.engine.acquire(None, "k", req).await.unwrap();
+            order.lock().unwrap().push(name);
+            f.engine
+                .release(None, "k", got.holder_token().unwrap())
+                .await
+                .unwrap();
+        }));
+        // Each one is in line before the next arrives.
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    f.engine
+        .release(None, "k", alice.holder_token().unwrap())
+        .await
+        .unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["w1", "w2", "w3", "w4", "w5"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_answers_at_once_when_the_index_it_saw_is_old() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let v = f
+        .engine
+        .watch(None, "k", None, Some(a.index - 1), Some(30.0))
+        .await
+        .unwrap();
+    assert_eq!(v.index, a.index);
+    assert_eq!(Instant::now(), started, "no waiting");
+    assert_eq!(v.token, None, "a watch never shows the holder token");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_answers_when_the_lock_changes_and_times_out_otherwise() {
+    let f = Arc::new(fixture());
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 60))
+        .await
+        .unwrap();
+    // No change within the wait: the same index, after the wait.
+    let started = Instant::now();
+    let same = f
+        .engine
+        .watch(None, "k", None, Some(a.index), Some(2.0))
+        .await
+        .unwrap();
+    assert_eq!(same.index, a.index);
+    assert!(Instant::now() - started >= StdDuration::from_secs(2));
+    // A change (the release) ends the watch with the new state.
+    let watcher = {
+        let (f, index) = (f.clone(), a.index);
+        tokio::spawn(async move {
+            f.engine
+                .watch(None, "k", None, Some(index), Some(30.0))
+                .await
+        })
+    };
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    f.engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let changed = watcher.await.unwrap().unwrap();
+    assert!(changed.index > a.index);
+    assert_eq!(changed.owner, None);
+    assert!(!changed.locked);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifty_watch_clients_read_the_store_no_more_than_one_does() {
+    async fn reads_while_watching(clients: usize) -> usize {
+        let f = Arc::new(fixture());
+        let a = f
+            .engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (f, index) = (f.clone(), a.index);
+                tokio::spawn(async move {
+                    f.engine
+                        .watch(None, "k", None, Some(index), Some(3.0))
+                        .await
+                })
+            })
+            .collect();
+        // Past every client's first read (each reads the lock once, as a status does).
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let before = f.store.gets.load(Ordering::SeqCst);
+        tokio::time::sleep(StdDuration::from_millis(2800)).await;
+        let reads = f.store.gets.load(Ordering::SeqCst) - before;
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().index, a.index);
+        }
+        reads
+    }
+    let one = reads_while_watching(1).await;
+    let many = reads_while_watching(50).await;
+    assert!(one > 0);
+    // The watcher's jitter is random, so two runs may differ by a read or two; a read per client
+    // would be fifty times as many.
+    assert!(
+        many <= one + 2,
+        "50 watchers: {many} reads; 1 watcher: {one}"
+    );
+}

@@ -1,0 +1,60 @@
+//! Waiting for a held lock: an acquire with `wait` tries, then queues behind the lock's one
+//! watcher in this process ([`super::waiters`]) and tries again when its turn comes (the lock
+//! looked free) or at its deadline.
+
+use std::time::Duration as StdDuration;
+
+use tokio::time::Instant;
+
+use super::waiters::Registration;
+use super::{Engine, HolderToken, LockError, LockView, Target};
+use crate::metrics as m;
+
+/// A lock's watcher reads the store no faster than this at first, then backs off to
+/// [`MAX_POLL`], with full jitter so watchers on many replicas do not poll in step.
+pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
+pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
+
+impl Engine {
+    /// Tries to acquire until granted, refused for a reason other than the lock being held, or
+    /// `wait` has passed.
+    pub(super) async fn acquire_waiting(
+        &self,
+        target: &Target,
+        owner: &str,
+        token: Option<&HolderToken>,
+        ttl: u64,
+        wait: StdDuration,
+    ) -> Result<LockView, LockError> {
+        let deadline = Instant::now() + wait;
+        // This waiter's place in line for the lock, from its first refusal until it returns.
+        let mut registration = None;
+        // Held (and so counted in the waiters gauge) from the first wait until we return.
+        let mut waiting = None;
+        loop {
+            let err = match self.try_acquire(target, owner, token, ttl).await {
+                Ok(view) => {
+                    if let Some(r) = registration {
+                        Registration::granted(r);
+                    }
+                    return Ok(view);
+                }
+                Err(err @ LockError::Held { .. }) => err,
+                Err(other) => return Err(other),
+            };
+            if Instant::now() >= deadline {
+                self.metrics.count(m::CONFLICTS, &[]);
+                return Err(err);
+            }
+            waiting.get_or_insert_with(|| self.metrics.waiting());
+            // In line (the lock's one watcher reads it for every waiter here), until it is our
+            // turn (the lock looked free), or the deadline for one last try.
+            let r = registration
+                .get_or_insert_with(|| self.waiters.register(&target.bucket, &target.object));
+            tokio::select! {
+                _ = r.turn() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! What the server and its clients say to each other: the lock view every answer carries, the
+//! holder token, and the seed module's time format. Both `http` and `client` use these types;
+//! the engine builds views from its documents, so the client needs nothing of the engine.
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// The holder's secret proof of holding a lock. Its `Debug` never shows the value, so a log
+/// line or an error that prints a document, a view or a request cannot leak it; only
+/// [`HolderToken::expose`] does, where the holder is being answered or the store written.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HolderToken(String);
+
+impl HolderToken {
+    /// A fresh, unguessable token (122 random bits).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_exposed(self) -> String {
+        self.0
+    }
+
+    /// Whether `presented` is this token, compared in constant time so that the time an answer
+    /// takes says nothing about how much of a guess was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl From<String> for HolderToken {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for HolderToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HolderToken(<redacted>)")
+    }
+}
+
+/// A lock as shown to clients. `token` is present only in answers to the holder (acquire, renew).
+///
+/// It derives `ToSchema` because it is the wire format itself: the OpenAPI document describes
+/// this very struct rather than a copy that could drift from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LockView {
+    pub bucket: String,
+    pub key: String,
+    /// The holder's name; `null` once released or broken.
+    pub owner: Option<String>,
+    /// The holder's secret for renew and release. Only in acquire and renew answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub token: Option<HolderToken>,
+    /// Grows each time the lock passes to a new holder (and when it is broken).
+    pub fencing_token: u64,
+    /// The lease length in seconds.
+    pub expire: u64,
+    /// When the lease was granted or last renewed, on the store's clock.
+    #[serde(with = "seed_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub lock_time: DateTime<Utc>,
+    #[serde(with = "seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub release_time: Option<DateTime<Utc>>,
+    /// When the current holder's lease ends; `null` when nobody holds the lock.
+    #[serde(with = "seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What is left of the holder's lease, judged conservatively (on the latest possible store
+    /// time), so a holder that trusts it never overstays.
+    pub ttl_remaining_ms: i64,
+    pub locked: bool,
+    /// Changes with every write of this lock (its revision; 0 for a lock never written by
+    /// s3lock). A watch (`GET /locks/{key}?index=N`) answers once it is no longer `N`.
+    pub index: u64,
+}
+
+impl LockView {
+    /// The holder token, where this answer carries one (to the holder only).
+    pub fn holder_token(&self) -> Option<&str> {
+        self.token.as_ref().map(HolderToken::expose)
+    }
+}
+
+/// Python's `datetime.isoformat()` of an aware UTC time, as the seed module writes it:
+/// `2026-11-26T02:24:19.844224+00:00`, without the fraction when microseconds are zero.
+pub fn format_seed_time(t: &DateTime<Utc>) -> String {
+    if t.nanosecond() / 1_000 == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    }
+}
+
+/// Reads any RFC 3339 time (the seed's format among them), truncated to microseconds so that a
+/// time survives a round trip through the document unchanged.
+pub fn parse_seed_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    let t = DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc);
+    Ok(truncate_to_micros(t))
+}
+
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .expect("a truncated nanosecond is always valid")
+}
+
+pub mod seed_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_seed_time(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_seed_time(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&super::super::format_seed_time(t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| super::super::parse_seed_time(&s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// Checks an S3 bucket name by the S3 rules that matter for safety here: 3–63 characters of
+/// lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit. The local
+/// store uses the name as a directory, so this is also what keeps it inside its data directory.
+pub fn parse_bucket(raw: &str) -> Result<String, String> {
+    let ok_len = (3..=63).contains(&raw.len());
+    let ok_chars = raw
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ok_ends = raw
+        .bytes()
+        .next()
+        .zip(raw.bytes().last())
+        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends && !raw.contains("..") {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')"
+        ))
+    }
+}
