@@ -277,3 +277,34 @@ async fn fifty_watch_clients_read_the_store_no_more_than_one_does() {
         "50 watchers: {many} reads; 1 watcher: {one}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn watching_a_free_lock_backs_off_as_watching_a_held_one_does() {
+    // Review of issue 10: the watcher went back to its first poll (25 ms) after every read that
+    // found the lock free, so one watch client on a free lock cost ~40 store reads a second for
+    // as long as it watched, instead of backing off to one a second as on a held lock.
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let freed = f
+        .engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let before = f.store.gets.load(Ordering::SeqCst);
+    let v = f
+        .engine
+        .watch(None, "k", None, Some(freed.index), Some(10.0))
+        .await
+        .unwrap();
+    assert_eq!(v.index, freed.index, "nothing changed");
+    let reads = f.store.gets.load(Ordering::SeqCst) - before;
+    // The same bound as a waiter on a held lock: 25 ms doubling to 1 s, jitter in [half, full].
+    assert!(
+        reads <= 30,
+        "{reads} reads while watching a free lock for 10 s"
+    );
+}
