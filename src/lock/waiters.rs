@@ -67,9 +67,14 @@ struct KeyWatch {
 impl KeyWatch {
     /// Tells the first waiter in line that the lock looks free. `notify_one` keeps the signal
     /// if that waiter is not listening yet, so it is never lost.
-    fn wake_first(&self) {
-        if let Some((_, turn)) = self.queue.lock().expect("queue mutex poisoned").front() {
-            turn.notify_one();
+    /// Whether there was a waiter to tell.
+    fn wake_first(&self) -> bool {
+        match self.queue.lock().expect("queue mutex poisoned").front() {
+            Some((_, turn)) => {
+                turn.notify_one();
+                true
+            }
+            None => false,
         }
     }
 
@@ -201,7 +206,7 @@ impl Waiters {
         };
         watch.publish(Some(doc.clone()));
         if doc.holder(self.clock.now().earliest).is_none() {
-            watch.wake_first();
+            let _ = watch.wake_first();
         }
     }
 
@@ -284,9 +289,13 @@ impl Waiters {
                             .map(LockDocument::expires_at);
                         watch.publish(doc);
                         match held_until {
+                            // Free: the first waiter, if any, is told. Only then is a quick
+                            // look again worth it (it may lose the lock to another acquirer);
+                            // watch clients alone wait for a change with the usual backoff.
                             None => {
-                                watch.wake_first();
-                                poll = first_poll;
+                                if watch.wake_first() {
+                                    poll = first_poll;
+                                }
                             }
                             // Look again when the lease ends, if that comes before the poll.
                             Some(end) => {
