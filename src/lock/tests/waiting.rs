@@ -308,3 +308,54 @@ async fn watching_a_free_lock_backs_off_as_watching_a_held_one_does() {
         "{reads} reads while watching a free lock for 10 s"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_never_answers_with_a_state_older_than_the_one_it_was_given() {
+    // Review of issue 10: the watcher published whatever its read returned, even when this
+    // process had since written (and published) a newer state. A watcher's read that was
+    // served before a local release and answered after it put the lock back to "held" for every
+    // watch client: one watching from the release's index was answered at once with the older
+    // index and the old holder, as if the release had been undone.
+    let f = Arc::new(fixture());
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    // Something keeps the lock's watcher running (a waiter or another watch client).
+    let _kept = f.engine.waiters.watch(BUCKET, "locks/k");
+    tokio::time::sleep(StdDuration::from_millis(10)).await; // its first read is done
+                                                            // Its next poll is served (alice holds the lock) but the answer is slow to come back.
+    let (served, open) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), open.clone()));
+    served.notified().await;
+    // Meanwhile alice releases, here.
+    let freed = f
+        .engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    assert!(freed.index > a.index);
+    let client = {
+        let (f, index) = (f.clone(), freed.index);
+        tokio::spawn(async move {
+            f.engine
+                .watch(None, "k", None, Some(index), Some(5.0))
+                .await
+        })
+    };
+    tokio::time::sleep(StdDuration::from_millis(10)).await; // the client is watching
+    open.notify_one(); // the old read's answer arrives
+    let v = client.await.unwrap().unwrap();
+    assert!(
+        v.index >= freed.index,
+        "watching from index {} answered with index {} (owner {:?})",
+        freed.index,
+        v.index,
+        v.owner
+    );
+    assert_eq!(v.owner, None, "the lock was released");
+}
