@@ -359,3 +359,69 @@ async fn a_watch_never_answers_with_a_state_older_than_the_one_it_was_given() {
     );
     assert_eq!(v.owner, None, "the lock was released");
 }
+
+#[tokio::test(start_paused = true)]
+async fn watch_clients_following_a_lock_read_the_store_no_more_than_one_does() {
+    // Review of issue 10: a watch client follows a lock by watching again from the index each
+    // answer gave it. Every watch began with a store read of its own (a status), so each change
+    // of the lock cost one read per client: the watcher's reads are shared, these are not.
+    async fn reads_while_following(clients: usize) -> usize {
+        let f = Arc::new(fixture());
+        let first = f
+            .engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (f, mut index) = (f.clone(), first.index);
+                tokio::spawn(async move {
+                    let mut seen = 0;
+                    while seen < 10 {
+                        let v = f
+                            .engine
+                            .watch(None, "k", None, Some(index), Some(30.0))
+                            .await
+                            .unwrap();
+                        if v.index != index {
+                            seen += 1;
+                        }
+                        index = v.index;
+                    }
+                })
+            })
+            .collect();
+        // Past every client's first watch (each may read the lock once, as a status does).
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let before = f.store.gets.load(Ordering::SeqCst);
+        // Ten changes, all made by this process (so its watcher learns them with no read).
+        let mut token = first.holder_token().unwrap().to_owned();
+        for i in 0..10 {
+            if i % 2 == 0 {
+                f.engine.release(None, "k", &token).await.unwrap();
+            } else {
+                token = f
+                    .engine
+                    .acquire(None, "k", owner("alice", 600))
+                    .await
+                    .unwrap()
+                    .holder_token()
+                    .unwrap()
+                    .to_owned();
+            }
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        f.store.gets.load(Ordering::SeqCst) - before
+    }
+    let one = reads_while_following(1).await;
+    let many = reads_while_following(50).await;
+    // The watcher's jitter is random, so two runs may differ by a few reads; a read per client
+    // and change would be about 500 more.
+    assert!(
+        many <= one + 5,
+        "50 clients following: {many} reads; 1 client: {one}"
+    );
+}
