@@ -65,6 +65,8 @@ struct KeyWatch {
     /// States this process wrote and published ([`Waiters::observed`]); a store read begun
     /// before one of them may answer with an older state, and is not published.
     written: AtomicU64,
+    /// Set once `seen` holds a state read or written (until then it is only a placeholder).
+    known: AtomicBool,
 }
 
 impl KeyWatch {
@@ -85,6 +87,7 @@ impl KeyWatch {
     fn publish_written(&self, doc: LockDocument) {
         self.seen.send_if_modified(|current| {
             self.written.fetch_add(1, Ordering::SeqCst);
+            self.known.store(true, Ordering::SeqCst);
             let changed = current.as_ref() != Some(&doc);
             *current = Some(doc);
             changed
@@ -101,6 +104,7 @@ impl KeyWatch {
                 current_read = false;
                 return false;
             }
+            self.known.store(true, Ordering::SeqCst);
             let changed = *current != doc;
             *current = doc;
             changed
@@ -154,7 +158,17 @@ impl Drop for Registration<'_> {
 pub struct Watching<'a> {
     waiters: &'a Waiters,
     slot: Slot,
+    watch: Arc<KeyWatch>,
     pub seen: watch::Receiver<Seen>,
+}
+
+impl Watching<'_> {
+    /// The state the lock's watcher knows now, if it has read or written one yet (marked as
+    /// seen by this client).
+    pub fn known(&mut self) -> Option<Seen> {
+        let seen = self.seen.borrow_and_update().clone();
+        self.watch.known.load(Ordering::SeqCst).then_some(seen)
+    }
 }
 
 impl Drop for Watching<'_> {
@@ -216,6 +230,7 @@ impl Waiters {
             waiters: self,
             slot,
             seen: watch.seen.subscribe(),
+            watch,
         }
     }
 
@@ -269,6 +284,7 @@ impl Waiters {
             poke: Notify::new(),
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
+            known: AtomicBool::new(false),
         });
         keys.insert(slot.clone(), watch.clone());
         drop(keys);
