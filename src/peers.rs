@@ -291,6 +291,22 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_from_the_far_ends_of_time_is_stale_not_a_panic() {
+        // Review of issue 10: the age check subtracted the send time from now, which overflows
+        // (a panic in a debug build) for a send time near i64::MIN or i64::MAX.
+        let k = key("peer-secret-0123456789");
+        for sent_at_ms in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let body = hint_body(sent_at_ms);
+            let opened = std::panic::catch_unwind(|| k.open(&body, &k.sign(&body), 1_000_000));
+            assert_eq!(
+                opened.ok(),
+                Some(Err(HintError::Stale)),
+                "sent at {sent_at_ms}"
+            );
+        }
+    }
+
+    #[test]
     fn peers_are_host_port_or_plain_http_urls() {
         assert_eq!(
             peer_address("http://s3lock-b:8080/").unwrap(),
