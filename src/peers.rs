@@ -97,7 +97,7 @@ impl HintKey {
         mac.verify_slice(&presented)
             .map_err(|_| HintError::BadSignature)?;
         let hint: Hint = serde_json::from_slice(body).map_err(|_| HintError::Malformed)?;
-        if (now_ms - hint.sent_at_ms).abs() > MAX_HINT_AGE_MS {
+        if now_ms.abs_diff(hint.sent_at_ms) > MAX_HINT_AGE_MS.unsigned_abs() {
             return Err(HintError::Stale);
         }
         Ok(hint)
