@@ -97,7 +97,7 @@ impl HintKey {
         mac.verify_slice(&presented)
             .map_err(|_| HintError::BadSignature)?;
         let hint: Hint = serde_json::from_slice(body).map_err(|_| HintError::Malformed)?;
-        if (now_ms - hint.sent_at_ms).abs() > MAX_HINT_AGE_MS {
+        if now_ms.abs_diff(hint.sent_at_ms) > MAX_HINT_AGE_MS.unsigned_abs() {
             return Err(HintError::Stale);
         }
         Ok(hint)
@@ -288,6 +288,22 @@ mod tests {
             k.open(&body, &sig, 1_000_000 - 61_000),
             Err(HintError::Stale)
         );
+    }
+
+    #[test]
+    fn a_hint_from_the_far_ends_of_time_is_stale_not_a_panic() {
+        // Review of issue 10: the age check subtracted the send time from now, which overflows
+        // (a panic in a debug build) for a send time near i64::MIN or i64::MAX.
+        let k = key("peer-secret-0123456789");
+        for sent_at_ms in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let body = hint_body(sent_at_ms);
+            let opened = std::panic::catch_unwind(|| k.open(&body, &k.sign(&body), 1_000_000));
+            assert_eq!(
+                opened.ok(),
+                Some(Err(HintError::Stale)),
+                "sent at {sent_at_ms}"
+            );
+        }
     }
 
     #[test]
