@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -163,20 +164,22 @@ impl Peers {
         signature: String,
         metrics: Metrics,
     ) {
-        for peer in peers {
+        // Every peer at once: one that hangs until its timeout delays nobody else's hint.
+        let (http, body, signature, metrics) = (&http, &body, &signature, &metrics);
+        let peers = peers.iter().map(|peer| async move {
             let addrs = match tokio::net::lookup_host(peer.as_str()).await {
                 Ok(addrs) => addrs.collect::<Vec<_>>(),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot resolve a peer");
                     metrics.count(m::PEER_HINTS, &[("outcome", "unresolved")]);
-                    continue;
+                    return;
                 }
             };
-            for addr in addrs {
+            join_all(addrs.into_iter().map(|addr| async move {
                 let sent = http
                     .post(format!("http://{addr}{WAKE_PATH}"))
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header(SIGNATURE_HEADER, &signature)
+                    .header(SIGNATURE_HEADER, signature)
                     .body(body.clone())
                     .send()
                     .await;
@@ -192,8 +195,10 @@ impl Peers {
                     }
                 };
                 metrics.count(m::PEER_HINTS, &[("outcome", outcome)]);
-            }
-        }
+            }))
+            .await;
+        });
+        join_all(peers).await;
     }
 }
 
