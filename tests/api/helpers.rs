@@ -9,6 +9,7 @@ use reqwest::{Method, Response};
 use s3lock::auth::AuthTokens;
 use s3lock::clock::{Clock, SystemClock};
 use s3lock::lock::{Engine, EngineConfig};
+use s3lock::startup::Server;
 use s3lock::store::local::LocalStore;
 use s3lock::store::memory::MemoryStore;
 use s3lock::store::s3::S3Store;
@@ -85,13 +86,14 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let app = s3lock::http::app(engine.clone(), request_timeout, auth);
+        let server = Server::new(engine, request_timeout).with_auth(auth);
         let server = tokio::spawn(async move {
-            s3lock::startup::serve_router(listener, app, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
         });
         Self {
             base,
