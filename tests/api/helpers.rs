@@ -257,3 +257,10 @@ pub async fn problem(resp: Response, status: u16, kind: &str) -> Value {
     assert_eq!(body["status"], status, "{body}");
     body
 }
+
+/// The value of the metric line that starts with `prefix` (labels included), if there is one.
+pub fn metric_line(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .map(|l| l[prefix.len()..].trim().parse().unwrap())
+}

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real app on port 0, over the memory and local stores and
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
+mod auth;
 mod bad_input;
 mod bench_cli;
 mod check_cli;
@@ -9,8 +10,10 @@ mod client;
 mod contention;
 mod faults;
 mod helpers;
-mod operations;
+mod metrics;
+mod openapi;
 mod peers;
+mod readiness;
 mod round_trips;
 mod routes;
 mod s3;
