@@ -234,13 +234,23 @@ impl Engine {
         presented: Option<&HolderToken>,
         ttl: u64,
     ) -> Result<LockView, LockError> {
-        // What the last decision was, for the metrics.
+        // What the decisions were, for the metrics: a grant, even if refreshed after it landed.
         let mut grant = None;
+        // The token this acquire may present: the caller's, then that of each grant it writes. A
+        // grant that lands with its lease already used up (a slow write, a wide clock window) is
+        // decided again, and this caller, for whom it was made, refreshes it rather than being
+        // refused as if someone else held the lock. A token of a write that never landed matches
+        // nothing stored, so carrying it forward gives no one anything.
+        let mut mine = presented.cloned();
         let decided = self
             .decide(target, |current, now| {
-                let presented = presented.map(HolderToken::expose);
+                let presented = mine.as_ref().map(HolderToken::expose);
                 let (doc, kind) = rules::acquire(current, now, owner, presented, ttl)?;
-                grant = Some(kind);
+                grant = match (grant, kind) {
+                    (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),
+                    _ => Some(kind),
+                };
+                mine.clone_from(&doc.token);
                 Ok(Verdict::Write(doc))
             })
             .await?;

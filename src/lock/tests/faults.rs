@@ -162,3 +162,38 @@ async fn a_store_outage_grants_nothing() {
     f.store.set(None);
     assert_eq!(f.stored("k").await, None);
 }
+
+/// A clock that knows the store's time only within a window of `width`, as the S3 clock does
+/// (its `Date` header has whole seconds).
+#[derive(Debug)]
+struct WideClock(Arc<ManualClock>, Duration);
+
+impl Clock for WideClock {
+    fn now(&self) -> TimeWindow {
+        let t = self.0.now().earliest;
+        TimeWindow {
+            earliest: t,
+            latest: t + self.1,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_grant_whose_lease_is_used_up_by_a_slow_write_is_refreshed_for_its_own_caller() {
+    let f = fixture();
+    let engine = Engine::new(
+        f.store.clone(),
+        Arc::new(WideClock(f.clock.clone(), Duration::milliseconds(1500))),
+        config(),
+    );
+    // The write takes as long as the whole 1 s lease: once it has landed the engine decides
+    // again, and must refresh the grant it has just made (whose token only it knows), not
+    // refuse its own caller as if someone else held the lock.
+    *f.store.slow_next_write.lock().unwrap() = Some((f.clock.clone(), Duration::seconds(1)));
+    let v = engine.acquire(None, "k", owner("alice", 1)).await.unwrap();
+    assert_eq!(v.owner.as_deref(), Some("alice"));
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.token, v.token, "the caller holds the stored lease");
+    assert_eq!(stored.fencing_token, 1, "one grant, refreshed");
+    assert_eq!(stored.revision, 2);
+}

@@ -101,6 +101,8 @@ struct FaultyStore {
     gets: AtomicUsize,
     /// Conditional writes tried (both kinds), to count round trips.
     writes: AtomicUsize,
+    /// A write so slow that the store's clock moves this far while it travels (once).
+    slow_next_write: Mutex<Option<(Arc<ManualClock>, Duration)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +171,13 @@ impl FaultyStore {
         StoreError::Unavailable("timed out".into())
     }
 
+    /// The clock moves on while a write travels, as on a slow or retried write.
+    fn slow_write(&self) {
+        if let Some((clock, by)) = self.slow_next_write.lock().unwrap().take() {
+            clock.advance(by);
+        }
+    }
+
     fn down(&self) -> bool {
         matches!(*self.fault.lock().unwrap(), Some(Fault::Down))
     }
@@ -212,7 +221,9 @@ impl Store for FaultyStore {
             Some(Fault::ParkNextWrite) => return Err(self.park(bucket, key, body, None)),
             _ => {}
         }
-        Self::after_write(fault, self.inner.put_if_absent(bucket, key, body).await)
+        let written = self.inner.put_if_absent(bucket, key, body).await;
+        self.slow_write();
+        Self::after_write(fault, written)
     }
     async fn put_if_version(
         &self,
@@ -228,10 +239,9 @@ impl Store for FaultyStore {
             Some(Fault::ParkNextWrite) => return Err(self.park(bucket, key, body, Some(expected))),
             _ => {}
         }
-        Self::after_write(
-            fault,
-            self.inner.put_if_version(bucket, key, body, expected).await,
-        )
+        let written = self.inner.put_if_version(bucket, key, body, expected).await;
+        self.slow_write();
+        Self::after_write(fault, written)
     }
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.list(bucket, prefix).await
