@@ -1,6 +1,7 @@
 //! One integration-test binary: the real app on port 0, over the memory and local stores and
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
+mod attacks;
 mod auth;
 mod bad_input;
 mod bench_cli;
@@ -17,3 +18,4 @@ mod readiness;
 mod round_trips;
 mod routes;
 mod s3;
+mod secrets;

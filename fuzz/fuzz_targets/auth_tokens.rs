@@ -1,0 +1,109 @@
+//! Any auth tokens file: parsing never panics; a file that parses gives exactly one principal per
+//! credential line, found by its credential and by nothing shorter, with the name, prefix,
+//! buckets and role its words say (checked against a plain reading of the format below); and
+//! neither an error nor a debug print ever shows a credential of the file.
+#![no_main]
+
+use std::collections::BTreeSet;
+
+use libfuzzer_sys::fuzz_target;
+use s3lock::auth::{AuthTokens, Buckets, Principal, MIN_CREDENTIAL_LEN};
+
+/// What a line that parsed grants, read word by word as the README describes the format: the
+/// last `name=` and `prefix=` win, `bucket=` adds a bucket, `bucket=*` means every bucket, and no
+/// `bucket=` means the default bucket only.
+fn expected(n: usize, words: &[&str]) -> Principal {
+    let mut p = Principal {
+        name: format!("line-{n}"),
+        prefix: None,
+        buckets: Buckets::Default,
+        admin: false,
+    };
+    let (mut named, mut all) = (BTreeSet::new(), false);
+    for word in words {
+        match word.split_once('=') {
+            Some(("name", v)) => p.name = v.to_owned(),
+            Some(("prefix", v)) => p.prefix = Some(v.to_owned()),
+            Some(("bucket", "*")) => all = true,
+            Some(("bucket", v)) => {
+                named.insert(v.to_owned());
+            }
+            _ => {
+                assert_eq!(*word, "admin", "a file with {word:?} parsed");
+                p.admin = true;
+            }
+        }
+    }
+    if all {
+        p.buckets = Buckets::All;
+    } else if !named.is_empty() {
+        p.buckets = Buckets::Named(named);
+    }
+    p
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // The credential of each line that has one, as the file's format defines it: the first
+    // word of a line that is neither blank nor a comment.
+    let lines: Vec<(usize, Vec<&str>)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(n, l)| (n, l.split_whitespace().collect()))
+        .collect();
+    let credentials: Vec<&str> = lines.iter().map(|(_, words)| words[0]).collect();
+    // A credential that also appears elsewhere in the file (as a name, say) may be shown as
+    // that; only the ones that appear once are checked.
+    let secrets: Vec<&str> = credentials
+        .iter()
+        .copied()
+        .filter(|c| c.len() >= MIN_CREDENTIAL_LEN && text.matches(c).count() == 1)
+        .collect();
+
+    match AuthTokens::parse(text) {
+        Err(err) => {
+            assert!(
+                err.starts_with("line ") || err.contains("no auth tokens"),
+                "{err}"
+            );
+            for c in &secrets {
+                assert!(!err.contains(c), "the error shows a credential: {err}");
+            }
+        }
+        Ok(tokens) => {
+            assert_eq!(tokens.len(), credentials.len());
+            assert!(!tokens.is_empty());
+            let shown = format!("{tokens:?}");
+            for (n, words) in &lines {
+                let c = words[0];
+                assert!(c.len() >= MIN_CREDENTIAL_LEN);
+                let principal = tokens
+                    .find(c)
+                    .expect("every credential line is a principal");
+                assert!(!principal.name.is_empty());
+                assert_eq!(*principal, expected(*n, &words[1..]), "line {n}");
+                // Never found by a part of itself, nor with a byte added.
+                let (last, _) = c.char_indices().last().unwrap();
+                let shorter = &c[..last];
+                assert!(tokens.find(shorter).is_none() || credentials.contains(&shorter));
+                let longer = format!("{c}\u{0}");
+                assert!(tokens.find(&longer).is_none());
+                // A prefix scope is never empty (an empty one would be "every key" in disguise).
+                if let Some(p) = &principal.prefix {
+                    assert!(!p.is_empty());
+                    assert!(principal.may_touch(p) && !principal.may_touch(""));
+                }
+            }
+            for c in &secrets {
+                assert!(
+                    !shown.contains(c),
+                    "a debug print shows a credential: {shown}"
+                );
+            }
+        }
+    }
+});
