@@ -19,3 +19,4 @@ mod round_trips;
 mod routes;
 mod s3;
 mod secrets;
+mod watch;
