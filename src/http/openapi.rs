@@ -68,7 +68,8 @@ pub fn document(config: &EngineConfig) -> Value {
                     }
                     // A revision is a u64: the whole range is valid, not int64's.
                     Some("index") => {
-                        param["schema"] = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+                        param["schema"] =
+                            json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
                         continue;
                     }
                     Some("key") => key_pattern(),
