@@ -28,12 +28,56 @@ const SEGMENT: &str = r"(?:[^/.C][^/C]*|\.[^/.C][^/C]*|\.\.[^/C]+)";
 const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
 
 fn key_pattern() -> String {
-    KEY_PATTERN.replace("SEG", SEGMENT).replace('C', CONTROL)
+    KEY_PATTERN
+        .replace("SEG", SEGMENT)
+        .replace('C', &format!("{CONTROL}{}", format_characters()))
 }
 
 fn no_control_pattern(min: usize) -> String {
     let quantifier = if min == 0 { "*" } else { "+" };
     format!("^[^{CONTROL}]{quantifier}$")
+}
+
+fn owner_pattern() -> String {
+    format!("^[^{CONTROL}{}]+$", format_characters())
+}
+
+/// Keys and owners also refuse the invisible format characters (Unicode category Cf), listed
+/// here from the same Unicode tables the server checks with, as a regex class body: `\uXXXX`
+/// escapes in the BMP, the characters themselves above it. (Being in NFC cannot be said in a
+/// pattern; the description says it.)
+fn format_characters() -> String {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let show = |c: char| {
+        if u32::from(c) <= 0xffff {
+            format!("\\u{:04x}", u32::from(c))
+        } else {
+            c.to_string()
+        }
+    };
+    let mut class = String::new();
+    let mut run: Option<(char, char)> = None;
+    let format = (0..=0x10ffff_u32)
+        .filter_map(char::from_u32)
+        .filter(|c| c.general_category() == GeneralCategory::Format);
+    for c in format.map(Some).chain([None]) {
+        match (run, c) {
+            (Some((first, last)), Some(c)) if u32::from(c) == u32::from(last) + 1 => {
+                run = Some((first, c))
+            }
+            (previous, next) => {
+                if let Some((first, last)) = previous {
+                    class.push_str(&show(first));
+                    if last != first {
+                        class.push('-');
+                        class.push_str(&show(last));
+                    }
+                }
+                run = next.map(|c| (c, c));
+            }
+        }
+    }
+    class
 }
 
 /// The document for a server with this configuration, as JSON.
@@ -46,7 +90,7 @@ pub fn document(config: &EngineConfig) -> Value {
         schemas[body]["properties"]["ttl"]["maximum"] = json!(config.max_ttl);
     }
     schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
-    schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(no_control_pattern(1));
+    schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(owner_pattern());
     let max_wait = config.max_wait.as_secs_f64();
     schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern(0));
     for item in doc["paths"]
@@ -74,7 +118,7 @@ pub fn document(config: &EngineConfig) -> Value {
                     }
                     Some("key") => key_pattern(),
                     Some("prefix") => no_control_pattern(0),
-                    Some("owner") => no_control_pattern(1),
+                    Some("owner") => owner_pattern(),
                     _ => continue,
                 };
                 param["schema"]["pattern"] = json!(pattern);
