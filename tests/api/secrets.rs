@@ -497,6 +497,7 @@ fn help_of_every_subcommand_hides_the_auth_token_and_peer_secret_from_the_enviro
         shown_env >= 9,
         "only {shown_env} help texts name S3LOCK_AUTH_TOKEN"
     );
+    assert!(shown_peer >= 1, "no help text names S3LOCK_PEER_SECRET");
 }
 
 #[test]
