@@ -1,7 +1,7 @@
 //! Any auth tokens file: parsing never panics; a file that parses gives exactly one principal per
 //! credential line, found by its credential and by nothing shorter, with the name, prefix,
-//! buckets and role its words say (checked against a plain reading of the format below); and
-//! neither an error nor a debug print ever shows a credential of the file.
+//! buckets and role its words say (checked against a plain reading of the format below); an
+//! error never shows a credential of the file, and a debug print shows the names only.
 #![no_main]
 
 use std::collections::BTreeSet;
@@ -70,7 +70,15 @@ fuzz_target!(|data: &[u8]| {
                 err.starts_with("line ") || err.contains("no auth tokens"),
                 "{err}"
             );
-            for c in &secrets {
+            // (An error may quote a word of a line, escaped, and an escaped word can spell out
+            // a credential written with backslashes; only a credential no such quote contains
+            // is checked.)
+            let quoted: String = lines
+                .iter()
+                .flat_map(|(_, words)| &words[1..])
+                .map(|w| format!("{w:?}"))
+                .collect();
+            for c in secrets.iter().filter(|c| !quoted.contains(*c)) {
                 assert!(!err.contains(c), "the error shows a credential: {err}");
             }
         }
@@ -98,12 +106,12 @@ fuzz_target!(|data: &[u8]| {
                     assert!(principal.may_touch(p) && !principal.may_touch(""));
                 }
             }
-            for c in &secrets {
-                assert!(
-                    !shown.contains(c),
-                    "a debug print shows a credential: {shown}"
-                );
-            }
+            // A debug print is the list of names, in file order, and nothing else.
+            let names: Vec<String> = lines
+                .iter()
+                .map(|(_, words)| tokens.find(words[0]).unwrap().name.clone())
+                .collect();
+            assert_eq!(shown, format!("{names:?}"));
         }
     }
 });
