@@ -121,14 +121,21 @@ impl AuthTokens {
                 buckets: Buckets::Default,
                 admin: false,
             };
-            for word in words {
+            // A word is never echoed in an error: a second credential pasted on the line, or
+            // one pasted where a name belongs, must not reach a log.
+            for (w, word) in words.enumerate() {
+                let place = w + 2;
                 match word.split_once('=') {
                     Some(("name", v)) if !v.is_empty() => principal.name = v.to_owned(),
                     Some(("prefix", v)) if !v.is_empty() => principal.prefix = Some(v.to_owned()),
                     Some(("bucket", "*")) => principal.buckets = Buckets::All,
                     Some(("bucket", v)) => {
-                        let v = crate::wire::parse_bucket(v)
-                            .map_err(|e| format!("line {n}: bucket={e}"))?;
+                        let v = crate::wire::parse_bucket(v).map_err(|_| {
+                            format!(
+                                "line {n}: word {place} is not a valid bucket name (bucket=B: 3-63 \
+                                 characters a-z, 0-9, '.', '-'; or bucket=*)"
+                            )
+                        })?;
                         match &mut principal.buckets {
                             Buckets::All => {}
                             Buckets::Named(names) => {
@@ -140,8 +147,8 @@ impl AuthTokens {
                     None if word == "admin" => principal.admin = true,
                     _ => {
                         return Err(format!(
-                            "line {n}: unknown word {word:?} (expected name=NAME, prefix=P, \
-                         bucket=B or admin)"
+                            "line {n}: word {place} is not one of name=NAME, prefix=P, \
+                             bucket=B or admin (the word is not shown: it may be a credential)"
                         ))
                     }
                 }

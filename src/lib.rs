@@ -22,6 +22,7 @@
 //!   health that `/readyz` reads.
 //! * [`wire`]      — what server and clients say to each other: the lock view, the holder
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
+//! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
 //! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
 //!   others, signed with a shared secret, so their waiters read the store at once.
@@ -30,6 +31,7 @@
 //!   `release`, `status`, `list`, `break`, and `run` (a command under a lock).
 
 pub mod auth;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod client;

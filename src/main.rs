@@ -1,12 +1,7 @@
-use std::process::ExitCode;
-use std::sync::Arc;
-
 use clap::Parser;
 use s3lock::cli::{Cli, Command};
-use s3lock::lock::Engine;
-use s3lock::metrics::Metrics;
-use s3lock::peers::{HintKey, Peers};
-use s3lock::{bench, client, http, startup, telemetry};
+use s3lock::{bench, client, startup, telemetry};
+use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,27 +14,8 @@ async fn main() -> ExitCode {
         Command::Serve(args) => {
             let result = async {
                 let config = args.validate()?;
-                startup::log_auth_mode(&config);
-                let metrics = Metrics::new();
-                let (store, clock) =
-                    startup::open_store_with_metrics(&config, metrics.clone()).await?;
-                let mut engine =
-                    Engine::new(store, clock, config.engine.clone()).with_metrics(metrics.clone());
-                let hints = config.peer_secret.clone().map(HintKey::new);
-                if let (Some(key), false) = (&hints, config.peers.is_empty()) {
-                    let peers = Peers::new(&config.peers, key.clone(), metrics)?;
-                    engine = engine.with_peers(Arc::new(peers));
-                }
-                // open_store returns only once the store check passed (or was skipped).
-                engine.mark_store_checked();
-                let app = http::app_with_peers(
-                    Arc::new(engine),
-                    config.request_timeout,
-                    config.auth.clone(),
-                    hints,
-                );
                 let listener = tokio::net::TcpListener::bind(config.listen).await?;
-                startup::serve_router(listener, app, startup::shutdown_signal()).await?;
+                startup::run(config, listener, startup::shutdown_signal()).await?;
                 Ok::<_, Box<dyn std::error::Error>>(())
             }
             .await;

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,7 @@ impl HintKey {
         mac.verify_slice(&presented)
             .map_err(|_| HintError::BadSignature)?;
         let hint: Hint = serde_json::from_slice(body).map_err(|_| HintError::Malformed)?;
-        if (now_ms - hint.sent_at_ms).abs() > MAX_HINT_AGE_MS {
+        if now_ms.abs_diff(hint.sent_at_ms) > MAX_HINT_AGE_MS.unsigned_abs() {
             return Err(HintError::Stale);
         }
         Ok(hint)
@@ -163,20 +164,22 @@ impl Peers {
         signature: String,
         metrics: Metrics,
     ) {
-        for peer in peers {
+        // Every peer at once: one that hangs until its timeout delays nobody else's hint.
+        let (http, body, signature, metrics) = (&http, &body, &signature, &metrics);
+        let peers = peers.iter().map(|peer| async move {
             let addrs = match tokio::net::lookup_host(peer.as_str()).await {
                 Ok(addrs) => addrs.collect::<Vec<_>>(),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot resolve a peer");
                     metrics.count(m::PEER_HINTS, &[("outcome", "unresolved")]);
-                    continue;
+                    return;
                 }
             };
-            for addr in addrs {
+            join_all(addrs.into_iter().map(|addr| async move {
                 let sent = http
                     .post(format!("http://{addr}{WAKE_PATH}"))
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header(SIGNATURE_HEADER, &signature)
+                    .header(SIGNATURE_HEADER, signature)
                     .body(body.clone())
                     .send()
                     .await;
@@ -192,8 +195,10 @@ impl Peers {
                     }
                 };
                 metrics.count(m::PEER_HINTS, &[("outcome", outcome)]);
-            }
-        }
+            }))
+            .await;
+        });
+        join_all(peers).await;
     }
 }
 
@@ -288,6 +293,22 @@ mod tests {
             k.open(&body, &sig, 1_000_000 - 61_000),
             Err(HintError::Stale)
         );
+    }
+
+    #[test]
+    fn a_hint_from_the_far_ends_of_time_is_stale_not_a_panic() {
+        // Review of issue 10: the age check subtracted the send time from now, which overflows
+        // (a panic in a debug build) for a send time near i64::MIN or i64::MAX.
+        let k = key("peer-secret-0123456789");
+        for sent_at_ms in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let body = hint_body(sent_at_ms);
+            let opened = std::panic::catch_unwind(|| k.open(&body, &k.sign(&body), 1_000_000));
+            assert_eq!(
+                opened.ok(),
+                Some(Err(HintError::Stale)),
+                "sent at {sent_at_ms}"
+            );
+        }
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::auth::AuthTokens;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
 use crate::lock::{Engine, EngineConfig};
 use crate::metrics::Metrics;
+use crate::peers::{HintKey, Peers};
 use crate::store::check::verify_conditional_writes;
 use crate::store::local::LocalStore;
 use crate::store::s3::S3Store;
@@ -41,19 +43,16 @@ pub enum StartupError {
         bucket: String,
         cause: crate::store::StoreError,
     },
+    /// The peers' addresses do not parse (the message says which).
+    #[error("{0}")]
+    Peers(String),
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Opens the configured store and returns it with the clock that judges expiry on it.
+/// Opens the configured store and returns it with the clock that judges expiry on it, counting
+/// its S3 calls (if any) into `metrics`.
 pub async fn open_store(
-    config: &ServeConfig,
-) -> Result<(Arc<dyn Store>, Arc<dyn Clock>), StartupError> {
-    open_store_with_metrics(config, Metrics::new()).await
-}
-
-/// Opens the store, counting its S3 calls (if any) into `metrics`.
-pub async fn open_store_with_metrics(
     config: &ServeConfig,
     metrics: Metrics,
 ) -> Result<(Arc<dyn Store>, Arc<dyn Clock>), StartupError> {
@@ -92,7 +91,7 @@ pub async fn open_store_with_metrics(
 }
 
 /// The start-up proof of conditional writes, on every bucket the server may use.
-pub async fn check_store(
+async fn check_store(
     store: &dyn Store,
     engine: &EngineConfig,
     skip: bool,
@@ -119,32 +118,91 @@ pub async fn check_store(
     Ok(())
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
+/// Runs the server of `config` on `listener` until `shutdown` completes: opens the store (with
+/// its start-up check), builds the engine, serves, then drains in-flight requests.
+pub async fn run(
+    config: ServeConfig,
     listener: TcpListener,
-    engine: Arc<Engine>,
-    request_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    serve_router(
-        listener,
-        crate::http::router(engine, request_timeout),
-        shutdown,
-    )
-    .await
+    log_auth_mode(&config);
+    let metrics = Metrics::new();
+    let (store, clock) = open_store(&config, metrics.clone()).await?;
+    Server::from_config(&config, store, clock, metrics)?
+        .serve(listener, shutdown)
+        .await
 }
 
-/// Serves a built app (see [`crate::http::app`]) until `shutdown` completes.
-pub async fn serve_router(
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartupError> {
-    tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+/// A server whose store is open and checked, ready to serve: the engine and what the HTTP layer
+/// needs besides. [`run`] builds it from the configuration; tests build it over a store of
+/// their own with [`Server::new`].
+pub struct Server {
+    engine: Arc<Engine>,
+    request_timeout: Duration,
+    /// The bearer credentials; `None` when auth is off.
+    auth: Option<Arc<AuthTokens>>,
+    /// Checks peers' wake-up hints on `POST /internal/wake`; `None`: that route is absent.
+    hints: Option<HintKey>,
+}
+
+impl Server {
+    /// Serves `engine`, with no auth and no peers' hints.
+    pub fn new(engine: Arc<Engine>, request_timeout: Duration) -> Self {
+        Self {
+            engine,
+            request_timeout,
+            auth: None,
+            hints: None,
+        }
+    }
+
+    /// The server of `config` over a store that [`open_store`] returned.
+    pub fn from_config(
+        config: &ServeConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Result<Self, StartupError> {
+        let mut engine =
+            Engine::new(store, clock, config.engine.clone()).with_metrics(metrics.clone());
+        let hints = config.peer_secret.clone().map(HintKey::new);
+        if let (Some(key), false) = (&hints, config.peers.is_empty()) {
+            let peers =
+                Peers::new(&config.peers, key.clone(), metrics).map_err(StartupError::Peers)?;
+            engine = engine.with_peers(Arc::new(peers));
+        }
+        // open_store returns only once the store check passed (or was skipped).
+        engine.mark_store_checked();
+        Ok(Self::new(Arc::new(engine), config.request_timeout)
+            .with_auth(config.auth.clone())
+            .with_hints(hints))
+    }
+
+    /// Every lock route needs one of these auth tokens (`None`: auth is off).
+    pub fn with_auth(mut self, auth: Option<Arc<AuthTokens>>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Takes peers' wake-up hints signed with this key (`None`: no hints).
+    pub fn with_hints(mut self, hints: Option<HintKey>) -> Self {
+        self.hints = hints;
+        self
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let app = crate::http::app(self.engine, self.request_timeout, self.auth, self.hints);
+        tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Says at start whether the lock routes need an auth token, and warns loudly when anyone on the

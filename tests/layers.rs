@@ -8,21 +8,24 @@ use std::path::Path;
 /// Each top-level module and the modules it may import.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("wire", &[]),
+    ("backoff", &[]),
     ("clock", &[]),
     ("metrics", &[]),
     ("telemetry", &[]),
     ("auth", &["wire"]),
     ("store", &["clock", "metrics"]),
-    ("lock", &["clock", "metrics", "store", "wire"]),
+    ("lock", &["backoff", "clock", "metrics", "store", "wire"]),
     ("peers", &["clock", "lock", "metrics"]),
     (
         "http",
         &["auth", "clock", "lock", "metrics", "peers", "store", "wire"],
     ),
-    ("client", &["telemetry", "wire"]),
+    ("client", &["backoff", "telemetry", "wire"]),
     (
         "bench",
-        &["client", "clock", "lock", "metrics", "store", "wire"],
+        &[
+            "backoff", "client", "clock", "lock", "metrics", "store", "wire",
+        ],
     ),
     ("config", &["auth", "lock", "peers", "store", "wire"]),
     (

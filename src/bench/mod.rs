@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::client::{ClientError, LockClient};
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
@@ -283,6 +284,8 @@ async fn client(
         BenchOp::Handoff => handoff(i, run, &mut tally, deadline).await,
         _ => {
             let mut next = 0;
+            // Do not spin on a failing server.
+            let mut after_error = Backoff::constant(Duration::from_millis(10));
             while Instant::now() < deadline {
                 let j = next % keys.len();
                 next += 1;
@@ -293,8 +296,7 @@ async fn client(
                     Ok(took) => tally.record(took),
                     Err(fail) => {
                         if matches!(fail, Fail::Error(_)) {
-                            // Do not spin on a failing server.
-                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            after_error.wait().await;
                         }
                         tally.fail(fail)
                     }
@@ -395,6 +397,7 @@ async fn handoff(i: usize, run: &BenchArgs, tally: &mut Tally, deadline: Instant
         format!("bench-{pid}-h{pair}"),
         format!("bench-{pid}-w{pair}"),
     );
+    let mut after_error = Backoff::constant(Duration::from_millis(10));
     while Instant::now() < deadline {
         let token = match holder
             .acquire(&key, Some(&h_owner), Some(run.ttl), Some(5.0))
@@ -403,7 +406,7 @@ async fn handoff(i: usize, run: &BenchArgs, tally: &mut Tally, deadline: Instant
             Ok(v) => v.token.map(HolderToken::into_exposed).unwrap_or_default(),
             Err(e) => {
                 tally.fail(e.into());
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                after_error.wait().await;
                 continue;
             }
         };

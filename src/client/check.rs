@@ -12,6 +12,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::{ClientError, LockClient};
+use crate::backoff::Backoff;
 use crate::wire::HolderToken;
 
 #[derive(Debug, Clone)]
@@ -91,6 +92,7 @@ pub async fn run(config: CheckConfig) -> CheckReport {
             );
             tokio::spawn(async move {
                 let owner = format!("check-client-{client}");
+                let mut after_error = Backoff::constant(Duration::from_millis(20));
                 while Instant::now() < stop_at {
                     let key = format!(
                         "{}{}",
@@ -111,7 +113,7 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                         }
                         Err(_) => {
                             tally.lock().unwrap().errors += 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            after_error.wait().await;
                             continue;
                         }
                     };
@@ -166,6 +168,7 @@ async fn release_until_answered(
     sent: Instant,
     ttl: u64,
 ) {
+    let mut after_error = Backoff::constant(Duration::from_millis(50));
     for _ in 0..20 {
         match api.release(key, token).await {
             Ok(_) => return,
@@ -186,7 +189,7 @@ async fn release_until_answered(
             }
             Err(_) => {
                 tally.lock().unwrap().errors += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                after_error.wait().await;
             }
         }
     }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
 use super::{ClientError, LockClient};
+use crate::backoff::Backoff;
 use crate::wire::HolderToken;
 use crate::wire::LockView;
 
@@ -208,6 +209,8 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
     let mut last_holder: Option<(String, String)> = None;
     // Lowered to 0 (and polled from here instead) if the server allows only shorter waits.
     let mut chunk = WAIT_CHUNK;
+    // Polled every second when the server does the waiting no longer.
+    let mut poll = Backoff::constant(Duration::from_secs(1));
     loop {
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -235,7 +238,8 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
                 }
                 last_holder = Some(holder);
                 if chunk == 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(left.min(1.0))).await;
+                    let pause = poll.next_pause().min(Duration::from_secs_f64(left));
+                    tokio::time::sleep(pause).await;
                 }
             }
             Err(ClientError::Problem {
@@ -251,7 +255,7 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
 /// Renews every third of the lease; after a failure, retries every tenth of it (at most 1 s).
 async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: watch::Sender<Lease>) {
     let period = Duration::from_secs(ttl) / 3;
-    let retry = (Duration::from_secs(ttl) / 10).min(Duration::from_secs(1));
+    let mut retry = Backoff::constant((Duration::from_secs(ttl) / 10).min(Duration::from_secs(1)));
     let mut next = Instant::now() + period;
     // Failures in a row; only some are reported, so a long outage does not flood stderr.
     let mut failures = 0u32;
@@ -278,14 +282,14 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
                 if failures % 10 == 1 {
                     eprintln!("s3lock run: renewing {key} failed ({failures}x): {e}; retrying");
                 }
-                next = Instant::now() + retry;
+                next = Instant::now() + retry.next_pause();
             }
             Err(_) => {
                 failures += 1;
                 if failures % 10 == 1 {
                     eprintln!("s3lock run: renewing {key} timed out ({failures}x); retrying");
                 }
-                next = Instant::now() + retry;
+                next = Instant::now() + retry.next_pause();
             }
         }
     }
@@ -293,9 +297,10 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
 
 /// Releases, trying a few times; if it cannot, says when the lock frees itself.
 async fn release(client: &LockClient, key: &str, token: &str) {
+    let mut backoff = Backoff::constant(Duration::from_secs(1));
     for attempt in 0..3 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            backoff.wait().await;
         }
         match tokio::time::timeout(Duration::from_secs(10), client.release(key, token)).await {
             Ok(Ok(_)) => return,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::path::LockPath;
+use super::path::{Action, LockPath};
 use super::AppState;
 use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady};
 
@@ -162,15 +162,12 @@ pub(super) async fn action(
         key,
         action,
     } = LockPath::parse(uri.path(), true)?;
-    let action = action.unwrap_or_default();
-    if !matches!(action.as_str(), "acquire" | "renew" | "release" | "break") {
-        return Err(ApiError::RouteNotFound);
-    }
+    let action = action.ok_or(ApiError::RouteNotFound)?;
     let engine = &state.engine;
     let bucket = bucket.as_deref();
     caller.authorize(bucket, &engine.config().default_bucket, &key)?;
-    let result = match action.as_str() {
-        "acquire" => {
+    let result = match action {
+        Action::Acquire => {
             let b: AcquireBody = parse_body(&headers, body)?.unwrap_or_default();
             let req = AcquireRequest {
                 owner: b.owner,
@@ -180,15 +177,15 @@ pub(super) async fn action(
             };
             engine.acquire(bucket, &key, req).await
         }
-        "renew" => {
+        Action::Renew => {
             let b: RenewBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
             engine.renew(bucket, &key, &b.token, b.ttl).await
         }
-        "release" => {
+        Action::Release => {
             let b: ReleaseBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
             engine.release(bucket, &key, &b.token).await
         }
-        "break" => {
+        Action::Break => {
             let admin = caller.admin()?;
             let b: BreakBody = parse_body(&headers, body)?.unwrap_or_default();
             if let Some(reason) = &b.reason {
@@ -202,7 +199,6 @@ pub(super) async fn action(
             }
             engine.break_lock(bucket, &key, admin).await
         }
-        _ => return Err(ApiError::RouteNotFound),
     };
     result.map(Json).map_err(|e| lock_error(&state, e))
 }

@@ -27,6 +27,7 @@ use crate::auth::AuthTokens;
 use crate::lock::Engine;
 use crate::metrics::Metrics;
 use error::{ApiError, PROBLEM_JSON};
+use path::Action;
 
 /// The largest request body accepted: lock requests are a few small fields.
 pub const BODY_LIMIT: usize = 4 * 1024;
@@ -40,24 +41,11 @@ pub struct AppState {
     pub openapi: Arc<String>,
 }
 
-/// The whole application without auth, ready to serve or to call with `oneshot` in tests.
-pub fn router(engine: Arc<Engine>, request_timeout: Duration) -> Router {
-    app(engine, request_timeout, None)
-}
-
 /// The whole application; with `auth`, every lock route needs one of its auth tokens.
 /// `/healthz`, `/readyz`, `/metrics` and `/openapi.json` stay open: probes and scrapers carry no
-/// credentials, and none of them shows a key, an owner or a token.
+/// credentials, and none of them shows a key, an owner or a token. With `hints`, peers' wake-up
+/// hints are taken on `POST /internal/wake`.
 pub fn app(
-    engine: Arc<Engine>,
-    request_timeout: Duration,
-    auth: Option<Arc<AuthTokens>>,
-) -> Router {
-    app_with_peers(engine, request_timeout, auth, None)
-}
-
-/// [`app`], also taking peers' wake-up hints on `POST /internal/wake` when `hints` is given.
-pub fn app_with_peers(
     engine: Arc<Engine>,
     request_timeout: Duration,
     auth: Option<Arc<AuthTokens>>,
@@ -130,7 +118,7 @@ fn lock_route_allow(path: &str) -> Option<&'static str> {
         None => path.strip_prefix("/locks/")?,
     };
     match rest.rsplit_once('/') {
-        Some((key, "acquire" | "renew" | "release" | "break")) if !key.is_empty() => {
+        Some((key, word)) if !key.is_empty() && Action::parse(word).is_some() => {
             Some("GET,HEAD,POST")
         }
         _ => Some("GET,HEAD"),
@@ -184,9 +172,9 @@ fn route_label(matched: Option<&str>, method: &Method, path: &str) -> String {
     if method != Method::POST {
         return base;
     }
-    match path.rsplit('/').next() {
-        Some(action @ ("acquire" | "renew" | "release" | "break")) => format!("{base}/{action}"),
-        _ => format!("{base}/{{unknown}}"),
+    match path.rsplit('/').next().and_then(Action::parse) {
+        Some(action) => format!("{base}/{}", action.as_str()),
+        None => format!("{base}/{{unknown}}"),
     }
 }
 

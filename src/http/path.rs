@@ -1,5 +1,5 @@
 //! Lock paths. A key may contain `/`, so lock routes take the raw path after `/locks/` and split
-//! off the action (`acquire`, `renew`, `release`) *before* percent-decoding: an encoded slash in
+//! off the action (`acquire`, `renew`, `release`, `break`) *before* percent-decoding: an encoded slash in
 //! a key can then never be mistaken for the action separator. The decoded key is checked by the
 //! engine (`LockKey::parse`).
 
@@ -7,18 +7,51 @@ use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
 
+/// What a `POST` on a lock path asks for: the last segment of the path, parsed here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Acquire,
+    Renew,
+    Release,
+    Break,
+}
+
+impl Action {
+    /// The action a (raw) path segment names, if it names one.
+    pub fn parse(segment: &str) -> Option<Self> {
+        match segment {
+            "acquire" => Some(Self::Acquire),
+            "renew" => Some(Self::Renew),
+            "release" => Some(Self::Release),
+            "break" => Some(Self::Break),
+            _ => None,
+        }
+    }
+
+    /// The word in the path (and in the metrics' route label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acquire => "acquire",
+            Self::Renew => "renew",
+            Self::Release => "release",
+            Self::Break => "break",
+        }
+    }
+}
+
 /// A parsed `/locks/{key}[/{action}]` or `/buckets/{bucket}/locks/{key}[/{action}]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockPath {
     pub bucket: Option<String>,
     /// Percent-decoded, not yet validated.
     pub key: String,
-    pub action: Option<String>,
+    /// `None` on a path without an action.
+    pub action: Option<Action>,
 }
 
 impl LockPath {
     /// Parses a raw (still percent-encoded) request path; `with_action` when the last segment
-    /// names the action.
+    /// names the action (a segment that names none is a route not found, once the key decodes).
     pub fn parse(path: &str, with_action: bool) -> Result<Self, ApiError> {
         let (bucket, tail) = match path.strip_prefix("/buckets/") {
             Some(after) => {
@@ -30,13 +63,18 @@ impl LockPath {
         let rest = tail.strip_prefix("locks/").ok_or(ApiError::RouteNotFound)?;
         let (raw_key, action) = if with_action {
             let (k, a) = rest.rsplit_once('/').ok_or(ApiError::RouteNotFound)?;
-            (k, Some(a.to_owned()))
+            (k, Some(a))
         } else {
             (rest, None)
         };
+        let key = decode("key", raw_key)?;
+        let action = match action {
+            Some(word) => Some(Action::parse(word).ok_or(ApiError::RouteNotFound)?),
+            None => None,
+        };
         Ok(Self {
             bucket,
-            key: decode("key", raw_key)?,
+            key,
             action,
         })
     }
@@ -60,7 +98,7 @@ mod tests {
     fn the_action_is_split_off_before_decoding() {
         let p = LockPath::parse("/locks/a%2Facquire/release", true).unwrap();
         assert_eq!(p.key, "a/acquire");
-        assert_eq!(p.action.as_deref(), Some("release"));
+        assert_eq!(p.action, Some(Action::Release));
         assert_eq!(p.bucket, None);
     }
 

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::orphan::OrphanGuard;
 use super::rules::{self, Verdict};
 use super::{store_error, Engine, LockDocument, LockError, Target};
+use crate::backoff::Backoff;
 use crate::clock::TimeWindow;
 use crate::store::{StoreError, Version, Versioned};
 
@@ -252,9 +253,11 @@ impl Engine {
     ) -> WriteOutcome {
         let in_flight = doubt.is_some();
         let mut last_error = doubt.unwrap_or_default();
+        // 200 ms, then doubling.
+        let mut backoff = Backoff::exponential(StdDuration::from_millis(200), 2, StdDuration::MAX);
         for attempt in 0..READ_BACK_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(StdDuration::from_millis(100 << attempt)).await;
+                backoff.wait().await;
             }
             match self.get(&target.bucket, &target.object).await {
                 Ok(Some(stored)) if stored.body == *ours => {

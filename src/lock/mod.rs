@@ -414,14 +414,26 @@ impl Engine {
         let target = self.target(bucket, key)?;
         let default_wait = self.config.max_wait.as_secs_f64().min(30.0);
         let wait = self.wait(Some(wait.unwrap_or(default_wait)))?;
-        let current = self.status(bucket, key, expect_owner).await?;
-        let Some(index) = index else {
-            return Ok(current);
+        let index = match index {
+            Some(index) if !wait.is_zero() => index,
+            _ => return self.status(bucket, key, expect_owner).await,
         };
-        if current.index != index || wait.is_zero() {
-            return Ok(current);
+        if let Some(owner) = expect_owner {
+            key::parse_owner(owner).map_err(|r| LockError::invalid("owner", r))?;
         }
         let mut watching = self.waiters.watch(&target.bucket, &target.object);
+        // The state the lock's watcher knows, when it knows one at least as new as the client's:
+        // clients following a lock add no reads of their own. Else (no watcher yet, or one
+        // behind the client) a read, as a status.
+        let current = match watching.known() {
+            Some(doc) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
+                self.status_view(&target, doc, expect_owner)
+            }
+            _ => self.status(bucket, key, expect_owner).await?,
+        };
+        if current.index != index {
+            return Ok(current);
+        }
         let changed = tokio::time::timeout(wait, async {
             loop {
                 if watching.seen.changed().await.is_err() {

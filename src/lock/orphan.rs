@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::waiters::Waiters;
 use super::{Engine, LockDocument, Target};
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::store::{Store, Version};
 
@@ -57,10 +58,10 @@ impl OrphanWatch {
         let _count = DecrementOnDrop(self.watchers.clone());
         let ours = self.orphan.to_bytes();
         let give_up = Instant::now() + StdDuration::from_secs(self.orphan.expire).min(ORPHAN_WATCH);
-        let mut pause = StdDuration::from_millis(100);
+        let mut backoff =
+            Backoff::exponential(StdDuration::from_millis(100), 2, StdDuration::from_secs(5));
         while Instant::now() < give_up {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(StdDuration::from_secs(5));
+            backoff.wait().await;
             let stored = match self.store.get(&self.bucket, &self.object).await {
                 Ok(Some(stored)) if stored.body == ours => stored,
                 // Still as it was: the grant may yet land.

@@ -62,23 +62,54 @@ struct KeyWatch {
     poke: Notify,
     /// Set when the last user left: the watcher task ends.
     closed: AtomicBool,
+    /// States this process wrote and published ([`Waiters::observed`]); a store read begun
+    /// before one of them may answer with an older state, and is not published.
+    written: AtomicU64,
+    /// Set once `seen` holds a state read or written (until then it is only a placeholder).
+    known: AtomicBool,
 }
 
 impl KeyWatch {
     /// Tells the first waiter in line that the lock looks free. `notify_one` keeps the signal
     /// if that waiter is not listening yet, so it is never lost.
-    fn wake_first(&self) {
-        if let Some((_, turn)) = self.queue.lock().expect("queue mutex poisoned").front() {
-            turn.notify_one();
+    /// Whether there was a waiter to tell.
+    fn wake_first(&self) -> bool {
+        match self.queue.lock().expect("queue mutex poisoned").front() {
+            Some((_, turn)) => {
+                turn.notify_one();
+                true
+            }
+            None => false,
         }
     }
 
-    fn publish(&self, doc: Seen) {
+    /// A state this process wrote: newer than any answer to a read still on its way.
+    fn publish_written(&self, doc: LockDocument) {
         self.seen.send_if_modified(|current| {
+            self.written.fetch_add(1, Ordering::SeqCst);
+            self.known.store(true, Ordering::SeqCst);
+            let changed = current.as_ref() != Some(&doc);
+            *current = Some(doc);
+            changed
+        });
+    }
+
+    /// What a read begun when `written` was `written_before` found. Not published (false) if
+    /// this process wrote since: the read may have been served before that write. Checked under
+    /// the channel's lock, which [`KeyWatch::publish_written`] also takes.
+    fn publish_read(&self, doc: Seen, written_before: u64) -> bool {
+        let mut current_read = true;
+        self.seen.send_if_modified(|current| {
+            if self.written.load(Ordering::SeqCst) != written_before {
+                current_read = false;
+                return false;
+            }
+            self.known.store(true, Ordering::SeqCst);
             let changed = *current != doc;
             *current = doc;
             changed
         });
+        current_read
     }
 }
 
@@ -127,7 +158,17 @@ impl Drop for Registration<'_> {
 pub struct Watching<'a> {
     waiters: &'a Waiters,
     slot: Slot,
+    watch: Arc<KeyWatch>,
     pub seen: watch::Receiver<Seen>,
+}
+
+impl Watching<'_> {
+    /// The state the lock's watcher knows now, if it has read or written one yet (marked as
+    /// seen by this client).
+    pub fn known(&mut self) -> Option<Seen> {
+        let seen = self.seen.borrow_and_update().clone();
+        self.watch.known.load(Ordering::SeqCst).then_some(seen)
+    }
 }
 
 impl Drop for Watching<'_> {
@@ -189,6 +230,7 @@ impl Waiters {
             waiters: self,
             slot,
             seen: watch.seen.subscribe(),
+            watch,
         }
     }
 
@@ -199,9 +241,9 @@ impl Waiters {
         let Some(watch) = self.keys().get(&slot).cloned() else {
             return;
         };
-        watch.publish(Some(doc.clone()));
+        watch.publish_written(doc.clone());
         if doc.holder(self.clock.now().earliest).is_none() {
-            watch.wake_first();
+            let _ = watch.wake_first();
         }
     }
 
@@ -241,6 +283,8 @@ impl Waiters {
             seen: watch::Sender::new(None),
             poke: Notify::new(),
             closed: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            known: AtomicBool::new(false),
         });
         keys.insert(slot.clone(), watch.clone());
         drop(keys);
@@ -274,6 +318,7 @@ impl Waiters {
             let mut poll = first_poll;
             while !watch.closed.load(Ordering::SeqCst) {
                 let mut nap = poll;
+                let written_before = watch.written.load(Ordering::SeqCst);
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
                         let doc = found.and_then(|f| LockDocument::from_bytes(&f.body).ok());
@@ -282,16 +327,25 @@ impl Waiters {
                             .as_ref()
                             .filter(|d| d.holder(now.earliest).is_some())
                             .map(LockDocument::expires_at);
-                        watch.publish(doc);
-                        match held_until {
-                            None => {
-                                watch.wake_first();
-                                poll = first_poll;
-                            }
-                            // Look again when the lease ends, if that comes before the poll.
-                            Some(end) => {
-                                let left = (end - now.earliest).to_std().unwrap_or_default();
-                                nap = nap.min(left);
+                        if !watch.publish_read(doc, written_before) {
+                            // This process wrote the lock while the read was on its way: what
+                            // it found may be older than what was published. Look again soon.
+                            nap = first_poll;
+                        } else {
+                            match held_until {
+                                // Free: the first waiter, if any, is told. Only then is a quick
+                                // look again worth it (it may lose the lock to another acquirer);
+                                // watch clients alone wait for a change with the usual backoff.
+                                None => {
+                                    if watch.wake_first() {
+                                        poll = first_poll;
+                                    }
+                                }
+                                // Look again when the lease ends, if that comes before the poll.
+                                Some(end) => {
+                                    let left = (end - now.earliest).to_std().unwrap_or_default();
+                                    nap = nap.min(left);
+                                }
                             }
                         }
                     }

@@ -41,11 +41,20 @@ pub struct S3Settings {
     pub operation_timeout: Duration,
 }
 
+/// S3 calls one process makes at once; more wait their turn. The SDK keeps a pooled connection
+/// for every request it ever had in flight at once: 1,000 blocked acquirers' first reads opened
+/// about 1,000 connections to S3, tens of MiB of buffers kept for good. A lock call takes a few
+/// milliseconds, so this many in flight is still thousands of calls a second.
+const MAX_CONCURRENT_REQUESTS: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     clock: Arc<S3Clock>,
     metrics: Metrics,
+    /// Bounds the calls in flight (and so the SDK's connection pool), see
+    /// [`MAX_CONCURRENT_REQUESTS`].
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl S3Store {
@@ -80,7 +89,16 @@ impl S3Store {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             clock,
             metrics: Metrics::new(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
         }
+    }
+
+    /// A place among the calls in flight, held for one call.
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Counts S3 calls into `metrics` (the app's, shared with the engine and the HTTP layer).
@@ -220,6 +238,7 @@ where
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let _slot = self.slot().await;
         let outcome = self.get_object(bucket, key).await;
         self.counted("get", outcome)
     }
@@ -230,6 +249,7 @@ impl Store for S3Store {
         key: &str,
         body: Bytes,
     ) -> Result<Version, StoreError> {
+        let _slot = self.slot().await;
         self.put(bucket, key, body, Condition::Absent).await
     }
 
@@ -240,11 +260,13 @@ impl Store for S3Store {
         body: Bytes,
         expected: &Version,
     ) -> Result<Version, StoreError> {
+        let _slot = self.slot().await;
         self.put(bucket, key, body, Condition::Version(expected))
             .await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let _slot = self.slot().await;
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -266,6 +288,7 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let _slot = self.slot().await;
         let outcome = self
             .client
             .delete_object()

@@ -9,8 +9,8 @@ use s3lock::clock::{Clock, SystemClock};
 use s3lock::lock::LockDocument;
 use serde_json::{json, Value};
 
+use crate::auth::{tokens_file, ADMIN, CI};
 use crate::helpers::{json_with, TestApp, PREFIX};
-use crate::operations::{tokens_file, ADMIN, CI};
 
 const BIN: &str = env!("CARGO_BIN_EXE_s3lock");
 

@@ -423,7 +423,7 @@ async fn start_serving_via(endpoint: &str, bucket: &str) -> Result<(), String> {
         unreachable!()
     };
     let config = args.validate().unwrap();
-    s3lock::startup::open_store(&config)
+    s3lock::startup::open_store(&config, s3lock::metrics::Metrics::new())
         .await
         .map(drop)
         .map_err(|e| e.to_string())

@@ -10,6 +10,7 @@ use s3lock::auth::AuthTokens;
 use s3lock::clock::{Clock, SystemClock};
 use s3lock::lock::{Engine, EngineConfig};
 use s3lock::peers::HintKey;
+use s3lock::startup::Server;
 use s3lock::store::local::LocalStore;
 use s3lock::store::memory::MemoryStore;
 use s3lock::store::s3::S3Store;
@@ -109,13 +110,16 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let app = s3lock::http::app_with_peers(engine.clone(), request_timeout, auth, hints);
+        let server = Server::new(engine, request_timeout)
+            .with_auth(auth)
+            .with_hints(hints);
         let server = tokio::spawn(async move {
-            s3lock::startup::serve_router(listener, app, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
         });
         Self {
             base,
@@ -278,4 +282,11 @@ pub async fn problem(resp: Response, status: u16, kind: &str) -> Value {
     assert_eq!(body["type"], format!("urn:s3lock:problem:{kind}"), "{body}");
     assert_eq!(body["status"], status, "{body}");
     body
+}
+
+/// The value of the metric line that starts with `prefix` (labels included), if there is one.
+pub fn metric_line(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .map(|l| l[prefix.len()..].trim().parse().unwrap())
 }

@@ -2,6 +2,7 @@
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
 mod attacks;
+mod auth;
 mod bad_input;
 mod bench_cli;
 mod check_cli;
@@ -10,9 +11,12 @@ mod client;
 mod contention;
 mod faults;
 mod helpers;
-mod operations;
+mod metrics;
+mod openapi;
 mod peers;
+mod readiness;
 mod round_trips;
 mod routes;
 mod s3;
 mod secrets;
+mod watch;

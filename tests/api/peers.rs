@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use s3lock::lock::Engine;
 use s3lock::metrics::Metrics;
 use s3lock::peers::{Hint, HintKey, Peers, SIGNATURE_HEADER, WAKE_PATH};
+use s3lock::startup::Server;
 use s3lock::store::s3::S3Store;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -37,13 +38,8 @@ async fn replica(bucket: &str, peers: &[String]) -> (String, Arc<Engine>) {
     let engine = Arc::new(engine);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app =
-        s3lock::http::app_with_peers(engine.clone(), Duration::from_secs(90), None, Some(key));
-    tokio::spawn(s3lock::startup::serve_router(
-        listener,
-        app,
-        std::future::pending(),
-    ));
+    let server = Server::new(engine.clone(), Duration::from_secs(90)).with_hints(Some(key));
+    tokio::spawn(server.serve(listener, std::future::pending()));
     (base, engine)
 }
 

@@ -8,6 +8,9 @@
 //! * strip `If-None-Match` / `If-Match`, like a store that ignores conditional writes;
 //! * strip the `Date` header from answers, like a proxy that drops it;
 //! * count the requests that reach it, by method.
+//!
+//! Beside it, a [`Relay`]: a TCP relay that can be cut and restored, for a store that goes away
+//! altogether.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +24,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
 
 /// What the proxy does to a request instead of (or after) forwarding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,4 +302,57 @@ fn s3_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
         .header("content-type", "application/xml")
         .body(Full::new(Bytes::from(body)))
         .unwrap()
+}
+
+/// A plain TCP relay to the S3 server that a test can cut, to make the store go away (its port
+/// closed, its connections dropped) and come back; below HTTP, where the [`FaultProxy`] works.
+pub struct Relay {
+    /// The loopback port to point the S3 client at.
+    pub port: u16,
+    target: String,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    pub async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut relay = Self {
+            port,
+            target,
+            task: None,
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let target = self.target.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) cuts every open connection too.
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the port and drops every open connection.
+    pub async fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Listens on the same port again.
+    pub async fn restore(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.serve(listener);
+    }
 }

@@ -103,6 +103,9 @@ struct FaultyStore {
     writes: AtomicUsize,
     /// A write so slow that the store's clock moves this far while it travels (once).
     slow_next_write: Mutex<Option<(Arc<ManualClock>, Duration)>>,
+    /// The next read is served at once but its answer held back until the test opens the gate
+    /// (a response slow on the wire): (told when the read has been served, opens it).
+    slow_next_read: Mutex<Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -206,7 +209,13 @@ impl Store for FaultyStore {
         if self.down() {
             return Err(StoreError::Unavailable("down".into()));
         }
-        self.inner.get(bucket, key).await
+        let found = self.inner.get(bucket, key).await;
+        let gate = self.slow_next_read.lock().unwrap().take();
+        if let Some((served, open)) = gate {
+            served.notify_one();
+            open.notified().await;
+        }
+        found
     }
     async fn put_if_absent(
         &self,

@@ -277,3 +277,151 @@ async fn fifty_watch_clients_read_the_store_no_more_than_one_does() {
         "50 watchers: {many} reads; 1 watcher: {one}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn watching_a_free_lock_backs_off_as_watching_a_held_one_does() {
+    // Review of issue 10: the watcher went back to its first poll (25 ms) after every read that
+    // found the lock free, so one watch client on a free lock cost ~40 store reads a second for
+    // as long as it watched, instead of backing off to one a second as on a held lock.
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let freed = f
+        .engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let before = f.store.gets.load(Ordering::SeqCst);
+    let v = f
+        .engine
+        .watch(None, "k", None, Some(freed.index), Some(10.0))
+        .await
+        .unwrap();
+    assert_eq!(v.index, freed.index, "nothing changed");
+    let reads = f.store.gets.load(Ordering::SeqCst) - before;
+    // The same bound as a waiter on a held lock: 25 ms doubling to 1 s, jitter in [half, full].
+    assert!(
+        reads <= 30,
+        "{reads} reads while watching a free lock for 10 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_never_answers_with_a_state_older_than_the_one_it_was_given() {
+    // Review of issue 10: the watcher published whatever its read returned, even when this
+    // process had since written (and published) a newer state. A watcher's read that was
+    // served before a local release and answered after it put the lock back to "held" for every
+    // watch client: one watching from the release's index was answered at once with the older
+    // index and the old holder, as if the release had been undone.
+    let f = Arc::new(fixture());
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    // Something keeps the lock's watcher running (a waiter or another watch client).
+    let _kept = f.engine.waiters.watch(BUCKET, "locks/k");
+    tokio::time::sleep(StdDuration::from_millis(10)).await; // its first read is done
+                                                            // Its next poll is served (alice holds the lock) but the answer is slow to come back.
+    let (served, open) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), open.clone()));
+    served.notified().await;
+    // Meanwhile alice releases, here.
+    let freed = f
+        .engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    assert!(freed.index > a.index);
+    let client = {
+        let (f, index) = (f.clone(), freed.index);
+        tokio::spawn(async move {
+            f.engine
+                .watch(None, "k", None, Some(index), Some(5.0))
+                .await
+        })
+    };
+    tokio::time::sleep(StdDuration::from_millis(10)).await; // the client is watching
+    open.notify_one(); // the old read's answer arrives
+    let v = client.await.unwrap().unwrap();
+    assert!(
+        v.index >= freed.index,
+        "watching from index {} answered with index {} (owner {:?})",
+        freed.index,
+        v.index,
+        v.owner
+    );
+    assert_eq!(v.owner, None, "the lock was released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_clients_following_a_lock_read_the_store_no_more_than_one_does() {
+    // Review of issue 10: a watch client follows a lock by watching again from the index each
+    // answer gave it. Every watch began with a store read of its own (a status), so each change
+    // of the lock cost one read per client: the watcher's reads are shared, these are not.
+    async fn reads_while_following(clients: usize) -> usize {
+        let f = Arc::new(fixture());
+        let first = f
+            .engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (f, mut index) = (f.clone(), first.index);
+                tokio::spawn(async move {
+                    let mut seen = 0;
+                    while seen < 10 {
+                        let v = f
+                            .engine
+                            .watch(None, "k", None, Some(index), Some(30.0))
+                            .await
+                            .unwrap();
+                        if v.index != index {
+                            seen += 1;
+                        }
+                        index = v.index;
+                    }
+                })
+            })
+            .collect();
+        // Past every client's first watch (each may read the lock once, as a status does).
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let before = f.store.gets.load(Ordering::SeqCst);
+        // Ten changes, all made by this process (so its watcher learns them with no read).
+        let mut token = first.holder_token().unwrap().to_owned();
+        for i in 0..10 {
+            if i % 2 == 0 {
+                f.engine.release(None, "k", &token).await.unwrap();
+            } else {
+                token = f
+                    .engine
+                    .acquire(None, "k", owner("alice", 600))
+                    .await
+                    .unwrap()
+                    .holder_token()
+                    .unwrap()
+                    .to_owned();
+            }
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        f.store.gets.load(Ordering::SeqCst) - before
+    }
+    let one = reads_while_following(1).await;
+    let many = reads_while_following(50).await;
+    // The watcher's jitter is random, so two runs may differ by a few reads; a read per client
+    // and change would be about 500 more.
+    assert!(
+        many <= one + 5,
+        "50 clients following: {many} reads; 1 client: {one}"
+    );
+}

@@ -1,0 +1,54 @@
+//! The OpenAPI document the real app serves.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{json_with, TestApp};
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schema() {
+    let app = TestApp::memory().await;
+    let doc = json_with(app.request(Method::GET, "/openapi.json", None).await, 200).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    paths.sort();
+    let mut want = vec!["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    for base in ["", "/buckets/{bucket}"] {
+        for p in [
+            "/locks",
+            "/locks/{key}",
+            "/locks/{key}/acquire",
+            "/locks/{key}/renew",
+            "/locks/{key}/release",
+            "/locks/{key}/break",
+        ] {
+            want.push(Box::leak(format!("{base}{p}").into_boxed_str()));
+        }
+    }
+    want.sort();
+    assert_eq!(paths, want);
+    let problem = &doc["components"]["schemas"]["Problem"];
+    for field in ["type", "title", "status", "detail"] {
+        assert!(
+            problem["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(field)),
+            "{problem}"
+        );
+    }
+    // The server's own limits are in the document.
+    assert_eq!(
+        doc["components"]["schemas"]["AcquireBody"]["properties"]["ttl"]["maximum"],
+        3600
+    );
+    let conflict = &doc["paths"]["/locks/{key}/acquire"]["post"]["responses"]["409"]["content"];
+    assert!(
+        conflict.get("application/problem+json").is_some(),
+        "{conflict}"
+    );
+}
