@@ -578,10 +578,12 @@ async fn nothing_a_non_holder_can_read_works_as_the_holder_token() {
         let answer = Answer::of(resp).await;
         leaves(&scene.refused(&answer, 409, "lock-held"), &mut seen);
     }
-    // Status (also as alice's `is_locked`), the listings, in both buckets.
+    // Status (also as alice's `is_locked`), a watch, the listings, in both buckets.
     for path in [
         format!("/locks/{KEY}"),
         format!("/locks/{KEY}?owner=alice"),
+        // A watch answers at once when the index it was given is not the lock's.
+        format!("/locks/{KEY}?index=0&wait=1"),
         "/locks".to_owned(),
         format!("/locks?prefix={KEY}"),
         format!("/buckets/{OTHER_BUCKET}/locks/{KEY}"),
