@@ -13,9 +13,11 @@
 //!   shutdown future fires.
 //! * [`http`]      — the axum router, request parsing, and the one error → status table; auth
 //!   middleware, request metrics and the generated OpenAPI document.
-//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, local
-//!   hand-off, and the per-process cache of each lock's last known state). Knows nothing of HTTP
-//!   or S3.
+//! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
+//!   others, signed with a shared secret, so their waiters read the store at once.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch),
+//!   its rules as pure functions, one store watcher per waited-on lock, and the per-process cache
+//!   of each lock's last known state. Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, and the store
@@ -24,11 +26,10 @@
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty.
-//! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
-//!   others, signed with a shared secret, so their waiters read the store at once.
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
-//!   `release`, `status`, `list`, `break`, and `run` (a command under a lock).
+//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, and `run` (a command under a
+//!   lock).
 
 pub mod auth;
 pub mod backoff;

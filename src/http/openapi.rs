@@ -66,6 +66,12 @@ pub fn document(config: &EngineConfig) -> Value {
                         param["schema"]["maximum"] = json!(max_wait);
                         continue;
                     }
+                    // A revision is a u64: the whole range is valid, not int64's.
+                    Some("index") => {
+                        param["schema"] =
+                            json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+                        continue;
+                    }
                     Some("key") => key_pattern(),
                     Some("prefix") => no_control_pattern(0),
                     Some("owner") => no_control_pattern(1),
