@@ -1,7 +1,7 @@
 //! Any auth tokens file: parsing never panics; a file that parses gives exactly one principal per
 //! credential line, found by its credential and by nothing shorter, with the name, prefix,
-//! buckets and role its words say (checked against a plain reading of the format below); and
-//! neither an error nor a debug print ever shows a credential of the file.
+//! buckets and role its words say (checked against a plain reading of the format below); an
+//! error never quotes the file, and a debug print shows the names only.
 #![no_main]
 
 use std::collections::BTreeSet;
@@ -56,13 +56,6 @@ fuzz_target!(|data: &[u8]| {
         .map(|(n, l)| (n, l.split_whitespace().collect()))
         .collect();
     let credentials: Vec<&str> = lines.iter().map(|(_, words)| words[0]).collect();
-    // A credential that also appears elsewhere in the file (as a name, say) may be shown as
-    // that; only the ones that appear once are checked.
-    let secrets: Vec<&str> = credentials
-        .iter()
-        .copied()
-        .filter(|c| c.len() >= MIN_CREDENTIAL_LEN && text.matches(c).count() == 1)
-        .collect();
 
     match AuthTokens::parse(text) {
         Err(err) => {
@@ -70,8 +63,14 @@ fuzz_target!(|data: &[u8]| {
                 err.starts_with("line ") || err.contains("no auth tokens"),
                 "{err}"
             );
-            for c in &secrets {
-                assert!(!err.contains(c), "the error shows a credential: {err}");
+            // It names the line and the word's place, never a word: any word may be a
+            // credential (pasted on the wrong line, or where a bucket name belongs). The
+            // message's own text has no run of 16 non-blank characters, so a word that long
+            // found in it was quoted from the file.
+            for w in text.split_whitespace() {
+                if w.len() >= MIN_CREDENTIAL_LEN {
+                    assert!(!err.contains(w), "the error quotes the file: {err}");
+                }
             }
         }
         Ok(tokens) => {
@@ -91,19 +90,19 @@ fuzz_target!(|data: &[u8]| {
                 let shorter = &c[..last];
                 assert!(tokens.find(shorter).is_none() || credentials.contains(&shorter));
                 let longer = format!("{c}\u{0}");
-                assert!(tokens.find(&longer).is_none());
+                assert!(tokens.find(&longer).is_none() || credentials.contains(&longer.as_str()));
                 // A prefix scope is never empty (an empty one would be "every key" in disguise).
                 if let Some(p) = &principal.prefix {
                     assert!(!p.is_empty());
                     assert!(principal.may_touch(p) && !principal.may_touch(""));
                 }
             }
-            for c in &secrets {
-                assert!(
-                    !shown.contains(c),
-                    "a debug print shows a credential: {shown}"
-                );
-            }
+            // A debug print is the list of names, in file order, and nothing else.
+            let names: Vec<String> = lines
+                .iter()
+                .map(|(_, words)| tokens.find(words[0]).unwrap().name.clone())
+                .collect();
+            assert_eq!(shown, format!("{names:?}"));
         }
     }
 });

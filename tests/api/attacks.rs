@@ -13,6 +13,8 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Response};
 use s3lock::clock::{Clock, SystemClock};
+use s3lock::peers::{wall_clock_ms, Hint, HintKey, SIGNATURE_HEADER, WAKE_PATH};
+use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -81,6 +83,11 @@ impl Scene {
     /// A server without auth.
     async fn open() -> Self {
         Self::held(TestApp::memory().await, None).await
+    }
+
+    /// A server that takes peers' wake-up hints signed with `key`.
+    async fn with_hints(key: HintKey) -> Self {
+        Self::held(TestApp::memory_with_hints(key).await, None).await
     }
 
     /// A server with auth tokens scoped by prefix and bucket.
@@ -571,10 +578,12 @@ async fn nothing_a_non_holder_can_read_works_as_the_holder_token() {
         let answer = Answer::of(resp).await;
         leaves(&scene.refused(&answer, 409, "lock-held"), &mut seen);
     }
-    // Status (also as alice's `is_locked`), the listings, in both buckets.
+    // Status (also as alice's `is_locked`), a watch, the listings, in both buckets.
     for path in [
         format!("/locks/{KEY}"),
         format!("/locks/{KEY}?owner=alice"),
+        // A watch answers at once when the index it was given is not the lock's.
+        format!("/locks/{KEY}?index=0&wait=1"),
         "/locks".to_owned(),
         format!("/locks?prefix={KEY}"),
         format!("/buckets/{OTHER_BUCKET}/locks/{KEY}"),
@@ -1199,5 +1208,75 @@ async fn owners_and_keys_with_bidi_controls_or_other_format_characters_are_refus
         let p = scene.refused(&r, 400, "invalid-input");
         assert_eq!(p["field"], "key", "{p}");
     }
+    scene.unchanged().await;
+}
+
+// ---- Wake-up hints between replicas ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_wake_up_hint_forged_or_even_validly_signed_frees_nothing() {
+    // Without a peer secret there is no hint route at all.
+    let open = Scene::open().await;
+    let r = open.raw("POST", WAKE_PATH, None, "{}").await;
+    open.refused(&r, 404, "not-found");
+
+    let key = HintKey::new(SecretString::from("attack-peer-secret-0123456789"));
+    let scene = Scene::with_hints(key.clone()).await;
+    let hint = |object: &str, sent_at_ms: i64| {
+        serde_json::to_vec(&Hint {
+            bucket: "default".into(),
+            object: object.to_owned(),
+            sent_at_ms,
+        })
+        .unwrap()
+    };
+    let send = |body: Vec<u8>, signature: String| {
+        let req = scene
+            .app
+            .http
+            .post(format!("{}{WAKE_PATH}", scene.app.base))
+            .header(SIGNATURE_HEADER, signature)
+            .body(body)
+            .send();
+        async move { Answer::of(req.await.unwrap()).await }
+    };
+    // mallory waits for the lock under alice's name while the hints arrive.
+    let waiting = {
+        let (http, base) = (scene.app.http.clone(), scene.app.base.clone());
+        tokio::spawn(async move {
+            let resp = http
+                .post(format!("{base}{}", acquire_path()))
+                .json(&json!({"owner": "alice", "wait": 2}))
+                .send()
+                .await
+                .unwrap();
+            Answer::of(resp).await
+        })
+    };
+    let object = format!("{PREFIX}{KEY}");
+    let now = wall_clock_ms();
+    let wrong = HintKey::new(SecretString::from("not-the-peer-secret-0123"));
+    for (body, signature) in [
+        (hint(&object, now), String::new()),
+        (hint(&object, now), wrong.sign(&hint(&object, now))),
+        (hint(&object, now), key.sign(&hint(&object, now - 1))),
+        (
+            hint(&object, now - 3_600_000),
+            key.sign(&hint(&object, now - 3_600_000)),
+        ),
+        (b"{}".to_vec(), key.sign(b"{}")),
+    ] {
+        let r = send(body, signature).await;
+        scene.refused(&r, 403, "forbidden");
+    }
+    // A hint signed with the real secret (a peer, or anyone who stole the secret) is only ever
+    // a reason to read the lock again: alice still holds it.
+    for object in [object.clone(), format!("{PREFIX}../{KEY}"), "locks/".into()] {
+        let body = hint(&object, wall_clock_ms());
+        let r = send(body.clone(), key.sign(&body)).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+    }
+    let r = waiting.await.unwrap();
+    scene.refused(&r, 409, "lock-held");
     scene.unchanged().await;
 }

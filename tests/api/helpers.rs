@@ -9,6 +9,7 @@ use reqwest::{Method, Response};
 use s3lock::auth::AuthTokens;
 use s3lock::clock::{Clock, SystemClock};
 use s3lock::lock::{Engine, EngineConfig};
+use s3lock::peers::HintKey;
 use s3lock::startup::Server;
 use s3lock::store::local::LocalStore;
 use s3lock::store::memory::MemoryStore;
@@ -81,12 +82,37 @@ impl TestApp {
         auth: Option<Arc<AuthTokens>>,
         request_timeout: Duration,
     ) -> Self {
+        Self::serve_with_hints(store, engine, auth, None, request_timeout).await
+    }
+
+    /// A memory-store app that also takes peers' wake-up hints signed with `key`.
+    pub async fn memory_with_hints(key: HintKey) -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            engine_config("default", &[OTHER_BUCKET]),
+        );
+        engine.mark_store_checked();
+        let timeout = Duration::from_secs(90);
+        Self::serve_with_hints(store, Arc::new(engine), None, Some(key), timeout).await
+    }
+
+    async fn serve_with_hints(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        auth: Option<Arc<AuthTokens>>,
+        hints: Option<HintKey>,
+        request_timeout: Duration,
+    ) -> Self {
         s3lock::telemetry::init_for_tests();
         let bucket = engine.config().default_bucket.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let server = Server::new(engine, request_timeout).with_auth(auth);
+        let server = Server::new(engine, request_timeout)
+            .with_auth(auth)
+            .with_hints(hints);
         let server = tokio::spawn(async move {
             server
                 .serve(listener, async {

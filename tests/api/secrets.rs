@@ -29,6 +29,8 @@ struct AuthSet {
     scoped: String,
     /// Presented, but in no file: a 401.
     unknown: String,
+    /// The peer secret that signs wake-up hints (the server sends them to a peer that is down).
+    peer: String,
 }
 
 impl AuthSet {
@@ -39,6 +41,7 @@ impl AuthSet {
             admin: fresh("admin"),
             scoped: fresh("scoped"),
             unknown: fresh("unknown"),
+            peer: fresh("peer"),
         }
     }
 
@@ -55,6 +58,7 @@ impl AuthSet {
             self.admin.clone(),
             self.scoped.clone(),
             self.unknown.clone(),
+            self.peer.clone(),
         ]
     }
 }
@@ -68,11 +72,14 @@ struct Server {
 }
 
 impl Server {
-    async fn start(store_args: &[String], tokens_file: &Path) -> Self {
+    async fn start(store_args: &[String], tokens_file: &Path, peer_secret: &str) -> Self {
         let mut child = tokio::process::Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--auth-tokens-file"])
             .arg(tokens_file)
             .args(store_args)
+            // A peer that is down: every freed lock sends it a signed hint that fails.
+            .args(["--peers", &support::closed_url()])
+            .env("S3LOCK_PEER_SECRET", peer_secret)
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
             .env_remove("S3LOCK_AUTH_TOKEN")
@@ -357,7 +364,7 @@ async fn run_session_and_grep(store_args: Vec<String>, kept: Kept) {
     let auth = AuthSet::new();
     let tokens_file = dir.path().join("auth-tokens");
     std::fs::write(&tokens_file, auth.file()).unwrap();
-    let server = Server::start(&store_args, &tokens_file).await;
+    let server = Server::start(&store_args, &tokens_file, &auth.peer).await;
     let session = drive(&server.url, &auth).await;
     let log = server.stop().await;
 
@@ -369,6 +376,10 @@ async fn run_session_and_grep(store_args: Vec<String>, kept: Kept) {
     // The log is really at debug level and really saw the session.
     assert!(log.contains("DEBUG"), "not a debug log:\n{log}");
     assert!(log.contains("jobs/a") && log.contains("client"), "{log}");
+    assert!(
+        log.contains("hint"),
+        "no wake-up hint was sent to the peer:\n{log}"
+    );
     assert_absent("the server's output", &log, &secrets);
     assert_absent("the CLI's output", &session.cli_output, &secrets);
 }
@@ -450,9 +461,10 @@ fn subcommands() -> Vec<String> {
 }
 
 #[test]
-fn help_of_every_subcommand_hides_the_auth_token_from_the_environment() {
+fn help_of_every_subcommand_hides_the_auth_token_and_peer_secret_from_the_environment() {
     let secret = format!("help-secret-{}", uuid::Uuid::new_v4().simple());
-    let mut shown_env = 0;
+    let peer_secret = format!("peer-secret-{}", uuid::Uuid::new_v4().simple());
+    let (mut shown_env, mut shown_peer) = (0, 0);
     let mut runs: Vec<Vec<String>> = vec![vec!["--help".into()], vec!["-h".into()]];
     for sub in subcommands() {
         runs.push(vec![sub.clone(), "--help".into()]);
@@ -463,15 +475,19 @@ fn help_of_every_subcommand_hides_the_auth_token_from_the_environment() {
         let out = std::process::Command::new(BIN)
             .args(&args)
             .env("S3LOCK_AUTH_TOKEN", &secret)
+            .env("S3LOCK_PEER_SECRET", &peer_secret)
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");
         let text = text_of(&out);
         assert!(
-            !text.contains(&secret),
-            "`s3lock {}` shows S3LOCK_AUTH_TOKEN's value:\n{text}",
+            !text.contains(&secret) && !text.contains(&peer_secret),
+            "`s3lock {}` shows a secret from the environment:\n{text}",
             args.join(" ")
         );
+        if text.contains("S3LOCK_PEER_SECRET") {
+            shown_peer += 1;
+        }
         if text.contains("S3LOCK_AUTH_TOKEN") {
             shown_env += 1;
         }
@@ -481,6 +497,7 @@ fn help_of_every_subcommand_hides_the_auth_token_from_the_environment() {
         shown_env >= 9,
         "only {shown_env} help texts name S3LOCK_AUTH_TOKEN"
     );
+    assert!(shown_peer >= 1, "no help text names S3LOCK_PEER_SECRET");
 }
 
 #[test]
