@@ -65,7 +65,8 @@ pub enum ApiError {
     /// 503 `contended`, with `Retry-After`.
     Contended,
     /// 503 `store-unavailable`, with `Retry-After`. Never a grant; but an acquire whose write was
-    /// in flight when the store went away may have landed unseen (the same owner recovers it).
+    /// in flight when the store went away may have landed unseen (the server frees it once the
+    /// store answers again; nobody holds its token, so nobody can refresh it).
     StoreUnavailable(String),
     /// 502 `store-error`: the store refused (missing bucket, credentials).
     StoreRefused(String),
@@ -195,7 +196,8 @@ impl ApiError {
             Contended => "writers kept racing on this lock".into(),
             StoreUnavailable(_) => {
                 "the lock store could not be reached; try again. If an acquire's write was in \
-                 flight it may have landed: acquiring again with the same owner recovers it"
+                 flight it may have landed: the server frees such a grant once the store answers \
+                 again, so acquire again with a wait to be handed the lock"
                     .into()
             }
             StoreRefused(_) => "the lock store refused the request; see the server log".into(),

@@ -31,8 +31,8 @@ pub enum LockError {
     #[error("the lock is contended; try again")]
     Contended,
     /// The store could not be reached, or gave an answer that proves nothing. The caller was not
-    /// granted anything; a write in flight may still have landed, and is then recovered by the
-    /// same owner acquiring again (the reentrant refresh returns its token).
+    /// granted anything; a grant in flight may still land, and is then freed by the orphan
+    /// watcher (its token was never handed out, so no one can refresh it).
     #[error("the lock store is unavailable: {0}")]
     StoreUnavailable(String),
     /// The store refused for a reason a retry will not fix (missing bucket, credentials).
