@@ -65,9 +65,11 @@ async fn sixteen_clients_on_two_replicas_never_share_one_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_clients_on_two_replicas_never_share_any_of_a_hundred_locks() {
     let report = hammer(100, false).await;
-    assert!(report.grants >= 50, "only {} grants", report.grants);
+    // Enough grants to have exercised many keys; not a throughput floor (how many fit in 4 s is
+    // the machine's speed, and a loaded CI machine managed 16 where a quiet one makes 100+).
+    assert!(report.grants >= 10, "only {} grants", report.grants);
     assert!(
-        report.keys_granted >= 20,
+        report.keys_granted >= 5,
         "only {} keys were granted",
         report.keys_granted
     );
