@@ -30,7 +30,7 @@ const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
 fn key_pattern() -> String {
     KEY_PATTERN
         .replace("SEG", SEGMENT)
-        .replace('C', &format!("{CONTROL}{}", format_characters()))
+        .replace('C', &format!("{CONTROL}{FORMAT_CHARACTERS}"))
 }
 
 fn no_control_pattern(min: usize) -> String {
@@ -39,7 +39,7 @@ fn no_control_pattern(min: usize) -> String {
 }
 
 fn owner_pattern() -> String {
-    format!("^[^{CONTROL}{}]+$", format_characters())
+    format!("^[^{CONTROL}{FORMAT_CHARACTERS}]+$")
 }
 
 /// Keys and owners also refuse the invisible format characters (Unicode category Cf), as a regex
@@ -48,10 +48,6 @@ fn owner_pattern() -> String {
 /// build); `the_format_class_is_the_servers_own` checks it against the tables the server uses.
 /// (Being in NFC cannot be said in a pattern; the description says it.)
 const FORMAT_CHARACTERS: &str = "\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb\u{110bd}\u{110cd}\u{13430}-\u{1343f}\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0001}\u{e0020}-\u{e007f}";
-
-fn format_characters() -> &'static str {
-    FORMAT_CHARACTERS
-}
 
 /// The document for a server with this configuration, as JSON.
 pub fn document(config: &EngineConfig) -> Value {
