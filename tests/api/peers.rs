@@ -143,9 +143,14 @@ async fn dead_and_silent_peers_never_fail_a_release_and_are_counted() {
     }
     // The hints go out in the background; each ends as failed (refused, or timed out).
     let failed = "s3lock_peer_hints_total{outcome=\"failed\"}";
-    while metric(&a_engine, failed) < 10 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Bounded, so a hint that is never counted fails the test instead of hanging it.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while metric(&a_engine, failed) < 10 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every hint to a dead or silent peer ends counted as failed");
     assert_eq!(
         metric(&a_engine, "s3lock_peer_hints_total{outcome=\"sent\"}"),
         0
