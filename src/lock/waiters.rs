@@ -83,6 +83,15 @@ impl KeyWatch {
         }
     }
 
+    /// Whether the latest state published says the lock is free at `now`. Read under the
+    /// channel's lock, which the watcher publishes under before it looks at the queue: a
+    /// waiter queued before this check is either told it looks free here, or found by the
+    /// watcher.
+    fn last_seen_free(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let seen = self.seen.borrow();
+        self.known.load(Ordering::SeqCst) && seen.as_ref().is_none_or(|d| d.holder(now).is_none())
+    }
+
     /// A state this process wrote: newer than any answer to a read still on its way.
     fn publish_written(&self, doc: LockDocument) {
         self.seen.send_if_modified(|current| {
@@ -210,8 +219,13 @@ impl Waiters {
             .lock()
             .expect("queue mutex poisoned")
             .push_back((id, turn.clone()));
-        // The watcher may have seen the lock free before we queued: have it look again.
-        watch.poke.notify_one();
+        // The watcher may have seen the lock free before we queued: have it look again. Not
+        // when the latest it knows is held (or it knows nothing yet): its next read, which
+        // publishes before it looks at the queue, will find us queued. Poking then would cost
+        // a read per newcomer and start its backoff over.
+        if watch.last_seen_free(self.clock.now().earliest) {
+            watch.poke.notify_one();
+        }
         Registration {
             waiters: self,
             slot,

@@ -146,6 +146,55 @@ async fn two_hundred_waiters_on_one_lock_read_the_store_no_more_than_one_does() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiters_arriving_one_by_one_at_a_held_lock_do_not_reset_its_watcher() {
+    // Counts the store reads from 50 ms to 2.9 s while one waiter is blocked on a held lock,
+    // and `joining` more join it one every 100 ms (each with a wait that outlasts the count).
+    async fn reads_while_joining(joining: usize) -> usize {
+        let f = Arc::new(fixture());
+        f.engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap();
+        let blocked = |name: String| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let req = AcquireRequest {
+                    wait: Some(3.5),
+                    ..owner(&name, 30)
+                };
+                f.engine.acquire(None, "k", req).await
+            })
+        };
+        let mut tasks = vec![blocked("first".into())];
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        let (before, end) = (
+            f.store.gets.load(Ordering::SeqCst),
+            Instant::now() + StdDuration::from_millis(2850),
+        );
+        for i in 0..joining {
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+            tasks.push(blocked(format!("w{i}")));
+        }
+        tokio::time::sleep_until(end).await;
+        let reads = f.store.gets.load(Ordering::SeqCst) - before;
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(LockError::Held { .. })));
+        }
+        reads
+    }
+    let one = reads_while_joining(0).await;
+    let joining = 25;
+    let many = reads_while_joining(joining).await;
+    // Each newcomer reads the lock once itself (its first try, refused). The watcher already
+    // knows the lock held, so a newcomer is no reason for it to read again, nor to start its
+    // backoff over (a steady stream of arrivals would otherwise keep it at its fastest poll).
+    assert!(
+        many <= one + joining + 2,
+        "{joining} waiters joining: {many} reads; none: {one}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn blocked_acquirers_are_served_in_arrival_order() {
     let f = Arc::new(fixture());
     let alice = f
