@@ -170,7 +170,9 @@ impl S3Store {
                 (Op::PutIfVersion, "put_if_version")
             }
         };
-        let outcome = match put.send().await {
+        // The SDK's request futures are several KiB: boxed here, ours stay small, and are not
+        // copied whole each time a caller boxes or moves them.
+        let outcome = match Box::pin(put.send()).await {
             Ok(out) => out
                 .e_tag()
                 .map(|t| Version(t.to_owned()))
@@ -304,14 +306,8 @@ impl Store for S3Store {
 
 impl S3Store {
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        // Boxed for the reason given in `put`.
+        let out = match Box::pin(self.client.get_object().bucket(bucket).key(key).send()).await {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
             Err(e) => return Err(classify(e, bucket, Op::Get)),
