@@ -38,58 +38,66 @@ type Slot = (String, String);
 pub struct StateCache {
     /// `None` when caching is off (capacity 0): every decision then reads first. A std mutex:
     /// it is held only for a map operation, never across an await.
-    entries: Option<Mutex<LruCache<Slot, Known>>>,
+    entries: Mutex<Option<LruCache<Slot, Known>>>,
 }
 
 impl StateCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
+            entries: Mutex::new(NonZeroUsize::new(capacity).map(LruCache::new)),
         }
     }
 
+    /// Remembers at most `capacity` locks from now on (0: none), forgetting all it knew.
+    pub fn set_capacity(&self, capacity: usize) {
+        *self.entries.lock().expect("lock cache mutex poisoned") =
+            NonZeroUsize::new(capacity).map(LruCache::new);
+    }
+
     pub fn get(&self, bucket: &str, object: &str) -> Option<Known> {
-        let mut entries = self.entries()?;
-        entries
-            .get(&(bucket.to_owned(), object.to_owned()))
-            .cloned()
+        self.with(|entries| {
+            entries
+                .get(&(bucket.to_owned(), object.to_owned()))
+                .cloned()
+        })?
     }
 
     /// Records what was just read from or written to the store. Concurrent requests may record
     /// out of order, leaving an older state here: that only costs a failed conditional write and
     /// a read later, never a wrong answer.
     pub fn remember(&self, bucket: &str, object: &str, doc: &LockDocument, version: &Version) {
-        if let Some(mut entries) = self.entries() {
+        self.with(|entries| {
             entries.put(
                 (bucket.to_owned(), object.to_owned()),
                 Known {
                     doc: doc.clone(),
                     version: version.clone(),
                 },
-            );
-        }
+            )
+        });
     }
 
     /// Drops what is known of a lock whose state is now unknown (an error) or not a document.
     pub fn forget(&self, bucket: &str, object: &str) {
-        if let Some(mut entries) = self.entries() {
-            entries.pop(&(bucket.to_owned(), object.to_owned()));
-        }
+        self.with(|entries| entries.pop(&(bucket.to_owned(), object.to_owned())));
     }
 
     /// How many locks are remembered.
     pub fn len(&self) -> usize {
-        self.entries().map_or(0, |e| e.len())
+        self.with(|e| e.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn entries(&self) -> Option<std::sync::MutexGuard<'_, LruCache<Slot, Known>>> {
+    /// Runs `f` on the entries, if caching is on.
+    fn with<R>(&self, f: impl FnOnce(&mut LruCache<Slot, Known>) -> R) -> Option<R> {
         self.entries
-            .as_ref()
-            .map(|m| m.lock().expect("lock cache mutex poisoned"))
+            .lock()
+            .expect("lock cache mutex poisoned")
+            .as_mut()
+            .map(f)
     }
 }
 

@@ -93,7 +93,8 @@ pub struct Engine {
     waiters: Arc<Waiters>,
     /// The last known state of each lock this process touched: a hint that lets a decision
     /// skip its read, never a source of truth.
-    cache: StateCache,
+    /// Shared with the lock watchers, whose reads it remembers too.
+    cache: Arc<StateCache>,
     metrics: Metrics,
     /// Fed by every store call the engine makes, read by readiness.
     health: StoreHealth,
@@ -110,9 +111,11 @@ struct Target {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        let cache = Arc::new(StateCache::new(cache::DEFAULT_CAPACITY));
         let waiters = Arc::new(Waiters::new(
             store.clone(),
             clock.clone(),
+            cache.clone(),
             config.first_poll,
             config.max_poll,
         ));
@@ -121,7 +124,7 @@ impl Engine {
             clock,
             config,
             waiters,
-            cache: StateCache::new(cache::DEFAULT_CAPACITY),
+            cache,
             metrics: Metrics::new(),
             health: StoreHealth::default(),
             orphan_watchers: Arc::default(),
@@ -170,8 +173,8 @@ impl Engine {
 
     /// The same engine remembering at most `capacity` locks' states (0 turns the cache off, so
     /// that every decision reads first).
-    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
-        self.cache = StateCache::new(capacity);
+    pub fn with_cache_capacity(self, capacity: usize) -> Self {
+        self.cache.set_capacity(capacity);
         self
     }
 

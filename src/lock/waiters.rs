@@ -20,6 +20,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::{watch, Notify};
 
+use super::cache::StateCache;
 use super::document::LockDocument;
 use crate::clock::Clock;
 use crate::store::Store;
@@ -40,6 +41,9 @@ pub type Seen = Option<LockDocument>;
 pub struct Waiters {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// The engine's cache of lock states: a watcher's read goes there too, so that the waiter
+    /// it wakes writes from it (`If-Match`) without reading the lock again.
+    cache: Arc<StateCache>,
     first_poll: Duration,
     max_poll: Duration,
     /// The locks somebody waits on or watches in this process right now. An entry goes when its
@@ -190,12 +194,14 @@ impl Waiters {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        cache: Arc<StateCache>,
         first_poll: Duration,
         max_poll: Duration,
     ) -> Self {
         Self {
             store,
             clock,
+            cache,
             first_poll,
             max_poll,
             keys: Mutex::default(),
@@ -325,7 +331,7 @@ impl Waiters {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // shutting down
         };
-        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let (store, clock, cache) = (self.store.clone(), self.clock.clone(), self.cache.clone());
         let (first_poll, max_poll) = (self.first_poll, self.max_poll);
         runtime.spawn(async move {
             let (bucket, object) = slot;
@@ -335,7 +341,12 @@ impl Waiters {
                 let written_before = watch.written.load(Ordering::SeqCst);
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
-                        let doc = found.and_then(|f| LockDocument::from_bytes(&f.body).ok());
+                        let read = found.and_then(|f| {
+                            LockDocument::from_bytes(&f.body)
+                                .ok()
+                                .map(|d| (d, f.version))
+                        });
+                        let doc = read.as_ref().map(|(d, _)| d.clone());
                         let now = clock.now();
                         let held_until = doc
                             .as_ref()
@@ -346,6 +357,11 @@ impl Waiters {
                             // it found may be older than what was published. Look again soon.
                             nap = first_poll;
                         } else {
+                            // Before the first waiter is told, so that it decides from this.
+                            match &read {
+                                Some((d, version)) => cache.remember(&bucket, &object, d, version),
+                                None => cache.forget(&bucket, &object),
+                            }
                             match held_until {
                                 // Free: the first waiter, if any, is told. Only then is a quick
                                 // look again worth it (it may lose the lock to another acquirer);
@@ -389,6 +405,7 @@ mod tests {
         Waiters::new(
             Arc::new(MemoryStore::new()),
             Arc::new(SystemClock),
+            Arc::new(StateCache::new(10)),
             Duration::from_millis(25),
             Duration::from_secs(1),
         )

@@ -67,6 +67,47 @@ async fn a_local_release_wakes_a_waiter_without_polling() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_peer_hint_hands_the_lock_over_with_one_read() {
+    // alice holds the lock through this replica; bob waits on another one over the same store.
+    let f = Arc::new(fixture());
+    let other = Arc::new(f.other_replica());
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let waiter = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            let req = AcquireRequest {
+                wait: Some(30.0),
+                ..owner("bob", 30)
+            };
+            other.acquire(None, "k", req).await
+        })
+    };
+    // Let the waiter back off to its longest poll interval.
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    f.engine
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let (gets, writes) = f.round_trips();
+    let released_at = Instant::now();
+    other.peer_hint(BUCKET, "locks/k");
+    let granted = waiter.await.unwrap().unwrap();
+    assert_eq!(granted.owner.as_deref(), Some("bob"));
+    assert_eq!(Instant::now(), released_at, "the hint, not a poll, woke it");
+    // The watcher's read is the waiter's basis: it writes its grant from it (If-Match) rather
+    // than reading the lock a second time.
+    assert_eq!(
+        (f.round_trips().0 - gets, f.round_trips().1 - writes),
+        (1, 1),
+        "(reads, writes) from the hint to the grant"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiter_backs_off_instead_of_hammering_the_store() {
     let f = fixture();
     f.engine
