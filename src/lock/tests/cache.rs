@@ -179,3 +179,41 @@ async fn a_lost_response_on_a_warm_write_is_still_resolved_by_reading_back() {
     );
     f.engine.release(None, "k", token).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn review_a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cache() {
+    // Review of 535deaf: the watcher's read is remembered if no *local write* raced it, but a
+    // local *read* (or a lost race's read-back) that learned a newer state is not counted: a
+    // watcher answer served before it and arriving after it puts the older state back, and the
+    // next warm decision pays a failed write and a read-back.
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let token = a.holder_token().unwrap();
+    // A watch client keeps this replica's watcher polling (a blocked waiter would too).
+    let _kept = f.engine.waiters.watch(BUCKET, "locks/k");
+    tokio::time::sleep(StdDuration::from_millis(10)).await;
+    let (served, open) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), open.clone()));
+    served.notified().await; // the watcher's poll is served: alice, version V1
+    // alice renews through the other replica (V2); carol's try here reads V2 and is refused.
+    f.other_replica()
+        .renew(None, "k", token, Some(300))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("carol", 30)).await,
+        Err(LockError::Held { .. })
+    ));
+    open.notify_one(); // the watcher's answer (V1) arrives and is remembered over V2
+    tokio::time::sleep(StdDuration::from_millis(1)).await;
+    let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(400))).await;
+    assert_eq!(r.unwrap().expire, 400);
+    assert_eq!(c, (0, 1), "a warm renew after this replica read the newest state");
+}
