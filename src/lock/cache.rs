@@ -77,6 +77,33 @@ impl StateCache {
         });
     }
 
+    /// Like [`StateCache::remember`], but keeps a state of a higher revision already known: for
+    /// a read that may have been served before this process learned a newer state.
+    pub fn remember_unless_older(
+        &self,
+        bucket: &str,
+        object: &str,
+        doc: &LockDocument,
+        version: &Version,
+    ) {
+        self.with(|entries| {
+            let slot = (bucket.to_owned(), object.to_owned());
+            if entries
+                .peek(&slot)
+                .is_some_and(|known| known.doc.revision > doc.revision)
+            {
+                return;
+            }
+            entries.put(
+                slot,
+                Known {
+                    doc: doc.clone(),
+                    version: version.clone(),
+                },
+            );
+        });
+    }
+
     /// Drops what is known of a lock whose state is now unknown (an error) or not a document.
     pub fn forget(&self, bucket: &str, object: &str) {
         self.with(|entries| entries.pop(&(bucket.to_owned(), object.to_owned())));

@@ -359,7 +359,9 @@ impl Waiters {
                         } else {
                             // Before the first waiter is told, so that it decides from this.
                             match &read {
-                                Some((d, version)) => cache.remember(&bucket, &object, d, version),
+                                Some((d, version)) => {
+                                    cache.remember_unless_older(&bucket, &object, d, version)
+                                }
                                 None => cache.forget(&bucket, &object),
                             }
                             match held_until {
