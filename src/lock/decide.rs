@@ -82,7 +82,12 @@ impl Engine {
             let (doc, current) = match (verdict, basis.state) {
                 (Verdict::Write(doc), current) => {
                     if let Some((current, _)) = &current {
-                        rules::may_replace(current)?;
+                        match rules::may_replace(current) {
+                            Ok(()) => {}
+                            // A refusal is only ever given from a fresh read.
+                            Err(_) if !basis.fresh => continue,
+                            Err(refusal) => return Err(refusal),
+                        }
                     }
                     (doc, current)
                 }

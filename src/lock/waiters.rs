@@ -96,6 +96,10 @@ impl KeyWatch {
         self.known.load(Ordering::SeqCst) && seen.as_ref().is_none_or(|d| d.holder(now).is_none())
     }
 
+    fn has_waiters(&self) -> bool {
+        !self.queue.lock().expect("queue mutex poisoned").is_empty()
+    }
+
     /// A state this process wrote: newer than any answer to a read still on its way.
     fn publish_written(&self, doc: LockDocument) {
         self.seen.send_if_modified(|current| {
@@ -357,18 +361,23 @@ impl Waiters {
                             // it found may be older than what was published. Look again soon.
                             nap = first_poll;
                         } else {
-                            // Before the first waiter is told, so that it decides from this.
-                            match &read {
-                                Some((d, version)) => {
-                                    cache.remember_unless_older(&bucket, &object, d, version)
-                                }
-                                None => cache.forget(&bucket, &object),
-                            }
                             match held_until {
                                 // Free: the first waiter, if any, is told. Only then is a quick
                                 // look again worth it (it may lose the lock to another acquirer);
                                 // watch clients alone wait for a change with the usual backoff.
                                 None => {
+                                    // The cache learns what was read first, so that the waiter
+                                    // writes its grant from it (`If-Match`) without reading the
+                                    // lock again. Only for a waiter: locks followed by watch
+                                    // clients alone would push the working locks out of it.
+                                    if watch.has_waiters() {
+                                        match &read {
+                                            Some((d, version)) => cache.remember_unless_older(
+                                                &bucket, &object, d, version,
+                                            ),
+                                            None => cache.forget(&bucket, &object),
+                                        }
+                                    }
                                     if watch.wake_first() {
                                         poll = first_poll;
                                     }

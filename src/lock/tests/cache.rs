@@ -181,11 +181,11 @@ async fn a_lost_response_on_a_warm_write_is_still_resolved_by_reading_back() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn review_a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cache() {
-    // Review of 535deaf: the watcher's read is remembered if no *local write* raced it, but a
-    // local *read* (or a lost race's read-back) that learned a newer state is not counted: a
-    // watcher answer served before it and arriving after it puts the older state back, and the
-    // next warm decision pays a failed write and a read-back.
+async fn a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cache() {
+    // A watcher's read is published only if no local *write* raced it, but a local *read* (or a
+    // lost race's read-back) that learned a newer state is not counted: a watcher answer served
+    // before it and arriving after it would put the older state back, and the next warm
+    // decision would pay a failed write and a read-back.
     let f = fixture();
     let a = f
         .engine
@@ -202,7 +202,7 @@ async fn review_a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cach
     );
     *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), open.clone()));
     served.notified().await; // the watcher's poll is served: alice, version V1
-    // alice renews through the other replica (V2); carol's try here reads V2 and is refused.
+                             // alice renews through the other replica (V2); carol's try here reads V2 and is refused.
     f.other_replica()
         .renew(None, "k", token, Some(300))
         .await
@@ -215,5 +215,84 @@ async fn review_a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cach
     tokio::time::sleep(StdDuration::from_millis(1)).await;
     let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(400))).await;
     assert_eq!(r.unwrap().expire, 400);
-    assert_eq!(c, (0, 1), "a warm renew after this replica read the newest state");
+    assert_eq!(
+        c,
+        (0, 1),
+        "a warm renew after this replica read the newest state"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_watcher_read_that_found_the_lock_free_does_not_overwrite_a_newer_held_state() {
+    // bob waits here; alice releases through another replica (no hint) and the watcher's next
+    // poll finds the lock free, but its answer is slow. Meanwhile carol takes the lock through
+    // the other replica and dave's try here reads that. The watcher's late "free" must not
+    // replace dave's newer "held" in the cache: bob, woken, would write from it and fail.
+    let f = Arc::new(fixture());
+    let other = f.other_replica();
+    let a = other.acquire(None, "k", owner("alice", 600)).await.unwrap();
+    let bob = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let req = AcquireRequest {
+                wait: Some(30.0),
+                ..owner("bob", 30)
+            };
+            f.engine.acquire(None, "k", req).await
+        })
+    };
+    // bob is queued and his watcher is between polls.
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    other
+        .release(None, "k", a.holder_token().unwrap())
+        .await
+        .unwrap();
+    let (served, open) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), open.clone()));
+    served.notified().await; // the watcher's poll is served: free
+    other.acquire(None, "k", owner("carol", 600)).await.unwrap();
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("dave", 30)).await,
+        Err(LockError::Held { .. })
+    ));
+    let (_, writes) = f.round_trips();
+    open.notify_one(); // the watcher's "free" arrives; bob is told to try
+    tokio::time::sleep(StdDuration::from_millis(1)).await;
+    assert_eq!(
+        f.round_trips().1 - writes,
+        0,
+        "bob decided from carol's grant, not from the watcher's late 'free'"
+    );
+    bob.abort();
+}
+
+#[tokio::test]
+async fn a_cached_document_that_cannot_be_replaced_is_read_again_before_refusing() {
+    let f = fixture();
+    let top = format!(
+        r#"{{"expire": 1, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": null, "fencing_token": 7, "revision": {}}}"#,
+        u64::MAX
+    );
+    f.put_raw("k", &top).await;
+    assert!(matches!(
+        f.engine.acquire(None, "k", owner("alice", 30)).await,
+        Err(LockError::Unreadable(_))
+    ));
+    // Someone outside replaces it with an ordinary free lock: this process's cache still holds
+    // the old document, which is no reason to refuse without looking.
+    f.store.inner.delete(BUCKET, "locks/k").await.unwrap();
+    f.put_raw(
+        "k",
+        r#"{"expire": 1, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": null, "fencing_token": 7}"#,
+    )
+    .await;
+    let granted = f
+        .engine
+        .acquire(None, "k", owner("alice", 30))
+        .await
+        .unwrap();
+    assert_eq!(granted.fencing_token, 8);
 }
