@@ -231,16 +231,7 @@ async fn a_slow_watcher_read_that_found_the_lock_free_does_not_overwrite_a_newer
     let f = Arc::new(fixture());
     let other = f.other_replica();
     let a = other.acquire(None, "k", owner("alice", 600)).await.unwrap();
-    let bob = {
-        let f = f.clone();
-        tokio::spawn(async move {
-            let req = AcquireRequest {
-                wait: Some(30.0),
-                ..owner("bob", 30)
-            };
-            f.engine.acquire(None, "k", req).await
-        })
-    };
+    let bob = f.spawn_acquire(waiting("bob", 30, 30.0));
     // bob is queued and his watcher is between polls.
     tokio::time::sleep(StdDuration::from_secs(10)).await;
     other

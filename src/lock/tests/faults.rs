@@ -49,14 +49,7 @@ async fn an_orphaned_grant_that_lands_late_is_freed_and_never_frees_a_later_hold
     // The watcher frees the orphan; then alice gets the lock as a new holder.
     let granted = f
         .engine
-        .acquire(
-            None,
-            "k",
-            AcquireRequest {
-                wait: Some(20.0),
-                ..owner("alice", 30)
-            },
-        )
+        .acquire(None, "k", waiting("alice", 30, 20.0))
         .await
         .unwrap();
     assert_eq!(granted.fencing_token, 2);

@@ -15,33 +15,9 @@ async fn bad_input_is_refused_before_the_store_is_touched() {
         (None, "k".into(), owner("a", -5), "ttl"),
         (None, "k".into(), owner("a", 3601), "ttl"),
         (None, "k".into(), owner("", 30), "owner"),
-        (
-            None,
-            "k".into(),
-            AcquireRequest {
-                wait: Some(-1.0),
-                ..owner("a", 30)
-            },
-            "wait",
-        ),
-        (
-            None,
-            "k".into(),
-            AcquireRequest {
-                wait: Some(61.0),
-                ..owner("a", 30)
-            },
-            "wait",
-        ),
-        (
-            None,
-            "k".into(),
-            AcquireRequest {
-                wait: Some(f64::NAN),
-                ..owner("a", 30)
-            },
-            "wait",
-        ),
+        (None, "k".into(), waiting("a", 30, -1.0), "wait"),
+        (None, "k".into(), waiting("a", 30, 61.0), "wait"),
+        (None, "k".into(), waiting("a", 30, f64::NAN), "wait"),
     ];
     for (bucket, key, req, field) in cases {
         match f.engine.acquire(bucket, &key, req).await {

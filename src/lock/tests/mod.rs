@@ -60,6 +60,14 @@ fn owner(name: &str, ttl: i64) -> AcquireRequest {
     }
 }
 
+/// An acquire by `name` that waits up to `wait` seconds while the lock is held.
+fn waiting(name: &str, ttl: i64, wait: f64) -> AcquireRequest {
+    AcquireRequest {
+        wait: Some(wait),
+        ..owner(name, ttl)
+    }
+}
+
 /// An acquire by `name` presenting the holder token of the lease it holds (a refresh).
 fn holding(name: &str, token: Option<&str>, ttl: i64) -> AcquireRequest {
     AcquireRequest {
@@ -261,6 +269,15 @@ impl Store for FaultyStore {
 }
 
 impl Fixture {
+    /// `req` on lock "k", on a task of its own (an acquire that waits).
+    fn spawn_acquire(
+        self: &Arc<Self>,
+        req: AcquireRequest,
+    ) -> tokio::task::JoinHandle<Result<LockView, LockError>> {
+        let f = self.clone();
+        tokio::spawn(async move { f.engine.acquire(None, "k", req).await })
+    }
+
     /// Reads and writes the store has seen so far.
     fn round_trips(&self) -> (usize, usize) {
         (

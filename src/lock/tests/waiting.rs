@@ -9,10 +9,7 @@ async fn a_waiter_gives_up_with_held_when_its_wait_runs_out() {
         .acquire(None, "k", owner("alice", 600))
         .await
         .unwrap();
-    let req = AcquireRequest {
-        wait: Some(2.0),
-        ..owner("bob", 30)
-    };
+    let req = waiting("bob", 30, 2.0);
     let started = Instant::now();
     assert!(matches!(
         f.engine.acquire(None, "k", req).await,
@@ -33,21 +30,7 @@ async fn a_local_release_wakes_a_waiter_without_polling() {
         .acquire(None, "k", owner("alice", 600))
         .await
         .unwrap();
-    let waiter = {
-        let f = f.clone();
-        tokio::spawn(async move {
-            f.engine
-                .acquire(
-                    None,
-                    "k",
-                    AcquireRequest {
-                        wait: Some(30.0),
-                        ..owner("bob", 30)
-                    },
-                )
-                .await
-        })
-    };
+    let waiter = f.spawn_acquire(waiting("bob", 30, 30.0));
     // Let the waiter back off to its longest poll interval.
     tokio::time::sleep(StdDuration::from_secs(10)).await;
     let gets_before_release = f.store.gets.load(Ordering::SeqCst);
@@ -79,10 +62,7 @@ async fn a_peer_hint_hands_the_lock_over_with_one_read() {
     let waiter = {
         let other = other.clone();
         tokio::spawn(async move {
-            let req = AcquireRequest {
-                wait: Some(30.0),
-                ..owner("bob", 30)
-            };
+            let req = waiting("bob", 30, 30.0);
             other.acquire(None, "k", req).await
         })
     };
@@ -115,10 +95,7 @@ async fn a_waiter_backs_off_instead_of_hammering_the_store() {
         .await
         .unwrap();
     let before = f.store.gets.load(Ordering::SeqCst);
-    let req = AcquireRequest {
-        wait: Some(10.0),
-        ..owner("bob", 30)
-    };
+    let req = waiting("bob", 30, 10.0);
     assert!(f.engine.acquire(None, "k", req).await.is_err());
     let reads = f.store.gets.load(Ordering::SeqCst) - before;
     // 25 ms doubling to 1 s with jitter in [half, full]: at most ~5 + 10/0.5 reads in 10 s.
@@ -153,16 +130,7 @@ async fn two_hundred_waiters_on_one_lock_read_the_store_no_more_than_one_does() 
             .await
             .unwrap();
         let tasks: Vec<_> = (0..waiters)
-            .map(|i| {
-                let f = f.clone();
-                tokio::spawn(async move {
-                    let req = AcquireRequest {
-                        wait: Some(3.0),
-                        ..owner(&format!("w{i}"), 30)
-                    };
-                    f.engine.acquire(None, "k", req).await
-                })
-            })
+            .map(|i| f.spawn_acquire(waiting(&format!("w{i}"), 30, 3.0)))
             .collect();
         // Past every waiter's first try, and short of their last one at the deadline.
         tokio::time::sleep(StdDuration::from_millis(100)).await;
@@ -196,16 +164,7 @@ async fn waiters_arriving_one_by_one_at_a_held_lock_do_not_reset_its_watcher() {
             .acquire(None, "k", owner("alice", 600))
             .await
             .unwrap();
-        let blocked = |name: String| {
-            let f = f.clone();
-            tokio::spawn(async move {
-                let req = AcquireRequest {
-                    wait: Some(3.5),
-                    ..owner(&name, 30)
-                };
-                f.engine.acquire(None, "k", req).await
-            })
-        };
+        let blocked = |name: String| f.spawn_acquire(waiting(&name, 30, 3.5));
         let mut tasks = vec![blocked("first".into())];
         tokio::time::sleep(StdDuration::from_millis(50)).await;
         let (before, end) = (
@@ -250,10 +209,7 @@ async fn blocked_acquirers_are_served_in_arrival_order() {
     for name in ["w1", "w2", "w3", "w4", "w5"] {
         let (f, order) = (f.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
-            let req = AcquireRequest {
-                wait: Some(60.0),
-                ..owner(name, 30)
-            };
+            let req = waiting(name, 30, 60.0);
             let got = f.engine.acquire(None, "k", req).await.unwrap();
             order.lock().unwrap().push(name);
             f.engine
