@@ -199,8 +199,8 @@ impl Server {
         let app = crate::http::app(self.engine, self.request_timeout, self.auth, self.hints);
         tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
         // Each connection gets a clone of the router behind a refcount. (Given the router itself,
-        // axum answers every new connection with a deep copy of its route table, ~10 KiB a
-        // connection: a tenth of a blocked waiter's memory once hundreds wait.)
+        // axum answers every new connection with a deep copy of its route table: ~10 KiB of heap
+        // a connection, about a quarter of a blocked waiter's memory; see BENCHMARKS.md.)
         axum::serve(listener, tower::make::Shared::new(app))
             .with_graceful_shutdown(shutdown)
             .await?;

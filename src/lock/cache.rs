@@ -78,7 +78,9 @@ impl StateCache {
     }
 
     /// Like [`StateCache::remember`], but keeps a state of a higher revision already known: for
-    /// a read that may have been served before this process learned a newer state.
+    /// a read that may have been served before this process learned a newer state. (A lock
+    /// deleted and created again, or written by the old module, starts its revisions over: the
+    /// higher one kept then is stale, which costs one refused `If-Match` write and a read.)
     pub fn remember_unless_older(
         &self,
         bucket: &str,

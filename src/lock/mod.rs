@@ -93,7 +93,9 @@ pub struct Engine {
     waiters: Arc<Waiters>,
     /// The last known state of each lock this process touched: a hint that lets a decision
     /// skip its read, never a source of truth.
-    /// Shared with the lock watchers, whose reads it remembers too.
+    ///
+    /// Shared with the lock watchers, which put in what they read when they hand a free lock
+    /// to a waiter.
     cache: Arc<StateCache>,
     metrics: Metrics,
     /// Fed by every store call the engine makes, read by readiness.

@@ -181,11 +181,11 @@ async fn a_lost_response_on_a_warm_write_is_still_resolved_by_reading_back() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cache() {
-    // A watcher's read is published only if no local *write* raced it, but a local *read* (or a
-    // lost race's read-back) that learned a newer state is not counted: a watcher answer served
-    // before it and arriving after it would put the older state back, and the next warm
-    // decision would pay a failed write and a read-back.
+async fn a_watch_clients_slow_read_of_a_held_lock_leaves_the_cache_alone() {
+    // The watcher fills the cache only to hand a free lock to a waiter. Were it to remember
+    // every read, an answer served before a newer state this process read (carol's refused try
+    // after alice's renew elsewhere) and arriving after it would put the older state back, and
+    // the next warm decision would pay a failed write and a read-back.
     let f = fixture();
     let a = f
         .engine
@@ -211,7 +211,7 @@ async fn a_slow_watcher_read_does_not_overwrite_a_newer_state_in_the_cache() {
         f.engine.acquire(None, "k", owner("carol", 30)).await,
         Err(LockError::Held { .. })
     ));
-    open.notify_one(); // the watcher's answer (V1) arrives and is remembered over V2
+    open.notify_one(); // the watcher's answer (V1) arrives: held, no waiter, not cached
     tokio::time::sleep(StdDuration::from_millis(1)).await;
     let (r, c) = cost(&f, f.engine.renew(None, "k", token, Some(400))).await;
     assert_eq!(r.unwrap().expire, 400);
