@@ -248,6 +248,14 @@ impl Scene {
 
     /// Asserts that every stored byte, in both buckets, is as it was, and that alice still
     /// holds `payroll` with the same fencing token until the same time.
+    /// A renew and a release of the lock with `token` are both refused: not the holder's.
+    async fn not_the_holders(&self, token: impl serde::Serialize) {
+        for path in [renew_path(), release_path()] {
+            let r = self.post(&path, None, json!({ "token": token })).await;
+            self.refused(&r, 409, "not-holder");
+        }
+    }
+
     async fn unchanged(&self) {
         assert_eq!(
             everything(&self.app).await,
@@ -614,14 +622,7 @@ async fn nothing_a_non_holder_can_read_works_as_the_holder_token() {
     }
     assert!(seen.len() > 20, "too little was collected: {seen:?}");
     for guess in &seen {
-        let r = scene
-            .post(&renew_path(), None, json!({"token": guess}))
-            .await;
-        scene.refused(&r, 409, "not-holder");
-        let r = scene
-            .post(&release_path(), None, json!({"token": guess}))
-            .await;
-        scene.refused(&r, 409, "not-holder");
+        scene.not_the_holders(guess).await;
         let r = scene
             .post(
                 &acquire_path(),
@@ -649,14 +650,7 @@ async fn a_holder_token_of_another_key_does_not_act_on_this_one() {
     .await;
     scene.snap().await;
     let token = own["token"].clone();
-    let r = scene
-        .post(&renew_path(), None, json!({"token": token}))
-        .await;
-    scene.refused(&r, 409, "not-holder");
-    let r = scene
-        .post(&release_path(), None, json!({"token": token}))
-        .await;
-    scene.refused(&r, 409, "not-holder");
+    scene.not_the_holders(&token).await;
     for owner in ["alice", "mallory"] {
         let r = scene
             .post(

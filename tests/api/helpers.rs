@@ -40,6 +40,19 @@ pub fn engine_config(bucket: &str, also_allowed: &[&str]) -> EngineConfig {
     }
 }
 
+/// A memory store and an engine over it, the default bucket plus [`OTHER_BUCKET`], whose
+/// start-up store check counts as passed (as the binary's does once it has).
+fn memory_engine() -> (Arc<dyn Store>, Arc<Engine>) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        engine_config("default", &[OTHER_BUCKET]),
+    );
+    engine.mark_store_checked();
+    (store, Arc::new(engine))
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -87,15 +100,9 @@ impl TestApp {
 
     /// A memory-store app that also takes peers' wake-up hints signed with `key`.
     pub async fn memory_with_hints(key: HintKey) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let engine = Engine::new(
-            store.clone(),
-            Arc::new(SystemClock),
-            engine_config("default", &[OTHER_BUCKET]),
-        );
-        engine.mark_store_checked();
+        let (store, engine) = memory_engine();
         let timeout = Duration::from_secs(90);
-        Self::serve_with_hints(store, Arc::new(engine), None, Some(key), timeout).await
+        Self::serve_with_hints(store, engine, None, Some(key), timeout).await
     }
 
     async fn serve_with_hints(
@@ -133,15 +140,9 @@ impl TestApp {
 
     /// A memory-store app whose lock routes need one of the auth tokens in `tokens_file`.
     pub async fn memory_with_auth(tokens_file: &str) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let engine = Engine::new(
-            store.clone(),
-            Arc::new(SystemClock),
-            engine_config("default", &[OTHER_BUCKET]),
-        );
-        engine.mark_store_checked();
+        let (store, engine) = memory_engine();
         let tokens = AuthTokens::parse(tokens_file).unwrap();
-        Self::spawn_engine(store, Arc::new(engine), Some(Arc::new(tokens))).await
+        Self::spawn_engine(store, engine, Some(Arc::new(tokens))).await
     }
 
     pub async fn memory() -> Self {

@@ -187,11 +187,7 @@ async fn a_watch_clients_slow_read_of_a_held_lock_leaves_the_cache_alone() {
     // after alice's renew elsewhere) and arriving after it would put the older state back, and
     // the next warm decision would pay a failed write and a read-back.
     let f = fixture();
-    let a = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let a = f.alice_holds_k().await;
     let token = a.holder_token().unwrap();
     // A watch client keeps this replica's watcher polling (a blocked waiter would too).
     let _kept = f.engine.waiters.watch(BUCKET, "locks/k");

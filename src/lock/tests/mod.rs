@@ -269,6 +269,14 @@ impl Store for FaultyStore {
 }
 
 impl Fixture {
+    /// alice acquires lock "k" with a 600 s lease, through this fixture's engine.
+    async fn alice_holds_k(&self) -> LockView {
+        self.engine
+            .acquire(None, "k", owner("alice", 600))
+            .await
+            .unwrap()
+    }
+
     /// `req` on lock "k", on a task of its own (an acquire that waits).
     fn spawn_acquire(
         self: &Arc<Self>,

@@ -471,11 +471,7 @@ async fn a_fencing_token_at_the_top_of_its_range_never_wraps_to_zero() {
 #[tokio::test]
 async fn a_reentrant_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
     let f = fixture();
-    let long = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let long = f.alice_holds_k().await;
     f.clock.advance(Duration::seconds(100));
     let short = f
         .engine

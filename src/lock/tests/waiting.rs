@@ -5,10 +5,7 @@ use super::*;
 #[tokio::test(start_paused = true)]
 async fn a_waiter_gives_up_with_held_when_its_wait_runs_out() {
     let f = fixture();
-    f.engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    f.alice_holds_k().await;
     let req = waiting("bob", 30, 2.0);
     let started = Instant::now();
     assert!(matches!(
@@ -25,11 +22,7 @@ async fn a_waiter_gives_up_with_held_when_its_wait_runs_out() {
 #[tokio::test(start_paused = true)]
 async fn a_local_release_wakes_a_waiter_without_polling() {
     let f = Arc::new(fixture());
-    let a = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let a = f.alice_holds_k().await;
     let waiter = f.spawn_acquire(waiting("bob", 30, 30.0));
     // Let the waiter back off to its longest poll interval.
     tokio::time::sleep(StdDuration::from_secs(10)).await;
@@ -54,11 +47,7 @@ async fn a_peer_hint_hands_the_lock_over_with_one_read() {
     // alice holds the lock through this replica; bob waits on another one over the same store.
     let f = Arc::new(fixture());
     let other = Arc::new(f.other_replica());
-    let a = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let a = f.alice_holds_k().await;
     let waiter = {
         let other = other.clone();
         tokio::spawn(async move {
@@ -90,10 +79,7 @@ async fn a_peer_hint_hands_the_lock_over_with_one_read() {
 #[tokio::test(start_paused = true)]
 async fn a_waiter_backs_off_instead_of_hammering_the_store() {
     let f = fixture();
-    f.engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    f.alice_holds_k().await;
     let before = f.store.gets.load(Ordering::SeqCst);
     let req = waiting("bob", 30, 10.0);
     assert!(f.engine.acquire(None, "k", req).await.is_err());
@@ -125,10 +111,7 @@ async fn many_keys_with_two_acquirers_each_leave_no_waiter_entry_behind() {
 async fn two_hundred_waiters_on_one_lock_read_the_store_no_more_than_one_does() {
     async fn reads_while_blocked(waiters: usize) -> usize {
         let f = Arc::new(fixture());
-        f.engine
-            .acquire(None, "k", owner("alice", 600))
-            .await
-            .unwrap();
+        f.alice_holds_k().await;
         let tasks: Vec<_> = (0..waiters)
             .map(|i| f.spawn_acquire(waiting(&format!("w{i}"), 30, 3.0)))
             .collect();
@@ -160,10 +143,7 @@ async fn waiters_arriving_one_by_one_at_a_held_lock_do_not_reset_its_watcher() {
     // and `joining` more join it one every 100 ms (each with a wait that outlasts the count).
     async fn reads_while_joining(joining: usize) -> usize {
         let f = Arc::new(fixture());
-        f.engine
-            .acquire(None, "k", owner("alice", 600))
-            .await
-            .unwrap();
+        f.alice_holds_k().await;
         let blocked = |name: String| f.spawn_acquire(waiting(&name, 30, 3.5));
         let mut tasks = vec![blocked("first".into())];
         tokio::time::sleep(StdDuration::from_millis(50)).await;
@@ -199,11 +179,7 @@ async fn waiters_arriving_one_by_one_at_a_held_lock_do_not_reset_its_watcher() {
 #[tokio::test(start_paused = true)]
 async fn blocked_acquirers_are_served_in_arrival_order() {
     let f = Arc::new(fixture());
-    let alice = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let alice = f.alice_holds_k().await;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for name in ["w1", "w2", "w3", "w4", "w5"] {
@@ -290,11 +266,7 @@ async fn a_watch_answers_when_the_lock_changes_and_times_out_otherwise() {
 async fn fifty_watch_clients_read_the_store_no_more_than_one_does() {
     async fn reads_while_watching(clients: usize) -> usize {
         let f = Arc::new(fixture());
-        let a = f
-            .engine
-            .acquire(None, "k", owner("alice", 600))
-            .await
-            .unwrap();
+        let a = f.alice_holds_k().await;
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
                 let (f, index) = (f.clone(), a.index);
@@ -332,11 +304,7 @@ async fn watching_a_free_lock_backs_off_as_watching_a_held_one_does() {
     // found the lock free, so one watch client on a free lock cost ~40 store reads a second for
     // as long as it watched, instead of backing off to one a second as on a held lock.
     let f = fixture();
-    let a = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let a = f.alice_holds_k().await;
     let freed = f
         .engine
         .release(None, "k", a.holder_token().unwrap())
@@ -365,11 +333,7 @@ async fn a_watch_never_answers_with_a_state_older_than_the_one_it_was_given() {
     // watch client: one watching from the release's index was answered at once with the older
     // index and the old holder, as if the release had been undone.
     let f = Arc::new(fixture());
-    let a = f
-        .engine
-        .acquire(None, "k", owner("alice", 600))
-        .await
-        .unwrap();
+    let a = f.alice_holds_k().await;
     // Something keeps the lock's watcher running (a waiter or another watch client).
     let _kept = f.engine.waiters.watch(BUCKET, "locks/k");
     tokio::time::sleep(StdDuration::from_millis(10)).await; // its first read is done
@@ -415,11 +379,7 @@ async fn watch_clients_following_a_lock_read_the_store_no_more_than_one_does() {
     // of the lock cost one read per client: the watcher's reads are shared, these are not.
     async fn reads_while_following(clients: usize) -> usize {
         let f = Arc::new(fixture());
-        let first = f
-            .engine
-            .acquire(None, "k", owner("alice", 600))
-            .await
-            .unwrap();
+        let first = f.alice_holds_k().await;
         let tasks: Vec<_> = (0..clients)
             .map(|_| {
                 let (f, mut index) = (f.clone(), first.index);
@@ -448,14 +408,7 @@ async fn watch_clients_following_a_lock_read_the_store_no_more_than_one_does() {
             if i % 2 == 0 {
                 f.engine.release(None, "k", &token).await.unwrap();
             } else {
-                token = f
-                    .engine
-                    .acquire(None, "k", owner("alice", 600))
-                    .await
-                    .unwrap()
-                    .holder_token()
-                    .unwrap()
-                    .to_owned();
+                token = f.alice_holds_k().await.holder_token().unwrap().to_owned();
             }
             tokio::time::sleep(StdDuration::from_millis(100)).await;
         }
