@@ -1,8 +1,12 @@
 //! The one retry policy: how long to pause before each retry of a call that failed. Every retry
 //! loop of the crate (the read-back of a write in doubt, the orphan watcher, the CLI's renew and
 //! release, `s3lock check`, the bench) takes its pauses from a [`Backoff`] instead of doubling
-//! its own. (The per-lock watcher in `lock/waiters.rs` keeps its own poll, which a peer's hint
-//! or a freed lock resets.)
+//! its own, and so does the per-lock watcher's poll (`lock/waiters.rs`).
+//!
+//! Written here rather than taken from a crate: `backon` and `tokio-retry` own the retry loop
+//! (they call a closure until it succeeds), while these loops need only the pauses. Each one
+//! decides what to do from what its call returned, and the watcher starts its schedule over on
+//! a peer's hint and cuts a pause short at a lease's end.
 
 use std::time::Duration;
 
@@ -57,7 +61,13 @@ impl Backoff {
 
     /// The pause before the next retry; the schedule moves on.
     pub fn next_pause(&mut self) -> Duration {
-        let scheduled = self.next;
+        self.next_pause_at_most(Duration::MAX)
+    }
+
+    /// As [`Backoff::next_pause`], with this one pause cut to `cap` before the jitter (a poller
+    /// that knows when the thing it waits for is due); the schedule moves on as usual.
+    pub fn next_pause_at_most(&mut self, cap: Duration) -> Duration {
+        let scheduled = self.next.min(cap);
         self.next = self.next.saturating_mul(self.factor).min(self.max);
         match &mut self.jitter {
             Some(rng) => rng.random_range(scheduled / 2..=scheduled),
@@ -91,6 +101,14 @@ mod tests {
         let mut b = Backoff::exponential(ms(100), 2, ms(500));
         let pauses: Vec<_> = (0..5).map(|_| b.next_pause()).collect();
         assert_eq!(pauses, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+    }
+
+    #[test]
+    fn a_capped_pause_is_cut_but_the_schedule_moves_on() {
+        let mut b = Backoff::exponential(ms(100), 2, ms(500));
+        assert_eq!(b.next_pause_at_most(ms(30)), ms(30));
+        assert_eq!(b.next_pause_at_most(ms(1_000)), ms(200));
+        assert_eq!(b.next_pause(), ms(400));
     }
 
     #[test]

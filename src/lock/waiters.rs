@@ -17,11 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::sync::{watch, Notify};
 
 use super::cache::StateCache;
 use super::document::LockDocument;
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::store::Store;
 
@@ -339,9 +341,12 @@ impl Waiters {
         let (first_poll, max_poll) = (self.first_poll, self.max_poll);
         runtime.spawn(async move {
             let (bucket, object) = slot;
-            let mut poll = first_poll;
+            // Full jitter, so that watchers on many replicas do not poll in step.
+            let mut poll = Backoff::exponential(first_poll, 2, max_poll)
+                .with_jitter(StdRng::from_rng(&mut rand::rng()));
             while !watch.closed.load(Ordering::SeqCst) {
-                let mut nap = poll;
+                // This pause is the schedule's, unless something below makes it shorter.
+                let mut cap = max_poll;
                 let written_before = watch.written.load(Ordering::SeqCst);
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
@@ -359,7 +364,7 @@ impl Waiters {
                         if !watch.publish_read(doc, written_before) {
                             // This process wrote the lock while the read was on its way: what
                             // it found may be older than what was published. Look again soon.
-                            nap = first_poll;
+                            cap = first_poll;
                         } else {
                             match held_until {
                                 // Free: the first waiter, if any, is told. Only then is a quick
@@ -379,27 +384,24 @@ impl Waiters {
                                         }
                                     }
                                     if watch.wake_first() {
-                                        poll = first_poll;
+                                        poll.reset();
                                     }
                                 }
                                 // Look again when the lease ends, if that comes before the poll.
                                 Some(end) => {
-                                    let left = (end - now.earliest).to_std().unwrap_or_default();
-                                    nap = nap.min(left);
+                                    cap = (end - now.earliest).to_std().unwrap_or_default();
                                 }
                             }
                         }
                     }
                     Err(e) => tracing::debug!(%object, error = %e, "a lock watcher's read failed"),
                 }
-                // Full jitter, so watchers on many replicas do not poll in step, but never
-                // below the first poll: near a lease's end, clock samples that step back could
-                // otherwise make a watcher re-read at once, round trip after round trip.
-                let jittered = rand::rng().random_range(nap / 2..=nap).max(first_poll);
-                poll = (poll * 2).min(max_poll);
+                // Never below the first poll: near a lease's end, clock samples that step back
+                // could otherwise make a watcher re-read at once, round trip after round trip.
+                let pause = poll.next_pause_at_most(cap).max(first_poll);
                 tokio::select! {
-                    _ = watch.poke.notified() => poll = first_poll,
-                    _ = tokio::time::sleep(jittered) => {}
+                    _ = watch.poke.notified() => poll.reset(),
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         });
