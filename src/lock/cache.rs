@@ -66,15 +66,7 @@ impl StateCache {
     /// out of order, leaving an older state here: that only costs a failed conditional write and
     /// a read later, never a wrong answer.
     pub fn remember(&self, bucket: &str, object: &str, doc: &LockDocument, version: &Version) {
-        self.with(|entries| {
-            entries.put(
-                (bucket.to_owned(), object.to_owned()),
-                Known {
-                    doc: doc.clone(),
-                    version: version.clone(),
-                },
-            )
-        });
+        self.put(bucket, object, doc, version, false);
     }
 
     /// Like [`StateCache::remember`], but keeps a state of a higher revision already known: for
@@ -88,21 +80,32 @@ impl StateCache {
         doc: &LockDocument,
         version: &Version,
     ) {
+        self.put(bucket, object, doc, version, true);
+    }
+
+    fn put(
+        &self,
+        bucket: &str,
+        object: &str,
+        doc: &LockDocument,
+        version: &Version,
+        unless_older: bool,
+    ) {
         self.with(|entries| {
             let slot = (bucket.to_owned(), object.to_owned());
-            if entries
-                .peek(&slot)
-                .is_some_and(|known| known.doc.revision > doc.revision)
-            {
-                return;
+            let newer_known = unless_older
+                && entries
+                    .peek(&slot)
+                    .is_some_and(|known| known.doc.revision > doc.revision);
+            if !newer_known {
+                entries.put(
+                    slot,
+                    Known {
+                        doc: doc.clone(),
+                        version: version.clone(),
+                    },
+                );
             }
-            entries.put(
-                slot,
-                Known {
-                    doc: doc.clone(),
-                    version: version.clone(),
-                },
-            );
         });
     }
 

@@ -73,24 +73,19 @@ impl Engine {
                 None => self.read_fresh(target).await?,
             };
             let now = self.clock.now();
-            let verdict = match rule(basis.state.as_ref().map(|(doc, _)| doc), now) {
+            let current = basis.state.as_ref().map(|(doc, _)| doc);
+            let verdict = rule(current, now).and_then(|verdict| match (&verdict, current) {
+                (Verdict::Write(_), Some(current)) => rules::may_replace(current).map(|()| verdict),
+                _ => Ok(verdict),
+            });
+            let verdict = match verdict {
                 Ok(verdict) => verdict,
                 // Never refuse from a hint: confirm with a read.
                 Err(_) if !basis.fresh => continue,
                 Err(refusal) => return Err(refusal),
             };
             let (doc, current) = match (verdict, basis.state) {
-                (Verdict::Write(doc), current) => {
-                    if let Some((current, _)) = &current {
-                        match rules::may_replace(current) {
-                            Ok(()) => {}
-                            // A refusal is only ever given from a fresh read.
-                            Err(_) if !basis.fresh => continue,
-                            Err(refusal) => return Err(refusal),
-                        }
-                    }
-                    (doc, current)
-                }
+                (Verdict::Write(doc), current) => (doc, current),
                 (Verdict::Leave, Some((doc, _))) if basis.fresh => {
                     return Ok(Settled::AsRead(doc, now))
                 }
