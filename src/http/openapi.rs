@@ -33,9 +33,9 @@ fn key_pattern() -> String {
         .replace('C', &format!("{CONTROL}{FORMAT_CHARACTERS}"))
 }
 
-fn no_control_pattern(min: usize) -> String {
-    let quantifier = if min == 0 { "*" } else { "+" };
-    format!("^[^{CONTROL}]{quantifier}$")
+/// Any text, empty included, without control characters.
+fn no_control_pattern() -> String {
+    format!("^[^{CONTROL}]*$")
 }
 
 fn owner_pattern() -> String {
@@ -61,7 +61,7 @@ pub fn document(config: &EngineConfig) -> Value {
     schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
     schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(owner_pattern());
     let max_wait = config.max_wait.as_secs_f64();
-    schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern(0));
+    schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern());
     for item in doc["paths"]
         .as_object_mut()
         .into_iter()
@@ -86,7 +86,7 @@ pub fn document(config: &EngineConfig) -> Value {
                         continue;
                     }
                     Some("key") => key_pattern(),
-                    Some("prefix") => no_control_pattern(0),
+                    Some("prefix") => no_control_pattern(),
                     Some("owner") => owner_pattern(),
                     _ => continue,
                 };
