@@ -45,6 +45,9 @@ use waiters::Waiters;
 
 /// The longest a readiness probe waits for the store.
 const READY_PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+/// How long a watch waits for the first read of the watcher it started, rather than reading the
+/// lock itself too.
+const FIRST_READ_WAIT: StdDuration = StdDuration::from_secs(1);
 
 /// Limits and names the engine enforces. Built and validated by `config`.
 #[derive(Debug, Clone)]
@@ -428,9 +431,18 @@ impl Engine {
         }
         let mut watching = self.waiters.watch(&target.bucket, &target.object);
         // The state the lock's watcher knows, when it knows one at least as new as the client's:
-        // clients following a lock add no reads of their own. Else (no watcher yet, or one
-        // behind the client) a read, as a status.
-        let current = match watching.known() {
+        // clients following a lock add no reads of their own. A watcher this call just started
+        // is reading the lock now: its answer serves here too, if it comes soon. Else (the
+        // store is slow or down, or the watcher is behind the client) a read, as a status,
+        // which also reports a store outage as one.
+        let known = match watching.known() {
+            Some(doc) => Some(doc),
+            None => tokio::time::timeout(wait.min(FIRST_READ_WAIT), watching.first_known())
+                .await
+                .ok()
+                .flatten(),
+        };
+        let current = match known {
             Some(doc) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
                 self.status_view(&target, doc, expect_owner)
             }

@@ -106,8 +106,9 @@ impl KeyWatch {
     fn publish_written(&self, doc: LockDocument) {
         self.seen.send_if_modified(|current| {
             self.written.fetch_add(1, Ordering::SeqCst);
-            self.known.store(true, Ordering::SeqCst);
-            let changed = current.as_ref() != Some(&doc);
+            // The first state known is news even when it equals the placeholder.
+            let first = !self.known.swap(true, Ordering::SeqCst);
+            let changed = first || current.as_ref() != Some(&doc);
             *current = Some(doc);
             changed
         });
@@ -123,8 +124,8 @@ impl KeyWatch {
                 current_read = false;
                 return false;
             }
-            self.known.store(true, Ordering::SeqCst);
-            let changed = *current != doc;
+            let first = !self.known.swap(true, Ordering::SeqCst);
+            let changed = first || *current != doc;
             *current = doc;
             changed
         });
@@ -187,6 +188,17 @@ impl Watching<'_> {
     pub fn known(&mut self) -> Option<Seen> {
         let seen = self.seen.borrow_and_update().clone();
         self.watch.known.load(Ordering::SeqCst).then_some(seen)
+    }
+
+    /// The first state the lock's watcher knows: at once if it has one, else its first read's
+    /// (or this process's first write's). `None` if the watcher ended first.
+    pub async fn first_known(&mut self) -> Option<Seen> {
+        loop {
+            if let Some(seen) = self.known() {
+                return Some(seen);
+            }
+            self.seen.changed().await.ok()?;
+        }
     }
 }
 
@@ -422,6 +434,15 @@ mod tests {
             Duration::from_millis(25),
             Duration::from_secs(1),
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_read_of_a_lock_that_does_not_exist_is_news_to_watch_clients() {
+        // Its state, "no lock", equals the channel's placeholder: it must be announced anyway.
+        let waiters = waiters();
+        let mut watching = waiters.watch("b", "absent");
+        let first = tokio::time::timeout(Duration::from_millis(100), watching.first_known()).await;
+        assert_eq!(first, Ok(Some(None)));
     }
 
     #[test]

@@ -426,3 +426,30 @@ async fn watch_clients_following_a_lock_read_the_store_no_more_than_one_does() {
         "50 clients following: {many} reads; 1 client: {one}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_that_starts_the_lock_watcher_reads_the_lock_once() {
+    // The watch call starts the watcher, whose first read is the call's answer too. The first
+    // read's answer is slow, so that anything else that would read meanwhile does.
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let (gets, _) = f.round_trips();
+    let (served, open) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), open.clone()));
+    let watch = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.watch(None, "k", None, Some(0), Some(30.0)).await })
+    };
+    served.notified().await;
+    tokio::time::sleep(StdDuration::from_millis(1)).await;
+    open.notify_one();
+    let v = watch.await.unwrap().unwrap();
+    assert_eq!(
+        v.index, a.index,
+        "answered at once: the client's index is old"
+    );
+    assert_eq!(f.round_trips().0 - gets, 1);
+}
