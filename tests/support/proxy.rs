@@ -7,6 +7,8 @@
 //! * forward a request and then drop the response: the write happened, the client never learns;
 //! * strip `If-None-Match` / `If-Match`, like a store that ignores conditional writes;
 //! * strip the `Date` header from answers, like a proxy that drops it;
+//! * answer a request itself with a chosen status and a `Date` from a wrong clock, like a load
+//!   balancer in front of the store;
 //! * count the requests that reach it, by method.
 //!
 //! Beside it, a [`Relay`]: a TCP relay that can be cut and restored, for a store that goes away
@@ -39,6 +41,11 @@ pub enum Fault {
     /// Forwarded to S3 (so a write takes effect), then the connection is closed without an
     /// answer: the ambiguous write.
     DropResponse,
+    /// Not forwarded: answered by the proxy itself, with `status` (an S3-style error body) and
+    /// a `Date` of its own clock moved by `date_offset_secs`, like a load balancer or a second
+    /// gateway host whose clock is wrong. It carries no `x-amz-request-id`, as such an answer
+    /// would not.
+    OwnAnswer { status: u16, date_offset_secs: i64 },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -213,7 +220,11 @@ fn decide(
         }
     }
     if let Some(f) = fault {
-        *b.faults.entry(format!("{f:?}")).or_default() += 1;
+        let kind = match f {
+            Fault::OwnAnswer { .. } => "OwnAnswer".to_owned(),
+            other => format!("{other:?}"),
+        };
+        *b.faults.entry(kind).or_default() += 1;
     }
     let latency = match &b.latency_only_for {
         Some(only) if only != method => Latency::None,
@@ -247,6 +258,27 @@ async fn handle(
             return Ok(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
         }
         Some(Fault::Reset) => return Err(Dropped),
+        Some(Fault::OwnAnswer {
+            status,
+            date_offset_secs,
+        }) => {
+            let status = StatusCode::from_u16(status).expect("a valid status");
+            let mut response = s3_error(status, status.canonical_reason().unwrap_or("Error"));
+            let (now, by) = (
+                std::time::SystemTime::now(),
+                Duration::from_secs(date_offset_secs.unsigned_abs()),
+            );
+            let date = if date_offset_secs >= 0 {
+                now + by
+            } else {
+                now - by
+            };
+            response.headers_mut().insert(
+                hyper::header::DATE,
+                httpdate::fmt_http_date(date).parse().unwrap(),
+            );
+            return Ok(response);
+        }
         Some(Fault::DropResponse) | None => {}
     }
     let (mut parts, body) = req.into_parts();
