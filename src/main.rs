@@ -36,11 +36,13 @@ async fn main() -> ExitCode {
                 );
             } else {
                 println!(
-                    "{} grants over {} keys, {} refusals after waiting, {} errors, {} violations",
+                    "{} grants over {} keys, {} refusals after waiting, {} errors, {} unconfirmed \
+                     releases, {} violations",
                     report.grants,
                     report.keys_granted,
                     report.refusals,
                     report.errors,
+                    report.unconfirmed_releases,
                     report.violations.len()
                 );
                 for v in &report.violations {

@@ -72,6 +72,10 @@ pub struct CheckReport {
     /// Requests that failed for other reasons (store unavailable, transport): not violations,
     /// but a run with many of them proves little.
     pub errors: usize,
+    /// Releases answered `write-unconfirmed` (may have landed; the lock changed before it could
+    /// be proven): not violations, as the answer claims nothing false, but a run where many
+    /// releases cannot be confirmed deserves a look.
+    pub unconfirmed_releases: usize,
     pub keys_granted: usize,
     pub violations: Vec<Violation>,
 }
@@ -172,6 +176,10 @@ async fn release_until_answered(
     for _ in 0..20 {
         match api.release(key, token).await {
             Ok(_) => return,
+            Err(ClientError::WriteUnconfirmed { .. }) => {
+                tally.lock().unwrap().unconfirmed_releases += 1;
+                return;
+            }
             Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound)) => {
                 // Past the lease, losing the lock is the lease doing its job.
                 if sent.elapsed() < Duration::from_secs(ttl) {

@@ -39,7 +39,9 @@ pub fn client(args: &ClientArgs) -> LockClient {
 pub fn exit_code(e: &ClientError) -> u8 {
     match e {
         ClientError::Held { .. } => exit::HELD,
-        ClientError::NotHolder { .. } | ClientError::NotFound => exit::NOT_HOLDER,
+        ClientError::NotHolder { .. }
+        | ClientError::NotFound
+        | ClientError::WriteUnconfirmed { .. } => exit::NOT_HOLDER,
         ClientError::Problem {
             status: 401 | 403, ..
         } => exit::AUTH,
@@ -85,7 +87,17 @@ pub async fn main(command: Command) -> ExitCode {
             let r = client(&a.client)
                 .release(&a.key, a.token.expose_secret())
                 .await;
-            report(&a.client, r, |v| println!("released {}", v.key))
+            if let Err(ClientError::WriteUnconfirmed { .. }) = r {
+                // The token no longer holds the lock either way: the release is done.
+                eprintln!(
+                    "released {}, or lost: the lock changed before the release could be \
+                     confirmed; nothing to do",
+                    a.key
+                );
+                exit::OK
+            } else {
+                report(&a.client, r, |v| println!("released {}", v.key))
+            }
         }
         Command::Status(a) => {
             let r = client(&a.client).status(&a.key, a.owner.as_deref()).await;

@@ -45,6 +45,11 @@ pub enum ClientError {
     NotHolder { detail: String },
     #[error("the lock does not exist")]
     NotFound,
+    /// `write-unconfirmed`: a renew, release or break that may have landed, but the lock has
+    /// changed since. After a release: released, or lost — nothing to do. After a renew: the
+    /// lease is no longer this holder's.
+    #[error("{detail}")]
+    WriteUnconfirmed { detail: String },
     /// Any other problem+json answer.
     #[error("{status} {kind}: {detail}")]
     Problem {
@@ -249,6 +254,9 @@ impl LockClient {
                 detail: problem.detail,
             },
             (404, "lock-not-found") => ClientError::NotFound,
+            (409, "write-unconfirmed") => ClientError::WriteUnconfirmed {
+                detail: problem.detail,
+            },
             _ => ClientError::Problem {
                 status,
                 kind,

@@ -272,7 +272,11 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
                 failures = 0;
                 next = Instant::now() + period;
             }
-            Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
+            Ok(Err(
+                e @ (ClientError::NotHolder { .. }
+                | ClientError::NotFound
+                | ClientError::WriteUnconfirmed { .. }),
+            )) => {
                 eprintln!("s3lock run: the lock on {key} was lost: {e}; stopping the command");
                 let _ = tx.send(Lease::Lost);
                 return;
@@ -303,7 +307,8 @@ async fn release(client: &LockClient, key: &str, token: &str) {
             backoff.wait().await;
         }
         match tokio::time::timeout(Duration::from_secs(10), client.release(key, token)).await {
-            Ok(Ok(_)) => return,
+            // Released, or lost: either way nothing is left to do.
+            Ok(Ok(_)) | Ok(Err(ClientError::WriteUnconfirmed { .. })) => return,
             Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
                 eprintln!("s3lock run: releasing {key}: {e}");
                 return;

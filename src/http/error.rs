@@ -46,6 +46,10 @@ pub enum ApiError {
     NotHolder(String),
     /// 409 `lock-unreadable`: the stored object is not a lock document; nothing was written.
     Unreadable(String),
+    /// 409 `write-unconfirmed`: a renew, release or break whose write may have landed, but the
+    /// lock has moved on since and it cannot be proven. Released or lost: either way the
+    /// caller no longer holds the lock.
+    WriteUnconfirmed,
     /// 404 `lock-not-found`.
     LockNotFound,
     /// 400 `invalid-input`, naming the field.
@@ -100,6 +104,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "lock-unreadable",
                 "The stored lock document cannot be read",
+            ),
+            WriteUnconfirmed => (
+                StatusCode::CONFLICT,
+                "write-unconfirmed",
+                "The write may have landed; the lock has changed since",
             ),
             LockNotFound => (
                 StatusCode::NOT_FOUND,
@@ -189,6 +198,13 @@ impl ApiError {
             InvalidInput { field, reason } => format!("{field}: {reason}"),
             BucketNotAllowed(b) => format!("bucket {b:?} is not allowed by this server"),
             LockNotFound => "no lock has ever been taken under this key".into(),
+            WriteUnconfirmed => {
+                "the store's answer was lost and the lock changed before the outcome could be \
+                 read back: the write may have landed. Either way this token no longer holds the \
+                 lock: a release has nothing left to do; after a renew, stop work and acquire \
+                 again"
+                    .into()
+            }
             BodyTooLarge => "the request body is larger than this server accepts".into(),
             UnsupportedMediaType => "send the body as application/json".into(),
             RouteNotFound => "see the README for the routes".into(),
@@ -230,6 +246,7 @@ impl ApiError {
             }
             LockError::NotHolder(d) => ApiError::NotHolder(d),
             LockError::NotFound => ApiError::LockNotFound,
+            LockError::Unconfirmed => ApiError::WriteUnconfirmed,
             LockError::InvalidInput { field, reason } => ApiError::InvalidInput { field, reason },
             LockError::BucketNotAllowed(b) => ApiError::BucketNotAllowed(b),
             LockError::Unreadable(d) => ApiError::Unreadable(d),

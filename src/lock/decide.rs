@@ -10,6 +10,7 @@ use std::time::Duration as StdDuration;
 
 use bytes::Bytes;
 
+use super::document::Succession;
 use super::orphan::OrphanGuard;
 use super::rules::{self, Verdict};
 use super::{store_error, Engine, LockDocument, LockError, Target};
@@ -28,9 +29,18 @@ const READ_BACK_ATTEMPTS: u32 = 3;
 enum WriteOutcome {
     /// Our body is what is stored now.
     Landed,
-    /// Someone else's write came first. Carries what the read-back found, which is a fresh read
-    /// to decide again from (so a lost race costs one read, not two).
-    Beaten(Option<Versioned>),
+    /// Our body landed, and later writes replaced it before the read-back (a release lands, its
+    /// answer is lost, and a waiter takes the lock): the stored history names our write.
+    /// Carries what the read-back found.
+    Replaced(Option<Versioned>),
+    /// Someone else's write came first, or so it seems: `proven` only when the stored history
+    /// names another write at our revision; otherwise ours may have landed and been replaced by
+    /// more writes than the history keeps. Carries what the read-back found, which is a fresh
+    /// read to decide again from (so a lost race costs one read, not two).
+    Beaten {
+        seen: Option<Versioned>,
+        proven: bool,
+    },
     /// The store could not say: the write may or may not have landed.
     Unknown(String),
 }
@@ -67,6 +77,12 @@ impl Engine {
                 state: Some((known.doc, known.version)),
                 fresh: false,
             });
+        // A write of ours may have landed and been replaced since (see `WriteOutcome::Beaten`):
+        // a refusal of the holder is then no longer the truth about this request.
+        let mut unproven = false;
+        // A grant this call made whose token its caller has not been handed yet (it landed, but
+        // its lease was used up by a slow write and the call decided again).
+        let mut granted_unseen = false;
         for _ in 0..MAX_DECISIONS {
             let basis = match next.take() {
                 Some(basis) => basis,
@@ -82,6 +98,9 @@ impl Engine {
                 Ok(verdict) => verdict,
                 // Never refuse from a hint: confirm with a read.
                 Err(_) if !basis.fresh => continue,
+                Err(LockError::NotHolder(_) | LockError::NotFound) if unproven => {
+                    return Err(LockError::Unconfirmed)
+                }
                 Err(refusal) => return Err(refusal),
             };
             let (doc, current) = match (verdict, basis.state) {
@@ -96,13 +115,15 @@ impl Engine {
                 Some((current, version)) => (current.token, Some(version)),
                 None => (None, None),
             };
-            // A new grant whose outcome the caller might never learn (the store's answer is
-            // lost, or this request is cancelled mid-write: a client disconnect, the request
-            // timeout) is watched and freed if it lands. Renew, release and a refresh keep the
-            // holder's own token, which the holder still has.
+            // A grant whose token the caller might never learn (the store's answer is lost, or
+            // this request is cancelled mid-write: a client disconnect, the request timeout) is
+            // watched and freed if it lands: a new grant, and the refresh of one this call made
+            // but has not yet answered. Renew, release and a holder's refresh keep a token the
+            // holder already has.
+            let hands_out_token =
+                doc.owner.is_some() && (doc.token != current_token || granted_unseen);
             let guard = OrphanGuard(
-                (doc.owner.is_some() && doc.token != current_token)
-                    .then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
+                hands_out_token.then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
             );
             let written = self.write(target, &doc, expected.as_ref()).await;
             let watch = guard.disarm();
@@ -126,12 +147,30 @@ impl Engine {
                     // have landed: a slow write (retries, a read-back) may have used it up.
                     let after = self.clock.now();
                     if doc.owner.is_some() && after.latest >= doc.expires_at() {
+                        granted_unseen = hands_out_token;
                         next = None;
                         continue;
                     }
                     return Ok(Settled::Stored(doc, after));
                 }
-                WriteOutcome::Beaten(seen) => next = Some(self.fresh_basis(target, seen)?),
+                WriteOutcome::Replaced(seen) => {
+                    let basis = self.fresh_basis(target, seen)?;
+                    if let Some((current, _)) = &basis.state {
+                        self.waiters
+                            .observed(&target.bucket, &target.object, current);
+                    }
+                    // A grant that has already passed on is not handed out: its token proves
+                    // nothing now. Decide again from what replaced it.
+                    if hands_out_token {
+                        next = Some(basis);
+                        continue;
+                    }
+                    return Ok(Settled::Stored(doc, self.clock.now()));
+                }
+                WriteOutcome::Beaten { seen, proven } => {
+                    unproven |= !proven;
+                    next = Some(self.fresh_basis(target, seen)?);
+                }
                 WriteOutcome::Unknown(why) => {
                     if let Some(watch) = watch {
                         watch.spawn();
@@ -239,10 +278,12 @@ impl Engine {
     /// Settles a write that failed its precondition (`doubt` is `None`) or whose answer never
     /// came (`doubt` is the error).
     ///
-    /// Our body stored → we won. Otherwise, after a failed precondition the condition is false
-    /// for good (a version is never reused, as every body is unique), so no late copy of our
-    /// write can land: we lost. But after a timeout, our write may still be on its way: only if
-    /// the object has moved past the version we wrote against can we be sure it never lands.
+    /// Our body stored → we won. Another body stored whose history names our write → we won, and
+    /// were replaced since. Otherwise, after a failed precondition the condition is false for
+    /// good (a version is never reused, as every body is unique), so no late copy of our write
+    /// can land: we lost, or (when the history does not reach back far enough) cannot tell. But
+    /// after a timeout, our write may still be on its way: only if the object has moved past
+    /// the version we wrote against can we be sure it never lands.
     async fn read_back(
         &self,
         target: &Target,
@@ -271,7 +312,22 @@ impl Engine {
                         last_error = "the write timed out and has not landed (yet)".into();
                         break;
                     }
-                    return WriteOutcome::Beaten(stored);
+                    // Something else is stored: our write lost, or landed and was replaced.
+                    let succession = stored
+                        .as_ref()
+                        .and_then(|s| LockDocument::from_bytes(&s.body).ok())
+                        .map_or(Succession::Unknown, |found| found.succession_of(doc));
+                    return match succession {
+                        Succession::Replaced => WriteOutcome::Replaced(stored),
+                        Succession::Lost => WriteOutcome::Beaten {
+                            seen: stored,
+                            proven: true,
+                        },
+                        Succession::Unknown => WriteOutcome::Beaten {
+                            seen: stored,
+                            proven: false,
+                        },
+                    };
                 }
                 Err(e) => last_error = e.to_string(),
             }

@@ -39,6 +39,44 @@ pub struct LockDocument {
     /// clean-up) matched again and undid the renew. Seed documents have none (0).
     #[serde(default)]
     pub revision: u64,
+    /// Who wrote this document and the documents it replaced: a random id for this write first,
+    /// then the ids of the writes before it, newest first, at most [`WRITE_HISTORY`] in all.
+    /// A writer whose answer was lost reads the lock back to learn whether its write landed; if
+    /// other writes have followed since (a release lands, then a waiter takes the lock), the
+    /// stored document is no longer its own, and only this history can prove that its write was
+    /// applied and then replaced, rather than beaten. Seed documents have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<WriteId>,
+}
+
+/// How many writes a document remembers (its own and those before it, see
+/// [`LockDocument::writes`]): about 600 bytes. A read-back follows its lost answer after the
+/// SDK's retries, a second or two; eight clients handing one lock round on one replica wrote
+/// more than eight times in that window (releases then could not be confirmed), and none of
+/// their read-backs reached past this many.
+pub const WRITE_HISTORY: usize = 32;
+
+/// A random id given to each write of a lock document: 64 random bits, so two writes never
+/// share one by chance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId(String);
+
+impl WriteId {
+    fn generate() -> Self {
+        Self(format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
+/// What a read-back learns from the document it found in place of the one it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// Our write landed and was then replaced: its id is in the stored history.
+    Replaced,
+    /// Our write never landed: the stored history names another write at our revision.
+    Lost,
+    /// The history does not reach back to our revision (too many writes since, or a writer that
+    /// keeps none, such as the seed module): it cannot be told.
+    Unknown,
 }
 
 impl LockDocument {
@@ -52,6 +90,7 @@ impl LockDocument {
             token: Some(HolderToken::generate()),
             fencing_token,
             revision: 1,
+            writes: vec![WriteId::generate()],
         }
     }
 
@@ -63,10 +102,7 @@ impl LockDocument {
         now: DateTime<Utc>,
         fencing_token: u64,
     ) -> Self {
-        Self {
-            revision: self.next_revision(),
-            ..Self::grant(owner, ttl, now, fencing_token)
-        }
+        Self::grant(owner, ttl, now, fencing_token).written_over(self)
     }
 
     /// The same holder's lease, restarted at `now` for `ttl` seconds.
@@ -74,9 +110,9 @@ impl LockDocument {
         Self {
             expire: ttl,
             lock_time: now,
-            revision: self.next_revision(),
             ..self.clone()
         }
+        .written_over(self)
     }
 
     /// Released at `now`: no owner, the token and fencing token kept.
@@ -84,16 +120,39 @@ impl LockDocument {
         Self {
             owner: None,
             release_time: Some(now),
-            revision: self.next_revision(),
             ..self.clone()
         }
+        .written_over(self)
     }
 
-    /// The revision of the next write over this one. A counter at the top of `u64` (a corrupt
-    /// or hostile document; a real lock would need 10^19 writes) cannot grow, so the engine
-    /// refuses to write over such a document at all ([`LockDocument::can_grow`]).
-    fn next_revision(&self) -> u64 {
-        self.revision.saturating_add(1)
+    /// This document as the next write over `previous`: the next revision, a new write id, and
+    /// `previous`'s history behind it. A revision at the top of `u64` (a corrupt or hostile
+    /// document; a real lock would need 10^19 writes) cannot grow, so the engine refuses to
+    /// write over such a document at all ([`LockDocument::can_grow`]).
+    fn written_over(mut self, previous: &Self) -> Self {
+        self.revision = previous.revision.saturating_add(1);
+        self.writes = std::iter::once(WriteId::generate())
+            .chain(previous.writes.iter().take(WRITE_HISTORY - 1).cloned())
+            .collect();
+        self
+    }
+
+    /// Whether `ours` (a document this process wrote, whose answer it did not get) landed before
+    /// this stored document replaced it. Every write is conditional on the version it replaces,
+    /// so the stored history is the one sequence of writes that landed, newest first.
+    pub fn succession_of(&self, ours: &Self) -> Succession {
+        let Some(id) = ours.writes.first() else {
+            return Succession::Unknown;
+        };
+        if self.writes.contains(id) {
+            return Succession::Replaced;
+        }
+        match self.revision.checked_sub(ours.revision) {
+            Some(back) if usize::try_from(back).is_ok_and(|b| b < self.writes.len()) => {
+                Succession::Lost
+            }
+            _ => Succession::Unknown,
+        }
     }
 
     /// Broken by an admin at `now`: no owner, and no token, so the old holder's renew and
@@ -107,9 +166,9 @@ impl LockDocument {
             token: None,
             release_time: Some(now),
             fencing_token,
-            revision: self.next_revision(),
             ..self.clone()
         }
+        .written_over(self)
     }
 
     /// Whether a write over this document can still get a revision of its own.
@@ -233,5 +292,49 @@ mod tests {
             ..LockDocument::grant("a", 1, at("2026-01-01T00:00:00+00:00"), 1)
         };
         assert!(!doc.is_expired(at("2999-01-01T00:00:00+00:00")));
+    }
+
+    #[test]
+    fn a_document_remembers_its_own_write_and_the_ones_before_it_up_to_the_bound() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let mut doc = LockDocument::grant("alice", 60, t0, 1);
+        let first = doc.clone();
+        for _ in 0..WRITE_HISTORY {
+            let next = doc.renewed(60, t0);
+            assert_eq!(next.writes[1..], doc.writes[..next.writes.len() - 1]);
+            assert_ne!(next.writes[0], doc.writes[0]);
+            doc = next;
+        }
+        assert_eq!(doc.writes.len(), WRITE_HISTORY);
+        assert!(
+            !doc.writes.contains(&first.writes[0]),
+            "the oldest fell out"
+        );
+    }
+
+    #[test]
+    fn a_later_document_tells_whether_a_write_landed_was_lost_or_cannot_be_told() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let held = LockDocument::grant("alice", 60, t0, 1);
+        let release = held.released(t0);
+        let bob_after_release = release.granted_over("bob", 60, t0, 2);
+        assert_eq!(
+            bob_after_release.succession_of(&release),
+            Succession::Replaced
+        );
+        let bob_instead = held.granted_over("bob", 60, t0, 2);
+        assert_eq!(bob_instead.succession_of(&release), Succession::Lost);
+        let renewed = bob_instead.renewed(60, t0);
+        assert_eq!(renewed.succession_of(&release), Succession::Lost);
+        let mut far = bob_after_release.clone();
+        for _ in 0..WRITE_HISTORY {
+            far = far.renewed(60, t0);
+        }
+        assert_eq!(far.succession_of(&release), Succession::Unknown);
+        let seed = LockDocument::from_bytes(
+            br#"{"expire": 9, "lock_time": "2026-01-01T00:00:00+00:00", "release_time": null, "owner": "old"}"#,
+        )
+        .unwrap();
+        assert_eq!(seed.succession_of(&release), Succession::Unknown);
     }
 }

@@ -35,6 +35,12 @@ pub enum LockError {
     /// watcher (its token was never handed out, so no one can refresh it).
     #[error("the lock store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// A renew, release or break whose write may have landed, but which the lock has moved past
+    /// since (other writes followed before its outcome could be read back, more than a document
+    /// remembers): whether it was applied cannot be proven. The lock is no longer in the state it
+    /// wrote either way: a released lock stays released or passed on; a renewed lease is gone.
+    #[error("the write may have landed, but the lock has changed since and it cannot be proven")]
+    Unconfirmed,
     /// The store refused for a reason a retry will not fix (missing bucket, credentials).
     #[error("the lock store refused the request: {0}")]
     StoreRefused(String),

@@ -4,13 +4,18 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::support::proxy::FaultProxy;
+use crate::helpers::support::proxy::{Fault, FaultProxy};
 use crate::helpers::{support, TestApp};
 
 async fn run_check(urls: &[String], extra: &[&str]) -> (i32, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3lock"));
-    cmd.arg("check")
-        .args(["--clients", "16", "--keys", "1", "--duration", "3s"]);
+    cmd.arg("check");
+    // Defaults, each unless the test names its own.
+    for (flag, value) in [("--clients", "16"), ("--keys", "1"), ("--duration", "3s")] {
+        if !extra.contains(&flag) {
+            cmd.args([flag, value]);
+        }
+    }
     for u in urls {
         cmd.args(["--url", u]);
     }
@@ -62,4 +67,31 @@ async fn check_exits_2_when_nothing_could_be_checked() {
     let url = support::closed_url();
     let (code, _) = run_check(&[url], &["--duration", "300ms"]).await;
     assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_finds_no_release_refused_when_store_answers_are_lost_after_the_write_landed() {
+    // Writes land and their answers are lost (the SDK's retry then meets its own write); while
+    // the answer is awaited, waiters take the freed lock. No release may be told `not-holder`.
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let replica = TestApp::s3_via(&bucket, &proxy.endpoint, Duration::from_secs(3)).await;
+    proxy.fail_randomly(0.05, Fault::DropResponse);
+    let (code, stdout) = run_check(
+        std::slice::from_ref(&replica.base),
+        &["--clients", "8", "--duration", "6s", "--json"],
+    )
+    .await;
+    proxy.heal();
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect(&stdout);
+    eprintln!(
+        "grants {} errors {} unconfirmed {} faults {:?}",
+        report["grants"],
+        report["errors"],
+        report["unconfirmed_releases"],
+        proxy.faults_injected()
+    );
+    assert!(proxy.faults_injected()["DropResponse"] > 0);
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    assert_eq!(code, 0, "{stdout}");
 }

@@ -190,3 +190,118 @@ async fn a_grant_whose_lease_is_used_up_by_a_slow_write_is_refreshed_for_its_own
     assert_eq!(stored.fencing_token, 1, "one grant, refreshed");
     assert_eq!(stored.revision, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_lost_refresh_of_a_grant_used_up_by_a_slow_write_is_watched_and_freed() {
+    let f = fixture();
+    let engine = Engine::new(
+        f.store.clone(),
+        Arc::new(WideClock(f.clock.clone(), Duration::milliseconds(1500))),
+        config(),
+    );
+    // The grant's write takes its whole 60 s lease, so the engine refreshes it for its caller;
+    // that refresh is delayed in the network and the caller is told 503. It never learns the
+    // token the refresh carries.
+    *f.store.slow_next_write.lock().unwrap() = Some((f.clock.clone(), Duration::seconds(60)));
+    *f.store.fault_skips_writes.lock().unwrap() = 1;
+    f.store.set(Some(Fault::ParkNextWrite));
+    assert!(matches!(
+        engine.acquire(None, "k", owner("alice", 60)).await,
+        Err(LockError::StoreUnavailable(_))
+    ));
+    assert!(f.store.land_parked().await, "the refresh lands late");
+    let landed = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(landed.owner.as_deref(), Some("alice"));
+    assert!(!landed.is_expired(f.clock.now().earliest), "a fresh lease");
+    // Nobody knows its token: it must come free well within the lease, which the store's clock
+    // (moved only by hand here) never reaches.
+    tokio::time::sleep(StdDuration::from_secs(10)).await;
+    let after = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(after.owner, None, "the orphaned refresh was released");
+    assert_eq!(after.token, landed.token);
+}
+
+#[tokio::test]
+async fn a_release_that_landed_succeeds_though_a_waiter_took_the_lock_before_the_read_back() {
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let token = a.holder_token().unwrap().to_owned();
+    // The release lands; its answer is lost, and the SDK's retry of it fails its precondition
+    // on our own write, but only after bob, on another replica, has taken the freed lock.
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let release = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.release(None, "k", &token).await })
+    };
+    applied.notified().await;
+    let bob = f
+        .other_replica()
+        .acquire(None, "k", owner("bob", 60))
+        .await
+        .unwrap();
+    open.notify_one();
+    let released = release
+        .await
+        .unwrap()
+        .expect("the release landed: it is a success, not not-holder");
+    assert_eq!(released.owner, None);
+    assert!(!released.locked);
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.owner.as_deref(), Some("bob"), "bob's grant stands");
+    assert_eq!(stored.token, bob.token);
+}
+
+#[tokio::test]
+async fn a_release_whose_landing_cannot_be_proven_says_so_rather_than_not_holder() {
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let token = a.holder_token().unwrap().to_owned();
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let release = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.release(None, "k", &token).await })
+    };
+    applied.notified().await;
+    // More writes follow the release than a document remembers.
+    let bob_replica = f.other_replica();
+    let bob = bob_replica
+        .acquire(None, "k", owner("bob", 60))
+        .await
+        .unwrap();
+    for _ in 0..document::WRITE_HISTORY {
+        bob_replica
+            .renew(None, "k", bob.holder_token().unwrap(), Some(60))
+            .await
+            .unwrap();
+    }
+    open.notify_one();
+    assert!(matches!(
+        release.await.unwrap(),
+        Err(LockError::Unconfirmed)
+    ));
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.owner.as_deref(), Some("bob"));
+}
+
+#[tokio::test]
+async fn a_release_beaten_by_a_takeover_of_its_expired_lease_is_still_not_holder() {
+    let f = fixture();
+    let a = f
+        .engine
+        .acquire(None, "k", owner("alice", 10))
+        .await
+        .unwrap();
+    // alice's lease runs out and bob takes the lock over through another replica; alice's
+    // replica still remembers her lease and writes her release against it, and loses.
+    f.clock.advance(Duration::seconds(11));
+    f.other_replica()
+        .acquire(None, "k", owner("bob", 60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine.release(None, "k", a.holder_token().unwrap()).await,
+        Err(LockError::NotHolder(_))
+    ));
+}

@@ -114,6 +114,11 @@ struct FaultyStore {
     /// The next read is served at once but its answer held back until the test opens the gate
     /// (a response slow on the wire): (told when the read has been served, opens it).
     slow_next_read: Mutex<Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>>,
+    /// The same for the next write: applied at once, its answer held back until the gate opens
+    /// (while other writers go on).
+    slow_next_write_answer: Mutex<Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>>,
+    /// Writes that pass untouched before the fault set with [`FaultyStore::set`] applies.
+    fault_skips_writes: Mutex<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +152,33 @@ impl FaultyStore {
         *self.fault.lock().unwrap() = fault;
     }
 
+    /// Holds the answer of the next write back: returns (told once the write is applied, opens
+    /// the gate).
+    fn hold_next_write_answer(&self) -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+        let gate = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        *self.slow_next_write_answer.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    async fn answer_gate(&self) {
+        let gate = self.slow_next_write_answer.lock().unwrap().take();
+        if let Some((served, open)) = gate {
+            served.notify_one();
+            open.notified().await;
+        }
+    }
+
     fn take_write_fault(&self) -> Option<Fault> {
+        {
+            let mut skips = self.fault_skips_writes.lock().unwrap();
+            if *skips > 0 {
+                *skips -= 1;
+                return None;
+            }
+        }
         let mut f = self.fault.lock().unwrap();
         match *f {
             Some(Fault::Down) => Some(Fault::Down),
@@ -240,6 +271,7 @@ impl Store for FaultyStore {
         }
         let written = self.inner.put_if_absent(bucket, key, body).await;
         self.slow_write();
+        self.answer_gate().await;
         Self::after_write(fault, written)
     }
     async fn put_if_version(
@@ -258,6 +290,7 @@ impl Store for FaultyStore {
         }
         let written = self.inner.put_if_version(bucket, key, body, expected).await;
         self.slow_write();
+        self.answer_gate().await;
         Self::after_write(fault, written)
     }
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -33,6 +33,7 @@ from .errors import (
     Unauthorized,
     UnexpectedResponse,
     UnsupportedMediaType,
+    WriteUnconfirmed,
 )
 from .lease import ManagedLease
 from .models import Lease, LockView
@@ -68,5 +69,6 @@ __all__ = [
     "StoreUnavailable",
     "Unauthorized",
     "UnexpectedResponse",
+    "WriteUnconfirmed",
     "UnsupportedMediaType",
 ]

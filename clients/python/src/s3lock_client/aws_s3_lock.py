@@ -35,7 +35,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ._time import format_time, parse_time
 from .client import DEFAULT_URL, Client
-from .errors import LockHeld, NotHolder
+from .errors import LockHeld, NotHolder, WriteUnconfirmed
 from .models import Lease, LockView
 
 __all__ = ["AlreadyLockedError", "Lock", "Vault", "get_utc_now"]
@@ -195,6 +195,9 @@ class Vault:
             )
         try:
             view = self.client.release(self.key, token)
+        except WriteUnconfirmed:
+            # Released, or lost: the lease is not ours any more either way.
+            released = dataclasses.replace(lock, owner=None, release_time=format_time(get_utc_now()))
         except NotHolder:
             log.warning(
                 "%s/%s: the lease of %r had already ended; nothing to release",

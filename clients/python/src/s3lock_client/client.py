@@ -146,7 +146,10 @@ class Client:
         return Lease.from_json_sent(answer, sent_at)
 
     def release(self, key: str, token: str, *, timeout: Optional[float] = None) -> LockView:
-        """Releases the lock. Releasing again with the same token is a no-op."""
+        """Releases the lock. Releasing again with the same token is a no-op. Raises
+        :class:`WriteUnconfirmed` when the store's answer was lost and the lock changed before
+        the release could be confirmed: released, or lost, the token holds nothing now, so
+        there is nothing left to do."""
         answer, _ = self._call(
             "POST", self._lock_path(key, "release"), lambda: {"token": token}, timeout
         )

@@ -91,6 +91,14 @@ class NotHolder(ProblemError):
     KIND = "not-holder"
 
 
+class WriteUnconfirmed(ProblemError):
+    """409 ``write-unconfirmed``: a renew, release or break whose write may have landed, but the
+    lock changed before the server could confirm it. Either way the token no longer holds the
+    lock: after a release there is nothing left to do; after a renew the lease is lost."""
+
+    KIND = "write-unconfirmed"
+
+
 class LockUnreadable(ProblemError):
     """409 ``lock-unreadable``: the stored object is not a lock document."""
 

@@ -18,7 +18,14 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Deque, Optional, Type
 
-from .errors import ConnectionFailed, LeaseLost, ProblemError, ServiceUnavailable, UnexpectedResponse
+from .errors import (
+    ConnectionFailed,
+    LeaseLost,
+    ProblemError,
+    ServiceUnavailable,
+    UnexpectedResponse,
+    WriteUnconfirmed,
+)
 from .models import Lease
 
 if TYPE_CHECKING:
@@ -188,6 +195,8 @@ class ManagedLease:
             timeout = min(self._client.timeout, max(1.0, self.lease.valid_until - time.monotonic()))
             try:
                 self._client.release(self.key, self.lease.token, timeout=timeout)
+            except WriteUnconfirmed:
+                pass  # released, or lost: nothing of ours is left to release
             except Exception as e:  # the lease runs out on its own; the block's outcome matters more
                 log.warning("releasing %r failed: %s", self.key, e)
         if lost is not None and exc_type is None:
