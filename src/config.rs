@@ -71,6 +71,14 @@ pub struct ServeArgs {
     /// store that ignores them, one lock can be granted to many holders.
     #[arg(long, env = "S3LOCK_SKIP_STORE_CHECK")]
     pub skip_store_check: bool,
+    /// Client connections open at once at most; past it, a new connection is closed at once
+    /// (and counted in s3lock_connections_refused_total). Each blocked waiter holds one.
+    #[arg(long, env = "S3LOCK_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's head (and a keep-alive connection may sit
+    /// idle) before its connection is closed.
+    #[arg(long, env = "S3LOCK_HEADER_TIMEOUT", default_value_t = 30)]
+    pub header_timeout: u64,
     /// Extra seconds a request may take beyond the longest wait before it is cut off.
     #[arg(long, env = "S3LOCK_REQUEST_TIMEOUT_MARGIN", default_value_t = 30)]
     pub request_timeout_margin: u64,
@@ -103,6 +111,10 @@ pub struct ServeConfig {
     pub create_buckets: bool,
     /// The longest a request may run: the longest wait plus a margin for the store's calls.
     pub request_timeout: Duration,
+    /// Client connections open at once at most.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, or idle between requests.
+    pub header_timeout: Duration,
     /// The bearer credentials; `None` when auth is off.
     pub auth: Option<Arc<AuthTokens>>,
     /// Peers to send wake-up hints to (`HOST:PORT` or URLs); empty without peers.
@@ -181,6 +193,18 @@ impl ServeArgs {
                 "must be at most 3600 seconds",
             ));
         }
+        if self.max_connections == 0 {
+            return Err(bad(
+                "S3LOCK_MAX_CONNECTIONS (--max-connections)",
+                "must be at least 1",
+            ));
+        }
+        if self.header_timeout == 0 || self.header_timeout > 3600 {
+            return Err(bad(
+                "S3LOCK_HEADER_TIMEOUT (--header-timeout)",
+                "must be 1 to 3600 seconds",
+            ));
+        }
         if self.s3_timeout == 0 || self.s3_timeout > 300 {
             return Err(bad(
                 "S3LOCK_S3_TIMEOUT (--s3-timeout)",
@@ -237,6 +261,11 @@ impl ServeArgs {
                 })
             }
         };
+        let request_timeout = Duration::from_secs(
+            self.max_wait
+                .saturating_add(self.request_timeout_margin.max(1))
+                .saturating_add(self.s3_timeout),
+        );
         Ok(ServeConfig {
             listen: self.listen,
             store,
@@ -252,11 +281,9 @@ impl ServeArgs {
             },
             skip_store_check: self.skip_store_check,
             create_buckets: self.create_buckets,
-            request_timeout: Duration::from_secs(
-                self.max_wait
-                    .saturating_add(self.request_timeout_margin.max(1))
-                    .saturating_add(self.s3_timeout),
-            ),
+            request_timeout,
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout),
             auth,
             peers,
             peer_secret: self.peer_secret.clone(),

@@ -32,6 +32,8 @@ pub const S3_REQUESTS: &str = "s3lock_s3_requests_total";
 pub const S3_ERRORS: &str = "s3lock_s3_errors_total";
 pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
 pub const PEER_HINTS_RECEIVED: &str = "s3lock_peer_hints_received_total";
+pub const CONNECTIONS_REFUSED: &str = "s3lock_connections_refused_total";
+pub const CONNECTIONS_OPEN: &str = "s3lock_connections_open";
 
 /// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -111,6 +113,10 @@ impl Metrics {
                 "wake-up hints sent to peers, by outcome (sent, refused, failed, unresolved, dropped)",
             ),
             (
+                CONNECTIONS_REFUSED,
+                "client connections closed at once because S3LOCK_MAX_CONNECTIONS were open",
+            ),
+            (
                 PEER_HINTS_RECEIVED,
                 "wake-up hints received from peers, by outcome (accepted, refused)",
             ),
@@ -122,6 +128,11 @@ impl Metrics {
             KeyName::from_const_str(WAITERS),
             None,
             "acquires blocked waiting for a lock in this process now".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(CONNECTIONS_OPEN),
+            None,
+            "client connections open now".into(),
         );
         recorder.describe_histogram(
             KeyName::from_const_str(HTTP_DURATION),
@@ -169,19 +180,29 @@ impl Metrics {
     }
 
     /// Counts a blocked waiter until the returned guard is dropped.
-    pub fn waiting(&self) -> WaiterGuard {
+    pub fn waiting(&self) -> GaugeGuard {
+        self.gauge_guard(WAITERS)
+    }
+
+    /// Counts an open client connection until the returned guard is dropped.
+    pub fn connection_open(&self) -> GaugeGuard {
+        self.gauge_guard(CONNECTIONS_OPEN)
+    }
+
+    fn gauge_guard(&self, name: &'static str) -> GaugeGuard {
         let gauge = self
             .recorder
-            .register_gauge(&Key::from_static_name(WAITERS), &META);
+            .register_gauge(&Key::from_static_name(name), &META);
         gauge.increment(1.0);
-        WaiterGuard(gauge)
+        GaugeGuard(gauge)
     }
 }
 
-/// Decrements the waiters gauge when the waiting acquire ends, however it ends.
-pub struct WaiterGuard(metrics::Gauge);
+/// Decrements a gauge when what it counts ends (a waiting acquire, a connection), however it
+/// ends.
+pub struct GaugeGuard(metrics::Gauge);
 
-impl Drop for WaiterGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }

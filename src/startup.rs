@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::auth::AuthTokens;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
+use crate::http::conn::{self, ConnLimits};
 use crate::lock::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::peers::{HintKey, Peers};
@@ -139,6 +140,7 @@ pub async fn run(
 pub struct Server {
     engine: Arc<Engine>,
     request_timeout: Duration,
+    conn_limits: ConnLimits,
     /// The bearer credentials; `None` when auth is off.
     auth: Option<Arc<AuthTokens>>,
     /// Checks peers' wake-up hints on `POST /internal/wake`; `None`: that route is absent.
@@ -151,6 +153,12 @@ impl Server {
         Self {
             engine,
             request_timeout,
+            conn_limits: ConnLimits {
+                max_connections: 8192,
+                header_timeout: Duration::from_secs(30),
+                // Every request ends within its timeout: draining for longer waits for nothing.
+                drain_timeout: request_timeout,
+            },
             auth: None,
             hints: None,
         }
@@ -174,8 +182,21 @@ impl Server {
         // open_store returns only once the store check passed (or was skipped).
         engine.mark_store_checked();
         Ok(Self::new(Arc::new(engine), config.request_timeout)
+            .with_connection_limits(config.max_connections, config.header_timeout)
             .with_auth(config.auth.clone())
             .with_hints(hints))
+    }
+
+    /// At most `max_connections` client connections open at once, each closed when a request's
+    /// head takes longer than `header_timeout` to arrive (or it idles that long between requests).
+    pub fn with_connection_limits(
+        mut self,
+        max_connections: usize,
+        header_timeout: Duration,
+    ) -> Self {
+        self.conn_limits.max_connections = max_connections;
+        self.conn_limits.header_timeout = header_timeout;
+        self
     }
 
     /// Every lock route needs one of these auth tokens (`None`: auth is off).
@@ -196,14 +217,10 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        let metrics = self.engine.metrics().clone();
         let app = crate::http::app(self.engine, self.request_timeout, self.auth, self.hints);
         tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
-        // Each connection gets a clone of the router behind a refcount. (Given the router itself,
-        // axum answers every new connection with a deep copy of its route table: ~10 KiB of heap
-        // a connection, about a quarter of a blocked waiter's memory; see BENCHMARKS.md.)
-        axum::serve(listener, tower::make::Shared::new(app))
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        conn::serve(listener, app, self.conn_limits, metrics, shutdown).await?;
         Ok(())
     }
 }

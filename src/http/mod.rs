@@ -3,6 +3,7 @@
 //! engine outcomes into HTTP through the one table in [`error`].
 
 pub mod auth;
+pub mod conn;
 pub mod error;
 mod handlers;
 pub mod openapi;

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real app on port 0, over the memory and local stores and
 //! over a real S3 server (SeaweedFS, started by scripts/test).
 
+mod abuse;
 mod attacks;
 mod auth;
 mod bad_input;
