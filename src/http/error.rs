@@ -12,6 +12,10 @@ use crate::wire::format_seed_time;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Retry-After` of a `clock-uncertain` answer: a wrong host's samples count for a minute, and
+/// retrying every second meanwhile would only add load.
+const CLOCK_UNCERTAIN_RETRY_SECS: u64 = 5;
+
 /// An error answer (RFC 9457 problem details). This struct is both what is sent and what the
 /// OpenAPI document describes, so the two cannot drift apart.
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,6 +74,10 @@ pub enum ApiError {
     StoreUnavailable(String),
     /// 502 `store-error`: the store refused (missing bucket, credentials).
     StoreRefused(String),
+    /// 503 `clock-uncertain`, with `Retry-After`: the lease has run out, but the store's hosts'
+    /// clocks disagree by more than `--max-clock-spread`, so this replica takes over no expired
+    /// lease until they agree again. The text names the window's width and the bound.
+    ClockUncertain(String),
     /// 503 `timeout`: the request ran past the server's request timeout.
     Timeout,
     /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: no auth token, or an unknown one.
@@ -148,6 +156,11 @@ impl ApiError {
                 "store-error",
                 "The lock store refused the request",
             ),
+            ClockUncertain(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "clock-uncertain",
+                "The store's clock is too uncertain to take over an expired lease",
+            ),
             Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -182,6 +195,10 @@ impl ApiError {
             NotHolder(d) | Unreadable(d) | MalformedBody(d) | Forbidden(d) | NotReady(d) => {
                 d.clone()
             }
+            ClockUncertain(d) => format!(
+                "{d}. The lease has run out, but this server takes over no expired lease until \
+                 the store's clocks agree again; try again later"
+            ),
             Unauthorized { presented: false } => {
                 "send an auth token: Authorization: Bearer <auth token>".into()
             }
@@ -214,6 +231,8 @@ impl ApiError {
             | ApiError::StoreUnavailable(_)
             | ApiError::Timeout
             | ApiError::NotReady(_) => Some(1),
+            // The window narrows once the disagreeing samples age out (within a minute).
+            ApiError::ClockUncertain(_) => Some(CLOCK_UNCERTAIN_RETRY_SECS),
             _ => None,
         }
     }
@@ -236,6 +255,7 @@ impl ApiError {
             LockError::Contended => ApiError::Contended,
             LockError::StoreUnavailable(d) => ApiError::StoreUnavailable(d),
             LockError::StoreRefused(d) => ApiError::StoreRefused(d),
+            e @ LockError::ClockUncertain { .. } => ApiError::ClockUncertain(e.to_string()),
         }
     }
 

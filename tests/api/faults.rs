@@ -443,3 +443,74 @@ async fn a_replica_refuses_to_start_when_the_store_sends_no_date_header() {
     proxy.strip_date(false);
     start_serving_via(&proxy.endpoint, &bucket).await.unwrap();
 }
+
+/// Replica a talks to SeaweedFS directly; replica b through a load balancer whose clock is 30 s
+/// ahead and which, for a while, answers about half of b's store calls itself: `503` with its
+/// own `Date`. Nothing b hears from it may move b's judgement of expiry forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_balancer_answering_with_a_clock_30_s_ahead_never_gets_a_held_lock_granted() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let a = TestApp::s3(&bucket).await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let b = std::sync::Arc::new(TestApp::s3_via(&bucket, &proxy.endpoint, S3_TIMEOUT).await);
+    let held = json_with(
+        a.acquire("k", json!({"owner": "alice", "ttl": 20})).await,
+        200,
+    )
+    .await;
+
+    proxy.fail_randomly(
+        0.5,
+        Fault::OwnAnswer {
+            status: 503,
+            date_offset_secs: 30,
+        },
+    );
+    // b serves ordinary traffic on other locks meanwhile, so it hears the load balancer often.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<_> = (0..4)
+        .map(|i| {
+            let (b, stop) = (b.clone(), stop.clone());
+            tokio::spawn(async move {
+                let key = format!("other-{i}");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let resp = b.acquire(&key, json!({"owner": "carol", "ttl": 5})).await;
+                    if resp.status() == 200 {
+                        let token = resp.json::<Value>().await.unwrap()["token"].clone();
+                        b.release(&key, json!({ "token": token })).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    // About 4 s of bob's acquires through b, all well inside alice's 20 s lease.
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..40 {
+        let resp = b.acquire("k", json!({"owner": "bob", "ttl": 60})).await;
+        *answers.entry(resp.status().as_u16()).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in traffic {
+        t.await.unwrap();
+    }
+    proxy.heal();
+    assert!(proxy.faults_injected()["OwnAnswer"] > 0, "the proxy lied");
+    assert_eq!(
+        answers.get(&200),
+        None,
+        "bob was granted a held lock: {answers:?}"
+    );
+    // Nor does anything b heard then linger: alice still holds the lock.
+    problem(
+        b.acquire("k", json!({"owner": "bob"})).await,
+        409,
+        "lock-held",
+    )
+    .await;
+    assert_eq!(
+        stored_doc(a.stored("k").await)["token"],
+        held["token"],
+        "alice's lease is the stored one"
+    );
+}
