@@ -515,3 +515,103 @@ impl Intercept for DateHeaderInterceptor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn answer(status: u16, request_id: Option<(&'static str, &'static str)>) -> Response {
+        let mut r = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        r.headers_mut()
+            .insert("date", "Thu, 03 Dec 2026 12:00:00 GMT");
+        if let Some((name, value)) = request_id {
+            r.headers_mut().insert(name, value);
+        }
+        r
+    }
+
+    #[test]
+    fn only_the_stores_own_answers_below_500_are_samples() {
+        for id in [
+            ("x-amz-request-id", "18EDC121484195A7"),
+            ("X-Amz-Request-Id", "18EDC121484195A7"),
+            ("x-amz-id-2", "9Gjjt1m+cjU4OPvX9O9"),
+            ("x-amzn-requestid", "oJNMQbflQCk9QxTq"),
+        ] {
+            for status in [200, 204, 404, 409, 412] {
+                assert!(
+                    is_store_answer(&answer(status, Some(id))),
+                    "{id:?} {status}"
+                );
+            }
+            assert!(!is_store_answer(&answer(503, Some(id))), "{id:?} 503");
+        }
+        for status in [200, 404, 412, 502, 503, 504] {
+            assert!(
+                !is_store_answer(&answer(status, None)),
+                "{status} without an id"
+            );
+        }
+        assert!(!is_store_answer(&answer(
+            200,
+            Some(("x-amz-request-id", ""))
+        )));
+    }
+
+    /// A monotonic source a test moves by hand, as a suspend would.
+    #[derive(Debug, Default)]
+    struct HandMonotonic(Mutex<Duration>);
+
+    impl Monotonic for HandMonotonic {
+        fn now(&self) -> Duration {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn date(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_disagreeing_sample_is_counted_and_the_spread_shown_and_a_suspend_is_carried_across() {
+        let source = Arc::new(HandMonotonic::default());
+        let clock = S3Clock::new(Some(Duration::from_secs(10)), source.clone());
+        let metrics = Metrics::new();
+        clock.set_metrics(metrics.clone());
+        let sample = |at: f64, d: &str| DateSample {
+            date: date(d),
+            sent: Duration::from_secs_f64(at),
+            received: Duration::from_secs_f64(at + 0.01),
+        };
+        clock.record(sample(1.0, "2026-12-03T12:00:01Z"));
+        // The machine sleeps for 100 s: CLOCK_BOOTTIME counts it, and the store's next answer
+        // agrees with the window carried across.
+        *source.0.lock().unwrap() = Duration::from_secs(101);
+        let w = clock.now();
+        assert!(
+            w.earliest <= date("2026-12-03T12:01:41Z") && !w.too_wide(),
+            "{w:?}"
+        );
+        clock.record(sample(101.0, "2026-12-03T12:01:41Z"));
+        assert!(!metrics
+            .render()
+            .contains("s3lock_store_clock_outliers_total"));
+        // A host 30 s ahead.
+        clock.record(sample(101.5, "2026-12-03T12:02:11Z"));
+        let w = clock.now();
+        assert!(w.too_wide(), "{w:?}");
+        let text = metrics.render();
+        assert!(
+            text.contains("s3lock_store_clock_outliers_total 1"),
+            "{text}"
+        );
+        let spread = text
+            .lines()
+            .find_map(|l| l.strip_prefix("s3lock_store_clock_spread_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap();
+        assert!(spread > 30.0, "{text}");
+    }
+}

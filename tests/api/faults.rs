@@ -514,3 +514,61 @@ async fn a_load_balancer_answering_with_a_clock_30_s_ahead_never_gets_a_held_loc
         "alice's lease is the stored one"
     );
 }
+
+/// One of the store's own hosts has a clock 30 s ahead: its answers carry a request id like the
+/// others', so they are samples. They may only delay b's takeovers: b never grants a held lock,
+/// and once the lease is over it refuses to take it over while its window is that wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_host_with_a_clock_30_s_ahead_delays_takeovers_and_never_hastens_one() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let a = TestApp::s3(&bucket).await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let b = TestApp::s3_via(&bucket, &proxy.endpoint, S3_TIMEOUT).await;
+    // b hears the honest hosts first, as a replica running before one host's clock went wrong.
+    b.status("k").await;
+    json_with(
+        a.acquire("k", json!({"owner": "alice", "ttl": 3})).await,
+        200,
+    )
+    .await;
+    proxy.fail_randomly(
+        0.5,
+        Fault::WrongClock {
+            date_offset_secs: 30,
+        },
+    );
+    let bob = || b.acquire("k", json!({"owner": "bob", "ttl": 60}));
+    for _ in 0..10 {
+        let resp = bob().await;
+        assert_ne!(resp.status(), 200, "bob was granted alice's running lease");
+    }
+    // The lease ends on the store's clock: a, which hears only honest hosts, says so.
+    let mut free = false;
+    for _ in 0..100 {
+        let status = json_with(a.status("k").await, 200).await;
+        if status["locked"] == json!(false) {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(free, "alice's 3 s lease never ended on a");
+    // b may judge it ended a little later than a does; until then it says "held".
+    let mut resp = bob().await;
+    for _ in 0..50 {
+        if resp.status() != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        resp = bob().await;
+    }
+    assert!(proxy.faults_injected()["WrongClock"] > 0, "the host lied");
+    assert!(resp.headers().contains_key("retry-after"));
+    let p = problem(resp, 503, "clock-uncertain").await;
+    assert!(!p["detail"].as_str().unwrap().is_empty());
+    assert_eq!(
+        stored_doc(a.stored("k").await)["owner"],
+        "alice",
+        "the expired lease was left for a replica that knows the time"
+    );
+}
