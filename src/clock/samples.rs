@@ -103,8 +103,8 @@ impl Slot {
 pub struct DateSamples {
     /// Oldest first.
     slots: VecDeque<Slot>,
-    /// A window wider than this refuses takeovers of expired leases.
-    max_width: Duration,
+    /// A window wider than this refuses takeovers of expired leases; `None`: no bound.
+    max_width: Option<Duration>,
     /// The highest `latest` handed out. A window may narrow from above when a sample ahead ages
     /// out; stamps never step back all the same, so each write's `lock_time` is at least the
     /// previous one's (raising an upper bound keeps it an upper bound).
@@ -112,10 +112,10 @@ pub struct DateSamples {
 }
 
 impl DateSamples {
-    pub fn new(max_width: StdDuration) -> Self {
+    pub fn new(max_width: Option<StdDuration>) -> Self {
         Self {
             slots: VecDeque::new(),
-            max_width: chrono_of(max_width),
+            max_width: max_width.map(chrono_of),
             latest_floor: None,
         }
     }
@@ -163,7 +163,11 @@ impl DateSamples {
             latest = latest.max(floor);
         }
         self.latest_floor = Some(latest);
-        Some(TimeWindow::between(earliest, latest).with_max_width(self.max_width))
+        let window = TimeWindow::between(earliest, latest);
+        Some(match self.max_width {
+            Some(max) => window.with_max_width(max),
+            None => window,
+        })
     }
 }
 
@@ -179,7 +183,7 @@ fn chrono_of(d: StdDuration) -> Duration {
 mod tests {
     use super::*;
 
-    const MAX_WIDTH: StdDuration = StdDuration::from_secs(10);
+    const MAX_WIDTH: Option<StdDuration> = Some(StdDuration::from_secs(10));
 
     /// The store's true time when this process's monotonic clock read 0.
     fn origin() -> DateTime<Utc> {

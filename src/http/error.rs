@@ -76,7 +76,7 @@ pub enum ApiError {
     StoreRefused(String),
     /// 503 `clock-uncertain`, with `Retry-After`: the lease has run out, but the store's hosts'
     /// clocks disagree by more than `--max-clock-spread`, so this replica takes over no expired
-    /// lease until they agree again. The text names the window's width and the bound.
+    /// lease until they agree again. The window's width goes to the log.
     ClockUncertain(String),
     /// 503 `timeout`: the request ran past the server's request timeout.
     Timeout,
@@ -195,10 +195,10 @@ impl ApiError {
             NotHolder(d) | Unreadable(d) | MalformedBody(d) | Forbidden(d) | NotReady(d) => {
                 d.clone()
             }
-            ClockUncertain(d) => format!(
-                "{d}. The lease has run out, but this server takes over no expired lease until \
-                 the store's clocks agree again; try again later"
-            ),
+            ClockUncertain(_) => "the lease has run out, but the clocks of the lock store's \
+                hosts disagree by more than this server allows, so it takes over no expired \
+                lease until they agree again; try again later"
+                .into(),
             Unauthorized { presented: false } => {
                 "send an auth token: Authorization: Bearer <auth token>".into()
             }
@@ -277,6 +277,10 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::StoreUnavailable(cause) | ApiError::StoreRefused(cause) => {
                 tracing::warn!(problem = kind, %cause, "store error")
+            }
+            // Warned once when the window grew too wide (store/s3.rs), not on every refusal.
+            ApiError::ClockUncertain(cause) => {
+                tracing::debug!(problem = kind, %cause, "request refused")
             }
             _ => tracing::debug!(problem = kind, detail = %self.detail(), "request refused"),
         }

@@ -350,15 +350,12 @@ struct ClockState {
     too_wide: bool,
 }
 
-/// With no bound configured (tests, `bench --direct-s3`): a window never refuses takeovers.
-const UNBOUNDED: Duration = Duration::from_secs(u32::MAX as u64);
-
 impl S3Clock {
     /// A clock whose windows refuse takeovers when wider than `max_spread` (`None`: never).
     pub fn new(max_spread: Option<Duration>, monotonic: Arc<dyn Monotonic>) -> Self {
         Self {
             state: Mutex::new(ClockState {
-                samples: DateSamples::new(max_spread.unwrap_or(UNBOUNDED)),
+                samples: DateSamples::new(max_spread),
                 metrics: Metrics::new(),
                 too_wide: false,
             }),
