@@ -6,6 +6,8 @@
 //! error. Deciding "has this lease expired?" uses `earliest` (never early), and stamping a new
 //! lease uses `latest` (the stored lease then always covers what the holder was told).
 
+pub mod samples;
+
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
@@ -15,15 +17,73 @@ use chrono::{DateTime, Duration, Utc};
 pub struct TimeWindow {
     pub earliest: DateTime<Utc>,
     pub latest: DateTime<Utc>,
+    /// The widest this window may be and still take over expired leases; `None`: any width.
+    /// A wider window means the store's clocks disagree beyond what the operator allows, so
+    /// one of them is wrong and nobody can tell which (see [`TimeWindow::too_wide`]).
+    pub max_width: Option<Duration>,
 }
 
 impl TimeWindow {
     /// A window with no uncertainty, for clocks that *are* the store's clock.
     pub fn exact(t: DateTime<Utc>) -> Self {
+        Self::between(t, t)
+    }
+
+    /// The window `[earliest, latest]`, with no bound on its width.
+    pub fn between(earliest: DateTime<Utc>, latest: DateTime<Utc>) -> Self {
         Self {
-            earliest: t,
-            latest: t,
+            earliest,
+            latest,
+            max_width: None,
         }
+    }
+
+    pub fn with_max_width(self, max_width: Duration) -> Self {
+        Self {
+            max_width: Some(max_width),
+            ..self
+        }
+    }
+
+    pub fn width(&self) -> Duration {
+        self.latest - self.earliest
+    }
+
+    /// Whether this window is wider than its bound. Judging expiry at `earliest` stays safe
+    /// however wide the window is, but a wide one says the store's hosts disagree: one whose
+    /// clock is ahead may be the only one heard once the others' samples age out.
+    pub fn too_wide(&self) -> bool {
+        self.max_width.is_some_and(|max| self.width() > max)
+    }
+}
+
+/// This process's monotonic time since an arbitrary origin, counting any time the machine was
+/// suspended. A source that stops while suspended would carry the store's time forward too
+/// slowly, and stamp leases too early after a resume.
+pub trait Monotonic: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> std::time::Duration;
+}
+
+/// `CLOCK_BOOTTIME`: monotonic, and counting suspend (std's `Instant` is `CLOCK_MONOTONIC` on
+/// Linux, which does not).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BootTime;
+
+impl Monotonic for BootTime {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn now(&self) -> std::time::Duration {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+            .expect("CLOCK_BOOTTIME is always readable on Linux");
+        std::time::Duration::new(
+            u64::try_from(t.tv_sec()).unwrap_or(0),
+            u32::try_from(t.tv_nsec()).unwrap_or(0),
+        )
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn now(&self) -> std::time::Duration {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }
 }
 
@@ -84,6 +144,7 @@ impl<C: Clock> Clock for OffsetClock<C> {
         TimeWindow {
             earliest: w.earliest + self.offset,
             latest: w.latest + self.offset,
+            ..w
         }
     }
 }

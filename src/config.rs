@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Seconds one S3 call may take, the SDK's retries included.
     #[arg(long, env = "S3LOCK_S3_TIMEOUT", default_value_t = 10)]
     pub s3_timeout: u64,
+    /// Seconds: the widest this replica's window on the S3 store's clock may be (its answers'
+    /// `Date`s, about 2 s wide when the store's hosts agree) for it to take over expired leases.
+    /// Wider, the store's hosts' clocks disagree, and acquires of expired leases get 503
+    /// clock-uncertain until they agree again.
+    #[arg(long, env = "S3LOCK_MAX_CLOCK_SPREAD", default_value_t = 10)]
+    pub max_clock_spread: u64,
     /// Skip the start-up proof that the S3 store enforces conditional writes. Dangerous: on a
     /// store that ignores them, one lock can be granted to many holders.
     #[arg(long, env = "S3LOCK_SKIP_STORE_CHECK")]
@@ -100,6 +106,10 @@ pub struct ServeArgs {
     #[arg(long, env = "S3LOCK_PEER_SECRET", hide_env_values = true, value_parser = secret)]
     pub peer_secret: Option<SecretString>,
 }
+
+/// The narrowest `--max-clock-spread` allowed: a `Date` has whole seconds and was stamped
+/// somewhere in a round trip, so honest samples alone make a window of up to 2 s and a round trip.
+const MIN_CLOCK_SPREAD: u64 = 3;
 
 /// The validated serve configuration.
 #[derive(Debug, Clone)]
@@ -205,6 +215,15 @@ impl ServeArgs {
                 "must be 1 to 3600 seconds",
             ));
         }
+        if !(MIN_CLOCK_SPREAD..=3600).contains(&self.max_clock_spread) {
+            return Err(bad(
+                "S3LOCK_MAX_CLOCK_SPREAD (--max-clock-spread)",
+                format!(
+                    "must be {MIN_CLOCK_SPREAD} to 3600 seconds (a store's Date has whole \
+                     seconds, so even agreeing hosts give a window near 2 s wide)"
+                ),
+            ));
+        }
         if self.s3_timeout == 0 || self.s3_timeout > 300 {
             return Err(bad(
                 "S3LOCK_S3_TIMEOUT (--s3-timeout)",
@@ -258,6 +277,7 @@ impl ServeArgs {
                     endpoint: self.s3_endpoint.clone(),
                     path_style: self.s3_path_style,
                     operation_timeout: Duration::from_secs(self.s3_timeout),
+                    max_clock_spread: Some(Duration::from_secs(self.max_clock_spread)),
                 })
             }
         };
@@ -331,6 +351,7 @@ mod tests {
             (vec!["--max-ttl", "0"], "S3LOCK_MAX_TTL"),
             (vec!["--default-ttl", "4000"], "S3LOCK_DEFAULT_TTL"),
             (vec!["--bucket", "Bad_Bucket"], "S3LOCK_BUCKET"),
+            (vec!["--max-clock-spread", "1"], "S3LOCK_MAX_CLOCK_SPREAD"),
             (
                 vec!["--allowed-buckets", "ok-one,x"],
                 "S3LOCK_ALLOWED_BUCKETS",

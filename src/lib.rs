@@ -25,7 +25,8 @@
 //! * [`wire`]      — what server and clients say to each other: the lock view, the holder
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
-//! * [`clock`]     — injected time: the store's clock as a window of certainty.
+//! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
+//!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
 //!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, and `run` (a command under a

@@ -34,6 +34,8 @@ pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
 pub const PEER_HINTS_RECEIVED: &str = "s3lock_peer_hints_received_total";
 pub const CONNECTIONS_REFUSED: &str = "s3lock_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "s3lock_connections_open";
+pub const STORE_CLOCK_OUTLIERS: &str = "s3lock_store_clock_outliers_total";
+pub const STORE_CLOCK_SPREAD: &str = "s3lock_store_clock_spread_seconds";
 
 /// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -120,6 +122,11 @@ impl Metrics {
                 PEER_HINTS_RECEIVED,
                 "wake-up hints received from peers, by outcome (accepted, refused)",
             ),
+            (
+                STORE_CLOCK_OUTLIERS,
+                "store answers whose Date disagreed with another recent one by more than its \
+                 uncertainty (a store host with a wrong clock, or a step of the store's clock)",
+            ),
         ];
         for (name, text) in help {
             recorder.describe_counter(KeyName::from_const_str(name), None, (*text).into());
@@ -133,6 +140,13 @@ impl Metrics {
             KeyName::from_const_str(CONNECTIONS_OPEN),
             None,
             "client connections open now".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(STORE_CLOCK_SPREAD),
+            Some(Unit::Seconds),
+            "width of this replica's window on the store's clock (about 2 s when the store's \
+             hosts agree); above --max-clock-spread, expired leases are not taken over"
+                .into(),
         );
         recorder.describe_histogram(
             KeyName::from_const_str(HTTP_DURATION),
@@ -177,6 +191,12 @@ impl Metrics {
         if let Some(kind) = error {
             self.count(S3_ERRORS, &[("op", op), ("kind", kind)]);
         }
+    }
+
+    pub fn set_gauge(&self, name: &'static str, value: f64) {
+        self.recorder
+            .register_gauge(&Key::from_static_name(name), &META)
+            .set(value);
     }
 
     /// Counts a blocked waiter until the returned guard is dropped.

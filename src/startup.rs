@@ -33,8 +33,8 @@ pub enum StartupError {
         cause: crate::store::check::CheckError,
     },
     #[error(
-        "refusing to start: the S3 store's answers carry no Date header (is a proxy removing \
-         it?). Leases are judged on the store's clock, read from that header; without it each \
+        "refusing to start: the S3 store's answers carry no Date header, or no request id to \
+         show they are the store's own (is a proxy removing them?). Leases are judged on the store's clock, read from that header; without it each \
          replica would judge them on its own clock, and one whose clock runs ahead would take \
          locks over before their leases end"
     )]

@@ -192,6 +192,7 @@ async fn drivers(args: &BenchArgs) -> Result<Vec<Driver>, String> {
             endpoint: args.s3_endpoint.clone(),
             path_style: args.s3_path_style,
             operation_timeout: Duration::from_secs(args.s3_timeout),
+            max_clock_spread: None,
         })
         .await;
         let clock = store.clock();

@@ -12,6 +12,10 @@ use crate::wire::format_seed_time;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Retry-After` of a `clock-uncertain` answer: a wrong host's samples count for a minute, and
+/// retrying every second meanwhile would only add load.
+const CLOCK_UNCERTAIN_RETRY_SECS: u64 = 5;
+
 /// An error answer (RFC 9457 problem details). This struct is both what is sent and what the
 /// OpenAPI document describes, so the two cannot drift apart.
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +78,10 @@ pub enum ApiError {
     StoreUnavailable(String),
     /// 502 `store-error`: the store refused (missing bucket, credentials).
     StoreRefused(String),
+    /// 503 `clock-uncertain`, with `Retry-After`: the lease has run out, but the store's hosts'
+    /// clocks disagree by more than `--max-clock-spread`, so this replica takes over no expired
+    /// lease until they agree again. The window's width goes to the log.
+    ClockUncertain(String),
     /// 503 `timeout`: the request ran past the server's request timeout.
     Timeout,
     /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: no auth token, or an unknown one.
@@ -157,6 +165,11 @@ impl ApiError {
                 "store-error",
                 "The lock store refused the request",
             ),
+            ClockUncertain(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "clock-uncertain",
+                "The store's clock is too uncertain to take over an expired lease",
+            ),
             Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -191,6 +204,10 @@ impl ApiError {
             NotHolder(d) | Unreadable(d) | MalformedBody(d) | Forbidden(d) | NotReady(d) => {
                 d.clone()
             }
+            ClockUncertain(_) => "the lease has run out, but the clocks of the lock store's \
+                hosts disagree by more than this server allows, so it takes over no expired \
+                lease until they agree again; try again later"
+                .into(),
             Unauthorized { presented: false } => {
                 "send an auth token: Authorization: Bearer <auth token>".into()
             }
@@ -230,6 +247,8 @@ impl ApiError {
             | ApiError::StoreUnavailable(_)
             | ApiError::Timeout
             | ApiError::NotReady(_) => Some(1),
+            // The window narrows once the disagreeing samples age out (within a minute).
+            ApiError::ClockUncertain(_) => Some(CLOCK_UNCERTAIN_RETRY_SECS),
             _ => None,
         }
     }
@@ -253,6 +272,7 @@ impl ApiError {
             LockError::Contended => ApiError::Contended,
             LockError::StoreUnavailable(d) => ApiError::StoreUnavailable(d),
             LockError::StoreRefused(d) => ApiError::StoreRefused(d),
+            e @ LockError::ClockUncertain { .. } => ApiError::ClockUncertain(e.to_string()),
         }
     }
 
@@ -274,6 +294,10 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::StoreUnavailable(cause) | ApiError::StoreRefused(cause) => {
                 tracing::warn!(problem = kind, %cause, "store error")
+            }
+            // Warned once when the window grew too wide (store/s3.rs), not on every refusal.
+            ApiError::ClockUncertain(cause) => {
+                tracing::debug!(problem = kind, %cause, "request refused")
             }
             _ => tracing::debug!(problem = kind, detail = %self.detail(), "request refused"),
         }

@@ -208,7 +208,7 @@ fn bucket_parameter() -> Parameter {
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable or timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, or clock-uncertain (an expired lease, while the store's clocks disagree; with Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]

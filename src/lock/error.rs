@@ -1,7 +1,7 @@
 //! What a lock operation can end in, named by outcome. The HTTP layer maps each to a status in
 //! one table (`http/error.rs`); nothing here knows about HTTP.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -41,6 +41,16 @@ pub enum LockError {
     /// wrote either way: a released lock stays released or passed on; a renewed lease is gone.
     #[error("the write may have landed, but the lock has changed since and it cannot be proven")]
     Unconfirmed,
+    /// The lease has run out, but this replica knows the store's time only within a window
+    /// wider than allowed (the store's hosts' clocks disagree), so it takes over no expired
+    /// lease until the window narrows.
+    #[error(
+        "the store's clock is known here only within {} ms, more than the {} ms allowed: its \
+         hosts' clocks disagree",
+        width.num_milliseconds(),
+        max.num_milliseconds()
+    )]
+    ClockUncertain { width: Duration, max: Duration },
     /// The store refused for a reason a retry will not fix (missing bucket, credentials).
     #[error("the lock store refused the request: {0}")]
     StoreRefused(String),

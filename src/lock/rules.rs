@@ -55,9 +55,9 @@ pub fn acquire(
     match doc.holder(now.earliest) {
         // A free lock passes to a new holder: the fencing token grows.
         None => {
-            let grant = Grant::NewHolder {
-                takeover: doc.owner.is_some(),
-            };
+            let takeover = doc.owner.is_some();
+            clock_trusted_for_takeover(takeover, now)?;
+            let grant = Grant::NewHolder { takeover };
             let next = doc.granted_over(owner, ttl, now.latest, next_fencing(doc)?);
             Ok((next, grant))
         }
@@ -134,6 +134,21 @@ pub fn break_lock(
         holder: holder.to_owned(),
         old_fencing_token: doc.fencing_token,
     }))
+}
+
+/// Refuses to take over an expired lease while the window is wider than its bound. Expiry
+/// judged at `earliest` is safe as long as some recent sample came from a store host with a
+/// right clock; a window that wide says the store's hosts disagree beyond what the operator
+/// allows, so this replica may be hearing only wrong ones. A lock that was released is free
+/// whatever the clocks say, and a holder's own refresh takes nobody's lease.
+pub fn clock_trusted_for_takeover(takeover: bool, now: TimeWindow) -> Result<(), LockError> {
+    match now.max_width {
+        Some(max) if takeover && now.too_wide() => Err(LockError::ClockUncertain {
+            width: now.width(),
+            max,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a new document may be written over `current` at all: every write needs a revision
@@ -265,11 +280,32 @@ mod tests {
     fn expiry_is_judged_at_the_earliest_possible_time() {
         let doc = granted("alice", 30);
         let end = doc.expires_at();
-        let window = TimeWindow {
-            earliest: end - Duration::milliseconds(1),
-            latest: end + Duration::seconds(1),
-        };
+        let window =
+            TimeWindow::between(end - Duration::milliseconds(1), end + Duration::seconds(1));
         assert!(acquire(Some(&doc), window, "bob", None, 30).is_err());
+    }
+
+    #[test]
+    fn an_expired_lease_is_not_taken_over_while_the_window_is_too_wide() {
+        let doc = granted("alice", 30);
+        let end = doc.expires_at();
+        let wide = TimeWindow::between(end, end + Duration::seconds(31))
+            .with_max_width(Duration::seconds(10));
+        let err = acquire(Some(&doc), wide, "bob", None, 30).unwrap_err();
+        assert!(matches!(err, LockError::ClockUncertain { .. }), "{err:?}");
+        let narrow = TimeWindow::between(end, end + Duration::seconds(2))
+            .with_max_width(Duration::seconds(10));
+        assert!(acquire(Some(&doc), narrow, "bob", None, 30).is_ok());
+    }
+
+    #[test]
+    fn a_released_lock_is_granted_however_wide_the_window() {
+        let released = granted("alice", 30).released(t0());
+        let wide = TimeWindow::between(t0(), t0() + Duration::seconds(31))
+            .with_max_width(Duration::seconds(10));
+        let (next, grant) = acquire(Some(&released), wide, "bob", None, 30).unwrap();
+        assert_eq!(grant, Grant::NewHolder { takeover: false });
+        assert_eq!(next.expires_at(), wide.latest + Duration::seconds(30));
     }
 
     #[test]

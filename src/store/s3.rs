@@ -8,11 +8,12 @@
 //!   precondition too, not a missing bucket;
 //! * timeouts, connection errors, `5xx`, `429`/`SlowDown` → [`StoreError::Unavailable`] (after
 //!   the SDK's own bounded retries);
-//! * the server's clock is read from the `Date` header of every response ([`S3Clock`]);
+//! * the server's clock is read from the `Date` header of the store's own answers, those with a
+//!   request id and not a `5xx` ([`S3Clock`], [`is_store_answer`]);
 //! * every call is counted in the metrics, by operation and, when it fails, by kind of error.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::interceptors::{
@@ -27,8 +28,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, Version, Versioned};
-use crate::clock::{Clock, SystemClock, TimeWindow};
-use crate::metrics::Metrics;
+use crate::clock::samples::{DateSample, DateSamples};
+use crate::clock::{BootTime, Clock, Monotonic, SystemClock, TimeWindow};
+use crate::metrics::{self as m, Metrics};
 
 /// How to reach the S3 store. Credentials and region come from the standard AWS chain.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +41,9 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Bounds one S3 call including the SDK's retries; the engine adds its own read-back.
     pub operation_timeout: Duration,
+    /// The widest window on the store's clock at which expired leases are still taken over
+    /// (see [`S3Clock`]); `None`: no bound.
+    pub max_clock_spread: Option<Duration>,
 }
 
 /// S3 calls one process makes at once; more wait their turn. The SDK keeps a pooled connection
@@ -60,7 +65,7 @@ pub struct S3Store {
 impl S3Store {
     pub async fn connect(settings: &S3Settings) -> Self {
         let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let clock = Arc::new(S3Clock::default());
+        let clock = Arc::new(S3Clock::new(settings.max_clock_spread, Arc::new(BootTime)));
         let timeout = if settings.operation_timeout.is_zero() {
             Duration::from_secs(10)
         } else {
@@ -103,6 +108,7 @@ impl S3Store {
 
     /// Counts S3 calls into `metrics` (the app's, shared with the engine and the HTTP layer).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.clock.set_metrics(metrics.clone());
         self.metrics = metrics;
         self
     }
@@ -326,69 +332,131 @@ impl S3Store {
     }
 }
 
-/// The S3 server's clock, estimated from the `Date` header of its latest response.
-///
-/// `Date` has whole-second resolution and was stamped somewhere between our send and our
-/// receipt, so at the moment of receipt the server's time was at least `Date` and less than
-/// `Date + 1 s + round trip`. Both bounds then advance with this process's monotonic clock, so a
-/// replica whose wall clock is wrong still judges expiry on the store's time.
-#[derive(Debug, Default)]
+/// The S3 server's clock, estimated from the `Date` headers of its recent answers by
+/// [`DateSamples`] (which says why a window of them, and why its lowest lower bound), carried
+/// forward by a monotonic source that counts time suspended.
+#[derive(Debug)]
 pub struct S3Clock {
-    latest: Mutex<Option<DateSample>>,
-    /// The window last handed out. Each new sample's window is valid on its own but may sit up
-    /// to a second behind the previous one; never stepping back keeps stamped times increasing
-    /// (and raising a lower bound to an earlier lower bound, or an upper bound to an earlier
-    /// upper bound carried forward, stays on the safe side).
-    floor: Mutex<Option<(DateTime<Utc>, DateTime<Utc>)>>,
+    state: Mutex<ClockState>,
+    monotonic: Arc<dyn Monotonic>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct DateSample {
-    date: DateTime<Utc>,
-    received: Instant,
-    round_trip: Duration,
+#[derive(Debug)]
+struct ClockState {
+    samples: DateSamples,
+    metrics: Metrics,
+    /// Whether the last window handed out was wider than the bound: the warning is logged when
+    /// this changes, not on every request it refuses.
+    too_wide: bool,
 }
 
 impl S3Clock {
-    fn record(&self, sample: DateSample) {
-        *self.latest.lock().expect("clock mutex poisoned") = Some(sample);
+    /// A clock whose windows refuse takeovers when wider than `max_spread` (`None`: never).
+    pub fn new(max_spread: Option<Duration>, monotonic: Arc<dyn Monotonic>) -> Self {
+        Self {
+            state: Mutex::new(ClockState {
+                samples: DateSamples::new(max_spread),
+                metrics: Metrics::new(),
+                too_wide: false,
+            }),
+            monotonic,
+        }
+    }
+
+    fn set_metrics(&self, metrics: Metrics) {
+        self.state.lock().expect("clock mutex poisoned").metrics = metrics;
+    }
+
+    /// Takes the `Date` of one of the store's own answers.
+    pub fn record(&self, sample: DateSample) {
+        let mut state = self.state.lock().expect("clock mutex poisoned");
+        if state.samples.record(sample) {
+            state.metrics.count(m::STORE_CLOCK_OUTLIERS, &[]);
+            tracing::debug!(date = %sample.date, "a store answer's Date disagrees with recent ones");
+        }
+    }
+
+    /// This process's monotonic time, on the source this clock carries samples forward with.
+    pub fn monotonic_now(&self) -> Duration {
+        self.monotonic.now()
     }
 
     /// Whether any answer of the store has carried a usable `Date` header. Until one has, this
     /// clock is only this machine's, and a replica must not judge leases on it.
     pub fn has_store_time(&self) -> bool {
-        self.latest.lock().expect("clock mutex poisoned").is_some()
+        !self
+            .state
+            .lock()
+            .expect("clock mutex poisoned")
+            .samples
+            .is_empty()
     }
 }
 
 impl Clock for S3Clock {
     fn now(&self) -> TimeWindow {
-        let Some(s) = *self.latest.lock().expect("clock mutex poisoned") else {
+        let mut state = self.state.lock().expect("clock mutex poisoned");
+        let Some(window) = state.samples.window(self.monotonic.now()) else {
             // Nothing heard from S3 yet (every decision reads first, so this is only reached by
             // a view made before any request): fall back to our own clock, widened.
             let local = SystemClock.now().earliest;
-            return TimeWindow {
-                earliest: local - chrono::Duration::seconds(1),
-                latest: local + chrono::Duration::seconds(1),
-            };
+            return TimeWindow::between(
+                local - chrono::Duration::seconds(1),
+                local + chrono::Duration::seconds(1),
+            );
         };
-        let since = chrono::Duration::from_std(s.received.elapsed()).unwrap_or_default();
-        let uncertainty =
-            chrono::Duration::from_std(Duration::from_secs(1) + s.round_trip).unwrap_or_default();
-        let mut earliest = s.date + since;
-        let mut latest = earliest + uncertainty;
-        let mut floor = self.floor.lock().expect("clock mutex poisoned");
-        if let Some((e, l)) = *floor {
-            earliest = earliest.max(e);
-            latest = latest.max(l);
+        let width = window.width();
+        state.metrics.set_gauge(
+            m::STORE_CLOCK_SPREAD,
+            width.num_milliseconds() as f64 / 1000.0,
+        );
+        let too_wide = window.too_wide();
+        if too_wide != state.too_wide {
+            state.too_wide = too_wide;
+            let (width_ms, max_ms) = (
+                width.num_milliseconds(),
+                window.max_width.unwrap_or_default().num_milliseconds(),
+            );
+            if too_wide {
+                tracing::warn!(
+                    width_ms,
+                    max_ms,
+                    "the store's clock is known only within a window wider than \
+                     --max-clock-spread: the Dates of its answers disagree (a store host with a \
+                     wrong clock, or a step of the store's clock). Expired leases are not taken \
+                     over until it narrows"
+                );
+            } else {
+                tracing::info!(
+                    width_ms,
+                    max_ms,
+                    "the store's clock is known closely again: expired leases are taken over"
+                );
+            }
         }
-        *floor = Some((earliest, latest));
-        TimeWindow { earliest, latest }
+        window
     }
 }
 
+/// Whether an HTTP answer is the store's own, so that its `Date` is the store's clock.
+///
+/// Only the store's answers carry a request id: SeaweedFS sends `X-Amz-Request-Id` on every
+/// answer (404 and 412 included), AWS sends `x-amz-request-id` and `x-amz-id-2`, and moto's
+/// server `x-amzn-requestid`. A load balancer, gateway or proxy answering by itself (a 502,
+/// 503 or 504 while a backend restarts) sends none, and its `Date` is its own clock's, which
+/// nobody keeps in step with the store's. A `5xx` is never taken either, even with an id: it
+/// says the store is not well, perhaps a front host whose backend is away, and the next good
+/// answer is a sample anyway. Retried attempts are judged one by one, each on its own answer.
+fn is_store_answer(response: &aws_smithy_runtime_api::http::Response) -> bool {
+    let headers = response.headers();
+    let has_request_id = ["x-amz-request-id", "x-amz-id-2", "x-amzn-requestid"]
+        .iter()
+        .any(|name| headers.get(*name).is_some_and(|v| !v.is_empty()));
+    has_request_id && !response.status().is_server_error()
+}
+
 #[derive(Debug, Clone, Copy)]
-struct SentAt(Instant);
+struct SentAt(Duration);
 
 impl Storable for SentAt {
     type Storer = StoreReplace<Self>;
@@ -408,7 +476,8 @@ impl Intercept for DateHeaderInterceptor {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        cfg.interceptor_state()
+            .store_put(SentAt(self.0.monotonic_now()));
         Ok(())
     }
 
@@ -418,9 +487,12 @@ impl Intercept for DateHeaderInterceptor {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let received = Instant::now();
-        let Some(date) = context
-            .response()
+        let received = self.0.monotonic_now();
+        let response = context.response();
+        if !is_store_answer(response) {
+            return Ok(());
+        }
+        let Some(date) = response
             .headers()
             .get("date")
             .and_then(|d| httpdate::parse_http_date(d).ok())
@@ -432,12 +504,111 @@ impl Intercept for DateHeaderInterceptor {
         let Some(sent) = cfg.load::<SentAt>() else {
             return Ok(());
         };
-        let round_trip = received.duration_since(sent.0);
         self.0.record(DateSample {
             date: DateTime::<Utc>::from(date),
+            sent: sent.0,
             received,
-            round_trip,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn answer(status: u16, request_id: Option<(&'static str, &'static str)>) -> Response {
+        let mut r = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        r.headers_mut()
+            .insert("date", "Thu, 03 Dec 2026 12:00:00 GMT");
+        if let Some((name, value)) = request_id {
+            r.headers_mut().insert(name, value);
+        }
+        r
+    }
+
+    #[test]
+    fn only_the_stores_own_answers_below_500_are_samples() {
+        for id in [
+            ("x-amz-request-id", "18EDC121484195A7"),
+            ("X-Amz-Request-Id", "18EDC121484195A7"),
+            ("x-amz-id-2", "9Gjjt1m+cjU4OPvX9O9"),
+            ("x-amzn-requestid", "oJNMQbflQCk9QxTq"),
+        ] {
+            for status in [200, 204, 404, 409, 412] {
+                assert!(
+                    is_store_answer(&answer(status, Some(id))),
+                    "{id:?} {status}"
+                );
+            }
+            assert!(!is_store_answer(&answer(503, Some(id))), "{id:?} 503");
+        }
+        for status in [200, 404, 412, 502, 503, 504] {
+            assert!(
+                !is_store_answer(&answer(status, None)),
+                "{status} without an id"
+            );
+        }
+        assert!(!is_store_answer(&answer(
+            200,
+            Some(("x-amz-request-id", ""))
+        )));
+    }
+
+    /// A monotonic source a test moves by hand, as a suspend would.
+    #[derive(Debug, Default)]
+    struct HandMonotonic(Mutex<Duration>);
+
+    impl Monotonic for HandMonotonic {
+        fn now(&self) -> Duration {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn date(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_disagreeing_sample_is_counted_and_the_spread_shown_and_a_suspend_is_carried_across() {
+        let source = Arc::new(HandMonotonic::default());
+        let clock = S3Clock::new(Some(Duration::from_secs(10)), source.clone());
+        let metrics = Metrics::new();
+        clock.set_metrics(metrics.clone());
+        let sample = |at: f64, d: &str| DateSample {
+            date: date(d),
+            sent: Duration::from_secs_f64(at),
+            received: Duration::from_secs_f64(at + 0.01),
+        };
+        clock.record(sample(1.0, "2026-12-03T12:00:01Z"));
+        // The machine sleeps for 100 s: CLOCK_BOOTTIME counts it, and the store's next answer
+        // agrees with the window carried across.
+        *source.0.lock().unwrap() = Duration::from_secs(101);
+        let w = clock.now();
+        assert!(
+            w.earliest <= date("2026-12-03T12:01:41Z") && !w.too_wide(),
+            "{w:?}"
+        );
+        clock.record(sample(101.0, "2026-12-03T12:01:41Z"));
+        assert!(!metrics
+            .render()
+            .contains("s3lock_store_clock_outliers_total"));
+        // A host 30 s ahead.
+        clock.record(sample(101.5, "2026-12-03T12:02:11Z"));
+        let w = clock.now();
+        assert!(w.too_wide(), "{w:?}");
+        let text = metrics.render();
+        assert!(
+            text.contains("s3lock_store_clock_outliers_total 1"),
+            "{text}"
+        );
+        let spread = text
+            .lines()
+            .find_map(|l| l.strip_prefix("s3lock_store_clock_spread_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap();
+        assert!(spread > 30.0, "{text}");
     }
 }

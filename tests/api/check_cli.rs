@@ -95,3 +95,34 @@ async fn check_finds_no_release_refused_when_store_answers_are_lost_after_the_wr
     assert_eq!(report["violations"], serde_json::json!([]), "{report}");
     assert_eq!(code, 0, "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_finds_no_violation_while_a_load_balancer_answers_with_a_clock_30_s_ahead() {
+    // One replica direct, one behind a load balancer that answers half its store calls itself,
+    // 503 with a Date 30 s ahead. Leases of 5 s: a replica that believed that Date would take
+    // over every lease the moment it was granted.
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    proxy.fail_randomly(
+        0.5,
+        Fault::OwnAnswer {
+            status: 503,
+            date_offset_secs: 30,
+        },
+    );
+    let replicas = [
+        TestApp::s3_via(&bucket, &support::s3_endpoint(), Duration::from_secs(3)).await,
+        TestApp::s3_via(&bucket, &proxy.endpoint, Duration::from_secs(3)).await,
+    ];
+    let urls: Vec<_> = replicas.iter().map(|r| r.base.clone()).collect();
+    let (code, stdout) = run_check(&urls, &["--ttl", "5", "--max-hold", "200ms", "--json"]).await;
+    assert!(proxy.faults_injected()["OwnAnswer"] > 0, "the proxy lied");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["violations"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert!(report["grants"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(code, 0, "{stdout}");
+}

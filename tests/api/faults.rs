@@ -443,3 +443,137 @@ async fn a_replica_refuses_to_start_when_the_store_sends_no_date_header() {
     proxy.strip_date(false);
     start_serving_via(&proxy.endpoint, &bucket).await.unwrap();
 }
+
+/// Replica a talks to SeaweedFS directly; replica b through a load balancer whose clock is 30 s
+/// ahead and which, for a while, answers about half of b's store calls itself: `503` with its
+/// own `Date`. Nothing b hears from it may move b's judgement of expiry forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_balancer_answering_with_a_clock_30_s_ahead_never_gets_a_held_lock_granted() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let a = TestApp::s3(&bucket).await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let b = std::sync::Arc::new(TestApp::s3_via(&bucket, &proxy.endpoint, S3_TIMEOUT).await);
+    let alice_sent = tokio::time::Instant::now();
+    let held = json_with(
+        a.acquire("k", json!({"owner": "alice", "ttl": 20})).await,
+        200,
+    )
+    .await;
+
+    proxy.fail_randomly(
+        0.5,
+        Fault::OwnAnswer {
+            status: 503,
+            date_offset_secs: 30,
+        },
+    );
+    // b serves ordinary traffic on other locks meanwhile, so it hears the load balancer often.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<_> = (0..4)
+        .map(|i| {
+            let (b, stop) = (b.clone(), stop.clone());
+            tokio::spawn(async move {
+                let key = format!("other-{i}");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let resp = b.acquire(&key, json!({"owner": "carol", "ttl": 5})).await;
+                    if resp.status() == 200 {
+                        let token = resp.json::<Value>().await.unwrap()["token"].clone();
+                        b.release(&key, json!({ "token": token })).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    // 4 s of bob's acquires through b, well inside alice's 20 s lease. A grant counts as early
+    // when its answer came less than 20 s after alice's request was sent: her lease surely ran
+    // until then, however slow this machine is.
+    let lying = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    let mut early = 0;
+    while tokio::time::Instant::now() < lying {
+        let resp = b.acquire("k", json!({"owner": "bob", "ttl": 60})).await;
+        *answers.entry(resp.status().as_u16()).or_default() += 1;
+        if resp.status() == 200 && alice_sent.elapsed() < Duration::from_secs(20) {
+            early += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in traffic {
+        t.await.unwrap();
+    }
+    proxy.heal();
+    assert!(proxy.faults_injected()["OwnAnswer"] > 0, "the proxy lied");
+    assert_eq!(early, 0, "bob was granted a held lock: {answers:?}");
+    assert!(answers.get(&409).is_some_and(|n| *n > 0), "{answers:?}");
+    // Nor does anything b heard then linger: alice still holds the lock.
+    problem(
+        b.acquire("k", json!({"owner": "bob"})).await,
+        409,
+        "lock-held",
+    )
+    .await;
+    assert_eq!(
+        stored_doc(a.stored("k").await)["token"],
+        held["token"],
+        "alice's lease is the stored one"
+    );
+}
+
+/// One of the store's own hosts has a clock 30 s ahead: its answers carry a request id like the
+/// others', so they are samples. They may only delay b's takeovers: b never grants a held lock,
+/// and once the lease is over it refuses to take it over while its window is that wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_host_with_a_clock_30_s_ahead_delays_takeovers_and_never_hastens_one() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let a = TestApp::s3(&bucket).await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let b = TestApp::s3_via(&bucket, &proxy.endpoint, S3_TIMEOUT).await;
+    // b hears the honest hosts first, as a replica running before one host's clock went wrong.
+    b.status("k").await;
+    json_with(
+        a.acquire("k", json!({"owner": "alice", "ttl": 3})).await,
+        200,
+    )
+    .await;
+    proxy.fail_randomly(
+        0.5,
+        Fault::WrongClock {
+            date_offset_secs: 30,
+        },
+    );
+    let bob = || b.acquire("k", json!({"owner": "bob", "ttl": 60}));
+    for _ in 0..10 {
+        let resp = bob().await;
+        assert_ne!(resp.status(), 200, "bob was granted alice's running lease");
+    }
+    // The lease ends on the store's clock: a, which hears only honest hosts, says so.
+    let mut free = false;
+    for _ in 0..100 {
+        let status = json_with(a.status("k").await, 200).await;
+        if status["locked"] == json!(false) {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(free, "alice's 3 s lease never ended on a");
+    // b may judge it ended a little later than a does; until then it says "held".
+    let mut resp = bob().await;
+    for _ in 0..50 {
+        if resp.status() != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        resp = bob().await;
+    }
+    assert!(proxy.faults_injected()["WrongClock"] > 0, "the host lied");
+    assert!(resp.headers().contains_key("retry-after"));
+    let p = problem(resp, 503, "clock-uncertain").await;
+    assert!(!p["detail"].as_str().unwrap().is_empty());
+    assert_eq!(
+        stored_doc(a.stored("k").await)["owner"],
+        "alice",
+        "the expired lease was left for a replica that knows the time"
+    );
+}

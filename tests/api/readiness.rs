@@ -45,6 +45,7 @@ async fn readyz_follows_the_s3_store_going_away_and_coming_back() {
         endpoint: Some(format!("http://127.0.0.1:{}", relay.port)),
         path_style: true,
         operation_timeout: Duration::from_secs(3),
+        max_clock_spread: None,
     })
     .await
     .with_metrics(metrics.clone());

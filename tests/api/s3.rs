@@ -125,6 +125,7 @@ async fn a_store_outage_answers_503_with_retry_after_and_grants_nothing() {
         endpoint: Some(support::closed_url()),
         path_style: true,
         operation_timeout: Duration::from_secs(3),
+        max_clock_spread: None,
     })
     .await;
     let clock = store.clock();

@@ -29,6 +29,8 @@ pub fn s3_settings_via(endpoint: &str) -> S3Settings {
         endpoint: Some(endpoint.to_owned()),
         path_style: true,
         operation_timeout: Duration::from_secs(10),
+        // The server's default, so tests meet what users run.
+        max_clock_spread: Some(Duration::from_secs(10)),
     }
 }
 

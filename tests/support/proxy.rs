@@ -9,6 +9,7 @@
 //! * strip the `Date` header from answers, like a proxy that drops it;
 //! * answer a request itself with a chosen status and a `Date` from a wrong clock, like a load
 //!   balancer in front of the store;
+//! * pass on the store's answer with its `Date` moved, like a store host with a wrong clock;
 //! * count the requests that reach it, by method.
 //!
 //! Beside it, a [`Relay`]: a TCP relay that can be cut and restored, for a store that goes away
@@ -46,6 +47,9 @@ pub enum Fault {
     /// gateway host whose clock is wrong. It carries no `x-amz-request-id`, as such an answer
     /// would not.
     OwnAnswer { status: u16, date_offset_secs: i64 },
+    /// Forwarded to S3, and its answer (the store's own, request id and all) passed on with its
+    /// `Date` moved by `date_offset_secs`, like one of the store's hosts whose clock is wrong.
+    WrongClock { date_offset_secs: i64 },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,6 +226,7 @@ fn decide(
     if let Some(f) = fault {
         let kind = match f {
             Fault::OwnAnswer { .. } => "OwnAnswer".to_owned(),
+            Fault::WrongClock { .. } => "WrongClock".to_owned(),
             other => format!("{other:?}"),
         };
         *b.faults.entry(kind).or_default() += 1;
@@ -264,24 +269,12 @@ async fn handle(
         }) => {
             let status = StatusCode::from_u16(status).expect("a valid status");
             let mut response = s3_error(status, status.canonical_reason().unwrap_or("Error"));
-            // The proxy stands for another host: its clock is its own, not the engine's.
-            #[allow(clippy::disallowed_methods)]
-            let (now, by) = (
-                std::time::SystemTime::now(),
-                Duration::from_secs(date_offset_secs.unsigned_abs()),
-            );
-            let date = if date_offset_secs >= 0 {
-                now + by
-            } else {
-                now - by
-            };
-            response.headers_mut().insert(
-                hyper::header::DATE,
-                httpdate::fmt_http_date(date).parse().unwrap(),
-            );
+            response
+                .headers_mut()
+                .insert(hyper::header::DATE, wrong_date(date_offset_secs));
             return Ok(response);
         }
-        Some(Fault::DropResponse) | None => {}
+        Some(Fault::DropResponse | Fault::WrongClock { .. }) | None => {}
     }
     let (mut parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
@@ -323,7 +316,23 @@ async fn handle(
     if strip_date {
         response.headers_mut().remove(hyper::header::DATE);
     }
+    if let Some(Fault::WrongClock { date_offset_secs }) = fault {
+        response
+            .headers_mut()
+            .insert(hyper::header::DATE, wrong_date(date_offset_secs));
+    }
     Ok(response)
+}
+
+/// A `Date` header from a clock `offset_secs` away from this machine's.
+#[allow(clippy::disallowed_methods)] // the proxy stands for another host, with a clock of its own
+fn wrong_date(offset_secs: i64) -> hyper::header::HeaderValue {
+    let (now, by) = (
+        std::time::SystemTime::now(),
+        Duration::from_secs(offset_secs.unsigned_abs()),
+    );
+    let date = if offset_secs >= 0 { now + by } else { now - by };
+    httpdate::fmt_http_date(date).parse().unwrap()
 }
 
 fn s3_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {

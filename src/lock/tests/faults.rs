@@ -164,10 +164,7 @@ struct WideClock(Arc<ManualClock>, Duration);
 impl Clock for WideClock {
     fn now(&self) -> TimeWindow {
         let t = self.0.now().earliest;
-        TimeWindow {
-            earliest: t,
-            latest: t + self.1,
-        }
+        TimeWindow::between(t, t + self.1)
     }
 }
 

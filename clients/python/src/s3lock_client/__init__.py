@@ -11,6 +11,7 @@ from .client import DEFAULT_URL, Client
 from .errors import (
     BodyTooLarge,
     BucketNotAllowed,
+    ClockUncertain,
     ConnectionFailed,
     Contended,
     Forbidden,
@@ -45,6 +46,7 @@ __all__ = [
     "BodyTooLarge",
     "BucketNotAllowed",
     "Client",
+    "ClockUncertain",
     "ConnectionFailed",
     "Contended",
     "Forbidden",

@@ -205,6 +205,13 @@ class ServerTimeout(ServiceUnavailable):
     KIND = "timeout"
 
 
+class ClockUncertain(ServiceUnavailable):
+    """503 ``clock-uncertain``: the lease ran out, but the store's hosts' clocks disagree, so
+    the server takes over no expired lease until they agree again."""
+
+    KIND = "clock-uncertain"
+
+
 class NotReady(ServiceUnavailable):
     """503 ``not-ready`` (``/readyz`` only)."""
 
