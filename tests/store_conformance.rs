@@ -240,6 +240,16 @@ mod cases {
             "the check removes its probe objects"
         );
     }
+
+    pub async fn start_up_checks_of_replicas_starting_together_both_pass(s: Subject) {
+        // Each run probes objects of its own: two replicas starting at once never collide.
+        let (a, b) = tokio::join!(
+            verify_conditional_writes(s.store.as_ref(), &s.bucket, "locks/"),
+            verify_conditional_writes(s.store.as_ref(), &s.bucket, "locks/"),
+        );
+        a.unwrap();
+        b.unwrap();
+    }
 }
 
 macro_rules! conformance_suite {
@@ -266,6 +276,7 @@ macro_rules! conformance_suite {
             case!(racing_creators_have_exactly_one_winner_per_round);
             case!(racing_updaters_have_exactly_one_winner_per_round);
             case!(the_start_up_store_check_passes);
+            case!(start_up_checks_of_replicas_starting_together_both_pass);
         }
     };
 }

@@ -63,14 +63,22 @@ struct Behaviour {
     latency_only_for: Option<hyper::Method>,
     /// Applied to every request while set.
     always: Option<Fault>,
-    /// Applied to the next `n` requests (of `method`, when given).
-    next: Option<(usize, Option<hyper::Method>, Fault)>,
+    /// Applied to the next `n` requests (of `method`, when given), after `skip` of them pass.
+    next: Option<NextFaults>,
     /// Applied to a random share of requests.
     random: Option<(f64, Fault)>,
     strip_conditions: bool,
     strip_date: bool,
     counts: BTreeMap<String, usize>,
     faults: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone)]
+struct NextFaults {
+    skip: usize,
+    n: usize,
+    method: Option<hyper::Method>,
+    fault: Fault,
 }
 
 #[derive(Debug, Clone)]
@@ -139,13 +147,33 @@ impl FaultProxy {
 
     /// The next `n` requests meet `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.with(|b| b.next = Some((n, None, fault)));
+        self.with(|b| {
+            b.next = Some(NextFaults {
+                skip: 0,
+                n,
+                method: None,
+                fault,
+            })
+        });
     }
 
     /// The next `n` requests with this method (`PUT`, `GET`...) meet `fault`.
     pub fn fail_next_of(&self, method: &str, n: usize, fault: Fault) {
+        self.fail_nth_of(method, 1, n, fault);
+    }
+
+    /// From the `nth` next request with this method on (1 = the next one), `n` of them meet
+    /// `fault`: the ones before it pass untouched.
+    pub fn fail_nth_of(&self, method: &str, nth: usize, n: usize, fault: Fault) {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
-        self.with(|b| b.next = Some((n, Some(method), fault)));
+        self.with(|b| {
+            b.next = Some(NextFaults {
+                skip: nth.saturating_sub(1),
+                n,
+                method: Some(method),
+                fault,
+            })
+        });
     }
 
     /// Each request meets `fault` with this probability.
@@ -205,10 +233,17 @@ fn decide(
     *b.counts.entry(method.to_string()).or_default() += 1;
     let mut fault = b.always;
     if fault.is_none() {
-        if let Some((n, only, f)) = b.next.clone() {
-            if only.as_ref().is_none_or(|m| m == method) {
-                fault = Some(f);
-                b.next = (n > 1).then(|| (n - 1, only, f));
+        if let Some(next) = b.next.as_mut() {
+            if next.method.as_ref().is_none_or(|m| m == method) {
+                if next.skip > 0 {
+                    next.skip -= 1;
+                } else {
+                    fault = Some(next.fault);
+                    next.n -= 1;
+                    if next.n == 0 {
+                        b.next = None;
+                    }
+                }
             }
         }
     }
