@@ -410,3 +410,73 @@ async fn the_store_check_refuses_a_store_that_ignores_conditional_writes() {
     assert!(matches!(err, CheckError::IgnoresIfNoneMatch), "{err}");
     assert!(err.to_string().contains("If-None-Match"));
 }
+
+#[tokio::test]
+async fn a_local_write_whose_directory_sync_failed_is_not_read_as_landed_until_a_sync_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let v1 = store
+        .put_if_absent("b1", "locks/k", body("1"))
+        .await
+        .unwrap();
+    store.fail_directory_syncs(Some(Arc::new(|_: &std::path::Path| true)));
+    let written = store.put_if_version("b1", "locks/k", body("2"), &v1).await;
+    assert!(
+        matches!(written, Err(StoreError::Unavailable(_))),
+        "{written:?}"
+    );
+    // The rename happened, but a crash could undo it: no read may take it for landed.
+    let read = store.get("b1", "locks/k").await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let listed = store.list("b1", "locks/").await;
+    assert!(
+        matches!(listed, Err(StoreError::Unavailable(_))),
+        "{listed:?}"
+    );
+    let again = store.put_if_version("b1", "locks/k", body("3"), &v1).await;
+    assert!(
+        matches!(again, Err(StoreError::Unavailable(_))),
+        "{again:?}"
+    );
+
+    // Once a sync of the directory succeeds, the write is durable and is what is read.
+    store.fail_directory_syncs(None);
+    let got = store.get("b1", "locks/k").await.unwrap().unwrap();
+    assert_eq!(got.body, body("2"));
+    assert_eq!(store.list("b1", "locks/").await.unwrap(), ["locks/k"]);
+}
+
+#[tokio::test]
+async fn a_local_write_syncs_every_directory_above_it_even_ones_an_earlier_process_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let v1 = {
+        let earlier = LocalStore::open(&root).unwrap();
+        earlier
+            .put_if_absent("b1", "locks/k", body("1"))
+            .await
+            .unwrap()
+    };
+    // An earlier process created these directories; this one cannot know it synced them.
+    for parent in [root.join("buckets/b1"), root.join("buckets"), root.clone()] {
+        let store = LocalStore::open(&root).unwrap();
+        let failing = parent.clone();
+        store.fail_directory_syncs(Some(Arc::new(move |d: &std::path::Path| d == failing)));
+        let written = store.put_if_version("b1", "locks/k", body("2"), &v1).await;
+        assert!(
+            matches!(written, Err(StoreError::Unavailable(_))),
+            "{} was not synced: {written:?}",
+            parent.display()
+        );
+    }
+    let store = LocalStore::open(&root).unwrap();
+    assert_eq!(
+        store.get("b1", "locks/k").await.unwrap().unwrap().body,
+        body("1"),
+        "a write refused before it was made leaves the document as it was"
+    );
+    store
+        .put_if_version("b1", "locks/k", body("2"), &v1)
+        .await
+        .unwrap();
+}
