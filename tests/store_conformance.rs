@@ -48,6 +48,23 @@ async fn s3() -> Subject {
     }
 }
 
+/// The S3 store behind the fault proxy answering as AWS does where SeaweedFS sends `412`:
+/// `409 ConditionalRequestConflict` to refused conditional writes, `404 NoSuchKey` to an
+/// `If-Match` write of a missing key. Every case must read them as the failed preconditions
+/// they are.
+async fn s3_aws_answers() -> Subject {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = support::proxy::FaultProxy::start(&support::s3_endpoint()).await;
+    proxy.aws_answers(Some(support::proxy::AwsAnswers::Conflicts));
+    let store =
+        s3lock::store::s3::S3Store::connect(&support::s3_settings_via(&proxy.endpoint)).await;
+    Subject {
+        store: Arc::new(store),
+        bucket,
+        _dir: None,
+    }
+}
+
 fn body(s: &str) -> Bytes {
     Bytes::from(format!("{{\"v\":\"{s}\"}}"))
 }
@@ -284,6 +301,7 @@ macro_rules! conformance_suite {
 conformance_suite!(memory);
 conformance_suite!(local);
 conformance_suite!(s3);
+conformance_suite!(s3_aws_answers);
 
 #[tokio::test]
 async fn the_local_store_keeps_its_objects_across_a_restart() {

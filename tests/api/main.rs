@@ -3,6 +3,7 @@
 
 mod attacks;
 mod auth;
+mod aws_answers;
 mod bad_input;
 mod bench_cli;
 mod check_cli;

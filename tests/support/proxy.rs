@@ -7,6 +7,8 @@
 //! * forward a request and then drop the response: the write happened, the client never learns;
 //! * strip `If-None-Match` / `If-Match`, like a store that ignores conditional writes;
 //! * strip the `Date` header from answers, like a proxy that drops it;
+//! * reshape SeaweedFS's refusals of conditional writes into the answers AWS (and moto) give
+//!   ([`AwsAnswers`]), keeping the store's own headers;
 //! * answer a request itself with a chosen status and a `Date` from a wrong clock, like a load
 //!   balancer in front of the store;
 //! * count the requests that reach it, by method.
@@ -48,6 +50,21 @@ pub enum Fault {
     OwnAnswer { status: u16, date_offset_secs: i64 },
 }
 
+/// Which of AWS's answers to a refused conditional PUT the proxy gives in place of SeaweedFS's
+/// `412 Precondition Failed` (which SeaweedFS sends for all of them). The status and error body
+/// change; the upstream's headers (`x-amz-request-id`, `Date`...) are kept, as the answer is
+/// still the store's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsAnswers {
+    /// As AWS answers one writer at a time: an `If-Match` PUT to a missing key gets
+    /// `404 NoSuchKey`; every other refusal stays `412`.
+    MissingKey,
+    /// As AWS answers writers that race: every refused conditional PUT gets
+    /// `409 ConditionalRequestConflict`, except an `If-Match` PUT to a missing key, which gets
+    /// `404 NoSuchKey`.
+    Conflicts,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub enum Latency {
     #[default]
@@ -69,6 +86,7 @@ struct Behaviour {
     random: Option<(f64, Fault)>,
     strip_conditions: bool,
     strip_date: bool,
+    aws: Option<AwsAnswers>,
     counts: BTreeMap<String, usize>,
     faults: BTreeMap<String, usize>,
 }
@@ -191,6 +209,12 @@ impl FaultProxy {
         self.with(|b| b.strip_date = on);
     }
 
+    /// Refusals of conditional PUTs are answered as AWS answers them (or as SeaweedFS does, for
+    /// `None`).
+    pub fn aws_answers(&self, shape: Option<AwsAnswers>) {
+        self.with(|b| b.aws = shape);
+    }
+
     pub fn heal(&self) {
         self.with(|b| {
             b.latency = Latency::None;
@@ -199,6 +223,7 @@ impl FaultProxy {
             b.random = None;
             b.strip_conditions = false;
             b.strip_date = false;
+            b.aws = None;
         });
     }
 
@@ -211,7 +236,8 @@ impl FaultProxy {
         self.with(|b| b.counts.values().sum())
     }
 
-    /// Faults injected, by kind, since the last reset.
+    /// Faults injected, by kind, since the last reset; answers reshaped as AWS's count under
+    /// their error code (`ConditionalRequestConflict`, `NoSuchKey`).
     pub fn faults_injected(&self) -> BTreeMap<String, usize> {
         self.with(|b| b.faults.clone())
     }
@@ -228,7 +254,7 @@ impl FaultProxy {
 fn decide(
     state: &Mutex<Behaviour>,
     method: &hyper::Method,
-) -> (Latency, Option<Fault>, bool, bool) {
+) -> (Latency, Option<Fault>, bool, bool, Option<AwsAnswers>) {
     let mut b = state.lock().unwrap();
     *b.counts.entry(method.to_string()).or_default() += 1;
     let mut fault = b.always;
@@ -265,7 +291,7 @@ fn decide(
         Some(only) if only != method => Latency::None,
         _ => b.latency,
     };
-    (latency, fault, b.strip_conditions, b.strip_date)
+    (latency, fault, b.strip_conditions, b.strip_date, b.aws)
 }
 
 /// A hyper service error closes the connection without an answer: how a reset looks here.
@@ -286,7 +312,7 @@ async fn handle(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
-    let (latency, fault, strip, strip_date) = decide(&state, req.method());
+    let (latency, fault, strip, strip_date, aws) = decide(&state, req.method());
     match fault {
         Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
         Some(Fault::InternalError) => {
@@ -327,6 +353,19 @@ async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/");
     parts.uri = format!("{upstream}{path}").parse().unwrap();
+    let object_url = format!("{upstream}{}", parts.uri.path());
+    let conditional_put = (parts.method == hyper::Method::PUT)
+        .then(|| {
+            if parts.headers.contains_key(hyper::header::IF_MATCH) {
+                Some(Condition::IfMatch)
+            } else if parts.headers.contains_key(hyper::header::IF_NONE_MATCH) {
+                Some(Condition::IfNoneMatch)
+            } else {
+                None
+            }
+        })
+        .flatten();
+    let probe = client.clone();
     // The body is re-sent whole, with its length.
     parts.headers.remove(hyper::header::TRANSFER_ENCODING);
     if strip {
@@ -359,7 +398,46 @@ async fn handle(
     if strip_date {
         response.headers_mut().remove(hyper::header::DATE);
     }
+    if let (Some(shape), Some(condition)) = (aws, conditional_put) {
+        if response.status() == StatusCode::PRECONDITION_FAILED {
+            let missing = condition == Condition::IfMatch && !exists(&probe, &object_url).await?;
+            let answer = match (missing, shape) {
+                (true, _) => Some((StatusCode::NOT_FOUND, "NoSuchKey")),
+                (false, AwsAnswers::Conflicts) => {
+                    Some((StatusCode::CONFLICT, "ConditionalRequestConflict"))
+                }
+                (false, AwsAnswers::MissingKey) => None,
+            };
+            if let Some((status, code)) = answer {
+                *state
+                    .lock()
+                    .unwrap()
+                    .faults
+                    .entry(code.to_owned())
+                    .or_default() += 1;
+                let (mut parts, _) = response.into_parts();
+                let reshaped = s3_error(status, code);
+                parts.status = status;
+                // The body is new: its length is counted again.
+                parts.headers.remove(hyper::header::CONTENT_LENGTH);
+                response = Response::from_parts(parts, reshaped.into_body());
+            }
+        }
+    }
     Ok(response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    IfMatch,
+    IfNoneMatch,
+}
+
+/// Whether the object at `url` exists upstream now (SeaweedFS answers anonymous requests).
+async fn exists(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> Result<bool, Dropped> {
+    let head = Request::head(url).body(Full::new(Bytes::new())).unwrap();
+    let status = client.request(head).await.map_err(|_| Dropped)?.status();
+    Ok(status != StatusCode::NOT_FOUND)
 }
 
 fn s3_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
