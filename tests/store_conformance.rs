@@ -498,3 +498,61 @@ async fn a_local_write_syncs_every_directory_above_it_even_ones_an_earlier_proce
         .await
         .unwrap();
 }
+
+/// A store whose every write that lands is answered as if its answer had been lost: with a
+/// failed precondition (the SDK's retry met the write itself) or as unreachable.
+#[derive(Debug, Default)]
+struct LosesAnswers {
+    inner: MemoryStore,
+    as_unavailable: bool,
+}
+
+impl LosesAnswers {
+    fn lost<T>(&self, landed: Result<T, StoreError>) -> Result<T, StoreError> {
+        match landed {
+            Ok(_) if self.as_unavailable => Err(StoreError::Unavailable("answer lost".into())),
+            Ok(_) => Err(StoreError::PreconditionFailed),
+            refused => refused,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for LosesAnswers {
+    async fn get(&self, b: &str, k: &str) -> Result<Option<Versioned>, StoreError> {
+        self.inner.get(b, k).await
+    }
+    async fn put_if_absent(&self, b: &str, k: &str, body: Bytes) -> Result<Version, StoreError> {
+        self.lost(self.inner.put_if_absent(b, k, body).await)
+    }
+    async fn put_if_version(
+        &self,
+        b: &str,
+        k: &str,
+        body: Bytes,
+        expected: &Version,
+    ) -> Result<Version, StoreError> {
+        self.lost(self.inner.put_if_version(b, k, body, expected).await)
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.delete(b, k).await
+    }
+}
+
+#[tokio::test]
+async fn the_store_check_passes_when_every_write_that_lands_is_answered_as_lost() {
+    // Each racer's outcome is settled by reading back: the one whose body is stored won, and
+    // is counted once; the others lost.
+    for as_unavailable in [false, true] {
+        let store = LosesAnswers {
+            as_unavailable,
+            ..LosesAnswers::default()
+        };
+        verify_conditional_writes(&store, "b1", "locks/")
+            .await
+            .unwrap_or_else(|e| panic!("answered as unavailable: {as_unavailable}: {e}"));
+    }
+}

@@ -46,9 +46,9 @@ struct Inner {
     /// an object take it too, so that a read never sees a rename before its directory sync has
     /// either succeeded or been recorded in `unsynced`.
     shards: Vec<Mutex<()>>,
-    /// Directories this process has synced since it opened the store, whose own entries (and
-    /// the entries they hold) are therefore durable. Each is synced at most once more: after a
-    /// write creates an entry in it.
+    /// Directories this process has synced since it opened the store, whose entries are
+    /// therefore durable. A write syncs the parents of its object's directory only when they
+    /// are not in here yet, or when it created a directory under them (a new entry).
     synced: Mutex<HashSet<PathBuf>>,
     /// Directories whose sync failed after an entry in them changed: what they hold may not
     /// survive a crash, so nothing under them is served until a sync of them succeeds.
