@@ -166,7 +166,7 @@ impl FaultProxy {
     /// The next `n` requests meet `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
         self.with(|b| {
-            b.next = Some(NextFaults {
+            b.next = (n > 0).then_some(NextFaults {
                 skip: 0,
                 n,
                 method: None,
@@ -185,7 +185,7 @@ impl FaultProxy {
     pub fn fail_nth_of(&self, method: &str, nth: usize, n: usize, fault: Fault) {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
         self.with(|b| {
-            b.next = Some(NextFaults {
+            b.next = (n > 0).then_some(NextFaults {
                 skip: nth.saturating_sub(1),
                 n,
                 method: Some(method),
