@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("telemetry", &[]),
     ("auth", &["wire"]),
-    ("store", &["clock", "metrics"]),
+    ("store", &["backoff", "clock", "metrics"]),
     ("lock", &["backoff", "clock", "metrics", "store", "wire"]),
     ("peers", &["clock", "lock", "metrics"]),
     (

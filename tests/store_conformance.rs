@@ -48,6 +48,23 @@ async fn s3() -> Subject {
     }
 }
 
+/// The S3 store behind the fault proxy answering as AWS does where SeaweedFS sends `412`:
+/// `409 ConditionalRequestConflict` to refused conditional writes, `404 NoSuchKey` to an
+/// `If-Match` write of a missing key. Every case must read them as the failed preconditions
+/// they are.
+async fn s3_aws_answers() -> Subject {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = support::proxy::FaultProxy::start(&support::s3_endpoint()).await;
+    proxy.aws_answers(Some(support::proxy::AwsAnswers::Conflicts));
+    let store =
+        s3lock::store::s3::S3Store::connect(&support::s3_settings_via(&proxy.endpoint)).await;
+    Subject {
+        store: Arc::new(store),
+        bucket,
+        _dir: None,
+    }
+}
+
 fn body(s: &str) -> Bytes {
     Bytes::from(format!("{{\"v\":\"{s}\"}}"))
 }
@@ -240,6 +257,16 @@ mod cases {
             "the check removes its probe objects"
         );
     }
+
+    pub async fn start_up_checks_of_replicas_starting_together_both_pass(s: Subject) {
+        // Each run probes objects of its own: two replicas starting at once never collide.
+        let (a, b) = tokio::join!(
+            verify_conditional_writes(s.store.as_ref(), &s.bucket, "locks/"),
+            verify_conditional_writes(s.store.as_ref(), &s.bucket, "locks/"),
+        );
+        a.unwrap();
+        b.unwrap();
+    }
 }
 
 macro_rules! conformance_suite {
@@ -266,6 +293,7 @@ macro_rules! conformance_suite {
             case!(racing_creators_have_exactly_one_winner_per_round);
             case!(racing_updaters_have_exactly_one_winner_per_round);
             case!(the_start_up_store_check_passes);
+            case!(start_up_checks_of_replicas_starting_together_both_pass);
         }
     };
 }
@@ -273,6 +301,7 @@ macro_rules! conformance_suite {
 conformance_suite!(memory);
 conformance_suite!(local);
 conformance_suite!(s3);
+conformance_suite!(s3_aws_answers);
 
 #[tokio::test]
 async fn the_local_store_keeps_its_objects_across_a_restart() {
@@ -398,4 +427,132 @@ async fn the_store_check_refuses_a_store_that_ignores_conditional_writes() {
         .unwrap_err();
     assert!(matches!(err, CheckError::IgnoresIfNoneMatch), "{err}");
     assert!(err.to_string().contains("If-None-Match"));
+}
+
+#[tokio::test]
+async fn a_local_write_whose_directory_sync_failed_is_not_read_as_landed_until_a_sync_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let v1 = store
+        .put_if_absent("b1", "locks/k", body("1"))
+        .await
+        .unwrap();
+    store.fail_directory_syncs(Some(Arc::new(|_: &std::path::Path| true)));
+    let written = store.put_if_version("b1", "locks/k", body("2"), &v1).await;
+    assert!(
+        matches!(written, Err(StoreError::Unavailable(_))),
+        "{written:?}"
+    );
+    // The rename happened, but a crash could undo it: no read may take it for landed.
+    let read = store.get("b1", "locks/k").await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let listed = store.list("b1", "locks/").await;
+    assert!(
+        matches!(listed, Err(StoreError::Unavailable(_))),
+        "{listed:?}"
+    );
+    let again = store.put_if_version("b1", "locks/k", body("3"), &v1).await;
+    assert!(
+        matches!(again, Err(StoreError::Unavailable(_))),
+        "{again:?}"
+    );
+
+    // Once a sync of the directory succeeds, the write is durable and is what is read.
+    store.fail_directory_syncs(None);
+    let got = store.get("b1", "locks/k").await.unwrap().unwrap();
+    assert_eq!(got.body, body("2"));
+    assert_eq!(store.list("b1", "locks/").await.unwrap(), ["locks/k"]);
+}
+
+#[tokio::test]
+async fn a_local_write_syncs_every_directory_above_it_even_ones_an_earlier_process_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let v1 = {
+        let earlier = LocalStore::open(&root).unwrap();
+        earlier
+            .put_if_absent("b1", "locks/k", body("1"))
+            .await
+            .unwrap()
+    };
+    // An earlier process created these directories; this one cannot know it synced them.
+    for parent in [root.join("buckets/b1"), root.join("buckets"), root.clone()] {
+        let store = LocalStore::open(&root).unwrap();
+        let failing = parent.clone();
+        store.fail_directory_syncs(Some(Arc::new(move |d: &std::path::Path| d == failing)));
+        let written = store.put_if_version("b1", "locks/k", body("2"), &v1).await;
+        assert!(
+            matches!(written, Err(StoreError::Unavailable(_))),
+            "{} was not synced: {written:?}",
+            parent.display()
+        );
+    }
+    let store = LocalStore::open(&root).unwrap();
+    assert_eq!(
+        store.get("b1", "locks/k").await.unwrap().unwrap().body,
+        body("1"),
+        "a write refused before it was made leaves the document as it was"
+    );
+    store
+        .put_if_version("b1", "locks/k", body("2"), &v1)
+        .await
+        .unwrap();
+}
+
+/// A store whose every write that lands is answered as if its answer had been lost: with a
+/// failed precondition (the SDK's retry met the write itself) or as unreachable.
+#[derive(Debug, Default)]
+struct LosesAnswers {
+    inner: MemoryStore,
+    as_unavailable: bool,
+}
+
+impl LosesAnswers {
+    fn lost<T>(&self, landed: Result<T, StoreError>) -> Result<T, StoreError> {
+        match landed {
+            Ok(_) if self.as_unavailable => Err(StoreError::Unavailable("answer lost".into())),
+            Ok(_) => Err(StoreError::PreconditionFailed),
+            refused => refused,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for LosesAnswers {
+    async fn get(&self, b: &str, k: &str) -> Result<Option<Versioned>, StoreError> {
+        self.inner.get(b, k).await
+    }
+    async fn put_if_absent(&self, b: &str, k: &str, body: Bytes) -> Result<Version, StoreError> {
+        self.lost(self.inner.put_if_absent(b, k, body).await)
+    }
+    async fn put_if_version(
+        &self,
+        b: &str,
+        k: &str,
+        body: Bytes,
+        expected: &Version,
+    ) -> Result<Version, StoreError> {
+        self.lost(self.inner.put_if_version(b, k, body, expected).await)
+    }
+    async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(b, p).await
+    }
+    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
+        self.inner.delete(b, k).await
+    }
+}
+
+#[tokio::test]
+async fn the_store_check_passes_when_every_write_that_lands_is_answered_as_lost() {
+    // Each racer's outcome is settled by reading back: the one whose body is stored won, and
+    // is counted once; the others lost.
+    for as_unavailable in [false, true] {
+        let store = LosesAnswers {
+            as_unavailable,
+            ..LosesAnswers::default()
+        };
+        verify_conditional_writes(&store, "b1", "locks/")
+            .await
+            .unwrap_or_else(|e| panic!("answered as unavailable: {as_unavailable}: {e}"));
+    }
 }

@@ -443,9 +443,10 @@ impl Engine {
                 .flatten(),
         };
         let current = match known {
-            Some(doc) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
+            Some(Ok(doc)) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
                 self.status_view(&target, doc, expect_owner)
             }
+            Some(Err(waiters::Unreadable(why))) => return Err(LockError::Unreadable(why)),
             _ => self.status(bucket, key, expect_owner).await?,
         };
         if current.index != index {
@@ -457,17 +458,22 @@ impl Engine {
                     return None; // the watcher ended: answer with what is known
                 }
                 let seen = watching.seen.borrow_and_update().clone();
-                if seen.as_ref().map_or(0, |d| d.revision) != index {
+                // A document that turned unreadable is a change too: answered as the status is.
+                if seen
+                    .as_ref()
+                    .map_or(true, |s| s.as_ref().map_or(0, |d| d.revision) != index)
+                {
                     return Some(seen);
                 }
             }
         })
         .await;
         match changed {
-            Ok(Some(doc)) => Ok(self.status_view(&target, doc, expect_owner)),
+            Ok(Some(Ok(doc))) => Ok(self.status_view(&target, doc, expect_owner)),
+            Ok(Some(Err(waiters::Unreadable(why)))) => Err(LockError::Unreadable(why)),
             // Timed out: the same index, judged at this moment (the lease may have run out).
             _ => match watching.seen.borrow().clone() {
-                Some(doc) if doc.revision == index => {
+                Ok(Some(doc)) if doc.revision == index => {
                     Ok(self.status_view(&target, Some(doc), expect_owner))
                 }
                 _ => Ok(current),

@@ -35,9 +35,15 @@ pub trait PeerNotifier: Send + Sync + std::fmt::Debug {
     fn lock_freed(&self, bucket: &str, object: &str);
 }
 
-/// What a lock's watcher last knew of it: `None` for a lock that does not exist (or was never
-/// read yet), else the document.
-pub type Seen = Option<LockDocument>;
+/// What a lock's watcher last knew of it: `Ok(None)` for a lock that does not exist (or was
+/// never read yet), `Ok(Some(doc))` for a lock document, and `Err` for a stored object that is
+/// not a lock document. Unreadable is a state of its own, never "no lock": a watch client must
+/// not be told that a lock nobody can judge is free.
+pub type Seen = Result<Option<LockDocument>, Unreadable>;
+
+/// The stored object is not a lock document: why it does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable(pub String);
 
 #[derive(Debug)]
 pub struct Waiters {
@@ -95,7 +101,12 @@ impl KeyWatch {
     /// watcher.
     fn last_seen_free(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
         let seen = self.seen.borrow();
-        self.known.load(Ordering::SeqCst) && seen.as_ref().is_none_or(|d| d.holder(now).is_none())
+        // An unreadable lock is worth a try too: the waiter's acquire, from a fresh read,
+        // answers that it is unreadable rather than waiting out its wait.
+        self.known.load(Ordering::SeqCst)
+            && seen
+                .as_ref()
+                .map_or(true, |s| s.as_ref().is_none_or(|d| d.holder(now).is_none()))
     }
 
     fn has_waiters(&self) -> bool {
@@ -108,8 +119,8 @@ impl KeyWatch {
             self.written.fetch_add(1, Ordering::SeqCst);
             // The first state known is news even when it equals the placeholder.
             let first = !self.known.swap(true, Ordering::SeqCst);
-            let changed = first || current.as_ref() != Some(&doc);
-            *current = Some(doc);
+            let changed = first || current.as_ref().ok() != Some(&Some(doc.clone()));
+            *current = Ok(Some(doc));
             changed
         });
     }
@@ -318,7 +329,7 @@ impl Waiters {
         let watch = Arc::new(KeyWatch {
             queue: Mutex::default(),
             users: Mutex::new(1),
-            seen: watch::Sender::new(None),
+            seen: watch::Sender::new(Ok(None)),
             poke: Notify::new(),
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
@@ -362,18 +373,24 @@ impl Waiters {
                 let written_before = watch.written.load(Ordering::SeqCst);
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
-                        let read = found.and_then(|f| {
+                        let parsed = found.map(|f| {
                             LockDocument::from_bytes(&f.body)
-                                .ok()
                                 .map(|d| (d, f.version))
+                                .map_err(|e| Unreadable(e.to_string()))
                         });
-                        let doc = read.as_ref().map(|(d, _)| d.clone());
+                        let seen = match &parsed {
+                            None => Ok(None),
+                            Some(Ok((d, _))) => Ok(Some(d.clone())),
+                            Some(Err(unreadable)) => Err(unreadable.clone()),
+                        };
+                        let read = parsed.and_then(Result::ok);
                         let now = clock.now();
-                        let held_until = doc
+                        let held_until = read
                             .as_ref()
+                            .map(|(d, _)| d)
                             .filter(|d| d.holder(now.earliest).is_some())
                             .map(LockDocument::expires_at);
-                        if !watch.publish_read(doc, written_before) {
+                        if !watch.publish_read(seen, written_before) {
                             // This process wrote the lock while the read was on its way: what
                             // it found may be older than what was published. Look again soon.
                             cap = first_poll;
@@ -442,7 +459,7 @@ mod tests {
         let waiters = waiters();
         let mut watching = waiters.watch("b", "absent");
         let first = tokio::time::timeout(Duration::from_millis(100), watching.first_known()).await;
-        assert_eq!(first, Ok(Some(None)));
+        assert_eq!(first, Ok(Some(Ok(None))));
     }
 
     #[test]

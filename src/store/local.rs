@@ -5,10 +5,19 @@
 //!   the conditional writes below are only atomic among threads that share this process's locks;
 //! * a write is a temp file + fsync + rename + fsync of the directory, so a crash leaves either
 //!   the old document or the new one, never a torn one;
+//! * every directory a write depends on is synced before the write is answered: the object's
+//!   own directory after each rename, and once per process its parents up to the data
+//!   directory (an earlier process may have created them and crashed before syncing them);
+//! * a rename whose directory sync failed is not durable: the write answers
+//!   [`StoreError::Unavailable`], and the directory is remembered as unsynced. Reads, writes and
+//!   lists under it answer `Unavailable` too until a sync of it succeeds, so that no read (the
+//!   engine's read-back of that very write included) takes a state a crash could undo for one
+//!   that landed;
 //! * an object lives at `buckets/<bucket>/<h[0..2]>/<h>` where `h` is the SHA-256 of its key:
 //!   keys may be up to 512 bytes with `/` in them, which no file name could hold. The file starts
 //!   with the key and a newline (keys never contain control characters), then the body.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,16 +36,30 @@ pub struct LocalStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     root: PathBuf,
     /// Held (locked) for as long as this store lives; dropping it lets another process open the
     /// directory.
     _dir_lock: File,
     /// Check-and-write of one object happens under the shard lock of its key hash, so two writers
-    /// of the same key are serialised while writers of different keys mostly are not.
+    /// of the same key are serialised while writers of different keys mostly are not. Reads of
+    /// an object take it too, so that a read never sees a rename before its directory sync has
+    /// either succeeded or been recorded in `unsynced`.
     shards: Vec<Mutex<()>>,
+    /// Directories this process has synced since it opened the store, whose entries are
+    /// therefore durable. A write syncs the parents of its object's directory only when they
+    /// are not in here yet, or when it created a directory under them (a new entry).
+    synced: Mutex<HashSet<PathBuf>>,
+    /// Directories whose sync failed after an entry in them changed: what they hold may not
+    /// survive a crash, so nothing under them is served until a sync of them succeeds.
+    unsynced: Mutex<HashSet<PathBuf>>,
+    /// Test-only fault injection: directory syncs it accepts fail (see
+    /// [`LocalStore::fail_directory_syncs`]).
+    failing_syncs: Mutex<Option<SyncFaults>>,
 }
+
+/// Which directory syncs fail, for tests of a disk whose `fsync` fails.
+type SyncFaults = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -78,6 +101,9 @@ impl LocalStore {
                 root,
                 _dir_lock: lock_file,
                 shards: (0..SHARDS).map(|_| Mutex::new(())).collect(),
+                synced: Mutex::default(),
+                unsynced: Mutex::default(),
+                failing_syncs: Mutex::default(),
             }),
         };
         store.remove_stale_temp_files().map_err(io_err)?;
@@ -99,6 +125,19 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Test-only fault injection: from now on, every directory sync of a path that `fails`
+    /// accepts fails with an I/O error, as on a failing disk; `None` heals. Not for production
+    /// use: it exists so that tests, integration tests included, can reach the store's handling
+    /// of a failed sync.
+    #[doc(hidden)]
+    pub fn fail_directory_syncs(&self, fails: Option<SyncFaults>) {
+        *self
+            .inner
+            .failing_syncs
+            .lock()
+            .expect("sync faults mutex poisoned") = fails;
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -111,7 +150,85 @@ impl LocalStore {
     }
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Inner {
+    /// Makes a directory's entries durable (or fails as the injected faults say).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let failing = self
+            .failing_syncs
+            .lock()
+            .expect("sync faults mutex poisoned")
+            .clone();
+        if failing.is_some_and(|fails| fails(dir)) {
+            return Err(io::Error::other("injected directory sync failure"));
+        }
+        File::open(dir)?.sync_all()
+    }
+
+    /// The directories an object in `dir` depends on: `dir` and its parents up to the root.
+    fn chain<'p>(&self, dir: &'p Path) -> impl Iterator<Item = &'p Path> + use<'p, '_> {
+        dir.ancestors()
+            .take_while(move |d| d.starts_with(&self.root))
+    }
+
+    /// Syncs the parents of `dir` up to the root that this process has not synced yet (all of
+    /// them when `dir` was just created, since each gained an entry), so that the entry of every
+    /// directory on the way to the object is durable before the object is written.
+    fn sync_parents(&self, dir: &Path, created: bool) -> Result<(), StoreError> {
+        for parent in self.chain(dir).skip(1) {
+            let known = self
+                .synced
+                .lock()
+                .expect("synced mutex poisoned")
+                .contains(parent);
+            if known && !created {
+                continue;
+            }
+            self.sync_dir(parent).map_err(io_unavailable)?;
+            self.synced
+                .lock()
+                .expect("synced mutex poisoned")
+                .insert(parent.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Refuses to serve what lies under (or above) `dir` while a directory there is unsynced;
+    /// a sync that succeeds now makes its state durable, and it is served again.
+    fn require_synced(&self, dir: &Path) -> Result<(), StoreError> {
+        let mut unsynced = self.unsynced.lock().expect("unsynced mutex poisoned");
+        if unsynced.is_empty() {
+            return Ok(());
+        }
+        let pending: Vec<PathBuf> = unsynced
+            .iter()
+            .filter(|d| dir.starts_with(d) || d.starts_with(dir))
+            .cloned()
+            .collect();
+        for d in pending {
+            match self.sync_dir(&d) {
+                Ok(()) => {
+                    unsynced.remove(&d);
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "local store: {} could not be synced, so what it holds may not survive \
+                         a crash: {e}",
+                        d.display()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.root.join("buckets").join(bucket)
     }
@@ -142,7 +259,9 @@ impl Inner {
     }
 
     fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let (path, _) = self.object_path(bucket, key);
+        let (path, shard) = self.object_path(bucket, key);
+        let _guard = self.shards[shard].lock().expect("shard mutex poisoned");
+        self.require_synced(path.parent().expect("object path has a parent"))?;
         Ok(self.read(&path)?.map(|(_, body)| Versioned {
             version: content_version(&body),
             body,
@@ -159,24 +278,19 @@ impl Inner {
     ) -> Result<Version, StoreError> {
         let (path, shard) = self.object_path(bucket, key);
         let _guard = self.shards[shard].lock().expect("shard mutex poisoned");
+        let dir = path.parent().expect("object path has a parent");
+        self.require_synced(dir)?;
         let current = self.read(&path)?.map(|(_, b)| content_version(&b));
         if !condition(current.as_ref()) {
             return Err(StoreError::PreconditionFailed);
         }
-        let dir = path.parent().expect("object path has a parent");
-        if !dir.exists() {
+        let created = !dir.exists();
+        if created {
             fs::create_dir_all(dir).map_err(io_unavailable)?;
-            // A new directory's own entry must be durable too, or a crash could lose the first
-            // grant of a lock (and its fencing token would start again at 1).
-            for created in [dir.parent(), dir.parent().and_then(Path::parent)]
-                .into_iter()
-                .flatten()
-            {
-                File::open(created)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_unavailable)?;
-            }
         }
+        // A crash must not lose the directories on the way to the document either (a lost
+        // first grant would start its fencing token again at 1).
+        self.sync_parents(dir, created)?;
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let write = || -> io::Result<()> {
             let mut f = File::create(&tmp)?;
@@ -184,18 +298,30 @@ impl Inner {
             f.write_all(b"\n")?;
             f.write_all(body)?;
             f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename is only durable once the directory entry is.
-            File::open(dir)?.sync_all()
+            fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
             return Err(io_unavailable(e));
         }
+        // The rename is only durable once the directory entry is. Until then the new document
+        // is visible but could be undone by a crash: it must not be read as landed.
+        if let Err(e) = self.sync_dir(dir) {
+            self.unsynced
+                .lock()
+                .expect("unsynced mutex poisoned")
+                .insert(dir.to_path_buf());
+            return Err(io_unavailable(e));
+        }
+        self.synced
+            .lock()
+            .expect("synced mutex poisoned")
+            .insert(dir.to_path_buf());
         Ok(content_version(body))
     }
 
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.require_synced(&self.bucket_dir(bucket))?;
         let mut keys = Vec::new();
         for shard in read_dir_or_empty(&self.bucket_dir(bucket)).map_err(io_unavailable)? {
             for file in read_dir_or_empty(&shard).map_err(io_unavailable)? {
@@ -216,6 +342,7 @@ impl Inner {
     fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let (path, shard) = self.object_path(bucket, key);
         let _guard = self.shards[shard].lock().expect("shard mutex poisoned");
+        self.require_synced(path.parent().expect("object path has a parent"))?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -577,3 +577,26 @@ async fn a_store_host_with_a_clock_30_s_ahead_delays_takeovers_and_never_hastens
         "the expired lease was left for a replica that knows the time"
     );
 }
+
+#[tokio::test]
+async fn a_replica_starts_when_the_answer_to_one_of_its_store_check_writes_is_lost() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    // The check's PUTs, in order: 1 create, 2 a second create (refused), 3 an If-Match update,
+    // 4 a stale one (refused), 5..=28 three rounds of 8 racing creates, 29 the update race's
+    // start, 30..=37 its 8 racing updates. Each lost answer is to a write that reached the
+    // store: the SDK retries it, and the retry meets the first attempt's result. A lost racer
+    // may be the winner or a loser: either way the race must count one winner.
+    for nth in [1, 3, 9, 33] {
+        proxy.reset_counts();
+        proxy.fail_nth_of("PUT", nth, 1, Fault::DropResponse);
+        start_serving_via(&proxy.endpoint, &bucket)
+            .await
+            .unwrap_or_else(|e| panic!("the answer to PUT {nth} was lost: {e}"));
+        assert_eq!(
+            proxy.faults_injected().get("DropResponse"),
+            Some(&1),
+            "PUT {nth}"
+        );
+    }
+}

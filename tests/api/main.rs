@@ -4,6 +4,7 @@
 mod abuse;
 mod attacks;
 mod auth;
+mod aws_answers;
 mod bad_input;
 mod bench_cli;
 mod check_cli;

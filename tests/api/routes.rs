@@ -302,3 +302,34 @@ async fn locks_on_the_local_store_survive_a_restart() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_release_on_the_local_store_whose_directory_sync_failed_is_never_answered_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = s3lock::store::local::LocalStore::open(dir.path()).unwrap();
+    let app = TestApp::spawn(
+        std::sync::Arc::new(store.clone()),
+        std::sync::Arc::new(s3lock::clock::SystemClock),
+        crate::helpers::engine_config("default", &[]),
+    )
+    .await;
+    let g = json_with(
+        app.acquire("k", json!({"owner": "alice", "ttl": 600}))
+            .await,
+        200,
+    )
+    .await;
+    // The disk's fsync starts failing: the release's rename happens, its directory sync fails.
+    store.fail_directory_syncs(Some(std::sync::Arc::new(|_: &std::path::Path| true)));
+    problem(
+        app.release("k", json!({"token": g["token"]})).await,
+        503,
+        "store-unavailable",
+    )
+    .await;
+    problem(app.status("k").await, 503, "store-unavailable").await;
+    // The disk recovers: the release is durable now, and shown as it is.
+    store.fail_directory_syncs(None);
+    let s = json_with(app.status("k").await, 200).await;
+    assert_eq!(s["locked"], false);
+}

@@ -195,6 +195,16 @@ async fn corrupt_and_seed_documents_in_the_bucket_are_never_overwritten_unread()
         )
         .await;
         problem(app.status(key).await, 409, "lock-unreadable").await;
+        // A watch answers as the status does: never "free" for a document nobody can judge.
+        for index in [0, 1] {
+            let watched = app
+                .http
+                .get(format!("{}/locks/{key}?index={index}&wait=2", app.base))
+                .send()
+                .await
+                .unwrap();
+            problem(watched, 409, "lock-unreadable").await;
+        }
         assert_eq!(
             app.stored(key).await.unwrap(),
             body.as_bytes(),

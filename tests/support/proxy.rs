@@ -7,6 +7,8 @@
 //! * forward a request and then drop the response: the write happened, the client never learns;
 //! * strip `If-None-Match` / `If-Match`, like a store that ignores conditional writes;
 //! * strip the `Date` header from answers, like a proxy that drops it;
+//! * reshape SeaweedFS's refusals of conditional writes into the answers AWS (and moto) give
+//!   ([`AwsAnswers`]), keeping the store's own headers;
 //! * answer a request itself with a chosen status and a `Date` from a wrong clock, like a load
 //!   balancer in front of the store;
 //! * pass on the store's answer with its `Date` moved, like a store host with a wrong clock;
@@ -52,6 +54,21 @@ pub enum Fault {
     WrongClock { date_offset_secs: i64 },
 }
 
+/// Which of AWS's answers to a refused conditional PUT the proxy gives in place of SeaweedFS's
+/// `412 Precondition Failed` (which SeaweedFS sends for all of them). The status and error body
+/// change; the upstream's headers (`x-amz-request-id`, `Date`...) are kept, as the answer is
+/// still the store's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsAnswers {
+    /// As AWS answers one writer at a time: an `If-Match` PUT to a missing key gets
+    /// `404 NoSuchKey`; every other refusal stays `412`.
+    MissingKey,
+    /// As AWS answers writers that race: every refused conditional PUT gets
+    /// `409 ConditionalRequestConflict`, except an `If-Match` PUT to a missing key, which gets
+    /// `404 NoSuchKey`.
+    Conflicts,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub enum Latency {
     #[default]
@@ -67,14 +84,23 @@ struct Behaviour {
     latency_only_for: Option<hyper::Method>,
     /// Applied to every request while set.
     always: Option<Fault>,
-    /// Applied to the next `n` requests (of `method`, when given).
-    next: Option<(usize, Option<hyper::Method>, Fault)>,
+    /// Applied to the next `n` requests (of `method`, when given), after `skip` of them pass.
+    next: Option<NextFaults>,
     /// Applied to a random share of requests.
     random: Option<(f64, Fault)>,
     strip_conditions: bool,
     strip_date: bool,
+    aws: Option<AwsAnswers>,
     counts: BTreeMap<String, usize>,
     faults: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone)]
+struct NextFaults {
+    skip: usize,
+    n: usize,
+    method: Option<hyper::Method>,
+    fault: Fault,
 }
 
 #[derive(Debug, Clone)]
@@ -143,13 +169,33 @@ impl FaultProxy {
 
     /// The next `n` requests meet `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
-        self.with(|b| b.next = Some((n, None, fault)));
+        self.with(|b| {
+            b.next = (n > 0).then_some(NextFaults {
+                skip: 0,
+                n,
+                method: None,
+                fault,
+            })
+        });
     }
 
     /// The next `n` requests with this method (`PUT`, `GET`...) meet `fault`.
     pub fn fail_next_of(&self, method: &str, n: usize, fault: Fault) {
+        self.fail_nth_of(method, 1, n, fault);
+    }
+
+    /// From the `nth` next request with this method on (1 = the next one), `n` of them meet
+    /// `fault`: the ones before it pass untouched.
+    pub fn fail_nth_of(&self, method: &str, nth: usize, n: usize, fault: Fault) {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
-        self.with(|b| b.next = Some((n, Some(method), fault)));
+        self.with(|b| {
+            b.next = (n > 0).then_some(NextFaults {
+                skip: nth.saturating_sub(1),
+                n,
+                method: Some(method),
+                fault,
+            })
+        });
     }
 
     /// Each request meets `fault` with this probability.
@@ -167,6 +213,12 @@ impl FaultProxy {
         self.with(|b| b.strip_date = on);
     }
 
+    /// Refusals of conditional PUTs are answered as AWS answers them (or as SeaweedFS does, for
+    /// `None`).
+    pub fn aws_answers(&self, shape: Option<AwsAnswers>) {
+        self.with(|b| b.aws = shape);
+    }
+
     pub fn heal(&self) {
         self.with(|b| {
             b.latency = Latency::None;
@@ -175,6 +227,7 @@ impl FaultProxy {
             b.random = None;
             b.strip_conditions = false;
             b.strip_date = false;
+            b.aws = None;
         });
     }
 
@@ -187,7 +240,8 @@ impl FaultProxy {
         self.with(|b| b.counts.values().sum())
     }
 
-    /// Faults injected, by kind, since the last reset.
+    /// Faults injected, by kind, since the last reset; answers reshaped as AWS's count under
+    /// their error code (`ConditionalRequestConflict`, `NoSuchKey`).
     pub fn faults_injected(&self) -> BTreeMap<String, usize> {
         self.with(|b| b.faults.clone())
     }
@@ -204,15 +258,22 @@ impl FaultProxy {
 fn decide(
     state: &Mutex<Behaviour>,
     method: &hyper::Method,
-) -> (Latency, Option<Fault>, bool, bool) {
+) -> (Latency, Option<Fault>, bool, bool, Option<AwsAnswers>) {
     let mut b = state.lock().unwrap();
     *b.counts.entry(method.to_string()).or_default() += 1;
     let mut fault = b.always;
     if fault.is_none() {
-        if let Some((n, only, f)) = b.next.clone() {
-            if only.as_ref().is_none_or(|m| m == method) {
-                fault = Some(f);
-                b.next = (n > 1).then(|| (n - 1, only, f));
+        if let Some(next) = b.next.as_mut() {
+            if next.method.as_ref().is_none_or(|m| m == method) {
+                if next.skip > 0 {
+                    next.skip -= 1;
+                } else {
+                    fault = Some(next.fault);
+                    next.n -= 1;
+                    if next.n == 0 {
+                        b.next = None;
+                    }
+                }
             }
         }
     }
@@ -235,7 +296,7 @@ fn decide(
         Some(only) if only != method => Latency::None,
         _ => b.latency,
     };
-    (latency, fault, b.strip_conditions, b.strip_date)
+    (latency, fault, b.strip_conditions, b.strip_date, b.aws)
 }
 
 /// A hyper service error closes the connection without an answer: how a reset looks here.
@@ -256,7 +317,7 @@ async fn handle(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
-    let (latency, fault, strip, strip_date) = decide(&state, req.method());
+    let (latency, fault, strip, strip_date, aws) = decide(&state, req.method());
     match fault {
         Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
         Some(Fault::InternalError) => {
@@ -284,6 +345,19 @@ async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/");
     parts.uri = format!("{upstream}{path}").parse().unwrap();
+    let object_url = format!("{upstream}{}", parts.uri.path());
+    let conditional_put = (parts.method == hyper::Method::PUT)
+        .then(|| {
+            if parts.headers.contains_key(hyper::header::IF_MATCH) {
+                Some(Condition::IfMatch)
+            } else if parts.headers.contains_key(hyper::header::IF_NONE_MATCH) {
+                Some(Condition::IfNoneMatch)
+            } else {
+                None
+            }
+        })
+        .flatten();
+    let probe = client.clone();
     // The body is re-sent whole, with its length.
     parts.headers.remove(hyper::header::TRANSFER_ENCODING);
     if strip {
@@ -321,6 +395,32 @@ async fn handle(
             .headers_mut()
             .insert(hyper::header::DATE, wrong_date(date_offset_secs));
     }
+    if let (Some(shape), Some(condition)) = (aws, conditional_put) {
+        if response.status() == StatusCode::PRECONDITION_FAILED {
+            let missing = condition == Condition::IfMatch && !exists(&probe, &object_url).await?;
+            let answer = match (missing, shape) {
+                (true, _) => Some((StatusCode::NOT_FOUND, "NoSuchKey")),
+                (false, AwsAnswers::Conflicts) => {
+                    Some((StatusCode::CONFLICT, "ConditionalRequestConflict"))
+                }
+                (false, AwsAnswers::MissingKey) => None,
+            };
+            if let Some((status, code)) = answer {
+                *state
+                    .lock()
+                    .unwrap()
+                    .faults
+                    .entry(code.to_owned())
+                    .or_default() += 1;
+                let (mut parts, _) = response.into_parts();
+                let reshaped = s3_error(status, code);
+                parts.status = status;
+                // The body is new: its length is counted again.
+                parts.headers.remove(hyper::header::CONTENT_LENGTH);
+                response = Response::from_parts(parts, reshaped.into_body());
+            }
+        }
+    }
     Ok(response)
 }
 
@@ -333,6 +433,19 @@ fn wrong_date(offset_secs: i64) -> hyper::header::HeaderValue {
     );
     let date = if offset_secs >= 0 { now + by } else { now - by };
     httpdate::fmt_http_date(date).parse().unwrap()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    IfMatch,
+    IfNoneMatch,
+}
+
+/// Whether the object at `url` exists upstream now (SeaweedFS answers anonymous requests).
+async fn exists(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> Result<bool, Dropped> {
+    let head = Request::head(url).body(Full::new(Bytes::new())).unwrap();
+    let status = client.request(head).await.map_err(|_| Dropped)?.status();
+    Ok(status != StatusCode::NOT_FOUND)
 }
 
 fn s3_error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {

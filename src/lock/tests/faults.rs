@@ -302,3 +302,43 @@ async fn a_release_beaten_by_a_takeover_of_its_expired_lease_is_still_not_holder
         Err(LockError::NotHolder(_))
     ));
 }
+
+#[tokio::test]
+async fn a_watch_of_an_unreadable_lock_answers_unreadable_and_never_free() {
+    let f = fixture();
+    f.put_raw("junk", "not json").await;
+    // Any index: the watcher's own read of the lock found no lock document, which is not "free".
+    for index in [0, 1] {
+        let watched = f
+            .engine
+            .watch(None, "junk", None, Some(index), Some(5.0))
+            .await;
+        assert!(
+            matches!(watched, Err(LockError::Unreadable(_))),
+            "index {index}: {watched:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_lock_whose_document_turns_unreadable_is_answered_unreadable() {
+    let f = fixture();
+    let a = f.alice_holds_k().await;
+    let watching = f.engine.watch(None, "k", None, Some(a.index), Some(30.0));
+    let spoil = async {
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let current = f.store.inner.get(BUCKET, "locks/k").await.unwrap().unwrap();
+        f.store
+            .inner
+            .put_if_version(BUCKET, "locks/k", Bytes::from("garbage"), &current.version)
+            .await
+            .unwrap();
+        // The watcher reads now rather than at the lease's end.
+        f.engine.peer_hint(BUCKET, "locks/k");
+    };
+    let (watched, ()) = tokio::join!(watching, spoil);
+    assert!(
+        matches!(watched, Err(LockError::Unreadable(_))),
+        "{watched:?}"
+    );
+}
