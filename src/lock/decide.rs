@@ -312,11 +312,15 @@ impl Engine {
                         last_error = "the write timed out and has not landed (yet)".into();
                         break;
                     }
-                    // Something else is stored: our write lost, or landed and was replaced.
-                    let succession = stored
-                        .as_ref()
-                        .and_then(|s| LockDocument::from_bytes(&s.body).ok())
-                        .map_or(Succession::Unknown, |found| found.succession_of(doc));
+                    // Something else is stored: our write lost, or landed and was replaced. No
+                    // object at all (deleted behind our back, which a lock's object never
+                    // should be) keeps no history, and answering from its absence is the truth
+                    // of the lock now: taken as lost.
+                    let succession = match &stored {
+                        None => Succession::Lost,
+                        Some(s) => LockDocument::from_bytes(&s.body)
+                            .map_or(Succession::Unknown, |found| found.succession_of(doc)),
+                    };
                     return match succession {
                         Succession::Replaced => WriteOutcome::Replaced(stored),
                         Succession::Lost => WriteOutcome::Beaten {
