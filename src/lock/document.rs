@@ -337,4 +337,23 @@ mod tests {
         .unwrap();
         assert_eq!(seed.succession_of(&release), Succession::Unknown);
     }
+
+    #[test]
+    fn a_history_that_started_over_does_not_prove_a_write_lost() {
+        // alice's release lands at revision 2; the object is then written by the old module
+        // (no revision, no history) or deleted, and bob's grant and renew reach revision 2
+        // again. Another id at "our" revision proves nothing: it belongs to another chain.
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let held = LockDocument::grant("alice", 60, t0, 1);
+        let release = held.released(t0);
+        let seed = LockDocument::from_bytes(
+            br#"{"expire": 1, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": "old"}"#,
+        )
+        .unwrap();
+        let bob = seed.granted_over("bob", 60, t0, 1).renewed(60, t0);
+        assert_eq!(bob.revision, release.revision);
+        assert_eq!(bob.succession_of(&release), Succession::Unknown);
+        let recreated = LockDocument::grant("bob", 60, t0, 1).renewed(60, t0);
+        assert_eq!(recreated.succession_of(&release), Succession::Unknown);
+    }
 }
