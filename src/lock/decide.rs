@@ -111,6 +111,13 @@ impl Engine {
                 // A no-op answer from a hint could be stale too: confirm with a read.
                 (Verdict::Leave, _) => continue,
             };
+            // A break (the one write with neither owner nor token) takes the lock from whoever
+            // holds it, with no token to check. If an earlier break of this call may have
+            // landed, the holder now may have taken the lock after it: breaking again would
+            // break a lease no admin asked about.
+            if unproven && doc.owner.is_none() && doc.token.is_none() {
+                return Err(LockError::Unconfirmed);
+            }
             let (current_token, expected) = match current {
                 Some((current, version)) => (current.token, Some(version)),
                 None => (None, None),
