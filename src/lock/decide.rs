@@ -166,9 +166,16 @@ impl Engine {
                         self.waiters
                             .observed(&target.bucket, &target.object, current);
                     }
-                    // A grant that has already passed on is not handed out: its token proves
-                    // nothing now. Decide again from what replaced it.
-                    if hands_out_token {
+                    // A lease that has already passed on is not answered as held: a grant's
+                    // token proves nothing now, and a renewed lease that has since been
+                    // released, broken or taken over is no longer its holder's (the engine has
+                    // just read so). Decide again from what replaced it; a renew's refusal then
+                    // is write-unconfirmed, never not-holder, as its write did land.
+                    let still_held = basis.state.as_ref().is_some_and(|(current, _)| {
+                        current.owner.is_some() && current.token == doc.token
+                    });
+                    if hands_out_token || (doc.owner.is_some() && !still_held) {
+                        unproven |= !hands_out_token;
                         next = Some(basis);
                         continue;
                     }

@@ -500,3 +500,29 @@ async fn a_renew_that_landed_and_was_broken_before_the_read_back_is_not_answered
         Err(e) => assert!(matches!(e, LockError::Unconfirmed), "{e:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_renew_that_landed_and_was_renewed_again_by_its_holder_succeeds() {
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let token = a.holder_token().unwrap().to_owned();
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let renew = {
+        let f = f.clone();
+        let token = token.clone();
+        tokio::spawn(async move { f.engine.renew(None, "k", &token, Some(600)).await })
+    };
+    applied.notified().await;
+    // The holder's next renew, through another replica, lands over the first.
+    f.other_replica()
+        .renew(None, "k", &token, Some(600))
+        .await
+        .unwrap();
+    open.notify_one();
+    let view = renew
+        .await
+        .unwrap()
+        .expect("landed, and the lease is still alice's");
+    assert!(view.locked);
+}
