@@ -526,3 +526,70 @@ async fn a_renew_that_landed_and_was_renewed_again_by_its_holder_succeeds() {
         .expect("landed, and the lease is still alice's");
     assert!(view.locked);
 }
+
+#[tokio::test]
+async fn a_read_back_never_puts_the_watch_state_back_to_an_older_one() {
+    // The same race as `a_watch_never_answers_with_a_state_older_than_the_one_it_was_given`
+    // (waiting.rs), now through a read-back: what it read was published as if this process had
+    // just written it, so a read served before a newer local write, and answered after it, put
+    // the lock back to that older state for every watch client.
+    let f = Arc::new(fixture());
+    // A watcher that reads only when it starts, so that the reads below are the ones gated.
+    let quiet = EngineConfig {
+        first_poll: StdDuration::from_secs(3600),
+        max_poll: StdDuration::from_secs(3600),
+        ..config()
+    };
+    let engine = Arc::new(Engine::new(f.store.clone(), f.clock.clone(), quiet));
+    let a = engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let _kept = engine.waiters.watch(BUCKET, "locks/k");
+    tokio::time::sleep(StdDuration::from_millis(20)).await; // its first read is done
+                                                            // alice's release lands; its answer is held back, then the SDK's retry fails on it.
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let release = {
+        let (engine, token) = (engine.clone(), a.holder_token().unwrap().to_owned());
+        tokio::spawn(async move { engine.release(None, "k", &token).await })
+    };
+    applied.notified().await;
+    // bob takes the lock and frees it again, elsewhere.
+    let other = f.other_replica();
+    let bob = other.acquire(None, "k", owner("bob", 60)).await.unwrap();
+    other
+        .release(None, "k", bob.holder_token().unwrap())
+        .await
+        .unwrap();
+    // The release's read-back is served now (the lock free, bob's release naming alice's), but
+    // its answer is slow to come back.
+    let (served, answer) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), answer.clone()));
+    open.notify_one();
+    served.notified().await;
+    // Meanwhile carol takes the lock, here: this process publishes her grant.
+    let carol = engine
+        .acquire(None, "k", owner("carol", 600))
+        .await
+        .unwrap();
+    let client = {
+        let (engine, index) = (engine.clone(), carol.index);
+        tokio::spawn(async move { engine.watch(None, "k", None, Some(index), Some(2.0)).await })
+    };
+    tokio::time::sleep(StdDuration::from_millis(20)).await; // the client is watching
+    answer.notify_one(); // the read-back's answer arrives
+    release.await.unwrap().expect("the release landed");
+    let v = client.await.unwrap().unwrap();
+    assert!(
+        v.index >= carol.index,
+        "watching from index {} answered with index {} (owner {:?}, locked {}) while carol holds it",
+        carol.index,
+        v.index,
+        v.owner,
+        v.locked
+    );
+}
