@@ -161,11 +161,11 @@ impl Engine {
                     return Ok(Settled::Stored(doc, after));
                 }
                 WriteOutcome::Replaced(seen) => {
+                    // What replaced ours was read, not written here: it is not published to
+                    // local waiters and watch clients as a write of this process would be
+                    // (`Waiters::observed`), since a newer local write may have been published
+                    // while the read's answer was on its way. The lock's watcher reads it.
                     let basis = self.fresh_basis(target, seen)?;
-                    if let Some((current, _)) = &basis.state {
-                        self.waiters
-                            .observed(&target.bucket, &target.object, current);
-                    }
                     // A lease that has already passed on is not answered as held: a grant's
                     // token proves nothing now, and a renewed lease that has since been
                     // released, broken or taken over is no longer its holder's (the engine has
