@@ -593,3 +593,28 @@ async fn a_read_back_never_puts_the_watch_state_back_to_an_older_one() {
         v.locked
     );
 }
+
+#[tokio::test]
+async fn a_break_from_a_cache_far_behind_the_lock_still_breaks_it() {
+    // The admin's replica last saw the lock long ago; its holder has renewed it elsewhere more
+    // often than a document remembers. The break's write from that memory fails its
+    // precondition, and the read-back cannot tell whether it landed: that doubt must not stop
+    // the break the admin asked for.
+    let f = fixture();
+    let a = f.alice_holds_k().await;
+    let elsewhere = f.other_replica();
+    for _ in 0..=document::WRITE_HISTORY {
+        elsewhere
+            .renew(None, "k", a.holder_token().unwrap(), Some(600))
+            .await
+            .unwrap();
+    }
+    let broken = f.engine.break_lock(None, "k", "admin").await;
+    assert!(
+        matches!(broken, Ok(ref v) if v.owner.is_none()),
+        "{broken:?}"
+    );
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.owner, None);
+    assert_eq!(stored.token, None);
+}
