@@ -219,7 +219,7 @@ impl ApiError {
                 "the store's answer was lost and the lock changed before the outcome could be \
                  read back: the write may have landed. Either way this token no longer holds the \
                  lock: a release has nothing left to do; after a renew, stop work and acquire \
-                 again"
+                 again; after a break, look at the lock before breaking it again"
                     .into()
             }
             BodyTooLarge => "the request body is larger than this server accepts".into(),

@@ -268,7 +268,7 @@ fn release() {}
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden: not an admin auth token, or no auth configured; or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "lock-not-found: never locked", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "write-unconfirmed (the break may have landed, and the lock changed since: look before breaking again) or lock-unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),

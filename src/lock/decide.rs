@@ -111,6 +111,13 @@ impl Engine {
                 // A no-op answer from a hint could be stale too: confirm with a read.
                 (Verdict::Leave, _) => continue,
             };
+            // A break (the one write with neither owner nor token) takes the lock from whoever
+            // holds it, with no token to check. If an earlier break of this call may have
+            // landed, the holder now may have taken the lock after it: breaking again would
+            // break a lease no admin asked about.
+            if unproven && doc.owner.is_none() && doc.token.is_none() {
+                return Err(LockError::Unconfirmed);
+            }
             let (current_token, expected) = match current {
                 Some((current, version)) => (current.token, Some(version)),
                 None => (None, None),
@@ -154,14 +161,21 @@ impl Engine {
                     return Ok(Settled::Stored(doc, after));
                 }
                 WriteOutcome::Replaced(seen) => {
+                    // What replaced ours was read, not written here: it is not published to
+                    // local waiters and watch clients as a write of this process would be
+                    // (`Waiters::observed`), since a newer local write may have been published
+                    // while the read's answer was on its way. The lock's watcher reads it.
                     let basis = self.fresh_basis(target, seen)?;
-                    if let Some((current, _)) = &basis.state {
-                        self.waiters
-                            .observed(&target.bucket, &target.object, current);
-                    }
-                    // A grant that has already passed on is not handed out: its token proves
-                    // nothing now. Decide again from what replaced it.
-                    if hands_out_token {
+                    // A lease that has already passed on is not answered as held: a grant's
+                    // token proves nothing now, and a renewed lease that has since been
+                    // released, broken or taken over is no longer its holder's (the engine has
+                    // just read so). Decide again from what replaced it; a renew's refusal then
+                    // is write-unconfirmed, never not-holder, as its write did land.
+                    let still_held = basis.state.as_ref().is_some_and(|(current, _)| {
+                        current.owner.is_some() && current.token == doc.token
+                    });
+                    if hands_out_token || (doc.owner.is_some() && !still_held) {
+                        unproven |= !hands_out_token;
                         next = Some(basis);
                         continue;
                     }

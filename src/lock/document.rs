@@ -140,6 +140,12 @@ impl LockDocument {
     /// Whether `ours` (a document this process wrote, whose answer it did not get) landed before
     /// this stored document replaced it. Every write is conditional on the version it replaces,
     /// so the stored history is the one sequence of writes that landed, newest first.
+    ///
+    /// Lost only when the history names another write *over the very document ours was
+    /// written over*: that version was replaced once, and not by us. A revision number alone
+    /// proves nothing, as revisions start over when the object is written by the old module
+    /// (no revision, no history) or deleted and created again; a write at "our" revision in
+    /// the new run is no evidence against ours, which may have landed before the restart.
     pub fn succession_of(&self, ours: &Self) -> Succession {
         let Some(id) = ours.writes.first() else {
             return Succession::Unknown;
@@ -147,10 +153,18 @@ impl LockDocument {
         if self.writes.contains(id) {
             return Succession::Replaced;
         }
-        match self.revision.checked_sub(ours.revision) {
-            Some(back) if usize::try_from(back).is_ok_and(|b| b < self.writes.len()) => {
-                Succession::Lost
-            }
+        let Some(back) = self
+            .revision
+            .checked_sub(ours.revision)
+            .and_then(|b| usize::try_from(b).ok())
+        else {
+            return Succession::Unknown;
+        };
+        // Ours has no predecessor id when written as a create or over a document with no
+        // history (the old module's, or one from before histories): nothing to match then.
+        let before = back.checked_add(1).and_then(|i| self.writes.get(i));
+        match (before, ours.writes.get(1)) {
+            (Some(before), Some(our_before)) if before == our_before => Succession::Lost,
             _ => Succession::Unknown,
         }
     }
@@ -336,5 +350,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(seed.succession_of(&release), Succession::Unknown);
+    }
+
+    #[test]
+    fn a_history_that_started_over_does_not_prove_a_write_lost() {
+        // alice's release lands at revision 2; the object is then written by the old module
+        // (no revision, no history) or deleted, and bob's grant and renew reach revision 2
+        // again. Another id at "our" revision proves nothing: it belongs to another chain.
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let held = LockDocument::grant("alice", 60, t0, 1);
+        let release = held.released(t0);
+        let seed = LockDocument::from_bytes(
+            br#"{"expire": 1, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": "old"}"#,
+        )
+        .unwrap();
+        let bob = seed.granted_over("bob", 60, t0, 1).renewed(60, t0);
+        assert_eq!(bob.revision, release.revision);
+        assert_eq!(bob.succession_of(&release), Succession::Unknown);
+        let recreated = LockDocument::grant("bob", 60, t0, 1).renewed(60, t0);
+        assert_eq!(recreated.succession_of(&release), Succession::Unknown);
+    }
+
+    #[test]
+    fn a_hostile_revision_at_the_top_of_its_range_tells_nothing_and_does_not_panic() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let ours = LockDocument::grant("alice", 60, t0, 1);
+        let mut hostile = ours.renewed(60, t0);
+        hostile.writes = vec![WriteId("x".into()), WriteId("y".into())];
+        hostile.revision = u64::MAX;
+        assert_eq!(hostile.succession_of(&ours), Succession::Unknown);
+        let renewed = ours.renewed(60, t0);
+        assert_eq!(hostile.succession_of(&renewed), Succession::Unknown);
     }
 }

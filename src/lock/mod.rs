@@ -356,6 +356,12 @@ impl Engine {
         by: &str,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
+        // A break decides from a fresh read, never from this process's memory of the lock: a
+        // write from a memory far behind the lock fails, and its read-back cannot tell whether
+        // it landed, which would leave the break unconfirmed rather than made (a break that
+        // may have landed is never made again over whoever holds the lock now). Breaks are
+        // rare; the read is cheap.
+        self.cache.forget(&target.bucket, &target.object);
         // Who held it and their fencing token, as the decision that wrote last saw them.
         let mut broken_from: Option<(String, u64)> = None;
         let decided = self

@@ -342,3 +342,279 @@ async fn a_watched_lock_whose_document_turns_unreadable_is_answered_unreadable()
         "{watched:?}"
     );
 }
+// Review of the write history (review-decide).
+
+/// A lock written unconditionally by the old module, then taken through s3lock again: its
+/// revisions start over, so a revision number alone no longer says which write a history
+/// entry is.
+async fn the_old_module_writes_over(f: &Fixture, key: &str, owner: &str) {
+    f.store
+        .inner
+        .delete(BUCKET, &format!("locks/{key}"))
+        .await
+        .unwrap();
+    f.put_raw(
+        key,
+        &format!(
+            r#"{{"expire": 1, "lock_time": "2020-01-01T00:00:00+00:00", "release_time": null, "owner": "{owner}"}}"#
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_release_that_landed_is_not_refused_after_the_old_module_started_the_revisions_over() {
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let token = a.holder_token().unwrap().to_owned();
+    // The release lands (revision 2); its answer is held back and the SDK's retry fails its
+    // precondition on our own write.
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let release = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.release(None, "k", &token).await })
+    };
+    applied.notified().await;
+    // The old module writes the freed lock unconditionally (no revision, no history), its lease
+    // runs out, and bob takes the lock through s3lock and renews once: revision 2 again, with a
+    // history of writes that never knew ours.
+    the_old_module_writes_over(&f, "k", "legacy").await;
+    let bob_replica = f.other_replica();
+    let bob = bob_replica
+        .acquire(None, "k", owner("bob", 60))
+        .await
+        .unwrap();
+    bob_replica
+        .renew(None, "k", bob.holder_token().unwrap(), Some(60))
+        .await
+        .unwrap();
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.revision, 2, "the revisions started over");
+    open.notify_one();
+    let answer = release.await.unwrap();
+    assert!(
+        matches!(answer, Err(LockError::Unconfirmed) | Ok(_)),
+        "the release landed: it must not be answered not-holder, got {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_break_whose_landing_cannot_be_proven_does_not_break_the_next_holder() {
+    let f = Arc::new(fixture());
+    f.alice_holds_k().await;
+    // The admin's break lands; its answer is held back and the SDK's retry fails its
+    // precondition on our own write.
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let broken = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.break_lock(None, "k", "admin").await })
+    };
+    applied.notified().await;
+    // bob takes the freed lock and renews it more often than a document remembers.
+    let bob_replica = f.other_replica();
+    let bob = bob_replica
+        .acquire(None, "k", owner("bob", 60))
+        .await
+        .unwrap();
+    for _ in 0..document::WRITE_HISTORY {
+        bob_replica
+            .renew(None, "k", bob.holder_token().unwrap(), Some(60))
+            .await
+            .unwrap();
+    }
+    open.notify_one();
+    let answer = broken.await.unwrap();
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(
+        stored.owner.as_deref(),
+        Some("bob"),
+        "nobody asked to break bob's lease (the break answered {answer:?})"
+    );
+    assert_eq!(stored.token, bob.token);
+    assert!(matches!(answer, Err(LockError::Unconfirmed)), "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_break_that_landed_does_not_break_the_next_holder_after_the_revisions_started_over() {
+    let f = Arc::new(fixture());
+    f.alice_holds_k().await;
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let broken = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.break_lock(None, "k", "admin").await })
+    };
+    applied.notified().await;
+    // The lock object is written over by the old module (or deleted and created again): bob
+    // then takes it through s3lock at revisions that repeat those of alice's lock.
+    the_old_module_writes_over(&f, "k", "legacy").await;
+    let bob_replica = f.other_replica();
+    let bob = bob_replica
+        .acquire(None, "k", owner("bob", 60))
+        .await
+        .unwrap();
+    bob_replica
+        .renew(None, "k", bob.holder_token().unwrap(), Some(60))
+        .await
+        .unwrap();
+    open.notify_one();
+    let answer = broken.await.unwrap();
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(
+        stored.owner.as_deref(),
+        Some("bob"),
+        "the break landed on alice's lease; bob's must stand (the break answered {answer:?})"
+    );
+    assert_eq!(stored.token, bob.token);
+}
+
+#[tokio::test]
+async fn a_renew_that_landed_and_was_broken_before_the_read_back_is_not_answered_as_held() {
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let token = a.holder_token().unwrap().to_owned();
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let renew = {
+        let f = f.clone();
+        tokio::spawn(async move { f.engine.renew(None, "k", &token, Some(600)).await })
+    };
+    applied.notified().await;
+    // An admin breaks the renewed lease and bob takes the lock, all before alice's read-back.
+    let other = f.other_replica();
+    other.break_lock(None, "k", "admin").await.unwrap();
+    let bob = other.acquire(None, "k", owner("bob", 600)).await.unwrap();
+    open.notify_one();
+    let answer = renew.await.unwrap();
+    // The engine has read bob's grant: telling alice she holds the lock for ten more minutes
+    // sends her back to work beside bob, on a lease it knows is gone.
+    match &answer {
+        Ok(view) => assert!(
+            !view.locked && view.ttl_remaining_ms == 0,
+            "alice is told she holds the lock bob holds (fencing {} vs {}): {view:?}",
+            view.fencing_token,
+            bob.fencing_token
+        ),
+        Err(e) => assert!(matches!(e, LockError::Unconfirmed), "{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_renew_that_landed_and_was_renewed_again_by_its_holder_succeeds() {
+    let f = Arc::new(fixture());
+    let a = f.alice_holds_k().await;
+    let token = a.holder_token().unwrap().to_owned();
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let renew = {
+        let f = f.clone();
+        let token = token.clone();
+        tokio::spawn(async move { f.engine.renew(None, "k", &token, Some(600)).await })
+    };
+    applied.notified().await;
+    // The holder's next renew, through another replica, lands over the first.
+    f.other_replica()
+        .renew(None, "k", &token, Some(600))
+        .await
+        .unwrap();
+    open.notify_one();
+    let view = renew
+        .await
+        .unwrap()
+        .expect("landed, and the lease is still alice's");
+    assert!(view.locked);
+}
+
+#[tokio::test]
+async fn a_read_back_never_puts_the_watch_state_back_to_an_older_one() {
+    // The same race as `a_watch_never_answers_with_a_state_older_than_the_one_it_was_given`
+    // (waiting.rs), now through a read-back: what it read was published as if this process had
+    // just written it, so a read served before a newer local write, and answered after it, put
+    // the lock back to that older state for every watch client.
+    let f = Arc::new(fixture());
+    // A watcher that reads only when it starts, so that the reads below are the ones gated.
+    let quiet = EngineConfig {
+        first_poll: StdDuration::from_secs(3600),
+        max_poll: StdDuration::from_secs(3600),
+        ..config()
+    };
+    let engine = Arc::new(Engine::new(f.store.clone(), f.clock.clone(), quiet));
+    let a = engine
+        .acquire(None, "k", owner("alice", 600))
+        .await
+        .unwrap();
+    let _kept = engine.waiters.watch(BUCKET, "locks/k");
+    tokio::time::sleep(StdDuration::from_millis(20)).await; // its first read is done
+                                                            // alice's release lands; its answer is held back, then the SDK's retry fails on it.
+    f.store.set(Some(Fault::RetryIntoOwnWrite));
+    let (applied, open) = f.store.hold_next_write_answer();
+    let release = {
+        let (engine, token) = (engine.clone(), a.holder_token().unwrap().to_owned());
+        tokio::spawn(async move { engine.release(None, "k", &token).await })
+    };
+    applied.notified().await;
+    // bob takes the lock and frees it again, elsewhere.
+    let other = f.other_replica();
+    let bob = other.acquire(None, "k", owner("bob", 60)).await.unwrap();
+    other
+        .release(None, "k", bob.holder_token().unwrap())
+        .await
+        .unwrap();
+    // The release's read-back is served now (the lock free, bob's release naming alice's), but
+    // its answer is slow to come back.
+    let (served, answer) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *f.store.slow_next_read.lock().unwrap() = Some((served.clone(), answer.clone()));
+    open.notify_one();
+    served.notified().await;
+    // Meanwhile carol takes the lock, here: this process publishes her grant.
+    let carol = engine
+        .acquire(None, "k", owner("carol", 600))
+        .await
+        .unwrap();
+    let client = {
+        let (engine, index) = (engine.clone(), carol.index);
+        tokio::spawn(async move { engine.watch(None, "k", None, Some(index), Some(2.0)).await })
+    };
+    tokio::time::sleep(StdDuration::from_millis(20)).await; // the client is watching
+    answer.notify_one(); // the read-back's answer arrives
+    release.await.unwrap().expect("the release landed");
+    let v = client.await.unwrap().unwrap();
+    assert!(
+        v.index >= carol.index,
+        "watching from index {} answered with index {} (owner {:?}, locked {}) while carol holds it",
+        carol.index,
+        v.index,
+        v.owner,
+        v.locked
+    );
+}
+
+#[tokio::test]
+async fn a_break_from_a_cache_far_behind_the_lock_still_breaks_it() {
+    // The admin's replica last saw the lock long ago; its holder has renewed it elsewhere more
+    // often than a document remembers. The break's write from that memory fails its
+    // precondition, and the read-back cannot tell whether it landed: that doubt must not stop
+    // the break the admin asked for.
+    let f = fixture();
+    let a = f.alice_holds_k().await;
+    let elsewhere = f.other_replica();
+    for _ in 0..=document::WRITE_HISTORY {
+        elsewhere
+            .renew(None, "k", a.holder_token().unwrap(), Some(600))
+            .await
+            .unwrap();
+    }
+    let broken = f.engine.break_lock(None, "k", "admin").await;
+    assert!(
+        matches!(broken, Ok(ref v) if v.owner.is_none()),
+        "{broken:?}"
+    );
+    let stored = LockDocument::from_bytes(&f.stored("k").await.unwrap()).unwrap();
+    assert_eq!(stored.owner, None);
+    assert_eq!(stored.token, None);
+}
