@@ -65,6 +65,11 @@ impl WriteId {
     fn generate() -> Self {
         Self(format!("{:016x}", rand::random::<u64>()))
     }
+
+    /// As [`WriteId::generate`] makes them. Anything else was written by hand into the bucket.
+    fn is_well_formed(&self) -> bool {
+        self.0.len() == 16 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
 }
 
 /// What a read-back learns from the document it found in place of the one it wrote.
@@ -132,7 +137,17 @@ impl LockDocument {
     fn written_over(mut self, previous: &Self) -> Self {
         self.revision = previous.revision.saturating_add(1);
         self.writes = std::iter::once(WriteId::generate())
-            .chain(previous.writes.iter().take(WRITE_HISTORY - 1).cloned())
+            // A history is carried only as far as its ids are ours: garbage written into the
+            // bucket by hand is not copied forward (and cutting, not skipping, keeps every id
+            // at the position its revision gives it).
+            .chain(
+                previous
+                    .writes
+                    .iter()
+                    .take_while(|id| id.is_well_formed())
+                    .take(WRITE_HISTORY - 1)
+                    .cloned(),
+            )
             .collect();
         self
     }
@@ -381,5 +396,19 @@ mod tests {
         assert_eq!(hostile.succession_of(&ours), Succession::Unknown);
         let renewed = ours.renewed(60, t0);
         assert_eq!(hostile.succession_of(&renewed), Succession::Unknown);
+    }
+
+    #[test]
+    fn a_history_is_carried_forward_only_up_to_an_id_that_is_not_ours() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let mut doc = LockDocument::grant("alice", 60, t0, 1).renewed(60, t0);
+        doc.writes.insert(1, WriteId("x".repeat(10_000)));
+        let next = doc.renewed(60, t0);
+        assert_eq!(
+            next.writes.len(),
+            2,
+            "the new id and the one before the garbage"
+        );
+        assert_eq!(next.writes[1], doc.writes[0]);
     }
 }
