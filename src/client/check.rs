@@ -173,33 +173,50 @@ pub async fn run(config: CheckConfig) -> CheckReport {
     report
 }
 
-/// One client's way to the replicas. Client `i` starts on replica `i % n` and moves to the next
-/// whenever a request gets no answer (its replica refused the connection, or the connection broke
-/// mid-request): the clients of a replica that was killed carry on through the others at once,
-/// so they stay spread over the replicas that are up.
+/// One client's way to the replicas. Client `i` has replica `i % n` as its own and moves to the
+/// next whenever a request gets no answer (its replica refused the connection, or the connection
+/// broke mid-request): the clients of a replica that was killed carry on through the others at
+/// once. A client goes back to its own replica [`BACK_HOME_AFTER`] after it left, so the clients
+/// stay spread over the replicas once a killed one is up again.
 struct Replicas {
     clients: Vec<LockClient>,
+    home: usize,
     current: usize,
+    /// When this client left its own replica; `None` while it is there.
+    left_home: Option<Instant>,
 }
+
+/// Longer than a replica takes to restart, short against a run.
+const BACK_HOME_AFTER: Duration = Duration::from_secs(3);
 
 impl Replicas {
     fn new(urls: &[String], bearer: Option<SecretString>, client: usize) -> Self {
+        let home = client % urls.len();
         Self {
             clients: urls
                 .iter()
                 .map(|u| LockClient::new(u, bearer.clone()))
                 .collect(),
-            current: client % urls.len(),
+            home,
+            current: home,
+            left_home: None,
         }
     }
 
-    fn current(&self) -> &LockClient {
+    fn current(&mut self) -> &LockClient {
+        if self
+            .left_home
+            .is_some_and(|at| at.elapsed() >= BACK_HOME_AFTER)
+        {
+            (self.current, self.left_home) = (self.home, None);
+        }
         &self.clients[self.current]
     }
 
     fn move_on_after(&mut self, e: &ClientError) {
         if matches!(e, ClientError::Unreachable(_) | ClientError::Transport(_)) {
             self.current = (self.current + 1) % self.clients.len();
+            self.left_home = (self.current != self.home).then(Instant::now);
         }
     }
 }
