@@ -496,4 +496,24 @@ mod release_tests {
             .collect();
         assert_eq!(overlapped, [2, 3], "{v:?}");
     }
+
+    #[test]
+    fn a_client_that_left_its_replica_goes_back_to_it_after_a_while() {
+        let urls = [
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let mut replicas = Replicas::new(&urls, None, 2);
+        assert_eq!(replicas.current().base(), urls[0]);
+        replicas.move_on_after(&ClientError::Held {
+            owner: "o".into(),
+            expires_at: String::new(),
+            retry_after: None,
+        });
+        assert_eq!(replicas.current().base(), urls[0], "an answer is no reason");
+        replicas.move_on_after(&ClientError::Unreachable("refused".into()));
+        assert_eq!(replicas.current().base(), urls[1]);
+        replicas.left_home = Instant::now().checked_sub(BACK_HOME_AFTER);
+        assert_eq!(replicas.current().base(), urls[0]);
+    }
 }
