@@ -17,7 +17,7 @@ use crate::wire::HolderToken;
 
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
-    /// Base URLs of the replicas; client `i` talks to `urls[i % len]`.
+    /// Base URLs of the replicas; client `i` starts on `urls[i % len]` (see [`Replicas`]).
     pub urls: Vec<String>,
     pub bearer: Option<SecretString>,
     pub clients: usize,
@@ -34,12 +34,16 @@ pub struct CheckConfig {
 
 /// One hold as its client saw it: from the grant's answer arriving to just before its release
 /// was sent. If the lock is safe, two holds of a key can never overlap: the next grant can only
-/// be made after the release, which is sent after `end`.
+/// be made after the release, which is sent after `end`. A hold whose release reached no server
+/// (every attempt found its replica down) was never released: it lasts until its lease could
+/// end at the earliest, `ttl` after its acquire was sent, and `end` is then that moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Grant {
     pub key: String,
     pub client: usize,
     pub fencing_token: u64,
+    /// No release of this hold reached a server before its lease could end.
+    pub unreleased: bool,
     #[serde(skip)]
     pub start: Instant,
     #[serde(skip)]
@@ -90,10 +94,7 @@ pub async fn run(config: CheckConfig) -> CheckReport {
         .map(|client| {
             let config = config.clone();
             let (grants, tally) = (grants.clone(), tally.clone());
-            let api = LockClient::new(
-                &config.urls[client % config.urls.len()],
-                config.bearer.clone(),
-            );
+            let mut replicas = Replicas::new(&config.urls, config.bearer.clone(), client);
             tokio::spawn(async move {
                 let owner = format!("check-client-{client}");
                 let mut after_error = Backoff::constant(Duration::from_millis(20));
@@ -106,7 +107,8 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                     // The lease runs from the grant, which comes after the acquire is sent: counted
                     // from here, "inside the lease" is never overestimated.
                     let sent = Instant::now();
-                    let granted = match api
+                    let granted = match replicas
+                        .current()
                         .acquire(&key, Some(&owner), Some(config.ttl), Some(config.wait))
                         .await
                     {
@@ -115,8 +117,11 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                             tally.lock().unwrap().refusals += 1;
                             continue;
                         }
-                        Err(_) => {
+                        // A grant whose answer was lost is held by nobody the checker knows until
+                        // its lease runs out: it delays others, it cannot make two holders.
+                        Err(e) => {
                             tally.lock().unwrap().errors += 1;
+                            replicas.move_on_after(&e);
                             after_error.wait().await;
                             continue;
                         }
@@ -130,13 +135,24 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                         .clone()
                         .map(HolderToken::into_exposed)
                         .unwrap_or_default();
-                    release_until_answered(&api, &key, &token, client, &tally, sent, config.ttl)
-                        .await;
+                    let ttl = Duration::from_secs(config.ttl);
+                    let reached = release_until_answered(
+                        &mut replicas,
+                        &key,
+                        &token,
+                        client,
+                        &tally,
+                        sent,
+                        ttl,
+                    )
+                    .await;
+                    let (end, unreleased) = held_until(end, sent, ttl, reached);
                     let ms = |t: Instant| t.duration_since(origin).as_secs_f64() * 1000.0;
                     grants.lock().unwrap().push(Grant {
                         key,
                         client,
                         fencing_token: granted.fencing_token,
+                        unreleased,
                         start,
                         end,
                         start_ms: ms(start),
@@ -161,45 +177,120 @@ pub async fn run(config: CheckConfig) -> CheckReport {
     report
 }
 
-/// Releases, retrying while the answer proves nothing (store unavailable, transport). A refusal
-/// while the lease cannot have run out yet is a lost release.
+/// One client's way to the replicas. Client `i` has replica `i % n` as its own and moves to the
+/// next whenever a request gets no answer (its replica refused the connection, or the connection
+/// broke mid-request): the clients of a replica that was killed carry on through the others at
+/// once. A client goes back to its own replica [`BACK_HOME_AFTER`] after it left, so the clients
+/// stay spread over the replicas once a killed one is up again.
+struct Replicas {
+    clients: Vec<LockClient>,
+    home: usize,
+    current: usize,
+    /// When this client left its own replica; `None` while it is there.
+    left_home: Option<Instant>,
+}
+
+/// Longer than a replica takes to restart, short against a run.
+const BACK_HOME_AFTER: Duration = Duration::from_secs(3);
+
+impl Replicas {
+    fn new(urls: &[String], bearer: Option<SecretString>, client: usize) -> Self {
+        let home = client % urls.len();
+        Self {
+            clients: urls
+                .iter()
+                .map(|u| LockClient::new(u, bearer.clone()))
+                .collect(),
+            home,
+            current: home,
+            left_home: None,
+        }
+    }
+
+    fn current(&mut self) -> &LockClient {
+        if self
+            .left_home
+            .is_some_and(|at| at.elapsed() >= BACK_HOME_AFTER)
+        {
+            (self.current, self.left_home) = (self.home, None);
+        }
+        &self.clients[self.current]
+    }
+
+    fn move_on_after(&mut self, e: &ClientError) {
+        if matches!(e, ClientError::Unreachable(_) | ClientError::Transport(_)) {
+            self.current = (self.current + 1) % self.clients.len();
+            self.left_home = (self.current != self.home).then(Instant::now);
+        }
+    }
+}
+
+/// Releases, retrying while the answer proves nothing (store unavailable, transport), and
+/// returns when the first attempt that may have reached a server was sent (`None`: none did).
+/// A refusal while the lease cannot have run out yet is a lost release, unless an earlier
+/// attempt may have landed: the lock may then have passed on since, and the refusal proves
+/// nothing.
 async fn release_until_answered(
-    api: &LockClient,
+    replicas: &mut Replicas,
     key: &str,
     token: &str,
     client: usize,
     tally: &Mutex<CheckReport>,
     sent: Instant,
-    ttl: u64,
-) {
+    ttl: Duration,
+) -> Option<Instant> {
     let mut after_error = Backoff::constant(Duration::from_millis(50));
+    let mut reached = None;
     for _ in 0..20 {
-        match api.release(key, token).await {
-            Ok(_) => return,
+        let earlier_reached = reached.is_some();
+        let attempt = Instant::now();
+        let result = replicas.current().release(key, token).await;
+        if !matches!(result, Err(ClientError::Unreachable(_))) {
+            reached.get_or_insert(attempt);
+        }
+        match result {
+            Ok(_) => return reached,
             Err(ClientError::WriteUnconfirmed { .. }) => {
                 tally.lock().unwrap().unconfirmed_releases += 1;
-                return;
+                return reached;
             }
             Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound)) => {
+                let mut tally = tally.lock().unwrap();
                 // Past the lease, losing the lock is the lease doing its job.
-                if sent.elapsed() < Duration::from_secs(ttl) {
-                    tally
-                        .lock()
-                        .unwrap()
-                        .violations
-                        .push(Violation::LostRelease {
-                            key: key.to_owned(),
-                            client,
-                            detail: e.to_string(),
-                        });
+                if earlier_reached {
+                    tally.errors += 1;
+                } else if sent.elapsed() < ttl {
+                    tally.violations.push(Violation::LostRelease {
+                        key: key.to_owned(),
+                        client,
+                        detail: e.to_string(),
+                    });
                 }
-                return;
+                return reached;
             }
-            Err(_) => {
+            Err(e) => {
                 tally.lock().unwrap().errors += 1;
+                replicas.move_on_after(&e);
                 after_error.wait().await;
             }
         }
+    }
+    reached
+}
+
+/// When a hold ended, for overlap purposes, and whether it ended unreleased: at `end` when a
+/// release may have reached a server from then on; when none did before the lease could end
+/// (`ttl` after the acquire was `sent`), the lock stayed held until then.
+fn held_until(
+    end: Instant,
+    sent: Instant,
+    ttl: Duration,
+    release_reached: Option<Instant>,
+) -> (Instant, bool) {
+    let lease_end = sent + ttl;
+    match release_reached {
+        Some(at) if at <= lease_end => (end, false),
+        _ => (lease_end.max(end), true),
     }
 }
 
@@ -212,11 +303,17 @@ pub fn find_violations(grants: &[Grant]) -> Vec<Violation> {
     let mut violations = Vec::new();
     for list in by_key.values_mut() {
         list.sort_by_key(|g| g.start);
+        // Compared with the earlier hold that lasts longest, not only the one just before: an
+        // unreleased hold may outlast several grants after it.
+        let mut longest = list[0];
         for pair in list.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            if b.start < a.end {
+            if a.end > longest.end {
+                longest = a;
+            }
+            if b.start < longest.end {
                 violations.push(Violation::Overlap {
-                    first: a.clone(),
+                    first: longest.clone(),
                     second: b.clone(),
                 });
             }
@@ -235,7 +332,7 @@ pub fn find_violations(grants: &[Grant]) -> Vec<Violation> {
 mod tests {
     use super::*;
 
-    fn grant(
+    pub(super) fn grant(
         key: &str,
         client: usize,
         fencing_token: u64,
@@ -247,6 +344,7 @@ mod tests {
             key: key.into(),
             client,
             fencing_token,
+            unreleased: false,
             start: origin + Duration::from_millis(start_ms),
             end: origin + Duration::from_millis(end_ms),
             start_ms: start_ms as f64,
@@ -283,5 +381,147 @@ mod tests {
             matches!(v.as_slice(), [Violation::FencingOutOfOrder { .. }]),
             "{v:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A lock server that takes each request and answers it with the next of `answers`: `None`
+    /// closes the connection after reading the request (the answer is lost), `Some` sends it.
+    async fn scripted_server(answers: Vec<Option<&'static str>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                if let Some(body) = answer {
+                    let response = format!(
+                        "HTTP/1.1 409 Conflict\r\ncontent-type: application/problem+json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                }
+            }
+        });
+        url
+    }
+
+    const NOT_HOLDER: &str = r#"{"type":"urn:s3lock:problem:not-holder","title":"t","status":409,"detail":"the token does not hold this lock"}"#;
+
+    #[tokio::test]
+    async fn a_refusal_after_a_release_whose_answer_was_lost_is_an_error_not_a_lost_release() {
+        // The first release may have landed (its answer was lost), and the lock passed on since:
+        // the refusal of the retry proves nothing.
+        let url = scripted_server(vec![None, Some(NOT_HOLDER)]).await;
+        let tally = Mutex::new(CheckReport::default());
+        let mut replicas = Replicas::new(&[url], None, 0);
+        let ttl = Duration::from_secs(30);
+        release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
+        let tally = tally.into_inner().unwrap();
+        assert!(tally.violations.is_empty(), "{:?}", tally.violations);
+        assert_eq!(tally.errors, 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_a_first_release_inside_the_lease_is_a_lost_release() {
+        let url = scripted_server(vec![Some(NOT_HOLDER)]).await;
+        let tally = Mutex::new(CheckReport::default());
+        let mut replicas = Replicas::new(&[url], None, 0);
+        let ttl = Duration::from_secs(30);
+        release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
+        let tally = tally.into_inner().unwrap();
+        assert!(
+            matches!(tally.violations.as_slice(), [Violation::LostRelease { .. }]),
+            "{:?}",
+            tally.violations
+        );
+    }
+
+    #[tokio::test]
+    async fn a_release_that_finds_its_replica_down_is_sent_to_the_next_one() {
+        let down = closed_url();
+        let up = scripted_server(vec![Some(NOT_HOLDER)]).await;
+        let tally = Mutex::new(CheckReport::default());
+        let mut replicas = Replicas::new(&[down, up], None, 0);
+        let ttl = Duration::from_secs(30);
+        let reached =
+            release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
+        let tally = tally.into_inner().unwrap();
+        assert!(reached.is_some());
+        assert_eq!(tally.errors, 1);
+        // Nothing was sent to the replica that was down: the refusal is the first answer.
+        assert!(
+            matches!(tally.violations.as_slice(), [Violation::LostRelease { .. }]),
+            "{:?}",
+            tally.violations
+        );
+    }
+
+    fn closed_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    }
+
+    #[test]
+    fn a_hold_whose_release_reached_no_server_lasts_until_its_lease_could_end() {
+        let sent = Instant::now();
+        let end = sent + Duration::from_millis(10);
+        let ttl = Duration::from_secs(10);
+        assert_eq!(held_until(end, sent, ttl, None), (sent + ttl, true));
+        assert_eq!(
+            held_until(end, sent, ttl, Some(sent + Duration::from_secs(11))),
+            (sent + ttl, true)
+        );
+        assert_eq!(held_until(end, sent, ttl, Some(end)), (end, false));
+    }
+
+    #[test]
+    fn a_grant_inside_an_unreleased_hold_is_an_overlap_even_after_other_grants() {
+        let o = Instant::now();
+        let ms = |m| o + Duration::from_millis(m);
+        let (end, unreleased) = held_until(ms(5), o, Duration::from_secs(1), None);
+        let mut first = super::tests::grant("a", 1, 1, 0, 5, o);
+        (first.end, first.unreleased) = (end, unreleased);
+        let v = find_violations(&[
+            first,
+            super::tests::grant("a", 2, 2, 100, 110, o),
+            super::tests::grant("a", 3, 3, 200, 210, o),
+        ]);
+        let overlapped: Vec<usize> = v
+            .iter()
+            .filter_map(|v| match v {
+                Violation::Overlap { first, second } if first.client == 1 => Some(second.client),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(overlapped, [2, 3], "{v:?}");
+    }
+
+    #[test]
+    fn a_client_that_left_its_replica_goes_back_to_it_after_a_while() {
+        let urls = [
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let mut replicas = Replicas::new(&urls, None, 2);
+        assert_eq!(replicas.current().base(), urls[0]);
+        replicas.move_on_after(&ClientError::Held {
+            owner: "o".into(),
+            expires_at: String::new(),
+            retry_after: None,
+        });
+        assert_eq!(replicas.current().base(), urls[0], "an answer is no reason");
+        replicas.move_on_after(&ClientError::Unreachable("refused".into()));
+        assert_eq!(replicas.current().base(), urls[1]);
+        replicas.left_home = Instant::now().checked_sub(BACK_HOME_AFTER);
+        assert_eq!(replicas.current().base(), urls[0]);
     }
 }

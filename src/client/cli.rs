@@ -45,7 +45,9 @@ pub fn exit_code(e: &ClientError) -> u8 {
         ClientError::Problem {
             status: 401 | 403, ..
         } => exit::AUTH,
-        ClientError::Problem { .. } | ClientError::Transport(_) => exit::ERROR,
+        ClientError::Problem { .. } | ClientError::Transport(_) | ClientError::Unreachable(_) => {
+            exit::ERROR
+        }
     }
 }
 

@@ -57,9 +57,14 @@ pub enum ClientError {
         kind: String,
         detail: String,
     },
-    /// The server could not be reached or answered something that is not the API.
+    /// The server answered something that is not the API, or the connection broke after the
+    /// request went out: it may have been carried out.
     #[error("cannot talk to the lock server: {0}")]
     Transport(String),
+    /// No connection could be made (refused, or timed out connecting): nothing was sent, so the
+    /// request was certainly not carried out.
+    #[error("cannot reach the lock server: {0}")]
+    Unreachable(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,10 +221,13 @@ impl LockClient {
             value.set_sensitive(true);
             req = req.header(reqwest::header::AUTHORIZATION, value);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                ClientError::Unreachable(e.to_string())
+            } else {
+                ClientError::Transport(e.to_string())
+            }
+        })?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()

@@ -88,6 +88,9 @@ struct Behaviour {
     next: Option<NextFaults>,
     /// Applied to a random share of requests.
     random: Option<(f64, Fault)>,
+    /// More random faults, each with its own share and optionally one method, tried in order
+    /// after `random`: one proxy can lose some writes' answers and also answer some calls itself.
+    random_also: Vec<(f64, Option<hyper::Method>, Fault)>,
     strip_conditions: bool,
     strip_date: bool,
     aws: Option<AwsAnswers>,
@@ -115,6 +118,12 @@ impl FaultProxy {
     /// test's runtime ends.
     pub async fn start(upstream: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, upstream)
+    }
+
+    /// Starts a proxy on a listener the caller bound (a fixed port, for a proxy run as its own
+    /// process by `examples/fault_proxy.rs`).
+    pub fn start_on(listener: TcpListener, upstream: &str) -> Self {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(Behaviour::default()));
         let client: Client<HttpConnector, Full<Bytes>> =
@@ -203,6 +212,13 @@ impl FaultProxy {
         self.with(|b| b.random = Some((probability, fault)));
     }
 
+    /// Besides any other random fault, each request (of `method`, when given) meets `fault`
+    /// with this probability.
+    pub fn add_random_fault(&self, probability: f64, method: Option<&str>, fault: Fault) {
+        let method = method.map(|m| hyper::Method::from_bytes(m.as_bytes()).unwrap());
+        self.with(|b| b.random_also.push((probability, method, fault)));
+    }
+
     pub fn strip_conditions(&self, on: bool) {
         self.with(|b| b.strip_conditions = on);
     }
@@ -225,6 +241,7 @@ impl FaultProxy {
             b.always = None;
             b.next = None;
             b.random = None;
+            b.random_also.clear();
             b.strip_conditions = false;
             b.strip_date = false;
             b.aws = None;
@@ -283,6 +300,14 @@ fn decide(
                 fault = Some(f);
             }
         }
+    }
+    if fault.is_none() {
+        fault = b
+            .random_also
+            .iter()
+            .filter(|(_, only, _)| only.as_ref().is_none_or(|m| m == method))
+            .find(|(p, _, _)| rand::rng().random_bool(*p))
+            .map(|(_, _, f)| *f);
     }
     if let Some(f) = fault {
         let kind = match f {
