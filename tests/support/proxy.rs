@@ -223,7 +223,6 @@ impl FaultProxy {
         self.with(|b| b.strip_conditions = on);
     }
 
-    /// Heals every fault and latency; keeps the counts.
     /// Answers reach the client without a `Date` header.
     pub fn strip_date(&self, on: bool) {
         self.with(|b| b.strip_date = on);
@@ -235,6 +234,7 @@ impl FaultProxy {
         self.with(|b| b.aws = shape);
     }
 
+    /// Heals every fault and latency; keeps the counts.
     pub fn heal(&self) {
         self.with(|b| {
             b.latency = Latency::None;
