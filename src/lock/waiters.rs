@@ -509,6 +509,28 @@ mod tests {
         assert_eq!(first, Ok(Some(Ok(None))));
     }
 
+    #[tokio::test]
+    async fn past_the_cap_a_new_lock_is_refused_while_a_watched_one_is_joined() {
+        let waiters = waiters(); // at most 3 locks
+        let held: Vec<_> = (0..3)
+            .map(|i| waiters.watch("b", &format!("k{i}")).unwrap())
+            .collect();
+        assert_eq!(
+            waiters.watch("b", "k3").err(),
+            Some(TooManyWatched { max: 3 })
+        );
+        assert!(waiters.register("b", "k3").is_err());
+        let joined = waiters.register("b", "k0").expect("k0 is watched already");
+        let also = waiters.watch("b", "k1").expect("k1 is watched already");
+        assert_eq!(waiters.waited_locks(), 3);
+        drop((joined, also));
+        drop(held);
+        assert!(
+            waiters.watch("b", "k3").is_ok(),
+            "the cap counts locks watched now"
+        );
+    }
+
     #[test]
     fn two_waiters_of_a_one_off_key_leaving_at_once_leave_no_entry_behind() {
         let waiters = Arc::new(waiters());

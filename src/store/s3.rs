@@ -152,6 +152,7 @@ impl S3Store {
             Ok(_) => None,
             Err(StoreError::PreconditionFailed) => Some("precondition_failed"),
             Err(StoreError::Unavailable(_)) => Some("unavailable"),
+            // Not reached: a call that got no slot is not a call (see `slot_of`).
             Err(StoreError::NotSent(_)) => Some("not_sent"),
             Err(StoreError::NoSuchBucket(_)) => Some("no_such_bucket"),
             Err(StoreError::Other(_)) => Some("other"),
