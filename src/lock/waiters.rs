@@ -6,6 +6,13 @@
 //! only the first is told to try (no thundering herd), and the next only once that one has
 //! left the queue without the lock.
 //!
+//! The store reads are what a replica's watchers cost, so they are bounded: a lock with blocked
+//! acquirers is read soon and then backs off (it may be handed on at any moment), a lock followed
+//! by watch clients alone is read at the slow rate from the first, and at most
+//! `max_watched_locks` locks are watched at once ([`TooManyWatched`] past it; a lock already
+//! watched may always be joined). Watchers read through the store's background handle, behind
+//! lock decisions.
+//!
 //! The watcher also learns without reading: a write by this process publishes its result
 //! ([`Waiters::observed`]), so a release hands the lock to a local waiter at once and a watch
 //! sees the change with no store read; and a peer replica's hint ([`Waiters::poke`]) makes it
