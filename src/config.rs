@@ -81,6 +81,16 @@ pub struct ServeArgs {
     /// (and counted in s3lock_connections_refused_total). Each blocked waiter holds one.
     #[arg(long, env = "S3LOCK_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
+    /// Lock requests (waits and watches included) in flight at once at most; past it, a lock
+    /// request is answered 503 overloaded at once. Health, readiness and metrics are never
+    /// turned away. Default: half of --max-connections.
+    #[arg(long, env = "S3LOCK_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Locks this replica watches at most at once (for blocked acquirers and watch clients);
+    /// past it, a wait or watch on a lock not yet watched is answered 503
+    /// too-many-watched-locks.
+    #[arg(long, env = "S3LOCK_MAX_WATCHED_LOCKS", default_value_t = crate::lock::DEFAULT_MAX_WATCHED_LOCKS)]
+    pub max_watched_locks: usize,
     /// Seconds a client may take to send a request's head (and a keep-alive connection may sit
     /// idle) before its connection is closed.
     #[arg(long, env = "S3LOCK_HEADER_TIMEOUT", default_value_t = 30)]
@@ -123,6 +133,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Client connections open at once at most.
     pub max_connections: usize,
+    /// Lock requests in flight at once at most; past it they are answered 503 overloaded.
+    pub max_in_flight: usize,
     /// How long a client may take to send a request's head, or idle between requests.
     pub header_timeout: Duration,
     /// The bearer credentials; `None` when auth is off.
@@ -206,6 +218,22 @@ impl ServeArgs {
         if self.max_connections == 0 {
             return Err(bad(
                 "S3LOCK_MAX_CONNECTIONS (--max-connections)",
+                "must be at least 1",
+            ));
+        }
+        let max_in_flight = self
+            .max_in_flight
+            .unwrap_or(self.max_connections / 2)
+            .max(1);
+        if self.max_in_flight == Some(0) {
+            return Err(bad(
+                "S3LOCK_MAX_IN_FLIGHT (--max-in-flight)",
+                "must be at least 1",
+            ));
+        }
+        if self.max_watched_locks == 0 {
+            return Err(bad(
+                "S3LOCK_MAX_WATCHED_LOCKS (--max-watched-locks)",
                 "must be at least 1",
             ));
         }
@@ -298,11 +326,13 @@ impl ServeArgs {
                 max_wait: Duration::from_secs(self.max_wait),
                 first_poll: crate::lock::FIRST_POLL,
                 max_poll: crate::lock::MAX_POLL,
+                max_watched_locks: self.max_watched_locks,
             },
             skip_store_check: self.skip_store_check,
             create_buckets: self.create_buckets,
             request_timeout,
             max_connections: self.max_connections,
+            max_in_flight,
             header_timeout: Duration::from_secs(self.header_timeout),
             auth,
             peers,
@@ -337,6 +367,8 @@ mod tests {
         assert_eq!(c.engine.default_bucket, "default");
         assert_eq!(c.engine.prefix, "locks/");
         assert_eq!((c.engine.default_ttl, c.engine.max_ttl), (60, 3600));
+        assert_eq!((c.max_connections, c.max_in_flight), (8192, 4096));
+        assert_eq!(c.engine.max_watched_locks, 512);
     }
 
     #[test]
@@ -352,6 +384,8 @@ mod tests {
             (vec!["--default-ttl", "4000"], "S3LOCK_DEFAULT_TTL"),
             (vec!["--bucket", "Bad_Bucket"], "S3LOCK_BUCKET"),
             (vec!["--max-clock-spread", "1"], "S3LOCK_MAX_CLOCK_SPREAD"),
+            (vec!["--max-in-flight", "0"], "S3LOCK_MAX_IN_FLIGHT"),
+            (vec!["--max-watched-locks", "0"], "S3LOCK_MAX_WATCHED_LOCKS"),
             (
                 vec!["--allowed-buckets", "ok-one,x"],
                 "S3LOCK_ALLOWED_BUCKETS",

@@ -20,8 +20,9 @@
 //!   of each lock's last known state. Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
-//!   plus the start-up check that a store really enforces conditional writes, and the store
-//!   health that `/readyz` reads.
+//!   plus the start-up check that a store really enforces conditional writes, the store
+//!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
+//!   before background reads.
 //! * [`wire`]      — what server and clients say to each other: the lock view, the holder
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.

@@ -34,6 +34,10 @@ pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
 pub const PEER_HINTS_RECEIVED: &str = "s3lock_peer_hints_received_total";
 pub const CONNECTIONS_REFUSED: &str = "s3lock_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "s3lock_connections_open";
+pub const WATCHED_LOCKS_REFUSED: &str = "s3lock_watched_locks_refused_total";
+pub const REQUESTS_SHED: &str = "s3lock_requests_shed_total";
+pub const REQUESTS_IN_FLIGHT: &str = "s3lock_lock_requests_in_flight";
+pub const S3_SLOT_TIMEOUTS: &str = "s3lock_s3_slot_timeouts_total";
 pub const STORE_CLOCK_OUTLIERS: &str = "s3lock_store_clock_outliers_total";
 pub const STORE_CLOCK_SPREAD: &str = "s3lock_store_clock_spread_seconds";
 
@@ -119,6 +123,20 @@ impl Metrics {
                 "client connections closed at once because S3LOCK_MAX_CONNECTIONS were open",
             ),
             (
+                WATCHED_LOCKS_REFUSED,
+                "waits and watches refused 503 too-many-watched-locks because \
+                 S3LOCK_MAX_WATCHED_LOCKS locks were watched",
+            ),
+            (
+                REQUESTS_SHED,
+                "lock requests refused 503 overloaded because S3LOCK_MAX_IN_FLIGHT were in flight",
+            ),
+            (
+                S3_SLOT_TIMEOUTS,
+                "S3 calls never sent because no call slot came free within S3LOCK_S3_TIMEOUT, \
+                 by priority (decision, background)",
+            ),
+            (
                 PEER_HINTS_RECEIVED,
                 "wake-up hints received from peers, by outcome (accepted, refused)",
             ),
@@ -135,6 +153,11 @@ impl Metrics {
             KeyName::from_const_str(WAITERS),
             None,
             "acquires blocked waiting for a lock in this process now".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(REQUESTS_IN_FLIGHT),
+            None,
+            "lock requests in flight now (waits and watches included)".into(),
         );
         recorder.describe_gauge(
             KeyName::from_const_str(CONNECTIONS_OPEN),
@@ -202,6 +225,11 @@ impl Metrics {
     /// Counts a blocked waiter until the returned guard is dropped.
     pub fn waiting(&self) -> GaugeGuard {
         self.gauge_guard(WAITERS)
+    }
+
+    /// Counts a lock request in flight until the returned guard is dropped.
+    pub fn lock_request(&self) -> GaugeGuard {
+        self.gauge_guard(REQUESTS_IN_FLIGHT)
     }
 
     /// Counts an open client connection until the returned guard is dropped.

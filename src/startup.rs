@@ -134,6 +134,10 @@ pub async fn run(
         .await
 }
 
+/// Lock requests in flight at once when nothing says otherwise: half of the default
+/// `--max-connections`, as the configuration derives it.
+const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
 /// A server whose store is open and checked, ready to serve: the engine and what the HTTP layer
 /// needs besides. [`run`] builds it from the configuration; tests build it over a store of
 /// their own with [`Server::new`].
@@ -141,6 +145,8 @@ pub struct Server {
     engine: Arc<Engine>,
     request_timeout: Duration,
     conn_limits: ConnLimits,
+    /// Lock requests in flight at once at most (waits and watches included); past it, 503.
+    max_in_flight: usize,
     /// The bearer credentials; `None` when auth is off.
     auth: Option<Arc<AuthTokens>>,
     /// Checks peers' wake-up hints on `POST /internal/wake`; `None`: that route is absent.
@@ -159,6 +165,7 @@ impl Server {
                 // Every request ends within its timeout: draining for longer waits for nothing.
                 drain_timeout: request_timeout,
             },
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             auth: None,
             hints: None,
         }
@@ -183,6 +190,7 @@ impl Server {
         engine.mark_store_checked();
         Ok(Self::new(Arc::new(engine), config.request_timeout)
             .with_connection_limits(config.max_connections, config.header_timeout)
+            .with_max_in_flight(config.max_in_flight)
             .with_auth(config.auth.clone())
             .with_hints(hints))
     }
@@ -196,6 +204,13 @@ impl Server {
     ) -> Self {
         self.conn_limits.max_connections = max_connections;
         self.conn_limits.header_timeout = header_timeout;
+        self
+    }
+
+    /// At most `max_in_flight` lock requests at once; past it, a lock request is answered 503
+    /// `overloaded` at once.
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
         self
     }
 
@@ -218,7 +233,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let metrics = self.engine.metrics().clone();
-        let app = crate::http::app(self.engine, self.request_timeout, self.auth, self.hints);
+        let app = crate::http::app(
+            self.engine,
+            self.request_timeout,
+            self.max_in_flight,
+            self.auth,
+            self.hints,
+        );
         tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
         conn::serve(listener, app, self.conn_limits, metrics, shutdown).await?;
         Ok(())

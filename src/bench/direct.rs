@@ -192,6 +192,7 @@ mod tests {
             max_wait: StdDuration::from_secs(60),
             first_poll: crate::lock::FIRST_POLL,
             max_poll: crate::lock::MAX_POLL,
+            max_watched_locks: crate::lock::DEFAULT_MAX_WATCHED_LOCKS,
         };
         let engine_store = Arc::new(MemoryStore::new());
         let session_store = Arc::new(MemoryStore::new());

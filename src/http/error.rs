@@ -15,6 +15,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// `Retry-After` of a `clock-uncertain` answer: a wrong host's samples count for a minute, and
 /// retrying every second meanwhile would only add load.
 const CLOCK_UNCERTAIN_RETRY_SECS: u64 = 5;
+/// `Retry-After` of a `too-many-watched-locks` answer: a watched lock is let go only when the
+/// last of its waits and watches ends, which takes seconds; sooner would be refused again.
+const TOO_MANY_WATCHED_RETRY_SECS: u64 = 5;
 
 /// An error answer (RFC 9457 problem details). This struct is both what is sent and what the
 /// OpenAPI document describes, so the two cannot drift apart.
@@ -82,6 +85,12 @@ pub enum ApiError {
     /// clocks disagree by more than `--max-clock-spread`, so this replica takes over no expired
     /// lease until they agree again. The window's width goes to the log.
     ClockUncertain(String),
+    /// 503 `too-many-watched-locks`, with `Retry-After`: a wait or watch on a lock this replica
+    /// does not watch yet, while it already watches `--max-watched-locks`.
+    TooManyWatchedLocks,
+    /// 503 `overloaded`, with `Retry-After`: `--max-in-flight` lock requests were in flight;
+    /// answered at once, before anything was read or written.
+    Overloaded,
     /// 503 `timeout`: the request ran past the server's request timeout.
     Timeout,
     /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`: no auth token, or an unknown one.
@@ -170,6 +179,16 @@ impl ApiError {
                 "clock-uncertain",
                 "The store's clock is too uncertain to take over an expired lease",
             ),
+            TooManyWatchedLocks => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-watched-locks",
+                "This server watches as many locks as it may",
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "This server has as many lock requests in flight as it takes",
+            ),
             Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -235,6 +254,13 @@ impl ApiError {
             }
             StoreRefused(_) => "the lock store refused the request; see the server log".into(),
             Timeout => "the request took longer than the server allows".into(),
+            TooManyWatchedLocks => "waiting on or watching a lock needs this server to watch \
+                it, and it already watches as many locks as it may; locks it watches may still \
+                be waited on and watched. Try again later, or on another replica"
+                .into(),
+            Overloaded => "nothing was read or written; try again after Retry-After, or on \
+                another replica"
+                .into(),
         }
     }
 
@@ -246,7 +272,9 @@ impl ApiError {
             ApiError::Contended
             | ApiError::StoreUnavailable(_)
             | ApiError::Timeout
+            | ApiError::Overloaded
             | ApiError::NotReady(_) => Some(1),
+            ApiError::TooManyWatchedLocks => Some(TOO_MANY_WATCHED_RETRY_SECS),
             // The window narrows once the disagreeing samples age out (within a minute).
             ApiError::ClockUncertain(_) => Some(CLOCK_UNCERTAIN_RETRY_SECS),
             _ => None,
@@ -272,6 +300,7 @@ impl ApiError {
             LockError::Contended => ApiError::Contended,
             LockError::StoreUnavailable(d) => ApiError::StoreUnavailable(d),
             LockError::StoreRefused(d) => ApiError::StoreRefused(d),
+            LockError::TooManyWatchedLocks { .. } => ApiError::TooManyWatchedLocks,
             e @ LockError::ClockUncertain { .. } => ApiError::ClockUncertain(e.to_string()),
         }
     }

@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -42,13 +43,15 @@ pub struct AppState {
     pub openapi: Arc<String>,
 }
 
-/// The whole application; with `auth`, every lock route needs one of its auth tokens.
+/// The whole application; with `auth`, every lock route needs one of its auth tokens. At most
+/// `max_in_flight` lock requests run at once (see [`shed_load`]).
 /// `/healthz`, `/readyz`, `/metrics` and `/openapi.json` stay open: probes and scrapers carry no
 /// credentials, and none of them shows a key, an owner or a token. With `hints`, peers' wake-up
 /// hints are taken on `POST /internal/wake`.
 pub fn app(
     engine: Arc<Engine>,
     request_timeout: Duration,
+    max_in_flight: usize,
     auth: Option<Arc<AuthTokens>>,
     hints: Option<crate::peers::HintKey>,
 ) -> Router {
@@ -75,7 +78,14 @@ pub fn app(
             "/buckets/{bucket}/locks/{*rest}",
             get(handlers::status).post(handlers::action),
         )
-        .route_layer(middleware::from_fn_with_state(auth, auth::authenticate));
+        .route_layer(middleware::from_fn_with_state(auth, auth::authenticate))
+        .route_layer(middleware::from_fn_with_state(
+            InFlight {
+                permits: Arc::new(Semaphore::new(max_in_flight)),
+                metrics: metrics.clone(),
+            },
+            shed_load,
+        ));
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
@@ -108,6 +118,32 @@ pub fn app(
                 )),
         )
         .layer(middleware::from_fn_with_state(metrics, count_requests))
+}
+
+/// The lock requests in flight, bounded.
+#[derive(Clone)]
+struct InFlight {
+    /// One permit per lock request in flight, held until its answer is made (a blocked waiter
+    /// or a watch holds one for all of its wait).
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+/// Lock requests past the bound are answered 503 `overloaded` at once rather than queued: a
+/// queue of requests that each wait for the store (or for a lock) has no end a client can see,
+/// and grows with every retry. Only the lock routes are shed; health, readiness, metrics and the
+/// OpenAPI document never are, so probes still tell a busy replica from a dead one.
+async fn shed_load(
+    State(in_flight): State<InFlight>,
+    request: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = in_flight.permits.try_acquire() else {
+        in_flight.metrics.count(crate::metrics::REQUESTS_SHED, &[]);
+        return ApiError::Overloaded.into_response();
+    };
+    let _gauge = in_flight.metrics.lock_request();
+    next.run(request).await
 }
 
 /// The methods a lock path really takes. The router serves `/locks/{key}` and

@@ -208,7 +208,7 @@ fn bucket_parameter() -> Parameter {
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable, timeout, or clock-uncertain (an expired lease, while the store's clocks disagree; with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain (an expired lease, while the store's clocks disagree), too-many-watched-locks (a wait on a lock this replica cannot watch) or overloaded (too many lock requests in flight); each with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -229,7 +229,7 @@ fn acquire() {}
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable or timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded (too many lock requests in flight); with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -250,7 +250,7 @@ fn renew() {}
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable or timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded (too many lock requests in flight); with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -272,7 +272,7 @@ fn release() {}
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable or timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded (too many lock requests in flight); with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -294,7 +294,7 @@ fn break_lock() {}
         (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store-unavailable or timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded (too many lock requests in flight) or, for a watch, too-many-watched-locks (a lock this replica cannot watch); with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -311,7 +311,7 @@ fn status() {}
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store-unavailable or timeout", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded (too many lock requests in flight); with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -324,7 +324,8 @@ fn list() {}
 fn healthz() {}
 
 /// Ready for traffic: the start-up store check passed and the store answered within the last
-/// few seconds (or answers a probe now). No auth.
+/// few seconds (or answers a probe now: at most one a second, shared by every check meanwhile).
+/// No auth.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Health),

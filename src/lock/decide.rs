@@ -43,6 +43,8 @@ enum WriteOutcome {
     },
     /// The store could not say: the write may or may not have landed.
     Unknown(String),
+    /// The write was never sent (no call slot in time), and never will be: it did not land.
+    NotSent(String),
 }
 
 /// The state a decision is made from.
@@ -191,6 +193,8 @@ impl Engine {
                     }
                     return Err(LockError::StoreUnavailable(why));
                 }
+                // Nothing to settle or watch: the grant it would have made does not exist.
+                WriteOutcome::NotSent(why) => return Err(LockError::StoreUnavailable(why)),
             }
         }
         Err(LockError::Contended)
@@ -230,16 +234,15 @@ impl Engine {
     }
 
     /// Reads and parses the lock document with its version, leaving the cache alone (a list of
-    /// many locks should not push out the states of the locks this process works with).
+    /// many locks should not push out the states of the locks this process works with). A
+    /// background read: a list's reads wait behind lock decisions.
     pub(super) async fn read(
         &self,
         target: &Target,
     ) -> Result<Option<(LockDocument, Version)>, LockError> {
-        let Some(found) = self
-            .get(&target.bucket, &target.object)
-            .await
-            .map_err(store_error)?
-        else {
+        let found = self.background.get(&target.bucket, &target.object).await;
+        self.health.record(&found);
+        let Some(found) = found.map_err(store_error)? else {
             return Ok(None);
         };
         let doc = LockDocument::from_bytes(&found.body)
@@ -277,6 +280,7 @@ impl Engine {
             }
             Err(StoreError::PreconditionFailed) => None,
             Err(StoreError::Unavailable(why)) => Some(why),
+            Err(StoreError::NotSent(why)) => return Ok(WriteOutcome::NotSent(why)),
             Err(other) => {
                 self.cache.forget(bucket, object);
                 return Err(store_error(other));

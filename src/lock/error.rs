@@ -51,6 +51,10 @@ pub enum LockError {
         max.num_milliseconds()
     )]
     ClockUncertain { width: Duration, max: Duration },
+    /// This replica already watches as many locks as it may (`max`), and a wait or watch asked
+    /// for one more; nothing was read or written for it. Locks already watched may be joined.
+    #[error("this replica already watches {max} locks, as many as it may")]
+    TooManyWatchedLocks { max: usize },
     /// The store refused for a reason a retry will not fix (missing bucket, credentials).
     #[error("the lock store refused the request: {0}")]
     StoreRefused(String),

@@ -42,9 +42,13 @@ pub use key::LockKey;
 use rules::{Grant, Verdict};
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
+pub use waiters::DEFAULT_MAX_WATCHED_LOCKS;
 
 /// The longest a readiness probe waits for the store.
 const READY_PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(2);
+/// How long a readiness probe's outcome answers every readiness check after it: however often
+/// `/readyz` is asked, the store is probed at most this often.
+const READY_PROBE_EVERY: StdDuration = StdDuration::from_secs(1);
 /// How long a watch waits for the first read of the watcher it started, rather than reading the
 /// lock itself too.
 const FIRST_READ_WAIT: StdDuration = StdDuration::from_secs(1);
@@ -64,6 +68,9 @@ pub struct EngineConfig {
     /// ([`FIRST_POLL`] and [`MAX_POLL`], unless a test needs waiters that only wake when told).
     pub first_poll: StdDuration,
     pub max_poll: StdDuration,
+    /// Locks this replica watches at most at once (each has a watcher task reading the store);
+    /// past it, a watch or a wait on a lock that has no watcher yet is refused.
+    pub max_watched_locks: usize,
 }
 
 /// Why the engine should not be sent traffic.
@@ -89,7 +96,11 @@ pub struct AcquireRequest {
 
 #[derive(Debug)]
 pub struct Engine {
+    /// The store for lock decisions and for answering a client now.
     store: Arc<dyn Store>,
+    /// The same store for work nobody is waiting on this moment (the lock watchers' polls,
+    /// orphan watches, lists), whose calls queue behind decisions (see [`Store::background`]).
+    background: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     /// Shared with orphan clean-up tasks, which wake waiters when they free a lock.
@@ -105,6 +116,10 @@ pub struct Engine {
     health: StoreHealth,
     /// Orphan clean-up tasks running now (bounded by `MAX_ORPHAN_WATCHERS`).
     orphan_watchers: Arc<AtomicUsize>,
+    /// The last readiness probe: when it ended and how. Held across the probe, so that one
+    /// probe is in flight at a time and the checks that arrive meanwhile wait for it (at most
+    /// [`READY_PROBE_TIMEOUT`]) and share its outcome.
+    last_probe: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
 }
 
 /// Where one lock lives.
@@ -117,15 +132,18 @@ struct Target {
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
         let cache = Arc::new(StateCache::new(cache::DEFAULT_CAPACITY));
+        let background = store.background().unwrap_or_else(|| store.clone());
         let waiters = Arc::new(Waiters::new(
-            store.clone(),
+            background.clone(),
             clock.clone(),
             cache.clone(),
             config.first_poll,
             config.max_poll,
+            config.max_watched_locks,
         ));
         Self {
             store,
+            background,
             clock,
             config,
             waiters,
@@ -133,6 +151,7 @@ impl Engine {
             metrics: Metrics::new(),
             health: StoreHealth::default(),
             orphan_watchers: Arc::default(),
+            last_probe: tokio::sync::Mutex::default(),
         }
     }
 
@@ -161,19 +180,30 @@ impl Engine {
         if self.health.fresh() {
             return Ok(());
         }
-        let probe = format!("{}.s3lock-probe/readyz", self.config.prefix);
-        let bucket = &self.config.default_bucket;
-        match tokio::time::timeout(READY_PROBE_TIMEOUT, self.get(bucket, &probe)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(NotReady::StoreDown(e.to_string())),
-            Err(_) => {
-                self.health
-                    .record::<()>(&Err(StoreError::Unavailable("probe timed out".into())));
-                Err(NotReady::StoreDown(
-                    "the store did not answer in time".into(),
-                ))
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, outcome)) = &*last {
+            if at.elapsed() < READY_PROBE_EVERY {
+                return outcome.clone().map_err(NotReady::StoreDown);
             }
         }
+        // Another call may have answered while this one waited for the probe.
+        if self.health.fresh() {
+            return Ok(());
+        }
+        let probe = format!("{}.s3lock-probe/readyz", self.config.prefix);
+        let bucket = &self.config.default_bucket;
+        let outcome =
+            match tokio::time::timeout(READY_PROBE_TIMEOUT, self.get(bucket, &probe)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => {
+                    self.health
+                        .record::<()>(&Err(StoreError::Unavailable("probe timed out".into())));
+                    Err("the store did not answer in time".into())
+                }
+            };
+        *last = Some((tokio::time::Instant::now(), outcome.clone()));
+        outcome.map_err(NotReady::StoreDown)
     }
 
     /// The same engine remembering at most `capacity` locks' states (0 turns the cache off, so
@@ -435,7 +465,10 @@ impl Engine {
         if let Some(owner) = expect_owner {
             key::parse_owner(owner).map_err(|r| LockError::invalid("owner", r))?;
         }
-        let mut watching = self.waiters.watch(&target.bucket, &target.object);
+        let mut watching = self
+            .waiters
+            .watch(&target.bucket, &target.object)
+            .map_err(|e| self.too_many_watched(e))?;
         // The state the lock's watcher knows, when it knows one at least as new as the client's:
         // clients following a lock add no reads of their own. A watcher this call just started
         // is reading the lock now: its answer serves here too, if it comes soon. Else (the
@@ -633,7 +666,7 @@ impl Engine {
 
 pub(crate) fn store_error(e: StoreError) -> LockError {
     match e {
-        StoreError::Unavailable(why) => LockError::StoreUnavailable(why),
+        StoreError::Unavailable(why) | StoreError::NotSent(why) => LockError::StoreUnavailable(why),
         // A failed precondition on a read or a list is not something a store should say; treat
         // it as the store misbehaving rather than as an answer.
         StoreError::PreconditionFailed => {

@@ -130,7 +130,7 @@ impl Engine {
         written_over: Option<Version>,
     ) -> OrphanWatch {
         OrphanWatch {
-            store: self.store.clone(),
+            store: self.background.clone(),
             clock: self.clock.clone(),
             waiters: self.waiters.clone(),
             watchers: self.orphan_watchers.clone(),

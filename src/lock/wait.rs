@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 
 use tokio::time::Instant;
 
-use super::waiters::Registration;
+use super::waiters::{Registration, TooManyWatched};
 use super::{Engine, HolderToken, LockError, LockView, Target};
 use crate::metrics as m;
 
@@ -49,12 +49,27 @@ impl Engine {
             waiting.get_or_insert_with(|| self.metrics.waiting());
             // In line (the lock's one watcher reads it for every waiter here), until it is our
             // turn (the lock looked free), or the deadline for one last try.
-            let r = registration
-                .get_or_insert_with(|| self.waiters.register(&target.bucket, &target.object));
+            let r = match &mut registration {
+                Some(r) => r,
+                None => registration.insert(self.line_up(target)?),
+            };
             tokio::select! {
                 _ = r.turn() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// A place in the line of blocked acquirers of the lock, unless this replica may watch no
+    /// more locks (then nothing waits: the caller is told at once).
+    fn line_up(&self, target: &Target) -> Result<Registration<'_>, LockError> {
+        self.waiters
+            .register(&target.bucket, &target.object)
+            .map_err(|e| self.too_many_watched(e))
+    }
+
+    pub(super) fn too_many_watched(&self, e: TooManyWatched) -> LockError {
+        self.metrics.count(m::WATCHED_LOCKS_REFUSED, &[]);
+        LockError::TooManyWatchedLocks { max: e.max }
     }
 }

@@ -6,6 +6,13 @@
 //! only the first is told to try (no thundering herd), and the next only once that one has
 //! left the queue without the lock.
 //!
+//! The store reads are what a replica's watchers cost, so they are bounded: a lock with blocked
+//! acquirers is read soon and then backs off (it may be handed on at any moment), a lock followed
+//! by watch clients alone is read at the slow rate from the first, and at most
+//! `max_watched_locks` locks are watched at once ([`TooManyWatched`] past it; a lock already
+//! watched may always be joined). Watchers read through the store's background handle, behind
+//! lock decisions.
+//!
 //! The watcher also learns without reading: a write by this process publishes its result
 //! ([`Waiters::observed`]), so a release hands the lock to a local waiter at once and a watch
 //! sees the change with no store read; and a peer replica's hint ([`Waiters::poke`]) makes it
@@ -29,6 +36,13 @@ use crate::store::Store;
 
 type Slot = (String, String);
 
+/// Locks one replica watches at most at once, by default. Each costs a watcher task that reads
+/// the store every 0.5 to 1 s (jittered) for as long as anyone follows it, so this many is at
+/// most about 1,000 reads a second (some 700 on average): a fifth of the 5,500 GETs a second one
+/// S3 prefix serves, and inside the background share of the S3 call slots. Lines of waiters form
+/// on a few hot locks, and each of those shares one watcher, so honest use stays far below it.
+pub const DEFAULT_MAX_WATCHED_LOCKS: usize = 512;
+
 /// Told when this process frees a lock, so that other replicas' waiters look at once. What it
 /// sends is a hint to read the store, never the lock's state.
 pub trait PeerNotifier: Send + Sync + std::fmt::Debug {
@@ -40,6 +54,13 @@ pub trait PeerNotifier: Send + Sync + std::fmt::Debug {
 /// not a lock document. Unreadable is a state of its own, never "no lock": a watch client must
 /// not be told that a lock nobody can judge is free.
 pub type Seen = Result<Option<LockDocument>, Unreadable>;
+
+/// This replica already watches as many locks as it may, and the lock asked for is not one of
+/// them: nobody may start following it here until another lock's followers have all left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyWatched {
+    pub max: usize,
+}
 
 /// The stored object is not a lock document: why it does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +75,10 @@ pub struct Waiters {
     cache: Arc<StateCache>,
     first_poll: Duration,
     max_poll: Duration,
+    /// The most locks watched at once: every one costs a task reading the store for as long as
+    /// it is followed, so without a bound one client following many keys sets the store's read
+    /// rate (see [`DEFAULT_MAX_WATCHED_LOCKS`]).
+    max_watched: usize,
     /// The locks somebody waits on or watches in this process right now. An entry goes when its
     /// last user leaves (counted under this mutex, so joins and leaves never race).
     keys: Mutex<HashMap<Slot, Arc<KeyWatch>>>,
@@ -226,6 +251,7 @@ impl Waiters {
         cache: Arc<StateCache>,
         first_poll: Duration,
         max_poll: Duration,
+        max_watched: usize,
     ) -> Self {
         Self {
             store,
@@ -233,6 +259,7 @@ impl Waiters {
             cache,
             first_poll,
             max_poll,
+            max_watched,
             keys: Mutex::default(),
             peers: OnceLock::new(),
             next_id: AtomicU64::new(0),
@@ -243,17 +270,13 @@ impl Waiters {
         let _ = self.peers.set(peers);
     }
 
-    /// Joins the line of blocked acquirers of a lock (starting its watcher if it has none).
-    pub fn register(&self, bucket: &str, object: &str) -> Registration<'_> {
+    /// Joins the line of blocked acquirers of a lock (starting its watcher if it has none, and
+    /// the replica may watch one more lock).
+    pub fn register(&self, bucket: &str, object: &str) -> Result<Registration<'_>, TooManyWatched> {
         let slot = (bucket.to_owned(), object.to_owned());
-        let watch = self.join(&slot);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let turn = Arc::new(Notify::new());
-        watch
-            .queue
-            .lock()
-            .expect("queue mutex poisoned")
-            .push_back((id, turn.clone()));
+        let watch = self.join(&slot, Some((id, turn.clone())))?;
         // The watcher may have seen the lock free before we queued: have it look again. Not
         // when the latest it knows is held (or it knows nothing yet): its next read, which
         // publishes before it looks at the queue, will find us queued. Poking then would cost
@@ -261,26 +284,27 @@ impl Waiters {
         if watch.last_seen_free(self.clock.now().earliest) {
             watch.poke.notify_one();
         }
-        Registration {
+        Ok(Registration {
             waiters: self,
             slot,
             watch,
             id,
             turn,
             granted: false,
-        }
+        })
     }
 
-    /// Follows a lock's state as this process's watcher sees it.
-    pub fn watch(&self, bucket: &str, object: &str) -> Watching<'_> {
+    /// Follows a lock's state as this process's watcher sees it (starting one if the replica
+    /// may watch one more lock).
+    pub fn watch(&self, bucket: &str, object: &str) -> Result<Watching<'_>, TooManyWatched> {
         let slot = (bucket.to_owned(), object.to_owned());
-        let watch = self.join(&slot);
-        Watching {
+        let watch = self.join(&slot, None)?;
+        Ok(Watching {
             waiters: self,
             slot,
             seen: watch.seen.subscribe(),
             watch,
-        }
+        })
     }
 
     /// This process wrote `doc` as the lock's state: watch clients see it, and if it frees the
@@ -320,14 +344,33 @@ impl Waiters {
         self.keys.lock().expect("waiters mutex poisoned")
     }
 
-    fn join(&self, slot: &Slot) -> Arc<KeyWatch> {
+    /// Joins a lock's followers, as a blocked acquirer when `waiter` is its place in line.
+    /// A lock already watched may always be joined; a new one only below the cap. The waiter is
+    /// in line before a new watcher starts, so that the watcher's first pause is a waiter's.
+    fn join(
+        &self,
+        slot: &Slot,
+        waiter: Option<(u64, Arc<Notify>)>,
+    ) -> Result<Arc<KeyWatch>, TooManyWatched> {
         let mut keys = self.keys();
         if let Some(watch) = keys.get(slot) {
             *watch.users.lock().expect("users mutex poisoned") += 1;
-            return watch.clone();
+            if let Some(waiter) = waiter {
+                watch
+                    .queue
+                    .lock()
+                    .expect("queue mutex poisoned")
+                    .push_back(waiter);
+            }
+            return Ok(watch.clone());
+        }
+        if keys.len() >= self.max_watched {
+            return Err(TooManyWatched {
+                max: self.max_watched,
+            });
         }
         let watch = Arc::new(KeyWatch {
-            queue: Mutex::default(),
+            queue: Mutex::new(waiter.into_iter().collect()),
             users: Mutex::new(1),
             seen: watch::Sender::new(Ok(None)),
             poke: Notify::new(),
@@ -338,7 +381,7 @@ impl Waiters {
         keys.insert(slot.clone(), watch.clone());
         drop(keys);
         self.spawn_watcher(slot.clone(), watch.clone());
-        watch
+        Ok(watch)
     }
 
     fn leave(&self, slot: &Slot) {
@@ -364,9 +407,14 @@ impl Waiters {
         let (first_poll, max_poll) = (self.first_poll, self.max_poll);
         runtime.spawn(async move {
             let (bucket, object) = slot;
-            // Full jitter, so that watchers on many replicas do not poll in step.
+            // Jittered, so that watchers on many replicas do not poll in step.
             let mut poll = Backoff::exponential(first_poll, 2, max_poll)
                 .with_jitter(StdRng::from_rng(&mut rand::rng()));
+            // A lock followed by watch clients alone is read at the slow rate from the first:
+            // nobody is in line to be handed it quickly, and a client that watches many keys
+            // would otherwise set off a burst of quick reads on each.
+            let mut slow =
+                Backoff::constant(max_poll).with_jitter(StdRng::from_rng(&mut rand::rng()));
             while !watch.closed.load(Ordering::SeqCst) {
                 // This pause is the schedule's, unless something below makes it shorter.
                 let mut cap = max_poll;
@@ -427,7 +475,12 @@ impl Waiters {
                 }
                 // Never below the first poll: near a lease's end, clock samples that step back
                 // could otherwise make a watcher re-read at once, round trip after round trip.
-                let pause = poll.next_pause_at_most(cap).max(first_poll);
+                let schedule = if watch.has_waiters() {
+                    &mut poll
+                } else {
+                    &mut slow
+                };
+                let pause = schedule.next_pause_at_most(cap).max(first_poll);
                 tokio::select! {
                     _ = watch.poke.notified() => poll.reset(),
                     _ = tokio::time::sleep(pause) => {}
@@ -450,6 +503,7 @@ mod tests {
             Arc::new(StateCache::new(10)),
             Duration::from_millis(25),
             Duration::from_secs(1),
+            3,
         )
     }
 
@@ -457,9 +511,31 @@ mod tests {
     async fn the_first_read_of_a_lock_that_does_not_exist_is_news_to_watch_clients() {
         // Its state, "no lock", equals the channel's placeholder: it must be announced anyway.
         let waiters = waiters();
-        let mut watching = waiters.watch("b", "absent");
+        let mut watching = waiters.watch("b", "absent").unwrap();
         let first = tokio::time::timeout(Duration::from_millis(100), watching.first_known()).await;
         assert_eq!(first, Ok(Some(Ok(None))));
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_a_new_lock_is_refused_while_a_watched_one_is_joined() {
+        let waiters = waiters(); // at most 3 locks
+        let held: Vec<_> = (0..3)
+            .map(|i| waiters.watch("b", &format!("k{i}")).unwrap())
+            .collect();
+        assert_eq!(
+            waiters.watch("b", "k3").err(),
+            Some(TooManyWatched { max: 3 })
+        );
+        assert!(waiters.register("b", "k3").is_err());
+        let joined = waiters.register("b", "k0").expect("k0 is watched already");
+        let also = waiters.watch("b", "k1").expect("k1 is watched already");
+        assert_eq!(waiters.waited_locks(), 3);
+        drop((joined, also));
+        drop(held);
+        assert!(
+            waiters.watch("b", "k3").is_ok(),
+            "the cap counts locks watched now"
+        );
     }
 
     #[test]
@@ -473,7 +549,7 @@ mod tests {
                     // Every key is used by these two waiters once and never again, as with
                     // one-off keys: nothing later would clean up an entry they left behind.
                     for i in 0..20_000 {
-                        let r = waiters.register("b", &format!("once-{i}"));
+                        let r = waiters.register("b", &format!("once-{i}")).unwrap();
                         both_registered.wait();
                         drop(r);
                     }

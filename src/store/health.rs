@@ -37,6 +37,8 @@ impl StoreHealth {
         let mut last = self.last_answer.lock().expect("health mutex poisoned");
         match outcome {
             Ok(_) | Err(StoreError::PreconditionFailed) => *last = Some(Instant::now()),
+            // Never sent: it says nothing of the store.
+            Err(StoreError::NotSent(_)) => {}
             Err(_) => *last = None,
         }
     }

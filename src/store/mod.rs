@@ -15,6 +15,7 @@ pub mod health;
 pub mod local;
 pub mod memory;
 pub mod s3;
+pub mod slots;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -41,6 +42,10 @@ pub enum StoreError {
     /// unknown: it may have been applied.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The call was never made: this replica had no room for it in time (every call slot was
+    /// busy). Nothing reached the store, and nothing will: a write was not applied.
+    #[error("store unavailable: {0}")]
+    NotSent(String),
     /// The named bucket does not exist in the store.
     #[error("bucket {0} does not exist")]
     NoSuchBucket(String),
@@ -77,6 +82,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes an object unconditionally (start-up probe clean-up and tests; never used by the
     /// lock protocol, which only ever writes conditionally).
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError>;
+
+    /// This store for background work (a lock's watcher polling, orphan watches, lists): the
+    /// same objects, but its calls wait behind lock decisions where the store queues its calls.
+    /// `None` for a store without such a queue: background work then uses the store as it is.
+    fn background(&self) -> Option<std::sync::Arc<dyn Store>> {
+        None
+    }
 }
 
 /// The version a local backend gives a body: its MD5, hex, as S3 gives a single-part ETag.

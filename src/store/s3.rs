@@ -10,7 +10,9 @@
 //!   the SDK's own bounded retries);
 //! * the server's clock is read from the `Date` header of the store's own answers, those with a
 //!   request id and not a `5xx` ([`S3Clock`], [`is_store_answer`]);
-//! * every call is counted in the metrics, by operation and, when it fails, by kind of error.
+//! * every call is counted in the metrics, by operation and, when it fails, by kind of error;
+//! * at most [`MAX_CONCURRENT_REQUESTS`] calls are in flight, lock decisions first (see
+//!   [`slots`](super::slots)); a call that finds no slot within the S3 timeout is never sent.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +29,7 @@ use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::slots::{CallSlots, Priority, Slot};
 use super::{Store, StoreError, Version, Versioned};
 use crate::clock::samples::{DateSample, DateSamples};
 use crate::clock::{BootTime, Clock, Monotonic, SystemClock, TimeWindow};
@@ -51,6 +54,10 @@ pub struct S3Settings {
 /// about 1,000 connections to S3, tens of MiB of buffers kept for good. A lock call takes a few
 /// milliseconds, so this many in flight is still thousands of calls a second.
 const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Of those, the most that background work (watchers' polls, orphan watches, lists) may hold:
+/// the rest, 16 calls at a time or some thousand a second, stay free for lock decisions even
+/// while every watcher reads at once against a slow S3.
+const MAX_BACKGROUND_REQUESTS: usize = 48;
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -58,8 +65,15 @@ pub struct S3Store {
     clock: Arc<S3Clock>,
     metrics: Metrics,
     /// Bounds the calls in flight (and so the SDK's connection pool), see
-    /// [`MAX_CONCURRENT_REQUESTS`].
-    in_flight: Arc<tokio::sync::Semaphore>,
+    /// [`MAX_CONCURRENT_REQUESTS`]; shared by this store's decision and background handles.
+    in_flight: Arc<CallSlots>,
+    /// The priority of this handle's calls: [`Priority::Decision`], or background for the
+    /// handle that [`Store::background`] gives out.
+    priority: Priority,
+    /// The longest a call waits for a slot: the S3 timeout. Past it the call fails unsent. A
+    /// wait without an end would stamp leases late against a slow S3, and a write sent after
+    /// its caller gave up could land with nobody knowing its token.
+    slot_wait: Duration,
 }
 
 impl S3Store {
@@ -94,16 +108,31 @@ impl S3Store {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             clock,
             metrics: Metrics::new(),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            in_flight: CallSlots::new(MAX_CONCURRENT_REQUESTS, MAX_BACKGROUND_REQUESTS),
+            priority: Priority::Decision,
+            slot_wait: timeout,
         }
     }
 
-    /// A place among the calls in flight, held for one call.
-    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.in_flight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed")
+    /// A place among the calls in flight for one call at this handle's priority, held until
+    /// dropped; fails (counted) if none comes free within the S3 timeout.
+    async fn slot(&self) -> Result<Slot, StoreError> {
+        self.slot_of(self.priority).await
+    }
+
+    async fn slot_of(&self, priority: Priority) -> Result<Slot, StoreError> {
+        match self.in_flight.acquire(priority, self.slot_wait).await {
+            Some(slot) => Ok(slot),
+            None => {
+                self.metrics
+                    .count(m::S3_SLOT_TIMEOUTS, &[("priority", priority.label())]);
+                Err(StoreError::NotSent(format!(
+                    "all {MAX_CONCURRENT_REQUESTS} S3 call slots stayed busy for {} s (the S3 \
+                     timeout); the call was not sent",
+                    self.slot_wait.as_secs_f64()
+                )))
+            }
+        }
     }
 
     /// Counts S3 calls into `metrics` (the app's, shared with the engine and the HTTP layer).
@@ -123,6 +152,8 @@ impl S3Store {
             Ok(_) => None,
             Err(StoreError::PreconditionFailed) => Some("precondition_failed"),
             Err(StoreError::Unavailable(_)) => Some("unavailable"),
+            // Not reached: a call that got no slot is not a call (see `slot_of`).
+            Err(StoreError::NotSent(_)) => Some("not_sent"),
             Err(StoreError::NoSuchBucket(_)) => Some("no_such_bucket"),
             Err(StoreError::Other(_)) => Some("other"),
         };
@@ -246,7 +277,7 @@ where
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let _slot = self.slot().await;
+        let _slot = self.slot().await?;
         let outcome = self.get_object(bucket, key).await;
         self.counted("get", outcome)
     }
@@ -257,7 +288,7 @@ impl Store for S3Store {
         key: &str,
         body: Bytes,
     ) -> Result<Version, StoreError> {
-        let _slot = self.slot().await;
+        let _slot = self.slot().await?;
         self.put(bucket, key, body, Condition::Absent).await
     }
 
@@ -268,13 +299,14 @@ impl Store for S3Store {
         body: Bytes,
         expected: &Version,
     ) -> Result<Version, StoreError> {
-        let _slot = self.slot().await;
+        let _slot = self.slot().await?;
         self.put(bucket, key, body, Condition::Version(expected))
             .await
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let _slot = self.slot().await;
+        // A list is never part of a lock decision, whichever handle it is made on.
+        let _slot = self.slot_of(Priority::Background).await?;
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -296,7 +328,7 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        let _slot = self.slot().await;
+        let _slot = self.slot().await?;
         let outcome = self
             .client
             .delete_object()
@@ -307,6 +339,13 @@ impl Store for S3Store {
             .map(|_| ())
             .map_err(|e| classify(e, bucket, Op::Other));
         self.counted("delete", outcome)
+    }
+
+    fn background(&self) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(Self {
+            priority: Priority::Background,
+            ..self.clone()
+        }))
     }
 }
 

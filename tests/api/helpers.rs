@@ -37,6 +37,7 @@ pub fn engine_config(bucket: &str, also_allowed: &[&str]) -> EngineConfig {
         max_wait: Duration::from_secs(60),
         first_poll: s3lock::lock::FIRST_POLL,
         max_poll: s3lock::lock::MAX_POLL,
+        max_watched_locks: s3lock::lock::DEFAULT_MAX_WATCHED_LOCKS,
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod aws_answers;
 mod bad_input;
 mod bench_cli;
+mod bounds;
 mod check_cli;
 mod cli;
 mod client;

@@ -32,6 +32,7 @@ fn config() -> EngineConfig {
         max_wait: StdDuration::from_secs(60),
         first_poll: FIRST_POLL,
         max_poll: MAX_POLL,
+        max_watched_locks: DEFAULT_MAX_WATCHED_LOCKS,
     }
 }
 

@@ -212,6 +212,20 @@ class ClockUncertain(ServiceUnavailable):
     KIND = "clock-uncertain"
 
 
+class TooManyWatchedLocks(ServiceUnavailable):
+    """503 ``too-many-watched-locks``: a watch, or an acquire that had to wait, on a lock the
+    replica does not watch yet, while it already watches as many locks as it may."""
+
+    KIND = "too-many-watched-locks"
+
+
+class Overloaded(ServiceUnavailable):
+    """503 ``overloaded``: the replica had as many lock requests in flight as it takes; nothing
+    was read or written."""
+
+    KIND = "overloaded"
+
+
 class NotReady(ServiceUnavailable):
     """503 ``not-ready`` (``/readyz`` only)."""
 
