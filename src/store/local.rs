@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{content_version, Store, StoreError, Version, Versioned};
+use super::{content_version, ListPage, Store, StoreError, Version, Versioned};
 
 const SHARDS: usize = 64;
 
@@ -320,7 +320,16 @@ impl Inner {
         Ok(content_version(body))
     }
 
-    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// Objects are filed by the hash of their key, so a page needs the whole bucket's keys
+    /// (each file's first line), sorted; what it returns, and what the caller reads next, is one
+    /// page.
+    fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
         self.require_synced(&self.bucket_dir(bucket))?;
         let mut keys = Vec::new();
         for shard in read_dir_or_empty(&self.bucket_dir(bucket)).map_err(io_unavailable)? {
@@ -329,14 +338,16 @@ impl Inner {
                     continue;
                 }
                 if let Some((key, _)) = self.read(&file)? {
-                    if key.starts_with(prefix) {
+                    if key.starts_with(prefix) && start_after.is_none_or(|after| *key > *after) {
                         keys.push(key);
                     }
                 }
             }
         }
         keys.sort();
-        Ok(keys)
+        let more = keys.len() > max_keys.max(1);
+        keys.truncate(max_keys.max(1));
+        Ok(ListPage { keys, more })
     }
 
     fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
@@ -399,9 +410,17 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
         let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
-        self.blocking(move |s| s.list(&bucket, &prefix)).await
+        let start_after = start_after.map(str::to_owned);
+        self.blocking(move |s| s.list_page(&bucket, &prefix, start_after.as_deref(), max_keys))
+            .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
