@@ -300,13 +300,17 @@ fn break_lock() {}
 #[allow(dead_code)]
 fn status() {}
 
-/// List the locks whose key starts with a prefix, without tokens. With a prefix-limited auth
-/// token the listing never leaves that prefix.
+/// List the locks whose key starts with a prefix, without tokens, one page at a time in key
+/// order. With a prefix-limited auth token the listing never leaves that prefix.
 #[utoipa::path(
     get, path = "/locks", operation_id = "list", tag = "locks",
-    params(("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this")),
+    params(
+        ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Locks per page at most (default 100). A page may hold fewer and still have a `next`"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix (invalid-input otherwise)"),
+    ),
     responses(
-        (status = 200, description = "The locks", body = LockList),
+        (status = 200, description = "One page of locks, and where the next starts (`next`, null on the last page)", body = LockList),
         (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),

@@ -8,6 +8,7 @@
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
+//! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
 //! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
 //! - this file: the [`Engine`]'s public operations, input limits and the views it answers with.
@@ -17,6 +18,7 @@ mod decide;
 pub mod document;
 pub mod error;
 pub mod key;
+mod list;
 mod orphan;
 pub mod rules;
 mod wait;
@@ -39,6 +41,7 @@ use decide::Settled;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 pub use key::LockKey;
+pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use rules::{Grant, Verdict};
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
@@ -479,50 +482,6 @@ impl Engine {
                 _ => Ok(current),
             },
         }
-    }
-
-    /// Every lock whose key starts with `prefix`, without tokens. Objects under the lock prefix
-    /// that are not lock documents are skipped (and logged).
-    #[tracing::instrument(skip(self))]
-    pub async fn list(
-        &self,
-        bucket: Option<&str>,
-        prefix: &str,
-    ) -> Result<Vec<LockView>, LockError> {
-        let bucket = self.bucket(bucket)?;
-        if prefix.chars().any(char::is_control) || prefix.len() > key::MAX_KEY_BYTES {
-            return Err(LockError::invalid(
-                "prefix",
-                "must be at most 512 bytes with no control characters",
-            ));
-        }
-        let full_prefix = format!("{}{prefix}", self.config.prefix);
-        let objects = self.store.list(&bucket, &full_prefix).await;
-        self.health.record(&objects);
-        let objects = objects.map_err(store_error)?;
-        let mut views = Vec::with_capacity(objects.len());
-        for object in objects {
-            let Some(key) = object
-                .strip_prefix(&self.config.prefix)
-                .and_then(|k| LockKey::parse(k).ok())
-            else {
-                continue;
-            };
-            let target = Target {
-                bucket: bucket.clone(),
-                key,
-                object,
-            };
-            match self.read(&target).await {
-                Ok(Some((doc, _))) => views.push(self.status_view(&target, Some(doc), None)),
-                Ok(None) => {} // deleted since it was listed
-                Err(LockError::Unreadable(why)) => {
-                    tracing::warn!(key = %target.key, %why, "skipping an unreadable lock document")
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Ok(views)
     }
 
     fn status_view(
