@@ -15,6 +15,7 @@ mod faults;
 mod helpers;
 mod metrics;
 mod openapi;
+mod pages;
 mod peers;
 mod readiness;
 mod round_trips;
