@@ -88,6 +88,9 @@ pub enum ApiError {
     Unauthorized { presented: bool },
     /// 403 `forbidden`: the auth token may not touch this key, or may not break locks.
     Forbidden(String),
+    /// 503 `shutting-down`, with `Retry-After`: the replica is draining before it exits; it takes
+    /// no new acquire (a waiting one is answered so), and `/readyz` says so too.
+    ShuttingDown,
     /// 503 `not-ready`: the store is not answering, or the start-up store check has not passed.
     /// The text is shown to the client, so it must not carry the store's error details.
     NotReady(String),
@@ -190,6 +193,11 @@ impl ApiError {
                 "not-ready",
                 "The server is not ready",
             ),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "The server is shutting down",
+            ),
         }
     }
 
@@ -235,6 +243,9 @@ impl ApiError {
             }
             StoreRefused(_) => "the lock store refused the request; see the server log".into(),
             Timeout => "the request took longer than the server allows".into(),
+            ShuttingDown => "this server is shutting down and takes no new acquires; try \
+                another replica, or this one once it is back"
+                .into(),
         }
     }
 
@@ -246,6 +257,7 @@ impl ApiError {
             ApiError::Contended
             | ApiError::StoreUnavailable(_)
             | ApiError::Timeout
+            | ApiError::ShuttingDown
             | ApiError::NotReady(_) => Some(1),
             // The window narrows once the disagreeing samples age out (within a minute).
             ApiError::ClockUncertain(_) => Some(CLOCK_UNCERTAIN_RETRY_SECS),
@@ -273,6 +285,7 @@ impl ApiError {
             LockError::StoreUnavailable(d) => ApiError::StoreUnavailable(d),
             LockError::StoreRefused(d) => ApiError::StoreRefused(d),
             e @ LockError::ClockUncertain { .. } => ApiError::ClockUncertain(e.to_string()),
+            LockError::ShuttingDown => ApiError::ShuttingDown,
         }
     }
 

@@ -129,8 +129,12 @@ pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `GET /readyz`: 200 while the store answers and the start-up store check has passed.
+/// `GET /readyz`: 200 while the store answers and the start-up store check has passed, 503
+/// `shutting-down` once the replica drains.
 pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Health> {
+    if state.engine.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     match state.engine.ready().await {
         Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(NotReady::StoreCheckPending) => Err(ApiError::NotReady(

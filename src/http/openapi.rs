@@ -208,7 +208,7 @@ fn bucket_parameter() -> Parameter {
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable, timeout, or clock-uncertain (an expired lease, while the store's clocks disagree; with Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain (an expired lease, while the store's clocks disagree), or shutting-down (the server is draining: no new acquire, and a waiting one is answered so); with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -328,11 +328,11 @@ fn list() {}
 fn healthz() {}
 
 /// Ready for traffic: the start-up store check passed and the store answered within the last
-/// few seconds (or answers a probe now). No auth.
+/// few seconds (or answers a probe now), and the server is not shutting down. No auth.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "not-ready", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "not-ready, or shutting-down (the server is draining)", body = Problem, content_type = "application/problem+json"),
     ))]
 #[allow(dead_code)]
 fn readyz() {}

@@ -108,6 +108,10 @@ pub struct Engine {
     health: StoreHealth,
     /// Orphan clean-up tasks running now (bounded by `MAX_ORPHAN_WATCHERS`).
     orphan_watchers: Arc<AtomicUsize>,
+    /// Set once this replica is shutting down: from then on it takes no new acquire, and its
+    /// blocked waiters and watches are answered at once rather than cut off when it exits. Never
+    /// unset. Renews and releases are still served, so holders can let go.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// Where one lock lives.
@@ -136,7 +140,28 @@ impl Engine {
             metrics: Metrics::new(),
             health: StoreHealth::default(),
             orphan_watchers: Arc::default(),
+            draining: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Starts this replica's drain: acquires are refused from now on (`ShuttingDown`), and
+    /// acquires waiting for a lock and watches are answered now.
+    pub fn begin_drain(&self) {
+        if !self.draining.send_replace(true) {
+            tracing::info!("draining: new acquires are refused, waiters and watches answered");
+        }
+    }
+
+    /// Whether [`Engine::begin_drain`] has been called.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Completes once the drain has begun (at once if it has).
+    async fn drain_begun(&self) {
+        let mut draining = self.draining.subscribe();
+        // The sender lives as long as the engine, so this ends only when the drain begins.
+        let _ = draining.wait_for(|d| *d).await;
     }
 
     /// Records into `metrics` (shared with the HTTP layer and the store) instead of a private set.
@@ -227,6 +252,9 @@ impl Engine {
         key: &str,
         req: AcquireRequest,
     ) -> Result<LockView, LockError> {
+        if self.is_draining() {
+            return Err(LockError::ShuttingDown);
+        }
         let target = self.target(bucket, key)?;
         let owner = match req.owner.as_deref() {
             Some(o) => key::parse_owner(o).map_err(|r| LockError::invalid("owner", r))?,
@@ -457,7 +485,13 @@ impl Engine {
         }
         let changed = tokio::time::timeout(wait, async {
             loop {
-                if watching.seen.changed().await.is_err() {
+                let seen = tokio::select! {
+                    seen = watching.seen.changed() => seen,
+                    // A replica shutting down answers now, as if the wait had run out: the
+                    // client asks again, of a replica that stays.
+                    _ = self.drain_begun() => return None,
+                };
+                if seen.is_err() {
                     return None; // the watcher ended: answer with what is known
                 }
                 let seen = watching.seen.borrow_and_update().clone();

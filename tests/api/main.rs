@@ -11,6 +11,7 @@ mod check_cli;
 mod cli;
 mod client;
 mod contention;
+mod drain;
 mod faults;
 mod helpers;
 mod metrics;
