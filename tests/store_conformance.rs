@@ -225,6 +225,38 @@ mod cases {
         assert_eq!(page, ListPage::default());
     }
 
+    pub async fn a_listing_names_what_was_written_and_deleted_since_an_earlier_one(s: Subject) {
+        s.store
+            .put_if_absent(&s.bucket, "locks/w/a", body("a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.store.list(&s.bucket, "locks/w/").await.unwrap(),
+            ["locks/w/a"]
+        );
+        let v = s
+            .store
+            .put_if_absent(&s.bucket, "locks/w/b", body("b"))
+            .await
+            .unwrap();
+        s.store
+            .put_if_version(&s.bucket, "locks/w/b", body("b2"), &v)
+            .await
+            .unwrap();
+        s.store.delete(&s.bucket, "locks/w/a").await.unwrap();
+        s.store
+            .put_if_absent(&s.bucket, "locks/w/c", body("c"))
+            .await
+            .unwrap();
+        let page = s
+            .store
+            .list_page(&s.bucket, "locks/w/", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.keys, ["locks/w/b", "locks/w/c"]);
+        assert!(!page.more);
+    }
+
     pub async fn delete_removes_an_object(s: Subject) {
         s.store
             .put_if_absent(&s.bucket, "locks/d", body("1"))
@@ -340,6 +372,7 @@ macro_rules! conformance_suite {
             case!(bodies_round_trip_byte_for_byte);
             case!(list_names_the_objects_under_a_prefix_in_order);
             case!(list_pages_name_each_object_under_a_prefix_once_in_order);
+            case!(a_listing_names_what_was_written_and_deleted_since_an_earlier_one);
             case!(delete_removes_an_object);
             case!(racing_creators_have_exactly_one_winner_per_round);
             case!(racing_updaters_have_exactly_one_winner_per_round);
