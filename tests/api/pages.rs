@@ -137,11 +137,14 @@ async fn follow_pages(
     }
 }
 
+/// Asserts that `keys` are `jobs/00000`... `jobs/{n-1}`, each once, in order (without printing
+/// thousands of keys when they are not).
 fn assert_each_once(keys: &[String], n: usize) {
     let distinct: BTreeSet<&String> = keys.iter().collect();
     assert_eq!(distinct.len(), keys.len(), "a lock was listed twice");
+    assert_eq!(keys.len(), n, "locks listed");
     let expected: Vec<String> = (0..n).map(|i| format!("jobs/{i:05}")).collect();
-    assert_eq!(keys, expected);
+    assert!(keys == expected, "the locks listed are not jobs/00000.. in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
