@@ -118,7 +118,10 @@ fn decode_cursor(cursor: &str, prefix: &str) -> Result<String, LockError> {
             format!("{why}: pass the `next` of the page before, unchanged, with the same prefix"),
         )
     };
-    if cursor.is_empty() || cursor.len() % 2 != 0 || cursor.len() > 2 * MAX_CURSOR_KEY_BYTES {
+    if cursor.is_empty()
+        || !cursor.len().is_multiple_of(2)
+        || cursor.len() > 2 * MAX_CURSOR_KEY_BYTES
+    {
         return Err(bad("not a cursor this server hands out"));
     }
     let bytes = (0..cursor.len())

@@ -12,7 +12,6 @@ use reqwest::Method;
 use s3lock::clock::SystemClock;
 use s3lock::lock::{AcquireRequest, Engine};
 use s3lock::store::memory::MemoryStore;
-use s3lock::store::s3::S3Store;
 use s3lock::store::{ListPage, Store, StoreError, Version, Versioned};
 use serde_json::Value;
 
@@ -144,7 +143,10 @@ fn assert_each_once(keys: &[String], n: usize) {
     assert_eq!(distinct.len(), keys.len(), "a lock was listed twice");
     assert_eq!(keys.len(), n, "locks listed");
     let expected: Vec<String> = (0..n).map(|i| format!("jobs/{i:05}")).collect();
-    assert!(keys == expected, "the locks listed are not jobs/00000.. in order");
+    assert!(
+        keys == expected,
+        "the locks listed are not jobs/00000.. in order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
