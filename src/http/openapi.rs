@@ -307,7 +307,7 @@ fn status() {}
     params(
         ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Locks per page at most (default 100). A page may hold fewer and still have a `next`"),
-        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix (invalid-input otherwise)"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix: the page starts after the position it names. Opaque; one not of this form is invalid-input"),
     ),
     responses(
         (status = 200, description = "One page of locks, and where the next starts (`next`, null on the last page)", body = LockList),
