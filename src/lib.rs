@@ -12,7 +12,8 @@
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
 //! * [`http`]      — the axum router, request parsing, and the one error → status table; auth
-//!   middleware, request metrics and the generated OpenAPI document.
+//!   middleware, request metrics, the generated OpenAPI document, and the accept loop with its
+//!   drain (`http::conn`, `http::drain`).
 //! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
 //!   others, signed with a shared secret, so their waiters read the store at once.
 //! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch),

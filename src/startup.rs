@@ -11,6 +11,7 @@ use crate::auth::AuthTokens;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
 use crate::http::conn::{self, ConnLimits};
+use crate::http::drain::{self, InFlight};
 use crate::lock::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::peers::{HintKey, Peers};
@@ -226,22 +227,39 @@ impl Server {
         self
     }
 
-    /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+    /// Serves the API on `listener` until `shutdown` completes, then drains: acquires are
+    /// refused (503 `shutting-down`, as `/readyz` is), blocked waiters and watches answered, and
+    /// everything else still served until no request is in flight (for the drain time at most);
+    /// then it stops accepting and closes its connections as their last answers are sent (for
+    /// the drain time at most again).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let metrics = self.engine.metrics().clone();
+        let in_flight = Arc::new(InFlight::default());
         let app = crate::http::app(
-            self.engine,
+            self.engine.clone(),
             self.request_timeout,
             self.max_in_flight,
             self.auth,
             self.hints,
         );
+        let app = drain::counted(app, in_flight.clone());
+        let (engine, drain_timeout) = (self.engine, self.conn_limits.drain_timeout);
+        let drained = async move {
+            shutdown.await;
+            engine.begin_drain();
+            if tokio::time::timeout(drain_timeout, in_flight.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!("requests were still in flight when the drain time ran out");
+            }
+        };
         tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
-        conn::serve(listener, app, self.conn_limits, metrics, shutdown).await?;
+        conn::serve(listener, app, self.conn_limits, metrics, drained).await?;
         Ok(())
     }
 }
@@ -283,5 +301,5 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: draining");
 }

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use s3lock::store::check::{verify_conditional_writes, CheckError};
 use s3lock::store::local::{LocalStore, OpenError};
 use s3lock::store::memory::MemoryStore;
-use s3lock::store::{Store, StoreError, Version, Versioned};
+use s3lock::store::{ListPage, Store, StoreError, Version, Versioned};
 
 const WRITERS: usize = 16;
 const ROUNDS: usize = 5;
@@ -175,6 +175,88 @@ mod cases {
             .is_empty());
     }
 
+    pub async fn list_pages_name_each_object_under_a_prefix_once_in_order(s: Subject) {
+        let under: Vec<String> = (0..7).map(|i| format!("locks/p/{i}")).collect();
+        for k in under
+            .iter()
+            .map(String::as_str)
+            .chain(["locks/p-", "locks/pz", "locks/q"])
+        {
+            s.store.put_if_absent(&s.bucket, k, body(k)).await.unwrap();
+        }
+        let mut seen: Vec<String> = Vec::new();
+        let mut pages = Vec::new();
+        loop {
+            let after = seen.last().map(String::as_str);
+            let page = s
+                .store
+                .list_page(&s.bucket, "locks/p/", after, 3)
+                .await
+                .unwrap();
+            assert!(page.keys.len() <= 3, "{page:?}");
+            pages.push(page.keys.len());
+            seen.extend(page.keys);
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, under);
+        assert_eq!(pages, [3, 3, 1]);
+        // A start that is no object's key, or sorts before the prefix, starts where it falls.
+        let page = s
+            .store
+            .list_page(&s.bucket, "locks/p/", Some("locks/p/4a"), 2)
+            .await
+            .unwrap();
+        assert_eq!(page.keys, ["locks/p/5", "locks/p/6"]);
+        assert!(!page.more, "{page:?}");
+        let page = s
+            .store
+            .list_page(&s.bucket, "locks/p/", Some("locks/a"), 1)
+            .await
+            .unwrap();
+        assert_eq!(page.keys, ["locks/p/0"]);
+        assert!(page.more);
+        let page = s
+            .store
+            .list_page(&s.bucket, "nothing/", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page, ListPage::default());
+    }
+
+    pub async fn a_listing_names_what_was_written_and_deleted_since_an_earlier_one(s: Subject) {
+        s.store
+            .put_if_absent(&s.bucket, "locks/w/a", body("a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.store.list(&s.bucket, "locks/w/").await.unwrap(),
+            ["locks/w/a"]
+        );
+        let v = s
+            .store
+            .put_if_absent(&s.bucket, "locks/w/b", body("b"))
+            .await
+            .unwrap();
+        s.store
+            .put_if_version(&s.bucket, "locks/w/b", body("b2"), &v)
+            .await
+            .unwrap();
+        s.store.delete(&s.bucket, "locks/w/a").await.unwrap();
+        s.store
+            .put_if_absent(&s.bucket, "locks/w/c", body("c"))
+            .await
+            .unwrap();
+        let page = s
+            .store
+            .list_page(&s.bucket, "locks/w/", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.keys, ["locks/w/b", "locks/w/c"]);
+        assert!(!page.more);
+    }
+
     pub async fn delete_removes_an_object(s: Subject) {
         s.store
             .put_if_absent(&s.bucket, "locks/d", body("1"))
@@ -289,6 +371,8 @@ macro_rules! conformance_suite {
             case!(put_if_version_of_a_missing_object_fails_its_precondition);
             case!(bodies_round_trip_byte_for_byte);
             case!(list_names_the_objects_under_a_prefix_in_order);
+            case!(list_pages_name_each_object_under_a_prefix_once_in_order);
+            case!(a_listing_names_what_was_written_and_deleted_since_an_earlier_one);
             case!(delete_removes_an_object);
             case!(racing_creators_have_exactly_one_winner_per_round);
             case!(racing_updaters_have_exactly_one_winner_per_round);
@@ -412,8 +496,14 @@ impl Store for IgnoresConditions {
     ) -> Result<Version, StoreError> {
         self.put_if_absent(b, k, body).await
     }
-    async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, StoreError> {
-        self.0.list(b, p).await
+    async fn list_page(
+        &self,
+        b: &str,
+        p: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.0.list_page(b, p, after, max).await
     }
     async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
         self.0.delete(b, k).await
@@ -534,8 +624,14 @@ impl Store for LosesAnswers {
     ) -> Result<Version, StoreError> {
         self.lost(self.inner.put_if_version(b, k, body, expected).await)
     }
-    async fn list(&self, b: &str, p: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(b, p).await
+    async fn list_page(
+        &self,
+        b: &str,
+        p: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list_page(b, p, after, max).await
     }
     async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
         self.inner.delete(b, k).await

@@ -77,9 +77,13 @@ struct Problem {
     expires_at: Option<String>,
 }
 
+/// One page of a list, as the server answers it.
 #[derive(Debug, Deserialize)]
-struct LockList {
-    locks: Vec<LockView>,
+pub struct LockPage {
+    pub locks: Vec<LockView>,
+    /// The cursor of the next page; `None` on the last (and from servers that do not page).
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 impl LockClient {
@@ -185,13 +189,40 @@ impl LockClient {
         self.send(req).await
     }
 
+    /// Every lock whose key starts with `prefix`, following the server's pages to the last.
     pub async fn list(&self, prefix: &str) -> Result<Vec<LockView>, ClientError> {
-        let req = self
+        let mut locks = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.list_page(prefix, None, cursor.as_deref()).await?;
+            locks.extend(page.locks);
+            match page.next {
+                // A server that handed back the cursor it was given would never end the loop.
+                Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+                _ => return Ok(locks),
+            }
+        }
+    }
+
+    /// One page of the locks under `prefix`: at most `limit` (the server's default when
+    /// `None`), starting after `cursor` (the `next` of the page before).
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        limit: Option<u64>,
+        cursor: Option<&str>,
+    ) -> Result<LockPage, ClientError> {
+        let mut req = self
             .http
             .get(format!("{}/locks", self.base))
             .query(&[("prefix", prefix)]);
-        let list: LockList = self.send(req).await?;
-        Ok(list.locks)
+        if let Some(limit) = limit {
+            req = req.query(&[("limit", limit)]);
+        }
+        if let Some(cursor) = cursor {
+            req = req.query(&[("cursor", cursor)]);
+        }
+        self.send(req).await
     }
 
     fn lock_url(&self, key: &str, action: Option<&str>) -> String {

@@ -97,6 +97,9 @@ pub enum ApiError {
     Unauthorized { presented: bool },
     /// 403 `forbidden`: the auth token may not touch this key, or may not break locks.
     Forbidden(String),
+    /// 503 `shutting-down`, with `Retry-After`: the replica is draining before it exits; it takes
+    /// no new acquire (a waiting one is answered so), and `/readyz` says so too.
+    ShuttingDown,
     /// 503 `not-ready`: the store is not answering, or the start-up store check has not passed.
     /// The text is shown to the client, so it must not carry the store's error details.
     NotReady(String),
@@ -209,6 +212,11 @@ impl ApiError {
                 "not-ready",
                 "The server is not ready",
             ),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "The server is shutting down",
+            ),
         }
     }
 
@@ -261,6 +269,9 @@ impl ApiError {
             Overloaded => "nothing was read or written; try again after Retry-After, or on \
                 another replica"
                 .into(),
+            ShuttingDown => "this server is shutting down and takes no new acquires; try \
+                another replica, or this one once it is back"
+                .into(),
         }
     }
 
@@ -273,6 +284,7 @@ impl ApiError {
             | ApiError::StoreUnavailable(_)
             | ApiError::Timeout
             | ApiError::Overloaded
+            | ApiError::ShuttingDown
             | ApiError::NotReady(_) => Some(1),
             ApiError::TooManyWatchedLocks => Some(TOO_MANY_WATCHED_RETRY_SECS),
             // The window narrows once the disagreeing samples age out (within a minute).
@@ -302,6 +314,7 @@ impl ApiError {
             LockError::StoreRefused(d) => ApiError::StoreRefused(d),
             LockError::TooManyWatchedLocks { .. } => ApiError::TooManyWatchedLocks,
             e @ LockError::ClockUncertain { .. } => ApiError::ClockUncertain(e.to_string()),
+            LockError::ShuttingDown => ApiError::ShuttingDown,
         }
     }
 

@@ -88,10 +88,13 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
     }
 }
 
-/// The answer of a list.
+/// The answer of a list: one page of locks, in key order.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct LockList {
     locks: Vec<LockView>,
+    /// Where the next page starts: send it back as `cursor` (with the same `prefix`) for the
+    /// rest. `null` on the last page. Opaque: its form may change between versions.
+    next: Option<String>,
 }
 
 /// The answer of `/healthz` and `/readyz`.
@@ -116,14 +119,22 @@ pub(super) struct StatusQuery {
 pub(super) struct ListQuery {
     #[serde(default)]
     prefix: String,
+    /// Locks per page at most.
+    limit: Option<u64>,
+    /// The `next` of the page before.
+    cursor: Option<String>,
 }
 
 pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// `GET /readyz`: 200 while the store answers and the start-up store check has passed.
+/// `GET /readyz`: 200 while the store answers and the start-up store check has passed, 503
+/// `shutting-down` once the replica drains.
 pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Health> {
+    if state.engine.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     match state.engine.ready().await {
         Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(NotReady::StoreCheckPending) => Err(ApiError::NotReady(
@@ -236,7 +247,7 @@ pub(super) async fn status(
     view.map(Json).map_err(|e| lock_error(&state, e))
 }
 
-/// `GET /locks?prefix=P`.
+/// `GET /locks?prefix=P&limit=N&cursor=C`.
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -245,7 +256,7 @@ pub(super) async fn list(
     list_locks(state, caller, None, query).await
 }
 
-/// `GET /buckets/{bucket}/locks?prefix=P`.
+/// `GET /buckets/{bucket}/locks?prefix=P&limit=N&cursor=C`.
 pub(super) async fn list_in_bucket(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -267,12 +278,15 @@ async fn list_locks(
     })?;
     caller.authorize_bucket(bucket.as_deref(), &state.engine.config().default_bucket)?;
     let prefix = caller.list_prefix(&q.prefix)?;
-    let locks = state
+    let page = state
         .engine
-        .list(bucket.as_deref(), &prefix)
+        .list(bucket.as_deref(), &prefix, q.limit, q.cursor.as_deref())
         .await
         .map_err(|e| lock_error(&state, e))?;
-    Ok(Json(LockList { locks }))
+    Ok(Json(LockList {
+        locks: page.locks,
+        next: page.next,
+    }))
 }
 
 fn lock_error(state: &AppState, e: LockError) -> ApiError {

@@ -1,9 +1,11 @@
 //! The HTTP API: routes, request parsing, and the middleware stack (request ids, tracing,
 //! metrics, auth, a request timeout, a body limit). Handlers translate HTTP into engine calls and
-//! engine outcomes into HTTP through the one table in [`error`].
+//! engine outcomes into HTTP through the one table in [`error`]. [`conn`] accepts and bounds the
+//! connections; [`drain`] counts the requests in flight for a shutdown.
 
 pub mod auth;
 pub mod conn;
+pub mod drain;
 pub mod error;
 mod handlers;
 pub mod openapi;

@@ -208,7 +208,7 @@ fn bucket_parameter() -> Parameter {
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain (an expired lease, while the store's clocks disagree), too-many-watched-locks (a wait on a lock this replica cannot watch) or overloaded (too many lock requests in flight); each with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain (an expired lease, while the store's clocks disagree), too-many-watched-locks (a wait on a lock this replica cannot watch), overloaded (too many lock requests in flight) or shutting-down (the server is draining: no new acquire, and a waiting one is answered so); each with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]
@@ -300,13 +300,17 @@ fn break_lock() {}
 #[allow(dead_code)]
 fn status() {}
 
-/// List the locks whose key starts with a prefix, without tokens. With a prefix-limited auth
-/// token the listing never leaves that prefix.
+/// List the locks whose key starts with a prefix, without tokens, one page at a time in key
+/// order. With a prefix-limited auth token the listing never leaves that prefix.
 #[utoipa::path(
     get, path = "/locks", operation_id = "list", tag = "locks",
-    params(("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this")),
+    params(
+        ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Locks per page at most (default 100). A page may hold fewer and still have a `next`"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix: the page starts after the position it names. Opaque; one not of this form is invalid-input"),
+    ),
     responses(
-        (status = 200, description = "The locks", body = LockList),
+        (status = 200, description = "One page of locks, and where the next starts (`next`, null on the last page)", body = LockList),
         (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
@@ -325,11 +329,11 @@ fn healthz() {}
 
 /// Ready for traffic: the start-up store check passed and the store answered within the last
 /// few seconds (or answers a probe now: at most one a second, shared by every check meanwhile).
-/// No auth.
+/// The server is not shutting down. No auth.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "not-ready", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "not-ready, or shutting-down (the server is draining)", body = Problem, content_type = "application/problem+json"),
     ))]
 #[allow(dead_code)]
 fn readyz() {}

@@ -55,6 +55,10 @@ pub enum LockError {
     /// for one more; nothing was read or written for it. Locks already watched may be joined.
     #[error("this replica already watches {max} locks, as many as it may")]
     TooManyWatchedLocks { max: usize },
+    /// This replica is shutting down and takes no new acquire (an acquire that was waiting is
+    /// answered this way too); another replica, or this one once restarted, will take it.
+    #[error("this server is shutting down")]
+    ShuttingDown,
     /// The store refused for a reason a retry will not fix (missing bucket, credentials).
     #[error("the lock store refused the request: {0}")]
     StoreRefused(String),

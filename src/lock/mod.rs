@@ -8,6 +8,7 @@
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
+//! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
 //! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
 //! - this file: the [`Engine`]'s public operations, input limits and the views it answers with.
@@ -17,6 +18,7 @@ mod decide;
 pub mod document;
 pub mod error;
 pub mod key;
+mod list;
 mod orphan;
 pub mod rules;
 mod wait;
@@ -39,6 +41,7 @@ use decide::Settled;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 pub use key::LockKey;
+pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use rules::{Grant, Verdict};
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
@@ -120,6 +123,10 @@ pub struct Engine {
     /// probe is in flight at a time and the checks that arrive meanwhile wait for it (at most
     /// [`READY_PROBE_TIMEOUT`]) and share its outcome.
     last_probe: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
+    /// Set once this replica is shutting down: from then on it takes no new acquire, and its
+    /// blocked waiters and watches are answered at once rather than cut off when it exits. Never
+    /// unset. Renews and releases are still served, so holders can let go.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 /// Where one lock lives.
@@ -152,7 +159,28 @@ impl Engine {
             health: StoreHealth::default(),
             orphan_watchers: Arc::default(),
             last_probe: tokio::sync::Mutex::default(),
+            draining: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Starts this replica's drain: acquires are refused from now on (`ShuttingDown`), and
+    /// acquires waiting for a lock and watches are answered now.
+    pub fn begin_drain(&self) {
+        if !self.draining.send_replace(true) {
+            tracing::info!("draining: new acquires are refused, waiters and watches answered");
+        }
+    }
+
+    /// Whether [`Engine::begin_drain`] has been called.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Completes once the drain has begun (at once if it has).
+    async fn drain_begun(&self) {
+        let mut draining = self.draining.subscribe();
+        // The sender lives as long as the engine, so this ends only when the drain begins.
+        let _ = draining.wait_for(|d| *d).await;
     }
 
     /// Records into `metrics` (shared with the HTTP layer and the store) instead of a private set.
@@ -254,6 +282,9 @@ impl Engine {
         key: &str,
         req: AcquireRequest,
     ) -> Result<LockView, LockError> {
+        if self.is_draining() {
+            return Err(LockError::ShuttingDown);
+        }
         let target = self.target(bucket, key)?;
         let owner = match req.owner.as_deref() {
             Some(o) => key::parse_owner(o).map_err(|r| LockError::invalid("owner", r))?,
@@ -493,7 +524,13 @@ impl Engine {
         }
         let changed = tokio::time::timeout(wait, async {
             loop {
-                if watching.seen.changed().await.is_err() {
+                let seen = tokio::select! {
+                    seen = watching.seen.changed() => seen,
+                    // A replica shutting down answers now, as if the wait had run out: the
+                    // client asks again, of a replica that stays.
+                    _ = self.drain_begun() => return None,
+                };
+                if seen.is_err() {
                     return None; // the watcher ended: answer with what is known
                 }
                 let seen = watching.seen.borrow_and_update().clone();
@@ -518,50 +555,6 @@ impl Engine {
                 _ => Ok(current),
             },
         }
-    }
-
-    /// Every lock whose key starts with `prefix`, without tokens. Objects under the lock prefix
-    /// that are not lock documents are skipped (and logged).
-    #[tracing::instrument(skip(self))]
-    pub async fn list(
-        &self,
-        bucket: Option<&str>,
-        prefix: &str,
-    ) -> Result<Vec<LockView>, LockError> {
-        let bucket = self.bucket(bucket)?;
-        if prefix.chars().any(char::is_control) || prefix.len() > key::MAX_KEY_BYTES {
-            return Err(LockError::invalid(
-                "prefix",
-                "must be at most 512 bytes with no control characters",
-            ));
-        }
-        let full_prefix = format!("{}{prefix}", self.config.prefix);
-        let objects = self.store.list(&bucket, &full_prefix).await;
-        self.health.record(&objects);
-        let objects = objects.map_err(store_error)?;
-        let mut views = Vec::with_capacity(objects.len());
-        for object in objects {
-            let Some(key) = object
-                .strip_prefix(&self.config.prefix)
-                .and_then(|k| LockKey::parse(k).ok())
-            else {
-                continue;
-            };
-            let target = Target {
-                bucket: bucket.clone(),
-                key,
-                object,
-            };
-            match self.read(&target).await {
-                Ok(Some((doc, _))) => views.push(self.status_view(&target, Some(doc), None)),
-                Ok(None) => {} // deleted since it was listed
-                Err(LockError::Unreadable(why)) => {
-                    tracing::warn!(key = %target.key, %why, "skipping an unreadable lock document")
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Ok(views)
     }
 
     fn status_view(

@@ -16,8 +16,8 @@ pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
-    /// Tries to acquire until granted, refused for a reason other than the lock being held, or
-    /// `wait` has passed.
+    /// Tries to acquire until granted, refused for a reason other than the lock being held,
+    /// `wait` has passed, or the replica begins to shut down.
     pub(super) async fn acquire_waiting(
         &self,
         target: &Target,
@@ -56,6 +56,9 @@ impl Engine {
             tokio::select! {
                 _ = r.turn() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+                // The replica is shutting down: a whole answer now, so the client tries another
+                // replica, rather than a connection cut when the drain time runs out.
+                _ = self.drain_begun() => return Err(LockError::ShuttingDown),
             }
         }
     }

@@ -17,7 +17,7 @@
 //!   keys may be up to 512 bytes with `/` in them, which no file name could hold. The file starts
 //!   with the key and a newline (keys never contain control characters), then the body.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{content_version, Store, StoreError, Version, Versioned};
+use super::{content_version, ListPage, Store, StoreError, Version, Versioned};
 
 const SHARDS: usize = 64;
 
@@ -56,6 +56,13 @@ struct Inner {
     /// Test-only fault injection: directory syncs it accepts fail (see
     /// [`LocalStore::fail_directory_syncs`]).
     failing_syncs: Mutex<Option<SyncFaults>>,
+    /// The keys of each bucket listed since the store opened, sorted. Objects are filed by the
+    /// hash of their key, so without this every page of a listing would read the first line of
+    /// every file in the bucket. Loaded by the bucket's first listing, under this mutex, and kept
+    /// in step by each write and delete after it has changed the files (also under this mutex):
+    /// whichever order a write and the loading scan meet in, the key ends up right. Only this
+    /// process writes the directory (it holds its lock), so nothing else can change it.
+    keys: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 /// Which directory syncs fail, for tests of a disk whose `fsync` fails.
@@ -104,6 +111,7 @@ impl LocalStore {
                 synced: Mutex::default(),
                 unsynced: Mutex::default(),
                 failing_syncs: Mutex::default(),
+                keys: Mutex::default(),
             }),
         };
         store.remove_stale_temp_files().map_err(io_err)?;
@@ -304,6 +312,9 @@ impl Inner {
             let _ = fs::remove_file(&tmp);
             return Err(io_unavailable(e));
         }
+        if let Some(listed) = self.keys().get_mut(bucket) {
+            listed.insert(key.to_owned());
+        }
         // The rename is only durable once the directory entry is. Until then the new document
         // is visible but could be undone by a crash: it must not be read as landed.
         if let Err(e) = self.sync_dir(dir) {
@@ -320,22 +331,47 @@ impl Inner {
         Ok(content_version(body))
     }
 
-    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
+        use std::ops::Bound;
         self.require_synced(&self.bucket_dir(bucket))?;
-        let mut keys = Vec::new();
+        let mut all = self.keys();
+        if !all.contains_key(bucket) {
+            let scanned = self.scan_keys(bucket)?;
+            all.insert(bucket.to_owned(), scanned);
+        }
+        let listed = &all[bucket];
+        let lower = match start_after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Included(prefix),
+        };
+        let mut under = listed
+            .range::<str, _>((lower, Bound::Unbounded))
+            .skip_while(|k| !k.starts_with(prefix) && k.as_str() < prefix)
+            .take_while(|k| k.starts_with(prefix));
+        let keys: Vec<String> = under.by_ref().take(max_keys.max(1)).cloned().collect();
+        let more = !keys.is_empty() && under.next().is_some();
+        Ok(ListPage { keys, more })
+    }
+
+    /// Every key in the bucket, from each file's first line.
+    fn scan_keys(&self, bucket: &str) -> Result<BTreeSet<String>, StoreError> {
+        let mut keys = BTreeSet::new();
         for shard in read_dir_or_empty(&self.bucket_dir(bucket)).map_err(io_unavailable)? {
             for file in read_dir_or_empty(&shard).map_err(io_unavailable)? {
                 if is_temp(&file) {
                     continue;
                 }
                 if let Some((key, _)) = self.read(&file)? {
-                    if key.starts_with(prefix) {
-                        keys.push(key);
-                    }
+                    keys.insert(key);
                 }
             }
         }
-        keys.sort();
         Ok(keys)
     }
 
@@ -344,10 +380,18 @@ impl Inner {
         let _guard = self.shards[shard].lock().expect("shard mutex poisoned");
         self.require_synced(path.parent().expect("object path has a parent"))?;
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_unavailable(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_unavailable(e)),
         }
+        if let Some(listed) = self.keys().get_mut(bucket) {
+            listed.remove(key);
+        }
+        Ok(())
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.keys.lock().expect("keys mutex poisoned")
     }
 }
 
@@ -399,9 +443,17 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
         let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
-        self.blocking(move |s| s.list(&bucket, &prefix)).await
+        let start_after = start_after.map(str::to_owned);
+        self.blocking(move |s| s.list_page(&bucket, &prefix, start_after.as_deref(), max_keys))
+            .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {

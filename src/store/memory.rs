@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{content_version, Store, StoreError, Version, Versioned};
+use super::{content_version, ListPage, Store, StoreError, Version, Versioned};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -77,13 +77,29 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .objects()
-            .keys()
-            .filter(|(b, k)| b == bucket && k.starts_with(prefix))
-            .map(|(_, k)| k.clone())
-            .collect())
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
+        use std::ops::Bound;
+        let objects = self.objects();
+        let from = (bucket.to_owned(), start_after.unwrap_or(prefix).to_owned());
+        let lower = match start_after {
+            Some(_) => Bound::Excluded(from),
+            None => Bound::Included(from),
+        };
+        let mut under = objects
+            .range((lower, Bound::Unbounded))
+            .map(|((b, k), _)| (b, k))
+            .take_while(|(b, _)| *b == bucket)
+            .filter(|(_, k)| k.starts_with(prefix))
+            .map(|(_, k)| k.clone());
+        let keys: Vec<String> = under.by_ref().take(max_keys.max(1)).collect();
+        let more = !keys.is_empty() && under.next().is_some();
+        Ok(ListPage { keys, more })
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {

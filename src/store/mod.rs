@@ -5,7 +5,8 @@
 //! * `get` returns the body with its version (the S3 ETag, or the local equivalent);
 //! * `put_if_absent` creates an object only if none exists (`If-None-Match: *`);
 //! * `put_if_version` replaces an object only if it still has the version just read (`If-Match`);
-//! * `list` names the objects under a prefix.
+//! * `list_page` names the objects under a prefix, one page at a time (`list`, built on it,
+//!   names them all).
 //!
 //! Outcomes are named for what the caller should do next (see [`StoreError`]); each backend maps
 //! its own quirks into them and none of those quirks leak past this module.
@@ -30,6 +31,19 @@ pub struct Versioned {
     pub body: Bytes,
     pub version: Version,
 }
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// In lexical order, all after the `start_after` asked for.
+    pub keys: Vec<String>,
+    /// Whether keys under the prefix may follow the last of these: ask again with it as
+    /// `start_after`. Never true with no keys, so following pages always moves forward.
+    pub more: bool,
+}
+
+/// The page size [`Store::list`] asks for: S3's own largest page.
+const LIST_ALL_PAGE: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,8 +90,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected: &Version,
     ) -> Result<Version, StoreError>;
 
-    /// Keys of all objects whose key starts with `prefix`, in lexical order.
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Keys of objects whose key starts with `prefix` and sorts after `start_after` (all of
+    /// them when `None`), in lexical (byte) order, at most `max_keys` of them (at least one is
+    /// asked for). One call of the store's own listing: a list of thousands of objects costs one
+    /// page's worth of work per call, never the whole prefix's.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Keys of all objects whose key starts with `prefix`, in lexical order, page after page
+    /// (tests and tools; the lock service itself lists one page per request).
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let page = self
+                .list_page(
+                    bucket,
+                    prefix,
+                    keys.last().map(String::as_str),
+                    LIST_ALL_PAGE,
+                )
+                .await?;
+            keys.extend(page.keys);
+            if !page.more {
+                return Ok(keys);
+            }
+        }
+    }
 
     /// Removes an object unconditionally (start-up probe clean-up and tests; never used by the
     /// lock protocol, which only ever writes conditionally).

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::slots::{CallSlots, Priority, Slot};
-use super::{Store, StoreError, Version, Versioned};
+use super::{ListPage, Store, StoreError, Version, Versioned};
 use crate::clock::samples::{DateSample, DateSamples};
 use crate::clock::{BootTime, Clock, Monotonic, SystemClock, TimeWindow};
 use crate::metrics::{self as m, Metrics};
@@ -304,27 +304,40 @@ impl Store for S3Store {
             .await
     }
 
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
         // A list is never part of a lock decision, whichever handle it is made on.
         let _slot = self.slot_of(Priority::Background).await?;
-        let mut keys = Vec::new();
-        let mut pages = self
+        // One ListObjectsV2 call: S3 answers at most 1,000 keys a call whatever is asked.
+        let max_keys = i32::try_from(max_keys.clamp(1, 1000)).expect("at most 1,000");
+        let mut list = self
             .client
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = self.counted("list", page.map_err(|e| classify(e, bucket, Op::Other)))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
+            .max_keys(max_keys);
+        if let Some(after) = start_after {
+            list = list.start_after(after);
         }
+        let page = self.counted(
+            "list",
+            Box::pin(list.send())
+                .await
+                .map_err(|e| classify(e, bucket, Op::Other)),
+        )?;
+        let mut keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
         keys.sort();
-        Ok(keys)
+        let more = !keys.is_empty() && page.is_truncated().unwrap_or(false);
+        Ok(ListPage { keys, more })
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {

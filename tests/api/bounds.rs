@@ -16,7 +16,7 @@ use s3lock::metrics::Metrics;
 use s3lock::startup::Server;
 use s3lock::store::memory::MemoryStore;
 use s3lock::store::s3::S3Store;
-use s3lock::store::{Store, StoreError, Version, Versioned};
+use s3lock::store::{ListPage, Store, StoreError, Version, Versioned};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -68,8 +68,14 @@ impl Store for CountingStore {
     ) -> Result<Version, StoreError> {
         self.inner.put_if_version(b, k, body, expected).await
     }
-    async fn list(&self, b: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(b, prefix).await
+    async fn list_page(
+        &self,
+        b: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.inner.list_page(b, prefix, start_after, max_keys).await
     }
     async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
         self.inner.delete(b, k).await

@@ -15,7 +15,7 @@ use crate::helpers::{json_with, TestApp, PREFIX};
 const BIN: &str = env!("CARGO_BIN_EXE_s3lock");
 
 /// Runs the CLI against `url` with `args`; no auth token unless `env` gives one.
-async fn cli(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn cli(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
         .env("S3LOCK_URL", url)
@@ -30,11 +30,11 @@ async fn cli(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn code(out: &Output) -> i32 {
+pub(crate) fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-fn stdout_json(out: &Output) -> Value {
+pub(crate) fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}\nstderr: {}",

@@ -49,11 +49,12 @@ async fn the_client_drives_every_route_and_names_each_refusal() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_a_transport_error() {
+async fn an_unreachable_server_is_unreachable_not_a_transport_error_of_a_sent_request() {
     let base = crate::helpers::support::closed_url();
     let client = LockClient::new(&base, None);
+    // Refused at connect: the request was never sent, so nothing it asked for can have landed.
     assert!(matches!(
         client.status("k", None).await,
-        Err(ClientError::Transport(_))
+        Err(ClientError::Unreachable(_))
     ));
 }

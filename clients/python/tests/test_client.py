@@ -116,6 +116,18 @@ def test_list_shows_every_lock_under_a_prefix_without_tokens(client: Client, key
         client.release(f"{key}/{i}", token)
 
 
+def test_list_follows_the_servers_pages_to_every_lock_once(client: Client, key: str) -> None:
+    tokens = [client.acquire(f"{key}/{i:02}", ttl=30).token for i in range(25)]
+    expected = [f"{key}/{i:02}" for i in range(25)]
+    assert [v.key for v in client.list(f"{key}/", page_size=10)] == expected
+    lazily = client.iter_locks(f"{key}/", page_size=10)
+    assert next(lazily).key == expected[0]
+    assert [expected[0]] + [v.key for v in lazily] == expected
+    assert [v.key for v in client.list(f"{key}/", page_size=1000)] == expected
+    for i, token in enumerate(tokens):
+        client.release(f"{key}/{i:02}", token)
+
+
 def test_keys_with_slashes_and_odd_characters_round_trip(client: Client, key: str) -> None:
     odd = f"{key}/a b/ü%/x?y#z"
     lease = client.acquire(odd, ttl=30)

@@ -61,9 +61,22 @@ async fn list_shows_locks_under_a_prefix_without_tokens() {
         f.engine.acquire(None, k, owner("alice", 30)).await.unwrap();
     }
     f.put_raw("jobs/unreadable", "garbage").await;
-    let views = f.engine.list(None, "jobs/").await.unwrap();
+    let views = f
+        .engine
+        .list(None, "jobs/", None, None)
+        .await
+        .unwrap()
+        .locks;
     let keys: Vec<_> = views.iter().map(|v| v.key.as_str()).collect();
     assert_eq!(keys, ["jobs/a", "jobs/b"]);
     assert!(views.iter().all(|v| v.token.is_none() && v.locked));
-    assert_eq!(f.engine.list(None, "").await.unwrap().len(), 3);
+    assert_eq!(
+        f.engine
+            .list(None, "", None, None)
+            .await
+            .unwrap()
+            .locks
+            .len(),
+        3
+    );
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::*;
 use crate::clock::ManualClock;
 use crate::store::memory::MemoryStore;
-use crate::store::{Version, Versioned};
+use crate::store::{ListPage, Version, Versioned};
 use tokio::time::Instant;
 
 const BUCKET: &str = "default";
@@ -294,8 +294,16 @@ impl Store for FaultyStore {
         self.answer_gate().await;
         Self::after_write(fault, written)
     }
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(bucket, prefix).await
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        max_keys: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.inner
+            .list_page(bucket, prefix, start_after, max_keys)
+            .await
     }
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         self.inner.delete(bucket, key).await

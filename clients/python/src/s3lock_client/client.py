@@ -7,7 +7,7 @@ import json
 import os
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ._http import Response, Transport
 from .errors import (
@@ -164,14 +164,52 @@ class Client:
         answer, _ = self._call("GET", self._lock_path(key) + query, None, timeout)
         return LockView.from_json(answer)
 
-    def list(self, prefix: str = "", *, timeout: Optional[float] = None) -> List[LockView]:
-        """Every lock whose key starts with ``prefix``."""
-        query = "?" + urllib.parse.urlencode({"prefix": prefix}) if prefix else ""
-        answer, _ = self._call("GET", self._bucket_path() + "/locks" + query, None, timeout)
-        locks = answer.get("locks") if isinstance(answer, dict) else None
-        if not isinstance(locks, list):
-            raise UnexpectedResponse(200, "a listing without a 'locks' array")
-        return [LockView.from_json(v) for v in locks]
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        page_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> List[LockView]:
+        """Every lock whose key starts with ``prefix``, in key order: all of the server's pages
+        (``page_size`` locks each at most; the server's default when ``None``). ``timeout`` is
+        the deadline of each page's call. For a prefix with very many locks,
+        :meth:`iter_locks` holds one page at a time."""
+        return [*self.iter_locks(prefix, page_size=page_size, timeout=timeout)]
+
+    def iter_locks(
+        self,
+        prefix: str = "",
+        *,
+        page_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[LockView]:
+        """The locks whose key starts with ``prefix``, in key order, asking the server for the
+        next page only once the one before has been gone through."""
+        cursor: Optional[str] = None
+        while True:
+            query: Dict[str, str] = {}
+            if prefix:
+                query["prefix"] = prefix
+            if page_size is not None:
+                query["limit"] = str(page_size)
+            if cursor is not None:
+                query["cursor"] = cursor
+            path = self._bucket_path() + "/locks"
+            if query:
+                path += "?" + urllib.parse.urlencode(query)
+            answer, _ = self._call("GET", path, None, timeout)
+            locks = answer.get("locks") if isinstance(answer, dict) else None
+            if not isinstance(locks, list):
+                raise UnexpectedResponse(200, "a listing without a 'locks' array")
+            for v in locks:
+                yield LockView.from_json(v)
+            nxt = answer.get("next")
+            # A server that does not page sends no "next"; one that sent back the cursor it was
+            # given would never end the loop.
+            if not isinstance(nxt, str) or nxt == cursor:
+                return
+            cursor = nxt
 
     def break_lock(
         self, key: str, reason: Optional[str] = None, *, timeout: Optional[float] = None

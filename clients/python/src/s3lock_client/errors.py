@@ -232,6 +232,14 @@ class NotReady(ServiceUnavailable):
     KIND = "not-ready"
 
 
+class ShuttingDown(ServiceUnavailable):
+    """503 ``shutting-down``: the server is draining before it exits. It takes no new acquire (an
+    acquire that was waiting is answered so), and ``/readyz`` says so; renew and release are
+    still served. Another replica, or this one once restarted, takes the acquire."""
+
+    KIND = "shutting-down"
+
+
 def _all_problem_classes() -> Dict[str, Type[ProblemError]]:
     found: Dict[str, Type[ProblemError]] = {}
     pending = list(ProblemError.__subclasses__())
