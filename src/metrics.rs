@@ -34,6 +34,8 @@ pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
 pub const PEER_HINTS_RECEIVED: &str = "s3lock_peer_hints_received_total";
 pub const CONNECTIONS_REFUSED: &str = "s3lock_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "s3lock_connections_open";
+pub const TLS_HANDSHAKE_FAILURES: &str = "s3lock_tls_handshake_failures_total";
+pub const TLS_RELOADS: &str = "s3lock_tls_reloads_total";
 pub const STORE_CLOCK_OUTLIERS: &str = "s3lock_store_clock_outliers_total";
 pub const STORE_CLOCK_SPREAD: &str = "s3lock_store_clock_spread_seconds";
 
@@ -117,6 +119,17 @@ impl Metrics {
             (
                 CONNECTIONS_REFUSED,
                 "client connections closed at once because S3LOCK_MAX_CONNECTIONS were open",
+            ),
+            (
+                TLS_HANDSHAKE_FAILURES,
+                "TLS connections closed before their handshake completed, by reason (timeout: \
+                 not done within --header-timeout; refused: not TLS, no or an untrusted client \
+                 certificate, no common protocol)",
+            ),
+            (
+                TLS_RELOADS,
+                "changes of the TLS files seen, by outcome (reloaded; failed: the previous \
+                 certificate stays)",
             ),
             (
                 PEER_HINTS_RECEIVED,

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
+use crate::tls::client::ClientTls;
 use crate::wire::HolderToken;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct CheckConfig {
     pub wait: f64,
     /// Each hold lasts a random time up to this.
     pub max_hold: Duration,
+    /// What the clients trust and present over https.
+    pub tls: ClientTls,
 }
 
 /// One hold as its client saw it: from the grant's answer arriving to just before its release
@@ -90,9 +93,10 @@ pub async fn run(config: CheckConfig) -> CheckReport {
         .map(|client| {
             let config = config.clone();
             let (grants, tally) = (grants.clone(), tally.clone());
-            let api = LockClient::new(
+            let api = LockClient::with_tls(
                 &config.urls[client % config.urls.len()],
                 config.bearer.clone(),
+                &config.tls,
             );
             tokio::spawn(async move {
                 let owner = format!("check-client-{client}");
