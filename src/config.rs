@@ -467,4 +467,91 @@ mod tests {
         let allowed: Vec<_> = c.engine.allowed_buckets.iter().cloned().collect();
         assert_eq!(allowed, ["main-b", "other-b", "third-b"]);
     }
+
+    #[test]
+    fn bad_tls_settings_stop_the_start_naming_the_setting_and_never_quoting_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let one = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = write("cert.pem", &one.cert.pem());
+        let key_pem = one.signing_key.serialize_pem();
+        let key = write("key.pem", &key_pem);
+        let other_key = write("other.key", &other.signing_key.serialize_pem());
+        // A key file cut short: its base64 must not show up in the message.
+        let mangled = key_pem.replacen("-----END PRIVATE KEY-----", "", 1);
+        let broken_key = write("broken.key", &mangled);
+        let cert_as_key = write("cert-as-key.pem", &one.cert.pem());
+        let empty = write("empty.pem", "");
+        for (args, setting) in [
+            (vec!["--tls-cert", &cert], "S3LOCK_TLS_KEY"),
+            (vec!["--tls-key", &key], "S3LOCK_TLS_CERT"),
+            (vec!["--tls-client-ca", &cert], "S3LOCK_TLS_CLIENT_CA"),
+            (
+                vec!["--tls-cert", "/nonexistent/cert.pem", "--tls-key", &key],
+                "S3LOCK_TLS_CERT",
+            ),
+            (
+                vec!["--tls-cert", &empty, "--tls-key", &key],
+                "S3LOCK_TLS_CERT",
+            ),
+            (
+                vec!["--tls-cert", &cert, "--tls-key", &other_key],
+                "S3LOCK_TLS_KEY",
+            ),
+            (
+                vec!["--tls-cert", &cert, "--tls-key", &broken_key],
+                "S3LOCK_TLS_KEY",
+            ),
+            (
+                vec!["--tls-cert", &cert, "--tls-key", &cert_as_key],
+                "S3LOCK_TLS_KEY",
+            ),
+            (
+                vec![
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--tls-client-ca",
+                    &empty,
+                ],
+                "S3LOCK_TLS_CLIENT_CA",
+            ),
+            (
+                vec![
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--peers",
+                    "https://b:1",
+                    "--peer-secret",
+                    "peer-secret-0123456789",
+                    "--peer-ca-cert",
+                    &empty,
+                ],
+                "S3LOCK_PEER_CA_CERT",
+            ),
+        ] {
+            let err = serve(&args).unwrap_err().to_string();
+            assert!(err.contains(setting), "{args:?}: {err}");
+            for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!err.contains(line), "key material in: {err}");
+            }
+        }
+        let ok = serve(&[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &cert,
+        ]);
+        assert!(ok.unwrap().tls.unwrap().client_ca.is_some());
+    }
 }

@@ -183,7 +183,10 @@ pub async fn keep_reloading(
             Reload::Unchanged => {}
             Reload::Reloaded => {
                 metrics.count(m::TLS_RELOADS, &[("outcome", "reloaded")]);
-                tracing::info!("TLS files reloaded: new connections get the new certificate");
+                tracing::info!(
+                    on = if asked { "SIGHUP" } else { "a change seen" },
+                    "TLS files reloaded: new connections get the new certificate"
+                );
             }
             Reload::Failed { error, repeated } => {
                 if !repeated {

@@ -532,3 +532,243 @@ async fn a_tls_handshake_that_stalls_is_closed_within_the_header_timeout_and_hol
     assert!(served);
     let _ = app.tls;
 }
+
+/// The `s3lock` binary serving https on the local store, its TLS files named in the
+/// environment as a deployment would; with its port and its log so far.
+struct BinaryServer {
+    child: tokio::process::Child,
+    port: u16,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_s3lock");
+
+impl BinaryServer {
+    async fn spawn(files: &Files, tls: &ServerTlsFiles, tokens: &Path) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(files.path("data"))
+            .env("S3LOCK_TLS_CERT", &tls.cert.path)
+            .env("S3LOCK_TLS_KEY", &tls.key.path)
+            .env("S3LOCK_AUTH_TOKENS_FILE", tokens)
+            .env("RUST_LOG", "debug")
+            .env_remove("S3LOCK_LOG_FORMAT")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        match &tls.client_ca {
+            Some(ca) => cmd.env("S3LOCK_TLS_CLIENT_CA", &ca.path),
+            None => cmd.env_remove("S3LOCK_TLS_CLIENT_CA"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let port = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("a log line in time")
+                .unwrap()
+                .unwrap_or_else(|| panic!("the server stopped: {:?}", log.lock().unwrap()));
+            log.lock().unwrap().push(line.clone());
+            if let Some((_, rest)) = line.split_once("address=127.0.0.1:") {
+                if line.contains("serving https") {
+                    break rest.split(' ').next().unwrap().parse::<u16>().unwrap();
+                }
+            }
+        };
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, port, log }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server; its whole log, checked to hold none of `secrets`.
+    async fn stop(mut self, secrets: &[&str]) -> Vec<String> {
+        self.child.kill().await.unwrap();
+        let log = self.log.lock().unwrap().clone();
+        for line in &log {
+            for secret in secrets {
+                assert!(!line.contains(secret), "a secret in the log: {line}");
+            }
+        }
+        log
+    }
+}
+
+async fn cli(args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .env("S3LOCK_AUTH_TOKEN", AUTH_TOKEN)
+        .env_remove("S3LOCK_URL")
+        .env_remove("S3LOCK_TLS_CERT")
+        .env_remove("S3LOCK_CA_CERT")
+        .env_remove("S3LOCK_CLIENT_CERT")
+        .env_remove("S3LOCK_CLIENT_KEY")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the CLI finishes")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_and_healthcheck_reach_an_mtls_server_with_their_ca_and_client_certificate() {
+    let (ca, clients, files) = (Ca::new("ca"), Ca::new("clients"), Files::new());
+    let tls = server_tls(&files, &ca.leaf("server"), Some(&clients));
+    let tokens = files.write("tokens", &format!("{AUTH_TOKEN} name=t admin\n"));
+    let server = BinaryServer::spawn(&files, &tls, &tokens).await;
+    let url = format!("https://localhost:{}", server.port);
+    let alice = clients.leaf("alice");
+    let (ca_pem, cert, key) = (
+        files.write("cli-ca.pem", &ca.pem()),
+        files.write("alice.pem", &alice.cert),
+        files.write("alice.key", &alice.key),
+    );
+    // Flags, then the same through the environment.
+    let out = cli(
+        &[
+            "acquire",
+            "k",
+            "--owner",
+            "alice",
+            "--url",
+            &url,
+            "--ca-cert",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--ca-cert without its value is a usage error"
+    );
+    let args = [
+        "acquire",
+        "k",
+        "--owner",
+        "alice",
+        "--json",
+        "--url",
+        &url,
+        "--ca-cert",
+        ca_pem.to_str().unwrap(),
+        "--client-cert",
+        cert.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+    ];
+    let out = cli(&args, &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let holder_token = view["token"].as_str().unwrap().to_owned();
+    let env = [
+        ("S3LOCK_CA_CERT", ca_pem.as_path()),
+        ("S3LOCK_CLIENT_CERT", cert.as_path()),
+        ("S3LOCK_CLIENT_KEY", key.as_path()),
+    ];
+    let out = cli(&["status", "k", "--url", &url], &env).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a client certificate: refused, exit 1, and nothing secret said.
+    let out = cli(
+        &["release", "k", "--url", &url, "--token", &holder_token],
+        &env[..1],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("cannot talk to the lock server"), "{said}");
+    assert!(
+        !said.contains(&holder_token) && !said.contains(AUTH_TOKEN),
+        "{said}"
+    );
+    // A client key that is not one names its setting, and quotes nothing of the file.
+    let bad_key = files.write("bad.key", &alice.key.replacen("-----END", "", 1));
+    let out = cli(
+        &["status", "k", "--url", &url],
+        &[env[0], env[1], ("S3LOCK_CLIENT_KEY", bad_key.as_path())],
+    )
+    .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("S3LOCK_CLIENT_KEY"), "{said}");
+    for line in key_lines(&alice) {
+        assert!(!said.contains(line), "key material in: {said}");
+    }
+    // The healthcheck asks over https when the server's variable says TLS is on.
+    let listen = server.addr();
+    let out = cli(
+        &["healthcheck", "--listen", &listen],
+        &[("S3LOCK_TLS_CERT", tls.cert.path.as_path()), env[1], env[2]],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["healthcheck", "--listen", &listen], &[env[1], env[2]]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "plain HTTP to a TLS port is not healthy"
+    );
+    let mut secrets = key_lines(&alice);
+    secrets.push(AUTH_TOKEN);
+    secrets.push(&holder_token);
+    server.stop(&secrets).await;
+}
+
+#[tokio::test]
+async fn a_sighup_has_the_binary_show_a_replaced_certificate_to_new_connections() {
+    let (ca, files) = (Ca::new("ca"), Files::new());
+    let (old, new) = (ca.leaf("old"), ca.leaf("new"));
+    let tls = server_tls(&files, &old, None);
+    let tokens = files.write("tokens", &format!("{AUTH_TOKEN} name=t admin\n"));
+    let server = BinaryServer::spawn(&files, &tls, &tokens).await;
+    assert_eq!(presented(&server.addr(), &ca).await, Some(der(&old.cert)));
+    files.write("server.key", &new.key);
+    files.write("server.pem", &new.cert);
+    let pid = nix::unistd::Pid::from_raw(server.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    // The bound only keeps a broken reload from hanging the test.
+    let mut seen = None;
+    for _ in 0..400 {
+        seen = presented(&server.addr(), &ca).await;
+        if seen.as_deref() == Some(der(&new.cert).as_slice()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some(der(&new.cert)));
+    let mut secrets = key_lines(&old);
+    secrets.extend(key_lines(&new));
+    let log = server.stop(&secrets).await;
+    // Reloaded by the signal, not by the periodic check (every 5 s in the binary).
+    let reloaded = log.iter().find(|l| l.contains("TLS files reloaded"));
+    assert!(
+        reloaded.is_some_and(|l| l.contains("on=\"SIGHUP\"")),
+        "{log:?}"
+    );
+}
