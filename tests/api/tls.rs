@@ -11,8 +11,10 @@ use rcgen::{
 };
 use s3lock::client::{ClientError, LockClient};
 use s3lock::clock::SystemClock;
+use s3lock::lock::waiters::PeerNotifier;
 use s3lock::lock::Engine;
 use s3lock::metrics::Metrics;
+use s3lock::peers::{HintKey, Peers};
 use s3lock::startup::Server;
 use s3lock::store::memory::MemoryStore;
 use s3lock::store::Store;
@@ -166,6 +168,15 @@ impl TlsApp {
     }
 
     async fn spawn_with(files: ServerTlsFiles, max_connections: usize, header: Duration) -> Self {
+        Self::spawn_full(files, max_connections, header, None).await
+    }
+
+    async fn spawn_full(
+        files: ServerTlsFiles,
+        max_connections: usize,
+        header: Duration,
+        hints: Option<HintKey>,
+    ) -> Self {
         s3lock::telemetry::init_for_tests();
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let metrics = Metrics::new();
@@ -184,6 +195,7 @@ impl TlsApp {
         let server = Server::new(Arc::new(engine), Duration::from_secs(90))
             .with_connection_limits(max_connections, header)
             .with_auth(Some(Arc::new(tokens)))
+            .with_hints(hints)
             .with_tls(Some(tls.clone()), Duration::from_millis(50));
         tokio::spawn(server.serve(listener, std::future::pending()));
         Self {
@@ -770,5 +782,61 @@ async fn a_sighup_has_the_binary_show_a_replaced_certificate_to_new_connections(
     assert!(
         reloaded.is_some_and(|l| l.contains("on=\"SIGHUP\"")),
         "{log:?}"
+    );
+}
+
+/// The count of `line` (a metric with its labels) once it is at least 1; `None` if it never is.
+async fn counted(metrics: &Metrics, line: &str) -> Option<f64> {
+    // The bound only keeps a hint that never arrives from hanging the test.
+    for _ in 0..200 {
+        let rendered = metrics.render();
+        let value = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse::<f64>().ok());
+        if value.is_some_and(|v| v >= 1.0) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn hints_reach_an_https_peer_that_requires_a_client_certificate_only_with_one() {
+    let (ca, files) = (Ca::new("ca"), Files::new());
+    let key = HintKey::new(SecretString::from("peer-secret-for-tls-tests-0123"));
+    // Replicas share one CA for both sides, as a deployment's internal CA would.
+    let peer = TlsApp::spawn_full(
+        server_tls(&files, &ca.leaf("peer"), Some(&ca)),
+        8192,
+        Duration::from_secs(30),
+        Some(key.clone()),
+    )
+    .await;
+    // By address: "localhost" may also resolve to ::1, where nobody listens.
+    let url = vec![format!("https://{}", peer.addr)];
+    let sender = |tls: ClientTls| {
+        let metrics = Metrics::new();
+        let peers = Peers::new(&url, key.clone(), &tls, metrics.clone()).unwrap();
+        (peers, metrics)
+    };
+    let (with_cert, sent) = sender(client_tls(&files, &ca, Some(&ca.leaf("replica-a"))));
+    with_cert.lock_freed("default", "locks/k");
+    let accepted = "s3lock_peer_hints_received_total{outcome=\"accepted\"}";
+    assert!(
+        counted(&peer.metrics, accepted).await.is_some(),
+        "{}",
+        peer.metrics.render()
+    );
+    assert!(counted(&sent, "s3lock_peer_hints_total{outcome=\"sent\"}")
+        .await
+        .is_some());
+    let (without, failed) = sender(client_tls(&files, &ca, None));
+    without.lock_freed("default", "locks/k");
+    let line = "s3lock_peer_hints_total{outcome=\"failed\"}";
+    assert!(
+        counted(&failed, line).await.is_some(),
+        "{}",
+        failed.render()
     );
 }
