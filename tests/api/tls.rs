@@ -840,3 +840,91 @@ async fn hints_reach_an_https_peer_that_requires_a_client_certificate_only_with_
         failed.render()
     );
 }
+
+#[tokio::test]
+async fn bench_and_check_run_over_mtls_with_their_certificate_flags() {
+    let (ca, files) = (Ca::new("ca"), Files::new());
+    let app = TlsApp::spawn(server_tls(&files, &ca.leaf("server"), Some(&ca))).await;
+    let client = ca.leaf("bench");
+    let (ca_pem, cert, key) = (
+        files.write("bench-ca.pem", &ca.pem()),
+        files.write("bench.pem", &client.cert),
+        files.write("bench.key", &client.key),
+    );
+    let env = [
+        ("S3LOCK_CA_CERT", ca_pem.as_path()),
+        ("S3LOCK_CLIENT_CERT", cert.as_path()),
+        ("S3LOCK_CLIENT_KEY", key.as_path()),
+    ];
+    let url = app.https();
+    let out = cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--clients",
+            "2",
+            "--keys",
+            "4",
+            "--duration",
+            "300ms",
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["ok"].as_u64().unwrap() > 0, "{report}");
+    let out = cli(
+        &[
+            "check",
+            "--url",
+            &url,
+            "--clients",
+            "2",
+            "--duration",
+            "300ms",
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    // Without the client certificate both fail, saying so.
+    let out = cli(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--clients",
+            "1",
+            "--duration",
+            "100ms",
+            "--json",
+        ],
+        &env[..1],
+    )
+    .await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() || said.contains("\"errors\""),
+        "{said}"
+    );
+    assert!(!said.contains(AUTH_TOKEN), "{said}");
+}
