@@ -124,8 +124,12 @@ impl ReloadingTls {
     pub fn reload(&self) -> Reload {
         let contents = match Contents::read(&self.files) {
             Ok(c) => c,
-            // Unreadable (a file replaced by a rename that is not there yet): try again later.
-            Err(error) => return self.failed(error, None),
+            // Unreadable (a file renamed away and not yet back, say): tried again at the next
+            // check; the same error is not warned about again while it lasts.
+            Err(error) => {
+                let digest = Sha256::digest(error.to_string().as_bytes()).into();
+                return self.failed(error, digest);
+            }
         };
         let digest = contents.digest();
         if digest == self.state.read().unwrap_or_else(|e| e.into_inner()).loaded {
@@ -141,14 +145,15 @@ impl ReloadingTls {
                 };
                 Reload::Reloaded
             }
-            Err(error) => self.failed(error, Some(digest)),
+            Err(error) => self.failed(error, digest),
         }
     }
 
-    fn failed(&self, error: TlsError, digest: Option<[u8; 32]>) -> Reload {
+    /// A failure of the contents (or read error) `digest` stands for.
+    fn failed(&self, error: TlsError, digest: [u8; 32]) -> Reload {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let repeated = digest.is_some() && state.failed == digest;
-        state.failed = digest;
+        let repeated = state.failed == Some(digest);
+        state.failed = Some(digest);
         Reload::Failed { error, repeated }
     }
 }
@@ -176,7 +181,13 @@ pub async fn keep_reloading(
                 }
             } => true,
         };
-        match tls.reload() {
+        // Reading files blocks; they are small, but a stalled network filesystem must not
+        // stall a runtime thread.
+        let reloading = tls.clone();
+        let Ok(outcome) = tokio::task::spawn_blocking(move || reloading.reload()).await else {
+            continue;
+        };
+        match outcome {
             Reload::Unchanged if asked => {
                 tracing::info!("SIGHUP: the TLS files are unchanged, nothing to reload")
             }
