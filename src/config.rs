@@ -13,6 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::AuthTokens;
 use crate::lock::EngineConfig;
 use crate::store::s3::S3Settings;
+use crate::tls::client::{ClientTls, ClientTlsFiles};
+use crate::tls::server::{ReloadingTls, ServerTlsFiles};
+use crate::tls::SettingFile;
 use crate::wire::parse_bucket;
 
 /// A secret from the command line or the environment, kept in a type whose `Debug` hides it
@@ -115,6 +118,21 @@ pub struct ServeArgs {
     /// every replica). With it, this replica also takes hints on POST /internal/wake.
     #[arg(long, env = "S3LOCK_PEER_SECRET", hide_env_values = true, value_parser = secret)]
     pub peer_secret: Option<SecretString>,
+    /// Serve https with this PEM certificate chain (leaf first). Needs --tls-key. Reloaded
+    /// without a restart when the file changes, or on SIGHUP.
+    #[arg(long, env = "S3LOCK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "S3LOCK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate issued by one of these PEM CA
+    /// certificates (mTLS). Needs --tls-cert.
+    #[arg(long, env = "S3LOCK_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// CA certificates (PEM) that https:// peers' certificates are checked against (default:
+    /// the public roots). A replica presents its own --tls-cert to peers that ask for one.
+    #[arg(long, env = "S3LOCK_PEER_CA_CERT")]
+    pub peer_ca_cert: Option<PathBuf>,
 }
 
 /// The narrowest `--max-clock-spread` allowed: a `Date` has whole seconds and was stamped
@@ -143,6 +161,10 @@ pub struct ServeConfig {
     pub peers: Vec<String>,
     /// Signs hints sent and checks hints received; `None`: no hints either way.
     pub peer_secret: Option<SecretString>,
+    /// The server's TLS files; `None`: plain HTTP.
+    pub tls: Option<ServerTlsFiles>,
+    /// What hints to `https://` peers trust and present.
+    pub peer_tls: ClientTls,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +310,26 @@ impl ServeArgs {
                 AuthTokens::load(path).map_err(|r| bad("S3LOCK_AUTH_TOKENS_FILE", r))?,
             )),
         };
+        let tls = self.tls_files()?;
+        if let Some(files) = &tls {
+            // Read once here so that a bad file stops the start with its setting named; the
+            // server reads them again when it starts serving.
+            ReloadingTls::load(files.clone()).map_err(tls_error)?;
+        }
+        let peer_tls = if peers.is_empty() {
+            ClientTls::default()
+        } else {
+            ClientTls::load(&ClientTlsFiles {
+                ca_cert: self
+                    .peer_ca_cert
+                    .as_ref()
+                    .map(|p| SettingFile::new(PEER_CA_CERT, p)),
+                // A replica's own certificate is its identity towards peers that require one.
+                client_cert: tls.as_ref().map(|t| t.cert.clone()),
+                client_key: tls.as_ref().map(|t| t.key.clone()),
+            })
+            .map_err(tls_error)?
+        };
         let store = match self.store {
             StoreKind::Local => StoreConfig::Local {
                 data_dir: self.data_dir.clone(),
@@ -337,7 +379,44 @@ impl ServeArgs {
             auth,
             peers,
             peer_secret: self.peer_secret.clone(),
+            tls,
+            peer_tls,
         })
+    }
+
+    /// The TLS files, if TLS is on: a certificate and its key, and optionally a client CA.
+    fn tls_files(&self) -> Result<Option<ServerTlsFiles>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => match self.tls_client_ca {
+                Some(_) => Err(bad(
+                    TLS_CLIENT_CA,
+                    "client certificates need TLS: set S3LOCK_TLS_CERT and S3LOCK_TLS_KEY too",
+                )),
+                None => Ok(None),
+            },
+            (Some(_), None) => Err(bad(TLS_KEY, "S3LOCK_TLS_CERT needs its key")),
+            (None, Some(_)) => Err(bad(TLS_CERT, "S3LOCK_TLS_KEY needs its certificate")),
+            (Some(cert), Some(key)) => Ok(Some(ServerTlsFiles {
+                cert: SettingFile::new(TLS_CERT, cert),
+                key: SettingFile::new(TLS_KEY, key),
+                client_ca: self
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| SettingFile::new(TLS_CLIENT_CA, p)),
+            })),
+        }
+    }
+}
+
+const TLS_CERT: &str = "S3LOCK_TLS_CERT (--tls-cert)";
+const TLS_KEY: &str = "S3LOCK_TLS_KEY (--tls-key)";
+const TLS_CLIENT_CA: &str = "S3LOCK_TLS_CLIENT_CA (--tls-client-ca)";
+const PEER_CA_CERT: &str = "S3LOCK_PEER_CA_CERT (--peer-ca-cert)";
+
+fn tls_error(e: crate::tls::TlsError) -> ConfigError {
+    ConfigError {
+        setting: e.setting,
+        reason: e.reason,
     }
 }
 
@@ -421,5 +500,92 @@ mod tests {
         .unwrap();
         let allowed: Vec<_> = c.engine.allowed_buckets.iter().cloned().collect();
         assert_eq!(allowed, ["main-b", "other-b", "third-b"]);
+    }
+
+    #[test]
+    fn bad_tls_settings_stop_the_start_naming_the_setting_and_never_quoting_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let one = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = write("cert.pem", &one.cert.pem());
+        let key_pem = one.signing_key.serialize_pem();
+        let key = write("key.pem", &key_pem);
+        let other_key = write("other.key", &other.signing_key.serialize_pem());
+        // A key file cut short: its base64 must not show up in the message.
+        let mangled = key_pem.replacen("-----END PRIVATE KEY-----", "", 1);
+        let broken_key = write("broken.key", &mangled);
+        let cert_as_key = write("cert-as-key.pem", &one.cert.pem());
+        let empty = write("empty.pem", "");
+        for (args, setting) in [
+            (vec!["--tls-cert", &cert], "S3LOCK_TLS_KEY"),
+            (vec!["--tls-key", &key], "S3LOCK_TLS_CERT"),
+            (vec!["--tls-client-ca", &cert], "S3LOCK_TLS_CLIENT_CA"),
+            (
+                vec!["--tls-cert", "/nonexistent/cert.pem", "--tls-key", &key],
+                "S3LOCK_TLS_CERT",
+            ),
+            (
+                vec!["--tls-cert", &empty, "--tls-key", &key],
+                "S3LOCK_TLS_CERT",
+            ),
+            (
+                vec!["--tls-cert", &cert, "--tls-key", &other_key],
+                "S3LOCK_TLS_KEY",
+            ),
+            (
+                vec!["--tls-cert", &cert, "--tls-key", &broken_key],
+                "S3LOCK_TLS_KEY",
+            ),
+            (
+                vec!["--tls-cert", &cert, "--tls-key", &cert_as_key],
+                "S3LOCK_TLS_KEY",
+            ),
+            (
+                vec![
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--tls-client-ca",
+                    &empty,
+                ],
+                "S3LOCK_TLS_CLIENT_CA",
+            ),
+            (
+                vec![
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--peers",
+                    "https://b:1",
+                    "--peer-secret",
+                    "peer-secret-0123456789",
+                    "--peer-ca-cert",
+                    &empty,
+                ],
+                "S3LOCK_PEER_CA_CERT",
+            ),
+        ] {
+            let err = serve(&args).unwrap_err().to_string();
+            assert!(err.contains(setting), "{args:?}: {err}");
+            for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!err.contains(line), "key material in: {err}");
+            }
+        }
+        let ok = serve(&[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &cert,
+        ]);
+        assert!(ok.unwrap().tls.unwrap().client_ca.is_some());
     }
 }

@@ -30,6 +30,8 @@
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
 //!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
+//! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
+//!   optional client certificates) and for our clients (a private CA, a client certificate).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
 //!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, and `run` (a command under a
 //!   lock).
@@ -48,4 +50,5 @@ pub mod peers;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;

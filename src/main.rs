@@ -28,7 +28,14 @@ async fn main() -> ExitCode {
             }
         }
         Command::Check(args) => {
-            let report = s3lock::client::check::run(args.to_config()).await;
+            let config = match args.to_config() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("s3lock check: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let report = s3lock::client::check::run(config).await;
             if args.json {
                 println!(
                     "{}",

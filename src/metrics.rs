@@ -38,6 +38,8 @@ pub const WATCHED_LOCKS_REFUSED: &str = "s3lock_watched_locks_refused_total";
 pub const REQUESTS_SHED: &str = "s3lock_requests_shed_total";
 pub const REQUESTS_IN_FLIGHT: &str = "s3lock_lock_requests_in_flight";
 pub const S3_SLOT_TIMEOUTS: &str = "s3lock_s3_slot_timeouts_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "s3lock_tls_handshake_failures_total";
+pub const TLS_RELOADS: &str = "s3lock_tls_reloads_total";
 pub const STORE_CLOCK_OUTLIERS: &str = "s3lock_store_clock_outliers_total";
 pub const STORE_CLOCK_SPREAD: &str = "s3lock_store_clock_spread_seconds";
 
@@ -135,6 +137,17 @@ impl Metrics {
                 S3_SLOT_TIMEOUTS,
                 "S3 calls never sent because no call slot came free within S3LOCK_S3_TIMEOUT, \
                  by priority (decision, background)",
+            ),
+            (
+                TLS_HANDSHAKE_FAILURES,
+                "TLS connections closed before their handshake completed, by reason (timeout: \
+                 not done within --header-timeout; refused: not TLS, no or an untrusted client \
+                 certificate, no common protocol)",
+            ),
+            (
+                TLS_RELOADS,
+                "changes of the TLS files seen, by outcome (reloaded; failed: the previous \
+                 certificate stays)",
             ),
             (
                 PEER_HINTS_RECEIVED,

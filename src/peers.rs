@@ -13,8 +13,14 @@
 //! Sending never blocks the release that caused it: hints go out from background tasks, at most
 //! [`MAX_HINTS_IN_FLIGHT`] at once (more are dropped and counted), each with a short timeout. A
 //! peer that is down costs a debug log line and a metric.
+//!
+//! A peer named `https://HOST:PORT` gets its hints over TLS: its certificate is checked for
+//! HOST against `--peer-ca-cert` (or the public roots), and this replica presents its own
+//! `--tls-cert` should the peer ask for a client certificate.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -27,6 +33,7 @@ use tokio::sync::Semaphore;
 use crate::clock::{Clock, SystemClock};
 use crate::lock::waiters::PeerNotifier;
 use crate::metrics::{self as m, Metrics};
+use crate::tls::client::ClientTls;
 
 /// The route a peer's hint is sent to.
 pub const WAKE_PATH: &str = "/internal/wake";
@@ -124,60 +131,137 @@ pub fn wall_clock_ms() -> i64 {
     SystemClock.now().latest.timestamp_millis()
 }
 
+/// One peer: where it is, and whether it speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Peer {
+    /// `host:port` (a name resolves to every address it has: a compose service or a
+    /// Kubernetes headless service names all the replicas at once).
+    address: String,
+    /// `https://`: hints over TLS, the certificate checked for the host's name.
+    https: bool,
+}
+
+/// How hints reach the peers: one plain client, and one TLS client per https peer address.
+struct Transport {
+    plain: reqwest::Client,
+    tls: ClientTls,
+    /// A client per address of an https peer, each resolving the peer's name to that address:
+    /// the certificate is checked for the name while every replica behind it gets the hint.
+    /// Rebuilt from scratch past [`MAX_TLS_CLIENTS`] (names whose addresses keep changing).
+    https: Mutex<HashMap<(String, SocketAddr), reqwest::Client>>,
+}
+
+const MAX_TLS_CLIENTS: usize = 64;
+
+impl Transport {
+    /// The client and URL a hint to `addr`, one address of `peer`, goes by.
+    fn route(&self, peer: &Peer, addr: SocketAddr) -> Result<(reqwest::Client, String), String> {
+        if !peer.https {
+            return Ok((self.plain.clone(), format!("http://{addr}{WAKE_PATH}")));
+        }
+        let host = peer
+            .address
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or_default()
+            .to_owned();
+        let url = format!("https://{}{WAKE_PATH}", peer.address);
+        let mut clients = self.https.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&(host.clone(), addr)) {
+            return Ok((c.clone(), url));
+        }
+        if clients.len() >= MAX_TLS_CLIENTS {
+            clients.clear();
+        }
+        let client = self
+            .tls
+            .apply(hint_client().resolve(&host, addr))
+            .build()
+            .map_err(|e| e.to_string())?;
+        clients.insert((host, addr), client.clone());
+        Ok((client, url))
+    }
+}
+
+fn hint_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(HINT_TIMEOUT)
+        .connect_timeout(HINT_TIMEOUT)
+}
+
 /// The peers of this replica, and the sending of hints to them.
-#[derive(Debug)]
 pub struct Peers {
-    /// Each peer as `host:port` (a name resolves to every address it has: a compose service
-    /// or a Kubernetes headless service names all the replicas at once).
-    peers: Vec<String>,
+    peers: Vec<Peer>,
     key: HintKey,
-    http: reqwest::Client,
+    transport: Arc<Transport>,
     in_flight: Arc<Semaphore>,
     metrics: Metrics,
 }
 
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Peers {
-    /// `peers` are base URLs (`http://10.0.0.7:8080`) or `host:port` names.
-    pub fn new(peers: &[String], key: HintKey, metrics: Metrics) -> Result<Self, String> {
+    /// `peers` are base URLs (`http://10.0.0.7:8080`, `https://s3lock-b:8443`) or `host:port`
+    /// names (plain HTTP); `https://` ones are reached with `tls`.
+    pub fn new(
+        peers: &[String],
+        key: HintKey,
+        tls: &ClientTls,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         let peers = peers
             .iter()
             .map(|p| peer_address(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
-            .timeout(HINT_TIMEOUT)
-            .connect_timeout(HINT_TIMEOUT)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let plain = hint_client().build().map_err(|e| e.to_string())?;
         Ok(Self {
             peers,
             key,
-            http,
+            transport: Arc::new(Transport {
+                plain,
+                tls: tls.clone(),
+                https: Mutex::default(),
+            }),
             in_flight: Arc::new(Semaphore::new(MAX_HINTS_IN_FLIGHT)),
             metrics,
         })
     }
 
     async fn send(
-        http: reqwest::Client,
-        peers: Vec<String>,
+        transport: Arc<Transport>,
+        peers: Vec<Peer>,
         body: Vec<u8>,
         signature: String,
         metrics: Metrics,
     ) {
         // Every peer at once: one that hangs until its timeout delays nobody else's hint.
-        let (http, body, signature, metrics) = (&http, &body, &signature, &metrics);
+        let (transport, body, signature, metrics) = (&transport, &body, &signature, &metrics);
         let peers = peers.iter().map(|peer| async move {
-            let addrs = match tokio::net::lookup_host(peer.as_str()).await {
+            let addrs = match tokio::net::lookup_host(peer.address.as_str()).await {
                 Ok(addrs) => addrs.collect::<Vec<_>>(),
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "cannot resolve a peer");
+                    tracing::debug!(peer = %peer.address, error = %e, "cannot resolve a peer");
                     metrics.count(m::PEER_HINTS, &[("outcome", "unresolved")]);
                     return;
                 }
             };
             join_all(addrs.into_iter().map(|addr| async move {
+                let (http, url) = match transport.route(peer, addr) {
+                    Ok(route) => route,
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "no TLS client for a peer");
+                        metrics.count(m::PEER_HINTS, &[("outcome", "failed")]);
+                        return;
+                    }
+                };
                 let sent = http
-                    .post(format!("http://{addr}{WAKE_PATH}"))
+                    .post(url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .header(SIGNATURE_HEADER, signature)
                     .body(body.clone())
@@ -218,31 +302,36 @@ impl PeerNotifier for Peers {
         };
         let body = serde_json::to_vec(&hint).expect("a hint serialises");
         let signature = self.key.sign(&body);
-        let (http, peers, metrics) = (self.http.clone(), self.peers.clone(), self.metrics.clone());
+        let (transport, peers, metrics) = (
+            self.transport.clone(),
+            self.peers.clone(),
+            self.metrics.clone(),
+        );
         runtime.spawn(async move {
-            Self::send(http, peers, body, signature, metrics).await;
+            Self::send(transport, peers, body, signature, metrics).await;
             drop(permit);
         });
     }
 }
 
-/// `http://host:port[/]` or `host:port` → `host:port`.
-fn peer_address(raw: &str) -> Result<String, String> {
-    let rest = raw.trim();
-    let rest = rest
-        .strip_prefix("http://")
-        .unwrap_or(rest)
-        .trim_end_matches('/');
-    if rest.starts_with("https://") || rest.contains('/') {
+/// `http://host:port[/]`, `https://host:port[/]` or `host:port` (plain HTTP).
+fn peer_address(raw: &str) -> Result<Peer, String> {
+    let trimmed = raw.trim();
+    let (https, rest) = match trimmed.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, trimmed.strip_prefix("http://").unwrap_or(trimmed)),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains("://") {
         return Err(format!(
-            "peer {raw:?}: give http://HOST:PORT or HOST:PORT (hints are plain HTTP inside \
-             the deployment, authenticated by the peer secret)"
+            "peer {raw:?}: give http://HOST:PORT, https://HOST:PORT or HOST:PORT"
         ));
     }
     match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(rest.to_owned())
-        }
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Peer {
+            address: rest.to_owned(),
+            https,
+        }),
         _ => Err(format!("peer {raw:?} has no HOST:PORT")),
     }
 }
@@ -312,13 +401,24 @@ mod tests {
     }
 
     #[test]
-    fn peers_are_host_port_or_plain_http_urls() {
+    fn peers_are_host_port_or_http_or_https_urls() {
+        let peer = |address: &str, https| Peer {
+            address: address.into(),
+            https,
+        };
         assert_eq!(
             peer_address("http://s3lock-b:8080/").unwrap(),
-            "s3lock-b:8080"
+            peer("s3lock-b:8080", false)
         );
-        assert_eq!(peer_address("127.0.0.1:9").unwrap(), "127.0.0.1:9");
-        assert!(peer_address("https://x:1").is_err());
+        assert_eq!(
+            peer_address("127.0.0.1:9").unwrap(),
+            peer("127.0.0.1:9", false)
+        );
+        assert_eq!(
+            peer_address("https://s3lock-b:8443").unwrap(),
+            peer("s3lock-b:8443", true)
+        );
+        assert!(peer_address("ftp://x:1").is_err());
         assert!(peer_address("http://x:1/path").is_err());
         assert!(peer_address("nohost").is_err());
         assert!(peer_address("x:notaport").is_err());

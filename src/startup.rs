@@ -19,6 +19,7 @@ use crate::store::check::verify_conditional_writes;
 use crate::store::local::LocalStore;
 use crate::store::s3::S3Store;
 use crate::store::Store;
+use crate::tls::server::{keep_reloading, ReloadingTls, RELOAD_EVERY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -48,6 +49,9 @@ pub enum StartupError {
     /// The peers' addresses do not parse (the message says which).
     #[error("{0}")]
     Peers(String),
+    /// A TLS file is unusable (the message names the setting).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot serve: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -152,6 +156,13 @@ pub struct Server {
     auth: Option<Arc<AuthTokens>>,
     /// Checks peers' wake-up hints on `POST /internal/wake`; `None`: that route is absent.
     hints: Option<HintKey>,
+    /// Serve https with this; `None`: plain HTTP (and h2c with prior knowledge).
+    tls: Option<Arc<ReloadingTls>>,
+    /// How often the TLS files are checked for a change.
+    tls_reload_every: Duration,
+    /// Whether SIGHUP reloads the TLS files: the binary's server, not in-process test servers
+    /// (a signal reaches the whole process).
+    reload_on_sighup: bool,
 }
 
 impl Server {
@@ -169,6 +180,9 @@ impl Server {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             auth: None,
             hints: None,
+            tls: None,
+            tls_reload_every: RELOAD_EVERY,
+            reload_on_sighup: false,
         }
     }
 
@@ -183,17 +197,31 @@ impl Server {
             Engine::new(store, clock, config.engine.clone()).with_metrics(metrics.clone());
         let hints = config.peer_secret.clone().map(HintKey::new);
         if let (Some(key), false) = (&hints, config.peers.is_empty()) {
-            let peers =
-                Peers::new(&config.peers, key.clone(), metrics).map_err(StartupError::Peers)?;
+            let peers = Peers::new(&config.peers, key.clone(), &config.peer_tls, metrics)
+                .map_err(StartupError::Peers)?;
             engine = engine.with_peers(Arc::new(peers));
         }
         // open_store returns only once the store check passed (or was skipped).
         engine.mark_store_checked();
-        Ok(Self::new(Arc::new(engine), config.request_timeout)
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(ReloadingTls::load(files.clone())?)),
+            None => None,
+        };
+        let mut server = Self::new(Arc::new(engine), config.request_timeout)
             .with_connection_limits(config.max_connections, config.header_timeout)
             .with_max_in_flight(config.max_in_flight)
             .with_auth(config.auth.clone())
-            .with_hints(hints))
+            .with_hints(hints)
+            .with_tls(tls, RELOAD_EVERY);
+        server.reload_on_sighup = true;
+        Ok(server)
+    }
+
+    /// Serves https with `tls` (`None`: plain HTTP), its files checked for a change `every`.
+    pub fn with_tls(mut self, tls: Option<Arc<ReloadingTls>>, every: Duration) -> Self {
+        self.tls = tls;
+        self.tls_reload_every = every;
+        self
     }
 
     /// At most `max_connections` client connections open at once, each closed when a request's
@@ -258,8 +286,27 @@ impl Server {
                 tracing::warn!("requests were still in flight when the drain time ran out");
             }
         };
-        tracing::info!(address = %listener.local_addr()?, "s3lock is serving");
-        conn::serve(listener, app, self.conn_limits, metrics, drained).await?;
+        let reloading = self.tls.clone().map(|tls| {
+            tokio::spawn(keep_reloading(
+                tls,
+                self.tls_reload_every,
+                self.reload_on_sighup,
+                metrics.clone(),
+            ))
+        });
+        match &self.tls {
+            Some(tls) => tracing::info!(
+                address = %listener.local_addr()?,
+                client_certificates = if tls.requires_client_certificates() { "required" } else { "not asked" },
+                "s3lock is serving https"
+            ),
+            None => tracing::info!(address = %listener.local_addr()?, "s3lock is serving"),
+        }
+        let served = conn::serve(listener, app, self.conn_limits, self.tls, metrics, drained).await;
+        if let Some(task) = reloading {
+            task.abort();
+        }
+        served?;
         Ok(())
     }
 }

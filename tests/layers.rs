@@ -12,22 +12,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("metrics", &[]),
     ("telemetry", &[]),
+    ("tls", &["metrics"]),
     ("auth", &["wire"]),
     ("store", &["backoff", "clock", "metrics"]),
     ("lock", &["backoff", "clock", "metrics", "store", "wire"]),
-    ("peers", &["clock", "lock", "metrics"]),
+    ("peers", &["clock", "lock", "metrics", "tls"]),
     (
         "http",
-        &["auth", "clock", "lock", "metrics", "peers", "store", "wire"],
+        &[
+            "auth", "clock", "lock", "metrics", "peers", "store", "tls", "wire",
+        ],
     ),
-    ("client", &["backoff", "telemetry", "wire"]),
+    ("client", &["backoff", "telemetry", "tls", "wire"]),
     (
         "bench",
         &[
-            "backoff", "client", "clock", "lock", "metrics", "store", "wire",
+            "backoff", "client", "clock", "lock", "metrics", "store", "tls", "wire",
         ],
     ),
-    ("config", &["auth", "lock", "peers", "store", "wire"]),
+    ("config", &["auth", "lock", "peers", "store", "tls", "wire"]),
     (
         "startup",
         &[
@@ -40,6 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "peers",
             "store",
             "telemetry",
+            "tls",
         ],
     ),
     ("cli", &["bench", "client", "config", "telemetry"]),

@@ -5,7 +5,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::secret;
+use crate::client::args::{secret, TlsArgs};
+use crate::tls::client::ClientTls;
 
 /// What `bench` does in its loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +103,11 @@ pub struct BenchArgs {
     /// --direct-s3: seconds one S3 call may take, the SDK's retries included.
     #[arg(long, env = "S3LOCK_S3_TIMEOUT", default_value_t = 10)]
     pub s3_timeout: u64,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// What --ca-cert, --client-cert and --client-key make, read once by `bench::run`.
+    #[arg(skip)]
+    pub client_tls: ClientTls,
 }
 
 impl BenchArgs {

@@ -153,8 +153,9 @@ pub fn keys_of(i: usize, clients: usize, keys: usize, prefix: &str) -> Vec<Strin
 }
 
 /// Runs the benchmark the arguments describe and prints its report.
-pub async fn run(args: BenchArgs) -> Result<(), String> {
+pub async fn run(mut args: BenchArgs) -> Result<(), String> {
     args.check()?;
+    args.client_tls = args.tls.load().map_err(|e| e.to_string())?;
     let drivers = drivers(&args).await?;
     let run = Arc::new(args);
     let clients = run.clients;
@@ -212,7 +213,7 @@ async fn drivers(args: &BenchArgs) -> Result<Vec<Driver>, String> {
     let servers: Vec<LockClient> = args
         .url
         .iter()
-        .map(|u| LockClient::new(u, args.auth_token.clone()))
+        .map(|u| LockClient::with_tls(u, args.auth_token.clone(), &args.client_tls))
         .collect();
     Ok((0..args.clients)
         .map(|i| Driver::Service(servers[i % servers.len()].clone()))
@@ -389,8 +390,8 @@ async fn handoff(i: usize, run: &BenchArgs, tally: &mut Tally, deadline: Instant
     let n = run.url.len();
     let holder_url = &run.url[i % n];
     let waiter_url = &run.url[(i + usize::from(run.cross_replica)) % n];
-    let holder = LockClient::new(holder_url, run.auth_token.clone());
-    let waiter = LockClient::new(waiter_url, run.auth_token.clone());
+    let holder = LockClient::with_tls(holder_url, run.auth_token.clone(), &run.client_tls);
+    let waiter = LockClient::with_tls(waiter_url, run.auth_token.clone(), &run.client_tls);
     let key = format!("{}{pair}", run.key_prefix);
     let hold = Duration::from_millis(run.hold.max(1));
     let pid = std::process::id();

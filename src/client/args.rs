@@ -1,10 +1,14 @@
 //! The arguments of the client subcommands (acquire, renew, release, status, list, break, run)
 //! and of `check`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
+
+use crate::tls::client::{ClientTls, ClientTlsFiles};
+use crate::tls::{SettingFile, TlsError};
 
 /// The subcommands that make one call to a lock server.
 #[derive(Debug, Subcommand)]
@@ -51,6 +55,43 @@ pub struct HealthcheckArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 2.0)]
     pub timeout: f64,
+    /// Ask over https: set (to anything) when the server serves TLS, as `serve` reads the same
+    /// variable. The server's certificate is then checked against --ca-cert if given (its chain
+    /// only: loopback is asked by address, not by the name it was issued for), else accepted
+    /// as it is: the question is only whether this machine's server answers, and nothing
+    /// secret is sent.
+    #[arg(long = "tls-cert", env = "S3LOCK_TLS_CERT", value_name = "SERVER_CERT")]
+    pub server_tls_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// How a client trusts an https:// server, and the certificate it presents when asked (mTLS).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// CA certificates (PEM) to trust for an https:// server, instead of the public roots.
+    #[arg(long, env = "S3LOCK_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate chain (PEM) for a server that requires one (mTLS). Needs
+    /// --client-key.
+    #[arg(long, env = "S3LOCK_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, env = "S3LOCK_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Reads and checks the files; an error names the setting.
+    pub fn load(&self) -> Result<ClientTls, TlsError> {
+        let file =
+            |setting, path: &Option<PathBuf>| path.as_ref().map(|p| SettingFile::new(setting, p));
+        ClientTls::load(&ClientTlsFiles {
+            ca_cert: file("S3LOCK_CA_CERT (--ca-cert)", &self.ca_cert),
+            client_cert: file("S3LOCK_CLIENT_CERT (--client-cert)", &self.client_cert),
+            client_key: file("S3LOCK_CLIENT_KEY (--client-key)", &self.client_key),
+        })
+    }
 }
 
 impl HealthcheckArgs {
@@ -64,7 +105,11 @@ impl HealthcheckArgs {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        format!("http://{addr}/healthz")
+        let scheme = match self.server_tls_cert {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://{addr}/healthz")
     }
 }
 
@@ -105,6 +150,8 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// How the client subcommands reach the server.
@@ -119,11 +166,13 @@ pub struct ClientArgs {
     /// Print machine-readable JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl CheckArgs {
-    pub fn to_config(&self) -> crate::client::check::CheckConfig {
-        crate::client::check::CheckConfig {
+    pub fn to_config(&self) -> Result<crate::client::check::CheckConfig, TlsError> {
+        Ok(crate::client::check::CheckConfig {
             urls: self.urls.clone(),
             bearer: self.auth_token.clone(),
             clients: usize::from(self.clients),
@@ -133,7 +182,8 @@ impl CheckArgs {
             ttl: self.ttl,
             wait: self.wait,
             max_hold: self.max_hold,
-        }
+            tls: self.tls.load()?,
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
+use crate::tls::client::ClientTls;
 use crate::wire::HolderToken;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct CheckConfig {
     pub wait: f64,
     /// Each hold lasts a random time up to this.
     pub max_hold: Duration,
+    /// What the clients trust and present over https.
+    pub tls: ClientTls,
 }
 
 /// One hold as its client saw it: from the grant's answer arriving to just before its release
@@ -94,7 +97,8 @@ pub async fn run(config: CheckConfig) -> CheckReport {
         .map(|client| {
             let config = config.clone();
             let (grants, tally) = (grants.clone(), tally.clone());
-            let mut replicas = Replicas::new(&config.urls, config.bearer.clone(), client);
+            let mut replicas =
+                Replicas::new(&config.urls, config.bearer.clone(), &config.tls, client);
             tokio::spawn(async move {
                 let owner = format!("check-client-{client}");
                 let mut after_error = Backoff::constant(Duration::from_millis(20));
@@ -194,12 +198,12 @@ struct Replicas {
 const BACK_HOME_AFTER: Duration = Duration::from_secs(3);
 
 impl Replicas {
-    fn new(urls: &[String], bearer: Option<SecretString>, client: usize) -> Self {
+    fn new(urls: &[String], bearer: Option<SecretString>, tls: &ClientTls, client: usize) -> Self {
         let home = client % urls.len();
         Self {
             clients: urls
                 .iter()
-                .map(|u| LockClient::new(u, bearer.clone()))
+                .map(|u| LockClient::with_tls(u, bearer.clone(), tls))
                 .collect(),
             home,
             current: home,
@@ -420,7 +424,7 @@ mod release_tests {
         // the refusal of the retry proves nothing.
         let url = scripted_server(vec![None, Some(NOT_HOLDER)]).await;
         let tally = Mutex::new(CheckReport::default());
-        let mut replicas = Replicas::new(&[url], None, 0);
+        let mut replicas = Replicas::new(&[url], None, &ClientTls::default(), 0);
         let ttl = Duration::from_secs(30);
         release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
         let tally = tally.into_inner().unwrap();
@@ -432,7 +436,7 @@ mod release_tests {
     async fn a_refusal_of_a_first_release_inside_the_lease_is_a_lost_release() {
         let url = scripted_server(vec![Some(NOT_HOLDER)]).await;
         let tally = Mutex::new(CheckReport::default());
-        let mut replicas = Replicas::new(&[url], None, 0);
+        let mut replicas = Replicas::new(&[url], None, &ClientTls::default(), 0);
         let ttl = Duration::from_secs(30);
         release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
         let tally = tally.into_inner().unwrap();
@@ -448,7 +452,7 @@ mod release_tests {
         let down = closed_url();
         let up = scripted_server(vec![Some(NOT_HOLDER)]).await;
         let tally = Mutex::new(CheckReport::default());
-        let mut replicas = Replicas::new(&[down, up], None, 0);
+        let mut replicas = Replicas::new(&[down, up], None, &ClientTls::default(), 0);
         let ttl = Duration::from_secs(30);
         let reached =
             release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
@@ -511,7 +515,7 @@ mod release_tests {
             "http://127.0.0.1:1".to_owned(),
             "http://127.0.0.1:2".to_owned(),
         ];
-        let mut replicas = Replicas::new(&urls, None, 2);
+        let mut replicas = Replicas::new(&urls, None, &ClientTls::default(), 2);
         assert_eq!(replicas.current().base(), urls[0]);
         replicas.move_on_after(&ClientError::Held {
             owner: "o".into(),

@@ -13,6 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::tls::client::ClientTls;
 use crate::wire::LockView;
 
 /// Everything but unreserved characters and `/` is encoded in a key's path: the key's own `/`
@@ -90,10 +91,15 @@ impl LockClient {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`), sending `bearer` as an
     /// `Authorization: Bearer` token when given.
     pub fn new(base: &str, bearer: Option<SecretString>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        Self::with_tls(base, bearer, &ClientTls::default())
+    }
+
+    /// As [`LockClient::new`], trusting and presenting what `tls` says over https.
+    pub fn with_tls(base: &str, bearer: Option<SecretString>, tls: &ClientTls) -> Self {
+        let http = tls
+            .apply(reqwest::Client::builder().connect_timeout(Duration::from_secs(5)))
             .build()
-            .expect("a plain reqwest client always builds");
+            .expect("a client of checked TLS files always builds");
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -7,6 +7,10 @@
 //! and an idle keep-alive one too, since the timeout runs while the next head is awaited), and a
 //! connection that has not completed its first request head in time is closed by us as well:
 //! before the first bytes, hyper-util's HTTP/1-or-2 detection waits with no timeout of its own.
+//!
+//! With TLS, the handshake comes first, in the connection's own task, holding its place under
+//! the cap, and the header timeout runs from the accept: a client that stalls mid-handshake is
+//! closed like one that stalls mid-request.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,12 +21,16 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::metrics::{self as m, Metrics};
+use crate::tls::server::ReloadingTls;
 
 /// What one replica allows its clients' connections.
 #[derive(Debug, Clone, Copy)]
@@ -42,12 +50,13 @@ const MAX_BUF: usize = 64 * 1024;
 /// Streams one HTTP/2 connection may have open at once; each may be a waiter.
 const MAX_STREAMS: u32 = 256;
 
-/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, lets requests in
-/// flight finish (for `drain_timeout` at most), and returns.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes; then
+/// stops accepting, lets requests in flight finish (for `drain_timeout` at most), and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<Arc<ReloadingTls>>,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -87,27 +96,35 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let started = Arc::new(AtomicBool::new(false));
-        let service = {
-            let (app, started) = (app.clone(), started.clone());
-            TowerToHyperService::new(tower::service_fn(move |req| {
-                started.store(true, Ordering::Relaxed);
-                app.clone().oneshot(req)
-            }))
-        };
-        let builder = builder.clone();
-        let connection = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        let header_timeout = limits.header_timeout;
+        let deadline = Instant::now() + limits.header_timeout;
         let gauge = metrics.connection_open();
+        let connection = Connection {
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            deadline,
+        };
+        let (tls, metrics) = (tls.clone(), metrics.clone());
         tokio::spawn(async move {
             let _held = (permit, gauge);
-            tokio::select! {
-                _ = connection => {}
-                _ = first_head_overdue(header_timeout, started) => {}
+            match tls {
+                None => connection.serve(stream).await,
+                Some(tls) => {
+                    // The acceptor of now: a reload after this accept applies to the next one.
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout_at(deadline, handshake).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(e)) => {
+                            // A scanner, a plain-HTTP client or one without a trusted client
+                            // certificate: debug only, since anyone can cause these.
+                            tracing::debug!(error = %e, "a TLS handshake failed");
+                            metrics.count(m::TLS_HANDSHAKE_FAILURES, &[("reason", "refused")]);
+                        }
+                        Err(_) => {
+                            metrics.count(m::TLS_HANDSHAKE_FAILURES, &[("reason", "timeout")])
+                        }
+                    }
+                }
             }
         });
     }
@@ -121,10 +138,46 @@ pub async fn serve(
     Ok(())
 }
 
-/// Completes once `timeout` has passed without the connection's first request head; never
+/// One accepted connection, ready to serve HTTP once its transport is (TLS or not).
+struct Connection {
+    app: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Tells the drain that this connection is open, so that a shutdown waits for it.
+    watcher: Watcher,
+    /// When its first request head must have arrived by (the header timeout from the accept).
+    deadline: Instant,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or HTTP/2 on `io` until it closes, or its first head is overdue.
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let started = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (app, started) = (self.app, started.clone());
+            TowerToHyperService::new(tower::service_fn(move |req| {
+                started.store(true, Ordering::Relaxed);
+                app.clone().oneshot(req)
+            }))
+        };
+        let connection = self.watcher.watch(
+            self.builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned(),
+        );
+        tokio::select! {
+            _ = connection => {}
+            _ = first_head_overdue(self.deadline, started) => {}
+        }
+    }
+}
+
+/// Completes once `deadline` has passed without the connection's first request head; never
 /// after one has come (hyper's own header-read timeout governs from then on).
-async fn first_head_overdue(timeout: Duration, started: Arc<AtomicBool>) {
-    tokio::time::sleep(timeout).await;
+async fn first_head_overdue(deadline: Instant, started: Arc<AtomicBool>) {
+    tokio::time::sleep_until(deadline).await;
     if started.load(Ordering::Relaxed) {
         std::future::pending::<()>().await;
     }

@@ -37,6 +37,7 @@ pub async fn hammer(keys: usize, faulty: bool) -> CheckReport {
         ttl: 30,
         wait: 1.0,
         max_hold: Duration::from_millis(5),
+        tls: Default::default(),
     })
     .await;
     let injected: usize = proxies

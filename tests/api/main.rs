@@ -24,4 +24,5 @@ mod round_trips;
 mod routes;
 mod s3;
 mod secrets;
+mod tls;
 mod watch;

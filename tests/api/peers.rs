@@ -32,7 +32,9 @@ async fn replica(bucket: &str, peers: &[String]) -> (String, Arc<Engine>) {
     let key = HintKey::new(SecretString::from(SECRET));
     let mut engine = Engine::new(Arc::new(store), clock, config).with_metrics(metrics.clone());
     if !peers.is_empty() {
-        engine = engine.with_peers(Arc::new(Peers::new(peers, key.clone(), metrics).unwrap()));
+        engine = engine.with_peers(Arc::new(
+            Peers::new(peers, key.clone(), &Default::default(), metrics).unwrap(),
+        ));
     }
     engine.mark_store_checked();
     let engine = Arc::new(engine);

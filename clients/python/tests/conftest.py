@@ -140,8 +140,13 @@ class Server:
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                if entry.get("message") == "s3lock is serving" and "address" in entry:
+                message = entry.get("message")
+                if message == "s3lock is serving" and "address" in entry:
                     return f"http://{entry['address']}"
+                if message == "s3lock is serving https" and "address" in entry:
+                    # By name: the test certificates are issued for localhost.
+                    port = str(entry["address"]).rsplit(":", 1)[1]
+                    return f"https://localhost:{port}"
             time.sleep(0.05)
         raise RuntimeError(f"s3lock serve did not start in 60 s:\n{self.log()}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import threading
 import urllib.parse
 from typing import Dict, List, Optional, Tuple
@@ -31,7 +32,7 @@ class Response:
 
 
 class Transport:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ssl_context: Optional[ssl.SSLContext] = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"the server URL must be http:// or https://, not {url!r}")
@@ -40,6 +41,9 @@ class Transport:
         self.port = parsed.port
         #: A path the server is mounted under (behind a proxy), without the trailing slash.
         self.base_path = parsed.path.rstrip("/")
+        #: Checks the server's certificate (and presents ours) over https; ``None``: the
+        #: standard library's default context.
+        self.ssl_context = ssl_context
         self._local = threading.local()
         self._all: List[http.client.HTTPConnection] = []
         self._all_lock = threading.Lock()
@@ -50,7 +54,7 @@ class Transport:
         if conn is not None:
             return conn, True
         if self.scheme == "https":
-            conn = http.client.HTTPSConnection(self.host, self.port)
+            conn = http.client.HTTPSConnection(self.host, self.port, context=self.ssl_context)
         else:
             conn = http.client.HTTPConnection(self.host, self.port)
         self._local.conn = conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import ssl
 import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -46,6 +47,18 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _tls_context(
+    ca_cert: Optional[str], client_cert: Optional[str], client_key: Optional[str]
+) -> ssl.SSLContext:
+    """The standard library's verifying context: the server's name and chain are checked."""
+    if bool(client_cert) != bool(client_key):
+        raise ValueError("client_cert and client_key go together (S3LOCK_CLIENT_CERT/_KEY)")
+    context = ssl.create_default_context(cafile=ca_cert)
+    if client_cert and client_key:
+        context.load_cert_chain(client_cert, client_key)
+    return context
+
+
 class Client:
     """A client of one s3lock server. Thread-safe: each thread keeps its own keep-alive
     connection.
@@ -54,6 +67,12 @@ class Client:
     do. ``bucket`` selects ``/buckets/{bucket}/...`` (the server's default bucket when ``None``).
     ``timeout`` is the deadline of one call in seconds (an acquire's ``wait`` is added to it):
     within it, a 503 answer with ``Retry-After`` is tried again; past it, the error is raised.
+
+    Over ``https://``, the server's certificate is checked against ``ca_cert`` (a PEM file of
+    CA certificates; default ``S3LOCK_CA_CERT``, else the system's trusted CAs), and
+    ``client_cert`` and ``client_key`` (PEM files; default ``S3LOCK_CLIENT_CERT`` and
+    ``S3LOCK_CLIENT_KEY``) are presented to a server that requires client certificates, as the
+    CLI does. Or pass an ``ssl.SSLContext`` of your own as ``ssl_context`` instead of those.
     """
 
     def __init__(
@@ -63,6 +82,10 @@ class Client:
         timeout: float = 30.0,
         *,
         bucket: Optional[str] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        ca_cert: Optional[str] = None,
+        client_cert: Optional[str] = None,
+        client_key: Optional[str] = None,
     ) -> None:
         self.url = url or os.environ.get("S3LOCK_URL") or DEFAULT_URL
         token = auth_token if auth_token is not None else os.environ.get("S3LOCK_AUTH_TOKEN")
@@ -72,7 +95,15 @@ class Client:
             raise ValueError("timeout must be positive")
         self.timeout = float(timeout)
         self.bucket = bucket
-        self._transport = Transport(self.url)
+        if ssl_context is not None and (ca_cert or client_cert or client_key):
+            raise ValueError("give ssl_context, or ca_cert/client_cert/client_key: not both")
+        if ssl_context is None and self.url.startswith("https://"):
+            ssl_context = _tls_context(
+                ca_cert or os.environ.get("S3LOCK_CA_CERT") or None,
+                client_cert or os.environ.get("S3LOCK_CLIENT_CERT") or None,
+                client_key or os.environ.get("S3LOCK_CLIENT_KEY") or None,
+            )
+        self._transport = Transport(self.url, ssl_context)
 
     def __repr__(self) -> str:
         auth = ", auth_token=<set>" if self._auth_token else ""
