@@ -260,9 +260,9 @@ impl LockClient {
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
-                ClientError::Unreachable(e.to_string())
+                ClientError::Unreachable(with_causes(&e))
             } else {
-                ClientError::Transport(e.to_string())
+                ClientError::Transport(with_causes(&e))
             }
         })?;
         let status = resp.status().as_u16();
@@ -309,6 +309,19 @@ impl LockClient {
             },
         })
     }
+}
+
+/// An error with its causes: reqwest's own text names only the URL, while the reason a
+/// connection failed (refused, an untrusted certificate) is in its sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn preview(bytes: &[u8]) -> String {
