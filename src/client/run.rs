@@ -79,6 +79,14 @@ async fn run(args: RunArgs) -> u8 {
         args.command.join(" "),
     );
 
+    // Taken before the command starts: a signal that arrives once it runs is then always
+    // forwarded to it, never left to its default action, which would kill this runner and leave
+    // the lock held for its whole lease.
+    let (mut sigint, mut sigterm, mut sighup) = (
+        signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        signal(SignalKind::terminate()).expect("SIGTERM handler"),
+        signal(SignalKind::hangup()).expect("SIGHUP handler"),
+    );
     let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .env("S3LOCK_KEY", &key)
@@ -113,11 +121,6 @@ async fn run(args: RunArgs) -> u8 {
         tx,
     ));
 
-    let (mut sigint, mut sigterm, mut sighup) = (
-        signal(SignalKind::interrupt()).expect("SIGINT handler"),
-        signal(SignalKind::terminate()).expect("SIGTERM handler"),
-        signal(SignalKind::hangup()).expect("SIGHUP handler"),
-    );
     let mut deadlines = Deadlines::from(*lease.borrow(), grace, margin);
     let mut lost = false;
     let mut termed = false;

@@ -352,11 +352,23 @@ async fn ctrl_c_reaches_the_command_and_the_lock_is_still_released() {
     assert_eq!(held["locked"], true);
     let runner_pid = nix::unistd::Pid::from_raw(runner.id().unwrap() as i32);
     nix::sys::signal::kill(runner_pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), runner.wait())
-        .await
-        .expect("run exits after Ctrl-C")
-        .unwrap();
-    assert_eq!(status.code(), Some(42));
+    // Its stderr is read as it comes, so a runner that writes much is never blocked on the pipe.
+    let mut stderr = runner.stderr.take().unwrap();
+    let said = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+        text
+    });
+    let status = tokio::time::timeout(Duration::from_secs(30), runner.wait()).await;
+    let status = match status {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = runner.start_kill();
+            panic!("run did not exit after Ctrl-C: {}", said.await.unwrap());
+        }
+    };
+    let said = said.await.unwrap();
+    assert_eq!(status.code(), Some(42), "{said}");
     let after = json_with(app.status("jobs/c").await, 200).await;
     assert_eq!(after["owner"], Value::Null, "released: {after}");
 }
