@@ -16,9 +16,9 @@
 //!   drain (`http::conn`, `http::drain`).
 //! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
 //!   others, signed with a shared secret, so their waiters read the store at once.
-//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch),
-//!   its rules as pure functions, one store watcher per waited-on lock, and the per-process cache
-//!   of each lock's last known state. Knows nothing of HTTP or S3.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch,
+//!   and a lock's change stream), its rules as pure functions, one store watcher per waited-on
+//!   lock, and the per-process cache of each lock's last known state. Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, the store

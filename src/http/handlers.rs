@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -174,6 +174,9 @@ pub(super) async fn action(
         action,
     } = LockPath::parse(uri.path(), true)?;
     let action = action.ok_or(ApiError::RouteNotFound)?;
+    if !action.is_post() {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let engine = &state.engine;
     let bucket = bucket.as_deref();
     caller.authorize(bucket, &engine.config().default_bucket, &key)?;
@@ -210,8 +213,33 @@ pub(super) async fn action(
             }
             engine.break_lock(bucket, &key, admin).await
         }
+        Action::Events => unreachable!("refused above: the change stream is read by GET"),
     };
     result.map(Json).map_err(|e| lock_error(&state, e))
+}
+
+/// `GET` on a lock path: the change stream when it ends in `/events` after a key, else the
+/// lock's status (or a watch).
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match LockPath::parse(uri.path(), true) {
+        Ok(LockPath {
+            action: Some(Action::Events),
+            ..
+        }) => super::events::events(state, caller, uri, headers)
+            .await
+            .into_response(),
+        _ => {
+            let query = Query::try_from_uri(&uri);
+            status(State(state), Extension(caller), uri, query)
+                .await
+                .into_response()
+        }
+    }
 }
 
 /// `GET /locks/{key}` and `GET /buckets/{bucket}/locks/{key}`.

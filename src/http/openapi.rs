@@ -80,7 +80,7 @@ pub fn document(config: &EngineConfig) -> Value {
                         continue;
                     }
                     // A revision is a u64: the whole range is valid, not int64's.
-                    Some("index") => {
+                    Some("index" | "last_event_id" | "Last-Event-ID") => {
                         param["schema"] =
                             json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
                         continue;
@@ -114,7 +114,8 @@ pub(super) async fn serve(State(state): State<AppState>) -> impl IntoResponse {
             as is or as %2F."
     ),
     paths(
-        acquire, renew, release, break_lock, status, list, healthz, readyz, metrics, openapi_json
+        acquire, renew, release, break_lock, status, events, list, healthz, readyz, metrics,
+        openapi_json
     ),
     components(schemas(
         LockView, LockList, AcquireBody, RenewBody, ReleaseBody, BreakBody, Problem, Health
@@ -299,6 +300,41 @@ fn break_lock() {}
 )]
 #[allow(dead_code)]
 fn status() {}
+
+/// Follow a lock: its state now, then one event per change, as server-sent events. Each event
+/// is `event: <kind>`, `id: <index>` (the lock's `index`; 0 for a lock that does not exist) and
+/// `data: <the LockView as one line of JSON>` (never the token). The first event is a snapshot:
+/// `held`, `free` (also for a lock that does not exist) or `expired` (a lease that ran out
+/// unreleased: during its lock-delay, or for good when it has none). Then, per change:
+/// `acquired` (a new holder; the fencing token grew), `renewed` (the same holder restarted its
+/// lease), `value` (the same holder changed its value), `released`, `broken` (by an admin),
+/// `expired` (the lease ran out unreleased: sent by time, with the held state's id) and `free`
+/// (a lock-delay after an expiry ended). Changes that land close together may be folded into
+/// one event, named by where they ended. A comment `: keep-alive` comes after 15 s of silence.
+/// To resume, send the last id seen as `Last-Event-ID` (or `last_event_id`): the current state
+/// comes at once as a snapshot if it differs (changes missed meanwhile folded into it), nothing
+/// if it does not. A document that turns unreadable ends the stream with `event: unreadable`
+/// (data: a problem). The stream ends when the server drains; resume on another replica. The
+/// status of a key whose last segment is `events` is asked for with that slash sent as %2F.
+#[utoipa::path(
+    get, path = "/locks/{key}/events", operation_id = "events", tag = "locks",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The lock's key"),
+        ("last_event_id" = Option<u64>, Query, minimum = 0, description = "The id of the last event the client saw, for clients that cannot send Last-Event-ID (the header wins)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, description = "The id of the last event the client saw: no snapshot if the lock is still at that index and no lease ran out since"),
+    ),
+    responses(
+        (status = 200, description = "The stream of events (text/event-stream); it ends when the server drains", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "invalid-input (a bad Last-Event-ID or query)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable: the stored object is not a lock document", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded, too-many-watched-locks (a lock this replica cannot watch) or shutting-down (the server is draining); with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn events() {}
 
 /// List the locks whose key starts with a prefix, without tokens, one page at a time in key
 /// order. With a prefix-limited auth token the listing never leaves that prefix.

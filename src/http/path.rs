@@ -1,19 +1,22 @@
 //! Lock paths. A key may contain `/`, so lock routes take the raw path after `/locks/` and split
-//! off the action (`acquire`, `renew`, `release`, `break`) *before* percent-decoding: an encoded slash in
-//! a key can then never be mistaken for the action separator. The decoded key is checked by the
-//! engine (`LockKey::parse`).
+//! off the action (`acquire`, `renew`, `release`, `break`, and `events`, the one read by GET)
+//! *before* percent-decoding: an encoded slash in a key can then never be mistaken for the action
+//! separator. So the status of a key whose last segment is `events` is asked for with that slash
+//! encoded (`/locks/jobs%2Fevents`). The decoded key is checked by the engine (`LockKey::parse`).
 
 use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
 
-/// What a `POST` on a lock path asks for: the last segment of the path, parsed here once.
+/// What a lock path with an action asks for: the last segment of the path, parsed here once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Acquire,
     Renew,
     Release,
     Break,
+    /// The lock's change stream, by `GET`; every other action is a `POST`.
+    Events,
 }
 
 impl Action {
@@ -24,6 +27,7 @@ impl Action {
             "renew" => Some(Self::Renew),
             "release" => Some(Self::Release),
             "break" => Some(Self::Break),
+            "events" => Some(Self::Events),
             _ => None,
         }
     }
@@ -35,7 +39,13 @@ impl Action {
             Self::Renew => "renew",
             Self::Release => "release",
             Self::Break => "break",
+            Self::Events => "events",
         }
+    }
+
+    /// Whether this action is asked for by `POST` (else by `GET`).
+    pub fn is_post(self) -> bool {
+        self != Self::Events
     }
 }
 
@@ -100,6 +110,16 @@ mod tests {
         assert_eq!(p.key, "a/acquire");
         assert_eq!(p.action, Some(Action::Release));
         assert_eq!(p.bucket, None);
+    }
+
+    #[test]
+    fn events_is_an_action_unless_its_slash_is_encoded() {
+        let p = LockPath::parse("/locks/jobs/events", true).unwrap();
+        assert_eq!((p.key.as_str(), p.action), ("jobs", Some(Action::Events)));
+        assert!(!Action::Events.is_post());
+        assert!(LockPath::parse("/locks/jobs%2Fevents", true).is_err());
+        let status = LockPath::parse("/locks/jobs%2Fevents", false).unwrap();
+        assert_eq!(status.key, "jobs/events");
     }
 
     #[test]

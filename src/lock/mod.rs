@@ -10,6 +10,7 @@
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
+//! - [`events`]: a lock's change stream, served by its watcher; what each change is called.
 //! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
 //! - this file: the [`Engine`]'s public operations, input limits and the views it answers with.
 
@@ -17,6 +18,7 @@ pub mod cache;
 mod decide;
 pub mod document;
 pub mod error;
+pub mod events;
 pub mod key;
 mod list;
 mod orphan;
@@ -40,6 +42,7 @@ use cache::StateCache;
 use decide::Settled;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
+pub use events::{EventKind, LockEvent, LockEvents};
 pub use key::LockKey;
 pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use rules::{Grant, Verdict};

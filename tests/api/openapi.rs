@@ -25,6 +25,7 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
             "/locks/{key}/renew",
             "/locks/{key}/release",
             "/locks/{key}/break",
+            "/locks/{key}/events",
         ] {
             want.push(Box::leak(format!("{base}{p}").into_boxed_str()));
         }
@@ -46,6 +47,8 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
         doc["components"]["schemas"]["AcquireBody"]["properties"]["ttl"]["maximum"],
         3600
     );
+    let stream = &doc["paths"]["/locks/{key}/events"]["get"]["responses"]["200"]["content"];
+    assert!(stream.get("text/event-stream").is_some(), "{stream}");
     let conflict = &doc["paths"]["/locks/{key}/acquire"]["post"]["responses"]["409"]["content"];
     assert!(
         conflict.get("application/problem+json").is_some(),

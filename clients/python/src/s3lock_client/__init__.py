@@ -1,6 +1,7 @@
 """Python client for s3lock: typed calls, self-renewing leases, and a drop-in for ``aws_s3_lock``.
 
-- :class:`Client`: one method per route (acquire, renew, release, status, list, break_lock).
+- :class:`Client`: one method per route (acquire, renew, release, status, watch, list,
+  break_lock), and ``client.events(key)``, a lock's change stream as an iterator.
 - ``with client.lock(key, ttl=60) as lease``: a :class:`ManagedLease`, renewed in the background,
   marked lost before it can end.
 - :mod:`s3lock_client.aws_s3_lock`: the old ``aws_s3_lock`` module's API over the service.
@@ -40,7 +41,7 @@ from .errors import (
     WriteUnconfirmed,
 )
 from .lease import ManagedLease
-from .models import Lease, LockView
+from .models import Lease, LockEvent, LockView
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidInput",
     "Lease",
     "LeaseLost",
+    "LockEvent",
     "LockHeld",
     "LockNotFound",
     "LockUnreadable",

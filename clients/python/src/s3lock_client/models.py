@@ -21,6 +21,7 @@ _KNOWN = {
     "expires_at",
     "ttl_remaining_ms",
     "locked",
+    "index",
 }
 
 
@@ -45,7 +46,10 @@ class LockView:
     ttl_remaining_ms: int
     #: Someone holds it now (from ``owner``'s point of view when ``status(key, owner)`` asked).
     locked: bool
-    #: Fields this version of the client does not know (``revision``, ...), as sent.
+    #: Changes with every write of the lock (0 for a lock never written): what :meth:`Client.watch`
+    #: waits to see change, and the ``id`` of its events.
+    index: int = 0
+    #: Fields this version of the client does not know, as sent.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
@@ -97,7 +101,21 @@ def _view_fields(body: Any) -> Dict[str, Any]:
             "expires_at": None if expires_at is None else parse_time(str(expires_at)),
             "ttl_remaining_ms": int(body.get("ttl_remaining_ms", 0)),
             "locked": bool(body["locked"]),
+            "index": int(body.get("index", 0)),
             "extra": {k: v for k, v in body.items() if k not in _KNOWN},
         }
     except (KeyError, TypeError, ValueError) as e:
         raise UnexpectedResponse(200, f"not a lock view ({e!r})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class LockEvent:
+    """One event of a lock's change stream (:meth:`Client.events`)."""
+
+    #: ``held``, ``free`` or ``expired`` for a snapshot; ``acquired``, ``renewed``, ``value``,
+    #: ``released``, ``expired``, ``free`` or ``broken`` for a change.
+    kind: str
+    #: The lock's ``index`` at this event (what a resumed stream sends as ``Last-Event-ID``).
+    id: int
+    #: The lock as it was when the event was sent (never with a token).
+    lock: LockView
