@@ -6,6 +6,7 @@ use std::time::Duration as StdDuration;
 
 use tokio::time::Instant;
 
+use super::rules::LeaseTerms;
 use super::waiters::{Registration, TooManyWatched};
 use super::{Engine, HolderToken, LockError, LockView, Target};
 use crate::metrics as m;
@@ -23,7 +24,7 @@ impl Engine {
         target: &Target,
         owner: &str,
         token: Option<&HolderToken>,
-        ttl: u64,
+        terms: &LeaseTerms,
         wait: StdDuration,
     ) -> Result<LockView, LockError> {
         let deadline = Instant::now() + wait;
@@ -32,14 +33,15 @@ impl Engine {
         // Held (and so counted in the waiters gauge) from the first wait until we return.
         let mut waiting = None;
         loop {
-            let err = match self.try_acquire(target, owner, token, ttl).await {
+            let err = match self.try_acquire(target, owner, token, terms).await {
                 Ok(view) => {
                     if let Some(r) = registration {
                         Registration::granted(r);
                     }
                     return Ok(view);
                 }
-                Err(err @ LockError::Held { .. }) => err,
+                // Waited through like a held lease: the lock-delay after an unreleased one.
+                Err(err @ (LockError::Held { .. } | LockError::Delayed { .. })) => err,
                 Err(other) => return Err(other),
             };
             if Instant::now() >= deadline {
