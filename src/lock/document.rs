@@ -298,15 +298,13 @@ impl LockDocument {
         self.available_at().is_none_or(|t| now >= t)
     }
 
-    /// How long the current holder has held the lock, if its hold ended at `end` (its release,
-    /// its break, or the end of a lease that ran out). `None` when the grant time is unknown
-    /// (a document of the old module or from before `held_since`).
-    pub fn held_until(&self, end: DateTime<Utc>) -> Option<std::time::Duration> {
+    /// How long the current holder held the lock, if it let go at `ended` (a release, a
+    /// break) or when its lease ran out, whichever came first. `None` when the grant time is
+    /// unknown (a document of the old module or from before `held_since`).
+    pub fn held_for(&self, ended: DateTime<Utc>) -> Option<std::time::Duration> {
         let since = self.held_since?;
-        (end - since)
-            .to_std()
-            .ok()
-            .or(Some(std::time::Duration::ZERO))
+        let end = ended.min(self.expires_at());
+        Some((end - since).to_std().unwrap_or_default())
     }
 
     /// The owner who holds the lock at `now`, if anyone does.
@@ -365,7 +363,7 @@ mod tests {
         assert_eq!(doc.lock_delay, 0);
         assert_eq!(doc.held_since, None);
         assert_eq!(doc.available_at(), Some(doc.expires_at()));
-        assert_eq!(doc.held_until(doc.expires_at()), None);
+        assert_eq!(doc.held_for(doc.expires_at()), None);
     }
 
     #[test]
@@ -438,11 +436,16 @@ mod tests {
         let t0 = at("2026-01-01T00:00:00+00:00");
         let held = LockDocument::grant("alice", 10, t0, 1).renewed(10, t0 + Duration::seconds(8));
         assert_eq!(
-            held.held_until(t0 + Duration::seconds(12)),
+            held.held_for(t0 + Duration::seconds(12)),
             Some(std::time::Duration::from_secs(12))
         );
         assert_eq!(
-            held.held_until(t0 - Duration::seconds(1)),
+            held.held_for(t0 + Duration::seconds(60)),
+            Some(std::time::Duration::from_secs(18)),
+            "a lease that ran out ended the hold when it did"
+        );
+        assert_eq!(
+            held.held_for(t0 - Duration::seconds(1)),
             Some(std::time::Duration::ZERO),
             "a clock that stepped back measures no hold, never a negative one"
         );

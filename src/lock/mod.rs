@@ -341,10 +341,13 @@ impl Engine {
         // refused as if someone else held the lock. A token of a write that never landed matches
         // nothing stored, so carrying it forward gives no one anything.
         let mut mine = presented.cloned();
+        // How long the lease taken over was held, for the metrics.
+        let mut ended = None;
         let decided = self
             .decide(target, |current, now| {
                 let presented = mine.as_ref().map(HolderToken::expose);
                 let (doc, kind) = rules::acquire(current, now, owner, presented, terms)?;
+                ended = current.and_then(|d| d.held_for(now.latest));
                 grant = match (grant, kind) {
                     (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),
                     _ => Some(kind),
@@ -359,6 +362,7 @@ impl Engine {
                     self.metrics.count(m::GRANTS, &[]);
                     if takeover {
                         self.metrics.count(m::EXPIRY_TAKEOVERS, &[]);
+                        self.metrics.hold_ended(ended);
                     }
                 }
                 Ok(self.view(target, &doc, now, true))
@@ -423,12 +427,17 @@ impl Engine {
         token: &str,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
+        let mut ended = None;
         let decided = self
-            .decide(&target, |current, now| rules::release(current, now, token))
+            .decide(&target, |current, now| {
+                ended = current.and_then(|d| d.held_for(now.latest));
+                rules::release(current, now, token)
+            })
             .await?;
         match decided {
             Settled::Stored(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
+                self.metrics.hold_ended(ended);
                 self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
@@ -456,8 +465,10 @@ impl Engine {
         self.cache.forget(&target.bucket, &target.object);
         // Who held it and their fencing token, as the decision that wrote last saw them.
         let mut broken_from: Option<(String, u64)> = None;
+        let mut ended = None;
         let decided = self
             .decide(&target, |current, now| {
+                ended = current.and_then(|d| d.held_for(now.latest));
                 Ok(match rules::break_lock(current, now)? {
                     Some(broken) => {
                         broken_from = Some((broken.holder, broken.old_fencing_token));
@@ -480,6 +491,7 @@ impl Engine {
                     "lock broken by an admin"
                 );
                 self.metrics.count(m::BREAKS, &[]);
+                self.metrics.hold_ended(ended);
                 self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }

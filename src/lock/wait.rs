@@ -17,8 +17,8 @@ pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
-    /// Tries to acquire until granted, refused for a reason other than the lock being held,
-    /// `wait` has passed, or the replica begins to shut down.
+    /// Acquires, waiting up to `wait` while the lock is taken ([`Engine::acquire_until`]). An
+    /// acquire that had to wait is timed for the metrics, by outcome.
     pub(super) async fn acquire_waiting(
         &self,
         target: &Target,
@@ -26,6 +26,30 @@ impl Engine {
         token: Option<&HolderToken>,
         terms: &LeaseTerms,
         wait: StdDuration,
+    ) -> Result<LockView, LockError> {
+        let started = Instant::now();
+        let mut waited = false;
+        let result = self
+            .acquire_until(target, owner, token, terms, wait, &mut waited)
+            .await;
+        if waited {
+            let outcome = if result.is_ok() { "granted" } else { "refused" };
+            self.metrics
+                .observe(m::ACQUIRE_WAIT, &[("outcome", outcome)], started.elapsed());
+        }
+        result
+    }
+
+    /// Tries to acquire until granted, refused for a reason other than the lock being held,
+    /// `wait` has passed, or the replica begins to shut down. Sets `waited` once it waits.
+    async fn acquire_until(
+        &self,
+        target: &Target,
+        owner: &str,
+        token: Option<&HolderToken>,
+        terms: &LeaseTerms,
+        wait: StdDuration,
+        waited: &mut bool,
     ) -> Result<LockView, LockError> {
         let deadline = Instant::now() + wait;
         // This waiter's place in line for the lock, from its first refusal until it returns.
@@ -49,6 +73,7 @@ impl Engine {
                 return Err(err);
             }
             waiting.get_or_insert_with(|| self.metrics.waiting());
+            *waited = true;
             // In line (the lock's one watcher reads it for every waiter here), until it is our
             // turn (the lock looked free), or the deadline for one last try.
             let r = match &mut registration {

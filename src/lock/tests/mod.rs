@@ -347,5 +347,6 @@ mod cache;
 mod faults;
 mod input;
 mod lock_delay;
+mod metrics;
 mod rules;
 mod waiting;
