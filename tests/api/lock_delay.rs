@@ -233,3 +233,32 @@ async fn on_s3_a_crashed_holders_lock_is_never_granted_before_its_delay_ends() {
         bob["lock_time"]
     );
 }
+
+#[tokio::test]
+async fn the_rust_client_names_a_lock_delay_and_the_cli_counts_it_as_held() {
+    use s3lock::client::{cli::exit_code, ClientError, LockClient};
+    let (app, clock) = manual_app().await;
+    let alice = json_with(
+        app.acquire("job", json!({"owner": "alice", "ttl": 1, "lock_delay": 2}))
+            .await,
+        200,
+    )
+    .await;
+    clock.set(time(&alice["expires_at"]));
+    let client = LockClient::new(&app.base, None);
+    let err = client
+        .acquire("job", Some("bob"), None, None)
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::Delayed {
+            available_at,
+            retry_after,
+        } => {
+            assert_eq!(available_at, alice["available_at"].as_str().unwrap());
+            assert_eq!(*retry_after, Some(Duration::from_secs(2)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(exit_code(&err), s3lock::client::cli::exit::HELD);
+}
