@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::lock::rules::{self, Verdict};
+use crate::lock::rules::{self, LeaseTerms, Verdict};
 use crate::lock::{HolderToken, LockDocument, LockError};
 use crate::store::{Store, StoreError, Version};
 
@@ -57,7 +57,8 @@ impl Session {
     pub async fn acquire(&mut self, key: &str, owner: &str, ttl: u64) -> Result<String, Fail> {
         let doc = self
             .decide(key, |state, now| {
-                rules::acquire(state, now, owner, None, ttl).map(|(doc, _)| Verdict::Write(doc))
+                rules::acquire(state, now, owner, None, &LeaseTerms::of(ttl))
+                    .map(|(doc, _)| Verdict::Write(doc))
             })
             .await?;
         Ok(doc.token.map(HolderToken::into_exposed).unwrap_or_default())
@@ -65,7 +66,7 @@ impl Session {
 
     pub async fn renew(&mut self, key: &str, token: &str, ttl: u64) -> Result<(), Fail> {
         self.decide(key, |state, now| {
-            rules::renew(state, now, token, ttl).map(Verdict::Write)
+            rules::renew(state, now, token, &LeaseTerms::of(ttl)).map(Verdict::Write)
         })
         .await
         .map(drop)
@@ -189,6 +190,7 @@ mod tests {
             prefix: PREFIX.into(),
             default_ttl: 60,
             max_ttl: 3600,
+            max_lock_delay: 60,
             max_wait: StdDuration::from_secs(60),
             first_poll: crate::lock::FIRST_POLL,
             max_poll: crate::lock::MAX_POLL,
@@ -235,7 +237,7 @@ mod tests {
                 owner: Some(owner.into()),
                 token: None,
                 ttl: Some(30),
-                wait: None,
+                ..AcquireRequest::default()
             };
             let by_engine =
                 self.engine

@@ -99,18 +99,16 @@ pub struct LockEvent {
     pub view: LockView,
 }
 
-/// The same holder's value in both documents. (A document has no value until lock values land;
-/// then this compares `a.value == b.value`.)
-fn same_value(_a: &LockDocument, _b: &LockDocument) -> bool {
-    true
+/// The same holder's value in both documents.
+fn same_value(a: &LockDocument, b: &LockDocument) -> bool {
+    a.value == b.value
 }
 
 /// When a lease that ran out unreleased stops keeping its lock: the end of its lock-delay, or
 /// `None` when it has none (the lock is free to take from the lease's end, and the stream's last
-/// word on it stays `expired`). Lock-delay lands with its own document field; until then no
-/// document has one.
-fn delay_end(_doc: &LockDocument) -> Option<DateTime<Utc>> {
-    None
+/// word on it stays `expired`).
+fn delay_end(doc: &LockDocument) -> Option<DateTime<Utc>> {
+    (doc.lock_delay > 0).then(|| doc.available_at()).flatten()
 }
 
 /// Where `doc` stands at `now` (judged at the earliest the store's time may be).
@@ -487,6 +485,71 @@ mod tests {
             change(Some(&doc), Phase::Held, Some(&again)),
             EventKind::Acquired
         );
+    }
+
+    #[test]
+    fn the_same_holder_changing_its_value_is_value_with_or_without_a_new_lease() {
+        let doc = held("alice", 30);
+        let mut valued = doc.renewed(30, t0());
+        valued.value = serde_json::json!({"addr": "10.0.0.1:80"});
+        assert_eq!(
+            change(Some(&doc), Phase::Held, Some(&valued)),
+            EventKind::Value
+        );
+        let renewed = valued.renewed(60, t0() + Duration::seconds(5));
+        assert_eq!(
+            change(Some(&valued), Phase::Held, Some(&renewed)),
+            EventKind::Renewed,
+            "the value kept: a renew"
+        );
+    }
+
+    fn delayed(delay: u64) -> LockDocument {
+        let mut doc = held("alice", 30);
+        doc.lock_delay = delay;
+        doc
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_is_expired_during_its_lock_delay_then_free_by_time() {
+        let doc = delayed(10);
+        let end = doc.expires_at();
+        let delay_over = end + Duration::seconds(10);
+        assert_eq!(
+            by_time(Some(&doc), Phase::Held, end),
+            Some(EventKind::Expired)
+        );
+        assert_eq!(next_due(Some(&doc), Phase::Expired), Some(delay_over));
+        assert_eq!(
+            by_time(
+                Some(&doc),
+                Phase::Expired,
+                delay_over - Duration::microseconds(1)
+            ),
+            None
+        );
+        assert_eq!(
+            by_time(Some(&doc), Phase::Expired, delay_over),
+            Some(EventKind::Free)
+        );
+        assert_eq!(snapshot(Some(&doc), end, None), Some(EventKind::Expired));
+        assert_eq!(
+            snapshot(Some(&doc), delay_over, None),
+            Some(EventKind::Free)
+        );
+        assert_eq!(
+            snapshot(Some(&doc), delay_over, Some(doc.revision)),
+            Some(EventKind::Free),
+            "told again: its id cannot say whether it heard"
+        );
+    }
+
+    #[test]
+    fn without_a_lock_delay_no_free_follows_an_expiry() {
+        let doc = delayed(0);
+        let later = doc.expires_at() + Duration::days(1);
+        assert_eq!(by_time(Some(&doc), Phase::Expired, later), None);
+        assert_eq!(snapshot(Some(&doc), later, None), Some(EventKind::Expired));
     }
 
     #[test]

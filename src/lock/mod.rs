@@ -11,7 +11,8 @@
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
 //! - [`events`]: a lock's change stream, served by its watcher; what each change is called.
-//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
+//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`terms`]: a
+//!   lease's value and lock-delay checked at the edge; [`error`].
 //! - this file: the [`Engine`]'s public operations, input limits and the views it answers with.
 
 pub mod cache;
@@ -23,6 +24,7 @@ pub mod key;
 mod list;
 mod orphan;
 pub mod rules;
+pub mod terms;
 mod wait;
 pub mod waiters;
 
@@ -45,7 +47,7 @@ pub use error::LockError;
 pub use events::{EventKind, LockEvent, LockEvents};
 pub use key::LockKey;
 pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
-use rules::{Grant, Verdict};
+use rules::{Grant, LeaseTerms, Verdict};
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
 pub use waiters::DEFAULT_MAX_WATCHED_LOCKS;
@@ -69,6 +71,8 @@ pub struct EngineConfig {
     pub prefix: String,
     pub default_ttl: u64,
     pub max_ttl: u64,
+    /// The longest lock-delay a grant may ask for, in seconds (see `LockDocument::lock_delay`).
+    pub max_lock_delay: u64,
     pub max_wait: StdDuration,
     /// A blocked waiter's first and longest sleep between two reads of the store
     /// ([`FIRST_POLL`] and [`MAX_POLL`], unless a test needs waiters that only wake when told).
@@ -98,6 +102,32 @@ pub struct AcquireRequest {
     pub token: Option<HolderToken>,
     pub ttl: Option<i64>,
     pub wait: Option<f64>,
+    /// The value to publish with the lease: `Some(Null)` clears it, `None` keeps it (a new
+    /// grant has none).
+    pub value: Option<serde_json::Value>,
+    /// Seconds nobody may take the lock after the lease, should it run out unreleased; `None`
+    /// keeps what the lease has (a new grant has none).
+    pub lock_delay: Option<i64>,
+}
+
+/// What a holder asks for when renewing; every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct RenewRequest {
+    pub ttl: Option<i64>,
+    /// As [`AcquireRequest::value`].
+    pub value: Option<serde_json::Value>,
+    /// As [`AcquireRequest::lock_delay`].
+    pub lock_delay: Option<i64>,
+}
+
+/// A renew that only restarts the lease, for this many seconds (the default when `None`).
+impl From<Option<i64>> for RenewRequest {
+    fn from(ttl: Option<i64>) -> Self {
+        Self {
+            ttl,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -293,9 +323,9 @@ impl Engine {
             Some(o) => key::parse_owner(o).map_err(|r| LockError::invalid("owner", r))?,
             None => uuid::Uuid::new_v4().simple().to_string(),
         };
-        let ttl = self.ttl(req.ttl)?;
+        let terms = self.lease_terms(self.ttl(req.ttl)?, req.value, req.lock_delay)?;
         let wait = self.wait(req.wait)?;
-        self.acquire_waiting(&target, &owner, req.token.as_ref(), ttl, wait)
+        self.acquire_waiting(&target, &owner, req.token.as_ref(), &terms, wait)
             .await
     }
 
@@ -304,7 +334,7 @@ impl Engine {
         target: &Target,
         owner: &str,
         presented: Option<&HolderToken>,
-        ttl: u64,
+        terms: &LeaseTerms,
     ) -> Result<LockView, LockError> {
         // What the decisions were, for the metrics: a grant, even if refreshed after it landed.
         let mut grant = None;
@@ -314,10 +344,13 @@ impl Engine {
         // refused as if someone else held the lock. A token of a write that never landed matches
         // nothing stored, so carrying it forward gives no one anything.
         let mut mine = presented.cloned();
+        // How long the lease taken over was held, for the metrics.
+        let mut ended = None;
         let decided = self
             .decide(target, |current, now| {
                 let presented = mine.as_ref().map(HolderToken::expose);
-                let (doc, kind) = rules::acquire(current, now, owner, presented, ttl)?;
+                let (doc, kind) = rules::acquire(current, now, owner, presented, terms)?;
+                ended = current.and_then(|d| d.held_for(now.latest));
                 grant = match (grant, kind) {
                     (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),
                     _ => Some(kind),
@@ -332,6 +365,7 @@ impl Engine {
                     self.metrics.count(m::GRANTS, &[]);
                     if takeover {
                         self.metrics.count(m::EXPIRY_TAKEOVERS, &[]);
+                        self.metrics.hold_ended(ended);
                     }
                 }
                 Ok(self.view(target, &doc, now, true))
@@ -340,16 +374,17 @@ impl Engine {
         }
     }
 
-    /// Extends the holder's lease by `ttl` seconds from now.
-    #[tracing::instrument(skip(self, token))]
+    /// Extends the holder's lease by `ttl` seconds from now, setting the value and lock-delay
+    /// the request names (a plain `Option<i64>` is a request with a ttl alone).
+    #[tracing::instrument(skip(self, token, req))]
     pub async fn renew(
         &self,
         bucket: Option<&str>,
         key: &str,
         token: &str,
-        ttl: Option<i64>,
+        req: impl Into<RenewRequest>,
     ) -> Result<LockView, LockError> {
-        let result = self.try_renew(bucket, key, token, ttl).await;
+        let result = self.try_renew(bucket, key, token, req.into()).await;
         match &result {
             Ok(_) => self.metrics.count(m::RENEWALS, &[]),
             Err(e) => {
@@ -371,13 +406,13 @@ impl Engine {
         bucket: Option<&str>,
         key: &str,
         token: &str,
-        ttl: Option<i64>,
+        req: RenewRequest,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        let ttl = self.ttl(ttl)?;
+        let terms = self.lease_terms(self.ttl(req.ttl)?, req.value, req.lock_delay)?;
         let decided = self
             .decide(&target, |current, now| {
-                rules::renew(current, now, token, ttl).map(Verdict::Write)
+                rules::renew(current, now, token, &terms).map(Verdict::Write)
             })
             .await?;
         match decided {
@@ -395,12 +430,17 @@ impl Engine {
         token: &str,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
+        let mut ended = None;
         let decided = self
-            .decide(&target, |current, now| rules::release(current, now, token))
+            .decide(&target, |current, now| {
+                ended = current.and_then(|d| d.held_for(now.latest));
+                rules::release(current, now, token)
+            })
             .await?;
         match decided {
             Settled::Stored(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
+                self.metrics.hold_ended(ended);
                 self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
@@ -428,8 +468,10 @@ impl Engine {
         self.cache.forget(&target.bucket, &target.object);
         // Who held it and their fencing token, as the decision that wrote last saw them.
         let mut broken_from: Option<(String, u64)> = None;
+        let mut ended = None;
         let decided = self
             .decide(&target, |current, now| {
+                ended = current.and_then(|d| d.held_for(now.latest));
                 Ok(match rules::break_lock(current, now)? {
                     Some(broken) => {
                         broken_from = Some((broken.holder, broken.old_fencing_token));
@@ -452,6 +494,7 @@ impl Engine {
                     "lock broken by an admin"
                 );
                 self.metrics.count(m::BREAKS, &[]);
+                self.metrics.hold_ended(ended);
                 self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
@@ -581,6 +624,8 @@ impl Engine {
                 ttl_remaining_ms: 0,
                 locked: false,
                 index: 0,
+                value: serde_json::Value::Null,
+                available_at: None,
             };
         };
         let mut view = self.view(target, &doc, now, false);
@@ -608,6 +653,8 @@ impl Engine {
             ttl_remaining_ms,
             locked: held,
             index: doc.revision,
+            value: doc.value.clone(),
+            available_at: doc.available_at().filter(|at| now.earliest < *at),
         }
     }
 

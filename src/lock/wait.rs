@@ -6,6 +6,7 @@ use std::time::Duration as StdDuration;
 
 use tokio::time::Instant;
 
+use super::rules::LeaseTerms;
 use super::waiters::{Registration, TooManyWatched};
 use super::{Engine, HolderToken, LockError, LockView, Target};
 use crate::metrics as m;
@@ -16,15 +17,39 @@ pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
-    /// Tries to acquire until granted, refused for a reason other than the lock being held,
-    /// `wait` has passed, or the replica begins to shut down.
+    /// Acquires, waiting up to `wait` while the lock is taken ([`Engine::acquire_until`]). An
+    /// acquire that had to wait is timed for the metrics, by outcome.
     pub(super) async fn acquire_waiting(
         &self,
         target: &Target,
         owner: &str,
         token: Option<&HolderToken>,
-        ttl: u64,
+        terms: &LeaseTerms,
         wait: StdDuration,
+    ) -> Result<LockView, LockError> {
+        let started = Instant::now();
+        let mut waited = false;
+        let result = self
+            .acquire_until(target, owner, token, terms, wait, &mut waited)
+            .await;
+        if waited {
+            let outcome = if result.is_ok() { "granted" } else { "refused" };
+            self.metrics
+                .observe(m::ACQUIRE_WAIT, &[("outcome", outcome)], started.elapsed());
+        }
+        result
+    }
+
+    /// Tries to acquire until granted, refused for a reason other than the lock being held,
+    /// `wait` has passed, or the replica begins to shut down. Sets `waited` once it waits.
+    async fn acquire_until(
+        &self,
+        target: &Target,
+        owner: &str,
+        token: Option<&HolderToken>,
+        terms: &LeaseTerms,
+        wait: StdDuration,
+        waited: &mut bool,
     ) -> Result<LockView, LockError> {
         let deadline = Instant::now() + wait;
         // This waiter's place in line for the lock, from its first refusal until it returns.
@@ -32,14 +57,15 @@ impl Engine {
         // Held (and so counted in the waiters gauge) from the first wait until we return.
         let mut waiting = None;
         loop {
-            let err = match self.try_acquire(target, owner, token, ttl).await {
+            let err = match self.try_acquire(target, owner, token, terms).await {
                 Ok(view) => {
                     if let Some(r) = registration {
                         Registration::granted(r);
                     }
                     return Ok(view);
                 }
-                Err(err @ LockError::Held { .. }) => err,
+                // Waited through like a held lease: the lock-delay after an unreleased one.
+                Err(err @ (LockError::Held { .. } | LockError::Delayed { .. })) => err,
                 Err(other) => return Err(other),
             };
             if Instant::now() >= deadline {
@@ -47,6 +73,7 @@ impl Engine {
                 return Err(err);
             }
             waiting.get_or_insert_with(|| self.metrics.waiting());
+            *waited = true;
             // In line (the lock's one watcher reads it for every waiter here), until it is our
             // turn (the lock looked free), or the deadline for one last try.
             let r = match &mut registration {

@@ -135,6 +135,52 @@ async fn expired_arrives_when_a_lease_runs_out_with_the_held_index() {
 }
 
 #[tokio::test]
+async fn a_new_value_is_a_value_event_and_the_end_of_a_lock_delay_is_free() {
+    let app = TestApp::memory().await;
+    let mut events = SseReader::open(&app.http, &url(&app, "leader"), None).await;
+    events.expect("free").await;
+    let a = json_with(
+        app.acquire(
+            "leader",
+            json!({"owner": "alice", "ttl": 30, "lock_delay": 1}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    events.expect("acquired").await;
+    let token = a["token"].clone();
+    json_with(
+        app.renew(
+            "leader",
+            json!({"token": token, "value": {"addr": "10.0.0.1:80"}}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let value = events.expect("value").await;
+    assert_eq!(value.data["value"], json!({"addr": "10.0.0.1:80"}));
+    json_with(
+        app.renew("leader", json!({"token": token, "ttl": 1})).await,
+        200,
+    )
+    .await;
+    let renewed = events.expect("renewed").await;
+    assert_eq!(
+        renewed.data["value"],
+        json!({"addr": "10.0.0.1:80"}),
+        "kept"
+    );
+    let expired = events.expect("expired").await;
+    assert_eq!(expired.index(), renewed.index());
+    assert!(expired.data["available_at"].is_string(), "{expired:?}");
+    let free = events.expect("free").await;
+    assert_eq!(free.index(), renewed.index());
+    assert_eq!(free.data["available_at"], Value::Null);
+}
+
+#[tokio::test]
 async fn a_client_resuming_at_an_old_index_gets_the_state_at_once_and_at_the_current_one_nothing() {
     let app = TestApp::memory().await;
     let a = json_with(app.acquire("k", json!({"owner": "alice"})).await, 200).await;
