@@ -1,4 +1,5 @@
-//! `GET /locks/{key}/events`: a lock's change stream as server-sent events (`text/event-stream`).
+//! `GET /locks/{key}/events` (and an election's `observe`): a change stream as server-sent
+//! events (`text/event-stream`).
 //! Each event is `event: <kind>`, `id: <index>`, `data: <the lock's view, one line of JSON>`; a
 //! comment `: keep-alive` goes out whenever nothing else has for [`KEEP_ALIVE`]. What the kinds
 //! mean and when they come is the engine's (`lock::events`); this file only frames them.
@@ -10,15 +11,15 @@ use axum::extract::Query;
 use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use serde::Deserialize;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::path::LockPath;
 use super::AppState;
-use crate::lock::{LockError, LockEvent};
+use crate::lock::{EventKind, LockError, LockEvent};
 
 /// How long a stream may be silent before a keep-alive comment: proxies and load balancers
 /// commonly close a connection idle for 30 to 60 seconds.
@@ -29,7 +30,7 @@ const LAST_EVENT_ID: &str = "last-event-id";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub(super) struct EventsQuery {
     /// As the `Last-Event-ID` header, for clients that cannot set headers; the header wins.
     last_event_id: Option<u64>,
 }
@@ -41,48 +42,63 @@ pub(super) async fn events(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        Query::<EventsQuery>::try_from_uri(&uri).map_err(|e| ApiError::InvalidInput {
-            field: "query",
-            reason: e.body_text(),
-        })?;
+    let last_id = last_event_id(&uri, &headers)?;
     let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), true)?;
     caller.authorize(
         bucket.as_deref(),
         &state.engine.config().default_bucket,
         &key,
     )?;
-    let last_id = match headers.get(LAST_EVENT_ID) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::InvalidInput {
-                    field: "Last-Event-ID",
-                    reason: "must be the id of an event of this stream (a whole number)".into(),
-                })?,
-        ),
-        None => q.last_event_id,
-    };
     let stream = state
         .engine
         .events(bucket.as_deref(), &key, last_id)
         .await
         .map_err(|e| ApiError::from_lock(e, state.engine.now().earliest))?;
+    Ok(stream_response(stream.map(|item| {
+        item.map(|LockEvent { kind, view }| (kind, view.index, view))
+    })))
+}
+
+/// The id of the last event a client saw: its `Last-Event-ID` header (what an `EventSource`
+/// sends when it reconnects), else the `last_event_id` query parameter.
+pub(super) fn last_event_id(uri: &Uri, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Query(q) = Query::<EventsQuery>::try_from_uri(uri).map_err(|e| ApiError::InvalidInput {
+        field: "query",
+        reason: e.body_text(),
+    })?;
+    match headers.get(LAST_EVENT_ID) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::InvalidInput {
+                field: "Last-Event-ID",
+                reason: "must be the id of an event of this stream (a whole number)".into(),
+            }),
+        None => Ok(q.last_event_id),
+    }
+}
+
+/// A stream of (kind, id, view) as server-sent events, with keep-alive comments.
+pub(super) fn stream_response<V: Serialize>(
+    stream: impl Stream<Item = Result<(EventKind, u64, V), LockError>> + Send + 'static,
+) -> Response {
     let frames = stream.map(|item| Ok::<_, Infallible>(frame(item)));
-    let sse = Sse::new(frames).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"));
-    Ok(sse.into_response())
+    Sse::new(frames)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response()
 }
 
 /// One event on the wire. A document that turned unreadable ends the stream with an
 /// `unreadable` event (no `id`: it is no state of the lock), its data shaped as the 409 problem.
-fn frame(item: Result<LockEvent, LockError>) -> Event {
+fn frame<V: Serialize>(item: Result<(EventKind, u64, V), LockError>) -> Event {
     match item {
-        Ok(LockEvent { kind, view }) => Event::default()
+        Ok((kind, id, view)) => Event::default()
             .event(kind.as_str())
-            .id(view.index.to_string())
+            .id(id.to_string())
             .json_data(&view)
-            .expect("a lock view always serialises"),
+            .expect("a view always serialises"),
         Err(e) => {
             let detail = match e {
                 LockError::Unreadable(why) => why,

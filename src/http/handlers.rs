@@ -88,7 +88,9 @@ pub(super) struct BreakBody {
 
 /// A whole number of seconds. JSON has one number type, and JSON Schema counts `30.0` as an
 /// integer, so a client (Python's `json` with a float, say) may send it that way.
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
     use serde::de::Error;
     match Option::<serde_json::Number>::deserialize(d)? {
         None => Ok(None),
@@ -111,7 +113,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
 
 /// A field that is there, `null` included (`Some(Null)`), as opposed to one left out (`None`,
 /// by `#[serde(default)]`): for a value, "clear it" and "keep it" differ.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
@@ -351,16 +353,16 @@ async fn list_locks(
     }))
 }
 
-fn lock_error(state: &AppState, e: LockError) -> ApiError {
+pub(super) fn lock_error(state: &AppState, e: LockError) -> ApiError {
     ApiError::from_lock(e, state.engine.now().earliest)
 }
 
-fn token_required() -> ApiError {
+pub(super) fn token_required() -> ApiError {
     ApiError::MalformedBody("a JSON body with a \"token\" is required".into())
 }
 
 /// Parses a JSON body; `None` for an empty one or `null`. A body with a content type must say JSON.
-fn parse_body<T: DeserializeOwned>(
+pub(super) fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Option<T>, ApiError> {

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod conn;
 pub mod drain;
+mod elections;
 pub mod error;
 mod events;
 mod handlers;
@@ -76,6 +77,10 @@ pub fn app(
     let locks = Router::new()
         .route("/locks", get(handlers::list))
         .route("/locks/{*rest}", get(handlers::read).post(handlers::action))
+        .route(
+            "/elections/{*rest}",
+            get(elections::get).post(elections::post),
+        )
         .route("/buckets/{bucket}/locks", get(handlers::list_in_bucket))
         .route(
             "/buckets/{bucket}/locks/{*rest}",
@@ -153,6 +158,9 @@ async fn shed_load(
 /// `/locks/{key}/{action}` through one wildcard route that takes GET and POST, but POST only means
 /// something when the path ends in a POST action after a key.
 fn lock_route_allow(path: &str) -> Option<&'static str> {
+    if path.starts_with("/elections/") {
+        return Some(path::ElectionPath::allow(path));
+    }
     let rest = match path.strip_prefix("/buckets/") {
         Some(after) => after.split_once('/')?.1.strip_prefix("locks/")?,
         None => path.strip_prefix("/locks/")?,
@@ -210,6 +218,16 @@ fn route_label(matched: Option<&str>, method: &Method, path: &str) -> String {
     let Some(base) = matched.strip_suffix("/{*rest}") else {
         return matched.to_owned();
     };
+    if base == "/elections" {
+        return match path::ElectionPath::parse(path, method == Method::POST) {
+            Ok(path::ElectionPath {
+                action: Some(action),
+                ..
+            }) => format!("/elections/{{name}}/{}", action.as_str()),
+            Ok(_) => "/elections/{name}".into(),
+            Err(_) => "/elections/{unknown}".into(),
+        };
+    }
     let base = format!("{base}/{{key}}");
     if method != Method::POST {
         // A GET is a status, unless its path ends in `/events` after a key.

@@ -11,6 +11,7 @@
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
 //! - [`events`]: a lock's change stream, served by its watcher; what each change is called.
+//! - [`election`]: elections as locks in a namespace of their own.
 //! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`terms`]: a
 //!   lease's value and lock-delay checked at the edge; [`error`].
 //! - this file: the [`Engine`]'s public operations, input limits and the views it answers with.
@@ -18,6 +19,7 @@
 pub mod cache;
 mod decide;
 pub mod document;
+pub mod election;
 pub mod error;
 pub mod events;
 pub mod key;
@@ -43,6 +45,7 @@ pub use crate::wire::LockView;
 use cache::StateCache;
 use decide::Settled;
 pub use document::{HolderToken, LockDocument};
+pub use election::{CampaignRequest, ElectionEvent, ElectionEvents};
 pub use error::LockError;
 pub use events::{EventKind, LockEvent, LockEvents};
 pub use key::LockKey;

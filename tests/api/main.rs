@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod contention;
 mod drain;
+mod elections;
 mod events;
 mod faults;
 mod helpers;

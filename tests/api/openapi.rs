@@ -16,7 +16,19 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
     );
     let mut paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     paths.sort();
-    let mut want = vec!["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    let mut want = vec![
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/elections/{name}",
+        "/elections/{name}/campaign",
+        "/elections/{name}/proclaim",
+        "/elections/{name}/renew",
+        "/elections/{name}/resign",
+        "/elections/{name}/leader",
+        "/elections/{name}/observe",
+    ];
     for base in ["", "/buckets/{bucket}"] {
         for p in [
             "/locks",
