@@ -24,7 +24,7 @@
 //!   plus the start-up check that a store really enforces conditional writes, the store
 //!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
 //!   before background reads.
-//! * [`wire`]      — what server and clients say to each other: the lock view, the holder
+//! * [`wire`]      — what server and clients say to each other: the lock and election views, the holder
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
@@ -33,8 +33,8 @@
 //! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
 //!   optional client certificates) and for our clients (a private CA, a client certificate).
 //! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
-//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, and `run` (a command under a
-//!   lock).
+//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, `run` (a command under a
+//!   lock) and `elect` (a command while leading an election, or an election observed).
 
 pub mod auth;
 pub mod backoff;

@@ -1,5 +1,5 @@
-//! The arguments of the client subcommands (acquire, renew, release, status, list, break, run)
-//! and of `check`.
+//! The arguments of the client subcommands (acquire, renew, release, status, list, break, run,
+//! elect) and of `check`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -279,6 +279,40 @@ pub struct RunArgs {
     pub client: ClientArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ElectArgs {
+    /// The election's name (as a lock key).
+    pub name: String,
+    /// Follow the election instead of campaigning: print who leads, then each change of leader
+    /// or value, "no leader" included, one line each (with --json: every event, renewals too,
+    /// as a JSON line), until interrupted.
+    #[arg(long, conflicts_with_all = ["value", "candidate", "command"])]
+    pub observe: bool,
+    /// What to publish while leading (where to reach the leader, say): JSON if it parses as
+    /// JSON, else a string.
+    #[arg(long)]
+    pub value: Option<String>,
+    /// The candidate's name (default: a random one chosen by the server).
+    #[arg(long)]
+    pub candidate: Option<String>,
+    /// The leader's lease in seconds; renewed every third of it.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u64,
+    /// Seconds to wait to become leader while another leads (default 0: give up at once, exit
+    /// 3).
+    #[arg(long, default_value_t = 0.0)]
+    pub wait: f64,
+    /// Seconds between SIGTERM and SIGKILL when leadership is about to be lost (at most a
+    /// quarter of the lease).
+    #[arg(long, default_value_t = 10.0)]
+    pub kill_grace: f64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command to run while leading, and its arguments, after `--`.
+    #[arg(last = true, required_unless_present = "observe", num_args = 1..)]
     pub command: Vec<String>,
 }
 

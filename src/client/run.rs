@@ -1,4 +1,5 @@
-//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock.
+//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock; and the machinery of
+//! `s3lock elect NAME -- CMD ARGS…`, which runs one while leading an election ([`Hold`]).
 //!
 //! It acquires (waiting if asked, saying for whom), starts the command in its own process group
 //! with `S3LOCK_KEY`, `S3LOCK_OWNER` and `S3LOCK_FENCING_TOKEN` in its environment, renews every
@@ -28,12 +29,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
 use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
-use crate::wire::HolderToken;
-use crate::wire::LockView;
+use crate::wire::{ElectionView, HolderToken, LockView};
 
 /// The longest single server-side wait asked for while waiting for the lock, so progress can be
 /// shown and a server with a small `S3LOCK_MAX_WAIT` is not asked for more than it allows.
@@ -48,32 +51,176 @@ enum Lease {
     Lost,
 }
 
-pub async fn main(args: RunArgs) -> ExitCode {
-    ExitCode::from(run(args).await)
+/// What a command runs under: a lock, or the leadership of an election (a lock underneath).
+#[derive(Debug, Clone)]
+pub enum Hold {
+    Lock {
+        key: String,
+    },
+    Election {
+        name: String,
+        /// What the leader publishes when it wins.
+        value: Option<Value>,
+    },
 }
 
-async fn run(args: RunArgs) -> u8 {
+/// A grant or renewal, as the runner needs it.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    token: String,
+    holder: String,
+    fencing_token: u64,
+    expires_at: Option<DateTime<Utc>>,
+    ttl_remaining_ms: i64,
+}
+
+impl From<LockView> for Grant {
+    fn from(v: LockView) -> Self {
+        Self {
+            token: v.token.map(HolderToken::into_exposed).unwrap_or_default(),
+            holder: v.owner.unwrap_or_default(),
+            fencing_token: v.fencing_token,
+            expires_at: v.expires_at,
+            ttl_remaining_ms: v.ttl_remaining_ms,
+        }
+    }
+}
+
+impl From<ElectionView> for Grant {
+    fn from(v: ElectionView) -> Self {
+        Self {
+            token: v.token.map(HolderToken::into_exposed).unwrap_or_default(),
+            holder: v.leader.unwrap_or_default(),
+            fencing_token: v.term,
+            expires_at: v.expires_at,
+            ttl_remaining_ms: v.ttl_remaining_ms,
+        }
+    }
+}
+
+impl Hold {
+    /// The command's name in messages.
+    fn tool(&self) -> &'static str {
+        match self {
+            Hold::Lock { .. } => "s3lock run",
+            Hold::Election { .. } => "s3lock elect",
+        }
+    }
+
+    /// What is held, in messages.
+    fn what(&self) -> String {
+        match self {
+            Hold::Lock { key } => key.clone(),
+            Hold::Election { name, .. } => format!("the election {name}"),
+        }
+    }
+
+    async fn take(
+        &self,
+        client: &LockClient,
+        owner: Option<&str>,
+        ttl: u64,
+        wait: f64,
+    ) -> Result<Grant, ClientError> {
+        match self {
+            Hold::Lock { key } => client
+                .acquire(key, owner, Some(ttl), Some(wait))
+                .await
+                .map(Grant::from),
+            Hold::Election { name, value } => client
+                .campaign(name, owner, value.as_ref(), Some(ttl), Some(wait))
+                .await
+                .map(Grant::from),
+        }
+    }
+
+    async fn renew(
+        &self,
+        client: &LockClient,
+        token: &str,
+        ttl: u64,
+    ) -> Result<Grant, ClientError> {
+        match self {
+            Hold::Lock { key } => client.renew(key, token, Some(ttl)).await.map(Grant::from),
+            Hold::Election { name, .. } => client
+                .renew_leadership(name, token, Some(ttl))
+                .await
+                .map(Grant::from),
+        }
+    }
+
+    async fn give_up(&self, client: &LockClient, token: &str) -> Result<(), ClientError> {
+        match self {
+            Hold::Lock { key } => client.release(key, token).await.map(drop),
+            Hold::Election { name, .. } => client.resign(name, token).await.map(drop),
+        }
+    }
+
+    /// What the command is told in its environment (never the holder token).
+    fn env(&self, grant: &Grant) -> Vec<(&'static str, String)> {
+        let fencing = grant.fencing_token.to_string();
+        match self {
+            Hold::Lock { key } => vec![
+                ("S3LOCK_KEY", key.clone()),
+                ("S3LOCK_OWNER", grant.holder.clone()),
+                ("S3LOCK_FENCING_TOKEN", fencing),
+            ],
+            Hold::Election { name, .. } => vec![
+                ("S3LOCK_ELECTION", name.clone()),
+                ("S3LOCK_LEADER", grant.holder.clone()),
+                ("S3LOCK_TERM", fencing.clone()),
+                ("S3LOCK_FENCING_TOKEN", fencing),
+            ],
+        }
+    }
+}
+
+/// How to run the command, for `run` and `elect` alike.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub owner: Option<String>,
+    pub ttl: u64,
+    pub wait: f64,
+    pub kill_grace: f64,
+    pub command: Vec<String>,
+}
+
+pub async fn main(args: RunArgs) -> ExitCode {
     let client = client(&args.client);
-    let key = args.key.clone();
-    let (view, sent) = match acquire(&client, &args).await {
+    let hold = Hold::Lock { key: args.key };
+    let options = RunOptions {
+        owner: args.owner,
+        ttl: args.ttl,
+        wait: args.wait,
+        kill_grace: args.kill_grace,
+        command: args.command,
+    };
+    ExitCode::from(run(&client, &hold, &options).await)
+}
+
+/// Takes `hold`, runs the command while it is held, gives it up when the command exits, and
+/// returns the exit code (the command's, or one of [`exit`]'s).
+pub async fn run(client: &LockClient, hold: &Hold, args: &RunOptions) -> u8 {
+    let (tool, what) = (hold.tool(), hold.what());
+    let (view, sent) = match acquire(client, hold, args).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("s3lock run: {e}");
+            eprintln!("{tool}: {e}");
             return exit_code(&e);
         }
     };
-    let token = view
-        .token
-        .clone()
-        .map(HolderToken::into_exposed)
-        .unwrap_or_default();
+    let token = view.token.clone();
     let ttl = Duration::from_secs(args.ttl);
     let grace = Duration::from_secs_f64(args.kill_grace.max(0.0)).min(ttl / 4);
     // Time for the process group to die after SIGKILL and for clocks to disagree a little.
     let margin = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let (took, numbered) = match hold {
+        Hold::Lock { .. } => ("acquired", "fencing token"),
+        Hold::Election { .. } => ("leading", "term"),
+    };
     eprintln!(
-        "s3lock run: acquired {key} as {} (fencing token {}) until {}; starting {:?}",
-        view.owner.as_deref().unwrap_or_default(),
+        "{tool}: {took} {what} as {} ({numbered} {}) until {}; starting {:?}",
+        view.holder,
         view.fencing_token,
         expires(&view),
         args.command.join(" "),
@@ -89,17 +236,15 @@ async fn run(args: RunArgs) -> u8 {
     );
     let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
-        .env("S3LOCK_KEY", &key)
-        .env("S3LOCK_OWNER", view.owner.as_deref().unwrap_or_default())
-        .env("S3LOCK_FENCING_TOKEN", view.fencing_token.to_string())
+        .envs(hold.env(&view))
         // Its own process group, so a stop reaches the command's own children too.
         .process_group(0)
         .spawn()
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("s3lock run: cannot start {:?}: {e}", args.command[0]);
-            release(&client, &key, &token).await;
+            eprintln!("{tool}: cannot start {:?}: {e}", args.command[0]);
+            release(client, hold, &token).await;
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -115,7 +260,7 @@ async fn run(args: RunArgs) -> u8 {
     let (tx, mut lease) = watch::channel(Lease::Until(first_end));
     let renewer = tokio::spawn(renew(
         client.clone(),
-        key.clone(),
+        hold.clone(),
         token.clone(),
         args.ttl,
         tx,
@@ -140,7 +285,7 @@ async fn run(args: RunArgs) -> u8 {
                 lost = true;
                 termed = true;
                 eprintln!(
-                    "s3lock run: the lease on {key} could not be renewed and ends in {:.1} s: \
+                    "{tool}: the lease on {what} could not be renewed and ends in {:.1} s: \
                      sending SIGTERM to the command (SIGKILL in {:.1} s)",
                     deadlines.end.saturating_duration_since(Instant::now()).as_secs_f64(),
                     deadlines.kill.saturating_duration_since(Instant::now()).as_secs_f64(),
@@ -150,7 +295,7 @@ async fn run(args: RunArgs) -> u8 {
             _ = tokio::time::sleep_until(deadlines.kill), if !killed => {
                 lost = true;
                 killed = true;
-                eprintln!("s3lock run: the command is still running; sending SIGKILL");
+                eprintln!("{tool}: the command is still running; sending SIGKILL");
                 forward(group, Signal::SIGKILL);
             }
         }
@@ -165,17 +310,17 @@ async fn run(args: RunArgs) -> u8 {
                 .unwrap_or(exit::ERROR)
         }
         Err(e) => {
-            eprintln!("s3lock run: waiting for the command failed: {e}");
+            eprintln!("{tool}: waiting for the command failed: {e}");
             exit::ERROR
         }
     };
     if lost {
         // The lease may still be ours for a moment: try once to hand the lock back early.
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.release(&key, &token)).await;
-        eprintln!("s3lock run: the command was stopped because the lease on {key} was lost");
+        let _ = tokio::time::timeout(Duration::from_secs(2), hold.give_up(client, &token)).await;
+        eprintln!("{tool}: the command was stopped because the lease on {what} was lost");
         return exit::LEASE_LOST;
     }
-    release(&client, &key, &token).await;
+    release(client, hold, &token).await;
     code
 }
 
@@ -207,7 +352,12 @@ impl Deadlines {
 
 /// Takes the lock, waiting up to `--wait` seconds and saying who holds it meanwhile. Returns the
 /// grant with the instant its request was sent.
-async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Instant), ClientError> {
+async fn acquire(
+    client: &LockClient,
+    hold: &Hold,
+    args: &RunOptions,
+) -> Result<(Grant, Instant), ClientError> {
+    let (tool, what) = (hold.tool(), hold.what());
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
     let mut last_holder: Option<(String, String)> = None;
     // Lowered to 0 (and polled from here instead) if the server allows only shorter waits.
@@ -224,8 +374,8 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
             left.min(chunk)
         };
         let sent = Instant::now();
-        match client
-            .acquire(&args.key, args.owner.as_deref(), Some(args.ttl), Some(wait))
+        match hold
+            .take(client, args.owner.as_deref(), args.ttl, wait)
             .await
         {
             Ok(view) => return Ok((view, sent)),
@@ -244,13 +394,13 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
                 if last_holder.as_ref() != Some(&holder) {
                     match holder.0.as_str() {
                         "" => eprintln!(
-                            "s3lock run: {}'s last lease ran out unreleased; it is kept until \
+                            "{tool}: {what}'s last lease ran out unreleased; it is kept until \
                              {} (its lock-delay); waiting up to {:.0} s more",
-                            args.key, holder.1, left
+                            holder.1, left
                         ),
                         owner => eprintln!(
-                            "s3lock run: {} is held by {} until {}; waiting up to {:.0} s more",
-                            args.key, owner, holder.1, left
+                            "{tool}: {what} is held by {} until {}; waiting up to {:.0} s more",
+                            owner, holder.1, left
                         ),
                     }
                 }
@@ -271,7 +421,8 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
 }
 
 /// Renews every third of the lease; after a failure, retries every tenth of it (at most 1 s).
-async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: watch::Sender<Lease>) {
+async fn renew(client: LockClient, hold: Hold, token: String, ttl: u64, tx: watch::Sender<Lease>) {
+    let (tool, what) = (hold.tool(), hold.what());
     let period = Duration::from_secs(ttl) / 3;
     let mut retry = Backoff::constant((Duration::from_secs(ttl) / 10).min(Duration::from_secs(1)));
     let mut next = Instant::now() + period;
@@ -280,12 +431,12 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
     loop {
         tokio::time::sleep_until(next).await;
         let sent = Instant::now();
-        match tokio::time::timeout(period, client.renew(&key, &token, Some(ttl))).await {
+        match tokio::time::timeout(period, hold.renew(&client, &token, ttl)).await {
             Ok(Ok(view)) => {
                 let end = sent + Duration::from_millis(view.ttl_remaining_ms.max(0) as u64);
                 let _ = tx.send(Lease::Until(end));
                 if failures > 0 {
-                    eprintln!("s3lock run: renewed {key} again after {failures} failures");
+                    eprintln!("{tool}: renewed {what} again after {failures} failures");
                 }
                 failures = 0;
                 next = Instant::now() + period;
@@ -295,21 +446,21 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
                 | ClientError::NotFound
                 | ClientError::WriteUnconfirmed { .. }),
             )) => {
-                eprintln!("s3lock run: the lock on {key} was lost: {e}; stopping the command");
+                eprintln!("{tool}: the lock on {what} was lost: {e}; stopping the command");
                 let _ = tx.send(Lease::Lost);
                 return;
             }
             Ok(Err(e)) => {
                 failures += 1;
                 if failures % 10 == 1 {
-                    eprintln!("s3lock run: renewing {key} failed ({failures}x): {e}; retrying");
+                    eprintln!("{tool}: renewing {what} failed ({failures}x): {e}; retrying");
                 }
                 next = Instant::now() + retry.next_pause();
             }
             Err(_) => {
                 failures += 1;
                 if failures % 10 == 1 {
-                    eprintln!("s3lock run: renewing {key} timed out ({failures}x); retrying");
+                    eprintln!("{tool}: renewing {what} timed out ({failures}x); retrying");
                 }
                 next = Instant::now() + retry.next_pause();
             }
@@ -318,24 +469,25 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
 }
 
 /// Releases, trying a few times; if it cannot, says when the lock frees itself.
-async fn release(client: &LockClient, key: &str, token: &str) {
+async fn release(client: &LockClient, hold: &Hold, token: &str) {
+    let (tool, what) = (hold.tool(), hold.what());
     let mut backoff = Backoff::constant(Duration::from_secs(1));
     for attempt in 0..3 {
         if attempt > 0 {
             backoff.wait().await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), client.release(key, token)).await {
+        match tokio::time::timeout(Duration::from_secs(10), hold.give_up(client, token)).await {
             // Released, or lost: either way nothing is left to do.
             Ok(Ok(_)) | Ok(Err(ClientError::WriteUnconfirmed { .. })) => return,
             Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
-                eprintln!("s3lock run: releasing {key}: {e}");
+                eprintln!("{tool}: releasing {what}: {e}");
                 return;
             }
-            Ok(Err(e)) => eprintln!("s3lock run: releasing {key} failed: {e}"),
-            Err(_) => eprintln!("s3lock run: releasing {key} timed out"),
+            Ok(Err(e)) => eprintln!("{tool}: releasing {what} failed: {e}"),
+            Err(_) => eprintln!("{tool}: releasing {what} timed out"),
         }
     }
-    eprintln!("s3lock run: could not release {key}; it frees itself when its lease ends");
+    eprintln!("{tool}: could not release {what}; it frees itself when its lease ends");
 }
 
 fn forward(group: Pid, sig: Signal) {
@@ -343,7 +495,7 @@ fn forward(group: Pid, sig: Signal) {
     let _ = killpg(group, sig);
 }
 
-fn expires(v: &LockView) -> String {
+fn expires(v: &Grant) -> String {
     v.expires_at
         .as_ref()
         .map(crate::wire::format_seed_time)

@@ -3,12 +3,20 @@
 //! between two replicas over one S3 bucket, with a growing term, while an observer sees the
 //! leader, then "no leader", then the next one.
 
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
+use s3lock::clock::{Clock, SystemClock};
+use s3lock::lock::{Engine, LockDocument};
+use s3lock::store::memory::MemoryStore;
+use s3lock::store::Store;
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{json_with, problem, support, TestApp};
+use crate::cli::{cli, code, process_state, read_pid};
+use crate::helpers::{engine_config, json_with, problem, support, TestApp, PREFIX};
 use crate::sse::SseReader;
 
 async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
@@ -334,4 +342,252 @@ async fn leadership_passes_between_two_replicas_with_a_growing_term_and_observer
     );
     assert_eq!(seen["term"], 3);
     json_with(carol.await.unwrap(), 200).await;
+}
+
+// The CLI: `s3lock elect NAME -- CMD` and `s3lock elect NAME --observe`.
+
+#[tokio::test]
+async fn elect_runs_the_command_while_leading_and_resigns_when_it_exits() {
+    let app = TestApp::memory().await;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let script = format!(
+        "echo \"$S3LOCK_ELECTION $S3LOCK_LEADER $S3LOCK_TERM $S3LOCK_FENCING_TOKEN\" > {}; exit 7",
+        seen.display()
+    );
+    let out = cli(
+        &app.base,
+        &[
+            "elect",
+            "jobs/compactor",
+            "--candidate",
+            "alice",
+            "--value",
+            "{\"addr\": \"10.0.0.1:80\"}",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code(&out), 7, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        "jobs/compactor alice 1 1"
+    );
+    let after = json_with(get(&app, "/elections/jobs/compactor").await, 200).await;
+    assert_eq!(
+        after["leader"],
+        Value::Null,
+        "resigned when the command exited"
+    );
+
+    // Another leads: refused at once (exit 3), the command never started.
+    let bob = json_with(
+        post(
+            &app,
+            "/elections/jobs/compactor/campaign",
+            json!({"candidate": "bob"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(bob["term"], 2);
+    let out = cli(
+        &app.base,
+        &["elect", "jobs/compactor", "--", "sh", "-c", &script],
+        &[],
+    )
+    .await;
+    assert_eq!(code(&out), 3, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("held by bob"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn elect_stops_its_command_before_the_leaders_lease_can_end() {
+    let app = TestApp::memory().await;
+    let store = app.store.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    // The command ignores SIGTERM (and so do its children), so only SIGKILL stops it.
+    let script = format!(
+        "trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done",
+        pid_file.display()
+    );
+    let runner = {
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            cli(
+                &base,
+                &[
+                    "elect",
+                    "jobs/long",
+                    "--ttl",
+                    "3",
+                    "--kill-grace",
+                    "0.5",
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ],
+                &[],
+            )
+            .await
+        })
+    };
+    let pid = read_pid(&pid_file).await;
+    // Renewal made impossible: the server goes away, so every renewal fails.
+    app.stop().await;
+    let mut died_at = None;
+    for _ in 0..2_000 {
+        if matches!(process_state(pid), None | Some('Z')) {
+            died_at = Some(SystemClock.now().latest);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let died_at = died_at.expect("the command was never stopped");
+    let out = runner.await.unwrap();
+    assert_eq!(code(&out), 6, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SIGKILL"),
+        "{out:?}"
+    );
+    // The leader's lease as the store last recorded it (its last successful renewal).
+    let stored = store
+        .get("default", &format!("{PREFIX}.elections/jobs/long"))
+        .await
+        .unwrap()
+        .unwrap();
+    let expires_at = LockDocument::from_bytes(&stored.body).unwrap().expires_at();
+    assert!(
+        died_at < expires_at,
+        "the command died at {died_at}, after the leader's lease ended at {expires_at}"
+    );
+}
+
+#[tokio::test]
+async fn elect_stops_its_command_at_once_when_the_election_is_broken() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        engine_config("default", &[]),
+    );
+    engine.mark_store_checked();
+    let engine = Arc::new(engine);
+    let app = TestApp::spawn_engine(store, engine.clone(), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
+    let runner = {
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            cli(
+                &base,
+                &["elect", "e", "--ttl", "3", "--", "sh", "-c", &script],
+                &[],
+            )
+            .await
+        })
+    };
+    read_pid(&pid_file).await;
+    // An admin's word, on the election's lock itself (no HTTP route breaks an election).
+    let broken = engine
+        .break_lock(None, ".elections/e", "admin")
+        .await
+        .unwrap();
+    assert_eq!(broken.owner, None);
+    let out = runner.await.unwrap();
+    assert_eq!(code(&out), 6, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was lost"),
+        "{out:?}"
+    );
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+async fn next_line(lines: &mut Lines) -> String {
+    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a line in time")
+        .unwrap()
+        .expect("not the end")
+}
+
+#[tokio::test]
+async fn elect_observe_prints_each_leader_and_each_no_leader() {
+    let app = TestApp::memory().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3lock"))
+        .args(["elect", "e", "--observe"])
+        .env("S3LOCK_URL", &app.base)
+        .env_remove("S3LOCK_AUTH_TOKEN")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(next_line(&mut lines).await, "no leader");
+    let alice = json_with(
+        post(
+            &app,
+            "/elections/e/campaign",
+            json!({"candidate": "alice", "value": "a:80"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        next_line(&mut lines).await,
+        "leader alice (term 1) value a:80"
+    );
+    json_with(
+        post(
+            &app,
+            "/elections/e/proclaim",
+            json!({"token": alice["token"], "value": "a:81"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        next_line(&mut lines).await,
+        "leader alice (term 1) proclaimed a:81"
+    );
+    json_with(
+        post(
+            &app,
+            "/elections/e/resign",
+            json!({"token": alice["token"]}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(next_line(&mut lines).await, "no leader: alice resigned");
+    json_with(
+        post(
+            &app,
+            "/elections/e/campaign",
+            json!({"candidate": "bob", "ttl": 1}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(next_line(&mut lines).await, "leader bob (term 2)");
+    assert_eq!(
+        next_line(&mut lines).await,
+        "no leader: bob's lease ran out"
+    );
 }
