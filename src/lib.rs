@@ -24,8 +24,8 @@
 //!   plus the start-up check that a store really enforces conditional writes, the store
 //!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
 //!   before background reads.
-//! * [`wire`]      — what server and clients say to each other: the lock and election views, the holder
-//!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
+//! * [`wire`]      — what server and clients say to each other: the lock and election views,
+//!   the holder token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
 //!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).

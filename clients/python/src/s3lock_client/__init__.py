@@ -4,6 +4,9 @@
   break_lock), and ``client.events(key)``, a lock's change stream as an iterator.
 - ``with client.lock(key, ttl=60) as lease``: a :class:`ManagedLease`, renewed in the background,
   marked lost before it can end.
+- ``with client.campaign(name, value=addr) as leader``: a :class:`Leadership` of an election,
+  renewed likewise, ``leader.lost`` set before it can end; ``client.observe(name)`` follows who
+  leads, "no leader" included.
 - :mod:`s3lock_client.aws_s3_lock`: the old ``aws_s3_lock`` module's API over the service.
 - :mod:`s3lock_client.errors`: one exception class per problem type.
 """
@@ -40,8 +43,9 @@ from .errors import (
     UnsupportedMediaType,
     WriteUnconfirmed,
 )
+from .election import Leadership
 from .lease import ManagedLease
-from .models import Lease, LockEvent, LockView
+from .models import Election, ElectionEvent, Lease, LockEvent, LockView
 
 __version__ = "0.1.0"
 
@@ -53,9 +57,12 @@ __all__ = [
     "ClockUncertain",
     "ConnectionFailed",
     "Contended",
+    "Election",
+    "ElectionEvent",
     "Forbidden",
     "InvalidInput",
     "Lease",
+    "Leadership",
     "LeaseLost",
     "LockEvent",
     "LockHeld",

@@ -8,7 +8,7 @@ import os
 import ssl
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._http import Response, Stream, Transport
 from .errors import (
@@ -19,7 +19,10 @@ from .errors import (
     problem_from_body,
 )
 from .lease import LostCallback, ManagedLease
-from .models import Lease, LockEvent, LockView
+
+if TYPE_CHECKING:
+    from .election import Leadership, LostLeadershipCallback
+from .models import Election, ElectionEvent, Lease, LockEvent, LockView
 
 __all__ = ["Client", "DEFAULT_URL"]
 
@@ -324,6 +327,122 @@ class Client:
         on an exception). See :class:`ManagedLease`.
         """
         return ManagedLease(self, key, ttl=ttl, wait=wait, owner=owner, on_lost=on_lost)
+
+    # -- elections --------------------------------------------------------------------------
+
+    def campaign(
+        self,
+        name: str,
+        value: Any = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        *,
+        candidate: Optional[str] = None,
+        lock_delay: Optional[int] = None,
+        on_lost: Optional["LostLeadershipCallback"] = None,
+    ) -> "Leadership":
+        """Leadership of the election ``name``, for ``with``::
+
+            with client.campaign("scheduler", value="10.0.0.7:8080", ttl=30, wait=300) as leader:
+                while not leader.lost.is_set():
+                    run_one_step(term=leader.term)
+
+        Campaigns on entering the block (raising :class:`LockHeld`, which names the leader, if
+        another still leads after ``wait`` seconds), renews in the background, sets
+        ``leader.lost`` before leadership can end, and resigns on leaving the block. See
+        :class:`~s3lock_client.election.Leadership`."""
+        from .election import Leadership
+
+        return Leadership(
+            self,
+            name,
+            value=value,
+            ttl=ttl,
+            wait=wait,
+            candidate=candidate,
+            lock_delay=lock_delay,
+            on_lost=on_lost,
+        )
+
+    def election(self, name: str, *, timeout: Optional[float] = None) -> Election:
+        """Who leads ``name`` now (``leader`` is ``None`` when nobody does)."""
+        answer, _ = self._call("GET", self._election_path(name), None, timeout)
+        return Election.from_json(answer)
+
+    def proclaim(
+        self,
+        name: str,
+        token: str,
+        value: Any,
+        *,
+        ttl: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Election:
+        """The leader (``token``) publishes ``value`` and restarts its lease."""
+        b: Dict[str, Any] = {"token": token, "value": value}
+        if ttl is not None:
+            b["ttl"] = ttl
+        answer, _ = self._call("POST", self._election_path(name, "proclaim"), lambda: b, timeout)
+        return Election.from_json(answer)
+
+    def resign(self, name: str, token: str, *, timeout: Optional[float] = None) -> Election:
+        """The leader (``token``) steps down; resigning again is a no-op."""
+        answer, _ = self._call(
+            "POST", self._election_path(name, "resign"), lambda: {"token": token}, timeout
+        )
+        return Election.from_json(answer)
+
+    def observe(self, name: str, last_event_id: Optional[int] = None) -> Iterator[ElectionEvent]:
+        """The election's change stream: who leads first, then one :class:`ElectionEvent` per
+        change, "no leader" included (``event.election.leader is None`` after a resignation,
+        a lease that ran out, a break). Reconnects as :meth:`events` does."""
+        stream = self._follow(self._election_path(name, "observe"), last_event_id)
+        return (
+            ElectionEvent(kind=kind, id=event_id, election=Election.from_json(data))
+            for kind, event_id, data in stream
+        )
+
+    def _campaign(
+        self,
+        name: str,
+        candidate: Optional[str],
+        value: Any,
+        ttl: Optional[int],
+        wait: Optional[float],
+        lock_delay: Optional[int],
+    ) -> Election:
+        b: Dict[str, Any] = {}
+        if candidate is not None:
+            b["candidate"] = candidate
+        if value is not None:
+            b["value"] = value
+        if ttl is not None:
+            b["ttl"] = ttl
+        if wait is not None:
+            b["wait"] = wait
+        if lock_delay is not None:
+            b["lock_delay"] = lock_delay
+        answer, _ = self._call(
+            "POST",
+            self._election_path(name, "campaign"),
+            lambda: b,
+            None,
+            extra=max(0.0, float(wait or 0.0)),
+        )
+        return Election.from_json(answer)
+
+    def _renew_leadership(
+        self, name: str, token: str, ttl: Optional[int], timeout: Optional[float]
+    ) -> Election:
+        b: Dict[str, Any] = {"token": token}
+        if ttl is not None:
+            b["ttl"] = ttl
+        answer, _ = self._call("POST", self._election_path(name, "renew"), lambda: b, timeout)
+        return Election.from_json(answer)
+
+    def _election_path(self, name: str, action: Optional[str] = None) -> str:
+        path = f"/elections/{_quote_key(name)}"
+        return f"{path}/{action}" if action else path
 
     def request(
         self,

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Deque, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Deque, Optional, Type
 
 from .errors import (
     ConnectionFailed,
@@ -56,18 +56,10 @@ def _guaranteed(lease: Lease) -> float:
     return min(float(lease.expire), lease.ttl_remaining_ms / 1000.0)
 
 
-class ManagedLease:
-    """What ``with client.lock(...) as lease`` gives: the held lock, renewed in the background.
-
-    - ``fencing_token``, ``key``, ``owner``, ``expires_at``: of the current lease.
-    - ``lost``: True once the lease is no longer certainly held (a renewal was refused, or none
-      was confirmed in time). ``check()`` raises :class:`LeaseLost` then.
-    - ``on_lost(lease, error)``: called once, from the renewal thread, when that happens.
-
-    Leaving the block stops the renewals and releases the lock (also on an exception). If the
-    lease was lost while the block ran and the block itself raised nothing, leaving it raises
-    :class:`LeaseLost`: the work in it did not run entirely under the lock.
-    """
+class Renewed:
+    """The machinery of a lease renewed in the background: :class:`ManagedLease` (a lock) and
+    :class:`~s3lock_client.election.Leadership` (an election's leader). Subclasses say how the
+    lease is taken, renewed and given up."""
 
     def __init__(
         self,
@@ -77,7 +69,7 @@ class ManagedLease:
         ttl: Optional[int] = None,
         wait: Optional[float] = None,
         owner: Optional[str] = None,
-        on_lost: Optional[LostCallback] = None,
+        on_lost: Optional[Callable[[Any, LeaseLost], None]] = None,
     ) -> None:
         self._client = client
         self.key = key
@@ -138,17 +130,16 @@ class ManagedLease:
         return lease.valid_until - safety_margin(lease.expire, _guaranteed(lease))
 
     @property
-    def lost(self) -> bool:
-        return self.lost_reason is not None
-
-    @property
     def lost_reason(self) -> Optional[LeaseLost]:
         """Why the lease is lost, or ``None`` while it is certainly held. Once lost, always
         lost: a renewal confirmed after that moment is not taken back."""
         with self._state:
             if self._lost is None and self._lease is not None and time.monotonic() >= self.lost_at:
                 self._lost = self._timed_out()
-            return self._lost
+            lost = self._lost
+        if lost is not None:
+            self._marked_lost()
+        return lost
 
     def check(self) -> None:
         """Raises :class:`LeaseLost` if the lease is no longer certainly held."""
@@ -156,28 +147,32 @@ class ManagedLease:
         if reason is not None:
             raise reason
 
-    def __repr__(self) -> str:
-        if self._lease is None:
-            return f"ManagedLease(key={self.key!r}, not acquired)"
-        return (
-            f"ManagedLease(key={self.key!r}, owner={self.owner!r}, "
-            f"fencing_token={self.fencing_token}, lost={self.lost})"
-        )
+    # -- what a subclass says -------------------------------------------------------------
+
+    def _take(self) -> Lease:
+        """Takes the lease (waiting as asked), or raises."""
+        raise NotImplementedError
+
+    def _renew_once(self, token: str, ttl: int, timeout: float) -> Lease:
+        raise NotImplementedError
+
+    def _give_up(self, token: str, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _marked_lost(self) -> None:
+        """Called (possibly more than once) once the lease is known lost."""
 
     # -- with -----------------------------------------------------------------------------
 
-    def __enter__(self) -> "ManagedLease":
+    def _enter(self) -> None:
         if self._lease is not None:
-            raise RuntimeError("a ManagedLease can be entered once")
-        self._lease = self._client.acquire(
-            self.key, owner=self._owner, ttl=self._ttl, wait=self._wait
-        )
+            raise RuntimeError("a renewed lease can be entered once")
+        self._lease = self._take()
         self.history.append(self._lease)
         self._thread = threading.Thread(
             target=self._renew_loop, name=f"s3lock-renew:{self.key}", daemon=True
         )
         self._thread.start()
-        return self
 
     def __exit__(
         self,
@@ -194,7 +189,7 @@ class ManagedLease:
             # Waiting past the lease's end is pointless: it has freed itself by then.
             timeout = min(self._client.timeout, max(1.0, self.lease.valid_until - time.monotonic()))
             try:
-                self._client.release(self.key, self.lease.token, timeout=timeout)
+                self._give_up(self.lease.token, timeout)
             except WriteUnconfirmed:
                 pass  # released, or lost: nothing of ours is left to release
             except Exception as e:  # the lease runs out on its own; the block's outcome matters more
@@ -223,9 +218,7 @@ class ManagedLease:
             if now < next_send:
                 continue
             try:
-                renewed = self._client.renew(
-                    self.key, lease.token, ttl, timeout=self.lost_at - now
-                )
+                renewed = self._renew_once(lease.token, ttl, self.lost_at - now)
             except (ConnectionFailed, ServiceUnavailable, UnexpectedResponse) as e:
                 log.info("renewing %r failed (%s); trying again", self.key, e)
                 self._last_error = e
@@ -268,9 +261,61 @@ class ManagedLease:
             if self._told:
                 return
             self._told = True
+        self._marked_lost()
         log.warning("%s", lost)
         if self._on_lost is not None:
             try:
                 self._on_lost(self, lost)
             except Exception:
                 log.exception("the on_lost callback of %r raised", self.key)
+
+
+class ManagedLease(Renewed):
+    """What ``with client.lock(...) as lease`` gives: the held lock, renewed in the background.
+
+    - ``fencing_token``, ``key``, ``owner``, ``expires_at``: of the current lease.
+    - ``lost``: True once the lease is no longer certainly held (a renewal was refused, or none
+      was confirmed in time). ``check()`` raises :class:`LeaseLost` then.
+    - ``on_lost(lease, error)``: called once, from the renewal thread, when that happens.
+
+    Leaving the block stops the renewals and releases the lock (also on an exception). If the
+    lease was lost while the block ran and the block itself raised nothing, leaving it raises
+    :class:`LeaseLost`: the work in it did not run entirely under the lock.
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        key: str,
+        *,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        owner: Optional[str] = None,
+        on_lost: Optional[LostCallback] = None,
+    ) -> None:
+        super().__init__(client, key, ttl=ttl, wait=wait, owner=owner, on_lost=on_lost)
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_reason is not None
+
+    def __repr__(self) -> str:
+        if self._lease is None:
+            return f"ManagedLease(key={self.key!r}, not acquired)"
+        return (
+            f"ManagedLease(key={self.key!r}, owner={self.owner!r}, "
+            f"fencing_token={self.fencing_token}, lost={self.lost})"
+        )
+
+    def __enter__(self) -> "ManagedLease":
+        self._enter()
+        return self
+
+    def _take(self) -> Lease:
+        return self._client.acquire(self.key, owner=self._owner, ttl=self._ttl, wait=self._wait)
+
+    def _renew_once(self, token: str, ttl: int, timeout: float) -> Lease:
+        return self._client.renew(self.key, token, ttl, timeout=timeout)
+
+    def _give_up(self, token: str, timeout: float) -> None:
+        self._client.release(self.key, token, timeout=timeout)
