@@ -6,8 +6,9 @@ use std::time::Duration as StdDuration;
 
 use tokio::time::Instant;
 
+use super::input::Acquire;
 use super::waiters::{Registration, TooManyWatched};
-use super::{Engine, HolderToken, LockError, LockView, Target};
+use super::{Engine, LockError, LockView, Target};
 use crate::metrics as m;
 
 /// A lock's watcher reads the store no faster than this at first, then backs off to
@@ -21,18 +22,15 @@ impl Engine {
     pub(super) async fn acquire_waiting(
         &self,
         target: &Target,
-        owner: &str,
-        token: Option<&HolderToken>,
-        ttl: u64,
-        wait: StdDuration,
+        req: &Acquire,
     ) -> Result<LockView, LockError> {
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + req.wait;
         // This waiter's place in line for the lock, from its first refusal until it returns.
         let mut registration = None;
         // Held (and so counted in the waiters gauge) from the first wait until we return.
         let mut waiting = None;
         loop {
-            let err = match self.try_acquire(target, owner, token, ttl).await {
+            let err = match self.try_acquire(target, req).await {
                 Ok(view) => {
                     if let Some(r) = registration {
                         Registration::granted(r);
