@@ -1,16 +1,16 @@
 //! s3lock: distributed locks over HTTP, whose state lives in an S3 bucket.
 //!
-//! A map of the crate, from the edge inwards (arrows only point down this list):
+//! A map of the crate, from the edge inwards. A module names only modules below it in this list
+//! (`tests/layers.rs` holds the exact table and fails on an import that points up):
 //!
-//! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
-//!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
 //! * [`cli`]       — the top-level command line; each subcommand's arguments live with the
 //!   module that runs it.
-//! * [`config`]    — the server's settings (clap + env), their defaults and their validation.
-//! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
-//! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
+//! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
+//!   made by the lock engine in-process, straight on the bucket (`--direct-s3`); HDR latency
+//!   percentiles.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
+//! * [`config`]    — the server's settings (clap + env), their defaults and their validation.
 //! * [`http`]      — the axum router, request parsing, and the one error → status table; auth
 //!   middleware, request metrics, the generated OpenAPI document, and the accept loop with its
 //!   drain (`http::conn`, `http::drain`).
@@ -24,17 +24,19 @@
 //!   plus the start-up check that a store really enforces conditional writes, the store
 //!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
 //!   before background reads.
+//! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
+//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, and `run` (a command under a
+//!   lock).
+//! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
+//! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
+//!   optional client certificates) and for our clients (a private CA, a client certificate).
 //! * [`wire`]      — what server and clients say to each other: the lock view, the holder
 //!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
 //!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
-//! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
-//!   optional client certificates) and for our clients (a private CA, a client certificate).
-//! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
-//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, and `run` (a command under a
-//!   lock).
+//! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 
 pub mod auth;
 pub mod backoff;

@@ -12,7 +12,8 @@ use super::{Engine, LockError, LockView, Target};
 use crate::metrics as m;
 
 /// A lock's watcher reads the store no faster than this at first, then backs off to
-/// [`MAX_POLL`], with full jitter so watchers on many replicas do not poll in step.
+/// [`MAX_POLL`], with jitter (each pause drawn from half to all of the scheduled one, see
+/// [`crate::backoff::Backoff::with_jitter`]) so watchers on many replicas do not poll in step.
 pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
