@@ -341,13 +341,16 @@ impl Engine {
         // refused as if someone else held the lock. A token of a write that never landed matches
         // nothing stored, so carrying it forward gives no one anything.
         let mut mine = presented.cloned();
-        // How long the lease taken over was held, for the metrics.
+        // How long the lease this grant replaced was held, for the metrics (not a refresh's: a
+        // grant whose lease a slow write used up is refreshed, and stays one grant).
         let mut ended = None;
         let decided = self
             .decide(target, |current, now| {
                 let presented = mine.as_ref().map(HolderToken::expose);
                 let (doc, kind) = rules::acquire(current, now, owner, presented, terms)?;
-                ended = current.and_then(|d| d.held_for(now.latest));
+                if let Grant::NewHolder { .. } = kind {
+                    ended = current.and_then(|d| d.held_for(now.latest));
+                }
                 grant = match (grant, kind) {
                     (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),
                     _ => Some(kind),
