@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Longest lease a request may ask for, in seconds.
     #[arg(long, env = "S3LOCK_MAX_TTL", default_value_t = 3600)]
     pub max_ttl: u64,
+    /// Longest lock-delay a request may ask for, in seconds: how long a lock whose lease ran out
+    /// unreleased is kept from everyone (0 turns lock-delays off).
+    #[arg(long, env = "S3LOCK_MAX_LOCK_DELAY", default_value_t = 60)]
+    pub max_lock_delay: u64,
     /// Longest time an acquire may wait for a held lock, in seconds.
     #[arg(long, env = "S3LOCK_MAX_WAIT", default_value_t = 60)]
     pub max_wait: u64,
@@ -231,6 +235,12 @@ impl ServeArgs {
                 format!("must be between 1 and S3LOCK_MAX_TTL ({})", self.max_ttl),
             ));
         }
+        if self.max_lock_delay > 3600 {
+            return Err(bad(
+                "S3LOCK_MAX_LOCK_DELAY (--max-lock-delay)",
+                "must be at most 3600 seconds",
+            ));
+        }
         if self.max_wait > 3600 {
             return Err(bad(
                 "S3LOCK_MAX_WAIT (--max-wait)",
@@ -365,6 +375,7 @@ impl ServeArgs {
                 prefix: self.prefix.clone(),
                 default_ttl: self.default_ttl,
                 max_ttl: self.max_ttl,
+                max_lock_delay: self.max_lock_delay,
                 max_wait: Duration::from_secs(self.max_wait),
                 first_poll: crate::lock::FIRST_POLL,
                 max_poll: crate::lock::MAX_POLL,
@@ -448,6 +459,7 @@ mod tests {
         assert_eq!((c.engine.default_ttl, c.engine.max_ttl), (60, 3600));
         assert_eq!((c.max_connections, c.max_in_flight), (8192, 4096));
         assert_eq!(c.engine.max_watched_locks, 512);
+        assert_eq!(c.engine.max_lock_delay, 60);
     }
 
     #[test]
@@ -465,6 +477,7 @@ mod tests {
             (vec!["--max-clock-spread", "1"], "S3LOCK_MAX_CLOCK_SPREAD"),
             (vec!["--max-in-flight", "0"], "S3LOCK_MAX_IN_FLIGHT"),
             (vec!["--max-watched-locks", "0"], "S3LOCK_MAX_WATCHED_LOCKS"),
+            (vec!["--max-lock-delay", "3601"], "S3LOCK_MAX_LOCK_DELAY"),
             (
                 vec!["--allowed-buckets", "ok-one,x"],
                 "S3LOCK_ALLOWED_BUCKETS",

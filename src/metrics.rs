@@ -18,6 +18,17 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Hold-time buckets in seconds: from a lock taken for one quick step to one held all day.
+const HOLD_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
+];
+
+/// Wait-time buckets in seconds: from a lock handed over at once to the longest wait allowed
+/// (`--max-wait`, at most an hour).
+const WAIT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
 pub const HTTP_REQUESTS: &str = "s3lock_http_requests_total";
 pub const HTTP_DURATION: &str = "s3lock_http_request_duration_seconds";
 pub const GRANTS: &str = "s3lock_grants_total";
@@ -28,6 +39,8 @@ pub const RENEW_FAILURES: &str = "s3lock_renew_failures_total";
 pub const RELEASES: &str = "s3lock_releases_total";
 pub const BREAKS: &str = "s3lock_breaks_total";
 pub const WAITERS: &str = "s3lock_waiters";
+pub const LOCK_HOLD: &str = "s3lock_lock_hold_seconds";
+pub const ACQUIRE_WAIT: &str = "s3lock_acquire_wait_seconds";
 pub const S3_REQUESTS: &str = "s3lock_s3_requests_total";
 pub const S3_ERRORS: &str = "s3lock_s3_errors_total";
 pub const PEER_HINTS: &str = "s3lock_peer_hints_total";
@@ -89,6 +102,10 @@ impl Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
             .expect("the latency buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(LOCK_HOLD.into()), HOLD_BUCKETS)
+            .expect("the hold buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(ACQUIRE_WAIT.into()), WAIT_BUCKETS)
+            .expect("the wait buckets are not empty")
             .build_recorder();
         let help: &[(&str, &str)] = &[
             (
@@ -189,6 +206,20 @@ impl Metrics {
             Some(Unit::Seconds),
             "HTTP request latency by route template and method".into(),
         );
+        recorder.describe_histogram(
+            KeyName::from_const_str(LOCK_HOLD),
+            Some(Unit::Seconds),
+            "how long locks were held, from the grant (renews included) to the release, the \
+             break, or the end of a lease that ran out and was taken over"
+                .into(),
+        );
+        recorder.describe_histogram(
+            KeyName::from_const_str(ACQUIRE_WAIT),
+            Some(Unit::Seconds),
+            "how long acquires that had to wait for a lock waited, by outcome (granted, \
+             refused)"
+                .into(),
+        );
         let recorder = Arc::new(recorder);
         spawn_upkeep(Arc::downgrade(&recorder));
         Self { recorder }
@@ -219,6 +250,21 @@ impl Metrics {
                 &META,
             )
             .record(took.as_secs_f64());
+    }
+
+    /// One sample of a histogram, in seconds.
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], took: Duration) {
+        self.recorder
+            .register_histogram(&key(name, labels), &META)
+            .record(took.as_secs_f64());
+    }
+
+    /// A hold of a lock ended (a release, a break, a lease that ran out taken over) after
+    /// `held`, if the lock's document knew when it was granted.
+    pub fn hold_ended(&self, held: Option<Duration>) {
+        if let Some(held) = held {
+            self.observe(LOCK_HOLD, &[], held);
+        }
     }
 
     /// One S3 call and how it ended: `None` for success, else the kind of error.

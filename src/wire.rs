@@ -82,6 +82,16 @@ pub struct LockView {
     /// Changes with every write of this lock (its revision; 0 for a lock never written by
     /// s3lock). A watch (`GET /locks/{key}?index=N`) answers once it is no longer `N`.
     pub index: u64,
+    /// What the holder published with its lease (any JSON, at most 4096 bytes compact);
+    /// `null` when none. Public: anyone who may read the lock sees it.
+    #[serde(default)]
+    pub value: serde_json::Value,
+    /// When the lock can next be taken by someone other than its holder: the lease's end plus
+    /// its lock-delay, while the lease runs or the delay after an unreleased lease does;
+    /// `null` when the lock is free to take now.
+    #[serde(default, with = "seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub available_at: Option<DateTime<Utc>>,
 }
 
 impl LockView {

@@ -41,6 +41,7 @@ impl Session {
             default_ttl: 60,
             // The benchmark's own arguments bound ttl and wait; the engine need not.
             max_ttl: u64::from(u32::MAX),
+            max_lock_delay: 0,
             max_wait: StdDuration::from_secs(u64::from(u32::MAX)),
             first_poll: crate::lock::FIRST_POLL,
             max_poll: crate::lock::MAX_POLL,

@@ -37,7 +37,7 @@ pub enum Fail {
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Held { .. } => Fail::Refused,
+            ClientError::Held { .. } | ClientError::Delayed { .. } => Fail::Refused,
             other => Fail::Error(other.to_string()),
         }
     }

@@ -117,7 +117,7 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                         .await
                     {
                         Ok(view) => view,
-                        Err(ClientError::Held { .. }) => {
+                        Err(ClientError::Held { .. } | ClientError::Delayed { .. }) => {
                             tally.lock().unwrap().refusals += 1;
                             continue;
                         }

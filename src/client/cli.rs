@@ -46,7 +46,7 @@ pub fn client(args: &ClientArgs) -> LockClient {
 /// The exit code for a refusal or failure.
 pub fn exit_code(e: &ClientError) -> u8 {
     match e {
-        ClientError::Held { .. } => exit::HELD,
+        ClientError::Held { .. } | ClientError::Delayed { .. } => exit::HELD,
         ClientError::NotHolder { .. }
         | ClientError::NotFound
         | ClientError::WriteUnconfirmed { .. } => exit::NOT_HOLDER,

@@ -42,6 +42,13 @@ pub enum ClientError {
         expires_at: String,
         retry_after: Option<Duration>,
     },
+    /// `lock-delayed`: the last holder's lease ran out unreleased, and nobody may take the lock
+    /// before `available_at` (its lock-delay).
+    #[error("the lock's last lease ran out unreleased; it can be taken from {available_at}")]
+    Delayed {
+        available_at: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{detail}")]
     NotHolder { detail: String },
     #[error("the lock does not exist")]
@@ -76,6 +83,7 @@ struct Problem {
     detail: String,
     owner: Option<String>,
     expires_at: Option<String>,
+    available_at: Option<String>,
 }
 
 /// One page of a list, as the server answers it.
@@ -293,6 +301,10 @@ impl LockClient {
             (409, "lock-held") => ClientError::Held {
                 owner: problem.owner.unwrap_or_default(),
                 expires_at: problem.expires_at.unwrap_or_default(),
+                retry_after,
+            },
+            (409, "lock-delayed") => ClientError::Delayed {
+                available_at: problem.available_at.unwrap_or_default(),
                 retry_after,
             },
             (409, "not-holder") => ClientError::NotHolder {

@@ -229,15 +229,30 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
             .await
         {
             Ok(view) => return Ok((view, sent)),
-            Err(ClientError::Held {
-                owner, expires_at, ..
-            }) if left > 0.0 => {
-                let holder = (owner, expires_at);
+            // Held, or kept for the lock-delay after a lease that ran out unreleased (no owner
+            // to name then): waited for alike.
+            Err(refused @ (ClientError::Held { .. } | ClientError::Delayed { .. }))
+                if left > 0.0 =>
+            {
+                let holder = match refused {
+                    ClientError::Held {
+                        owner, expires_at, ..
+                    } => (owner, expires_at),
+                    ClientError::Delayed { available_at, .. } => (String::new(), available_at),
+                    _ => unreachable!("matched above"),
+                };
                 if last_holder.as_ref() != Some(&holder) {
-                    eprintln!(
-                        "s3lock run: {} is held by {} until {}; waiting up to {:.0} s more",
-                        args.key, holder.0, holder.1, left
-                    );
+                    match holder.0.as_str() {
+                        "" => eprintln!(
+                            "s3lock run: {}'s last lease ran out unreleased; it is kept until \
+                             {} (its lock-delay); waiting up to {:.0} s more",
+                            args.key, holder.1, left
+                        ),
+                        owner => eprintln!(
+                            "s3lock run: {} is held by {} until {}; waiting up to {:.0} s more",
+                            args.key, owner, holder.1, left
+                        ),
+                    }
                 }
                 last_holder = Some(holder);
                 if chunk == 0.0 {

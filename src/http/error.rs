@@ -36,6 +36,9 @@ pub struct Problem {
     /// `lock-held` only: when the holder's lease ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// `lock-delayed` only: when the lock can be taken, once its lock-delay has passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<String>,
     /// `invalid-input` only: the field that was wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -47,6 +50,12 @@ pub enum ApiError {
     Held {
         owner: String,
         expires_at: DateTime<Utc>,
+        retry_after_secs: u64,
+    },
+    /// 409 `lock-delayed`, with `available_at` and `Retry-After`: the last holder's lease ran
+    /// out unreleased and its lock-delay has not passed.
+    Delayed {
+        available_at: DateTime<Utc>,
         retry_after_secs: u64,
     },
     /// 409 `not-holder`.
@@ -114,6 +123,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "lock-held",
                 "The lock is held by another owner",
+            ),
+            Delayed { .. } => (
+                StatusCode::CONFLICT,
+                "lock-delayed",
+                "The lock's last lease ran out unreleased; it is kept for its lock-delay",
             ),
             NotHolder(_) => (
                 StatusCode::CONFLICT,
@@ -228,6 +242,11 @@ impl ApiError {
             } => {
                 format!("held by {owner} until {}", format_seed_time(expires_at))
             }
+            Delayed { available_at, .. } => format!(
+                "the holder's lease ran out without a release; so that writes it may still have \
+                 had in flight land first, nobody may take the lock before {}",
+                format_seed_time(available_at)
+            ),
             NotHolder(d) | Unreadable(d) | MalformedBody(d) | Forbidden(d) | NotReady(d) => {
                 d.clone()
             }
@@ -279,6 +298,9 @@ impl ApiError {
         match self {
             ApiError::Held {
                 retry_after_secs, ..
+            }
+            | ApiError::Delayed {
+                retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::Contended
             | ApiError::StoreUnavailable(_)
@@ -294,15 +316,21 @@ impl ApiError {
     }
 
     pub fn from_lock(e: LockError, now: DateTime<Utc>) -> Self {
+        // Whole seconds until `t`, at least one.
+        let secs_until = |t: DateTime<Utc>| {
+            let ms = (t - now).num_milliseconds().max(0);
+            u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1)
+        };
         match e {
-            LockError::Held { owner, expires_at } => {
-                let ms = (expires_at - now).num_milliseconds().max(0);
-                ApiError::Held {
-                    owner,
-                    expires_at,
-                    retry_after_secs: u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1),
-                }
-            }
+            LockError::Held { owner, expires_at } => ApiError::Held {
+                owner,
+                expires_at,
+                retry_after_secs: secs_until(expires_at),
+            },
+            LockError::Delayed { available_at } => ApiError::Delayed {
+                available_at,
+                retry_after_secs: secs_until(available_at),
+            },
             LockError::NotHolder(d) => ApiError::NotHolder(d),
             LockError::NotFound => ApiError::LockNotFound,
             LockError::Unconfirmed => ApiError::WriteUnconfirmed,
@@ -350,6 +378,7 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
             owner: None,
             expires_at: None,
+            available_at: None,
             field: None,
         };
         match &self {
@@ -358,6 +387,9 @@ impl IntoResponse for ApiError {
             } => {
                 body.owner = Some(owner.clone());
                 body.expires_at = Some(format_seed_time(expires_at));
+            }
+            ApiError::Delayed { available_at, .. } => {
+                body.available_at = Some(format_seed_time(available_at));
             }
             ApiError::InvalidInput { field, .. } => body.field = Some((*field).to_owned()),
             _ => {}

@@ -8,13 +8,14 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::path::{Action, LockPath};
 use super::AppState;
-use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady};
+use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady, RenewRequest};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -36,6 +37,17 @@ pub(super) struct AcquireBody {
     /// another) a held lock is refused, to its own owner name too.
     #[schema(value_type = Option<String>)]
     token: Option<HolderToken>,
+    /// Any JSON to publish with the lease (at most 4096 bytes compact, nested at most 32
+    /// deep), shown to everyone who may read the lock: never a secret. On a refresh, `null`
+    /// clears the stored value and leaving it out keeps it; a new holder starts with none.
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+    /// Seconds nobody may take the lock after the lease ends, should it end without a release
+    /// (the holder crashed with writes in flight), 0 to the server's maximum. Default 0; on a
+    /// refresh, leaving it out keeps it.
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "whole_seconds")]
+    lock_delay: Option<i64>,
 }
 
 /// The body of a renew.
@@ -48,6 +60,13 @@ pub(super) struct RenewBody {
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "whole_seconds")]
     ttl: Option<i64>,
+    /// A new value to publish, as on acquire: `null` clears it, leaving it out keeps it.
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+    /// A new lock-delay in seconds, as on acquire; leaving it out keeps it.
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "whole_seconds")]
+    lock_delay: Option<i64>,
 }
 
 /// The body of a release.
@@ -83,9 +102,17 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
             })
             .map(Some)
             .ok_or_else(|| {
-                D::Error::custom(format!("ttl must be a whole number of seconds, not {n}"))
+                D::Error::custom(format!(
+                    "ttl and lock_delay are whole numbers of seconds, not {n}"
+                ))
             }),
     }
+}
+
+/// A field that is there, `null` included (`Some(Null)`), as opposed to one left out (`None`,
+/// by `#[serde(default)]`): for a value, "clear it" and "keep it" differ.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// The answer of a list: one page of locks, in key order.
@@ -185,12 +212,19 @@ pub(super) async fn action(
                 token: b.token,
                 ttl: b.ttl,
                 wait: b.wait,
+                value: b.value,
+                lock_delay: b.lock_delay,
             };
             engine.acquire(bucket, &key, req).await
         }
         Action::Renew => {
             let b: RenewBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
-            engine.renew(bucket, &key, &b.token, b.ttl).await
+            let req = RenewRequest {
+                ttl: b.ttl,
+                value: b.value,
+                lock_delay: b.lock_delay,
+            };
+            engine.renew(bucket, &key, &b.token, req).await
         }
         Action::Release => {
             let b: ReleaseBody = parse_body(&headers, body)?.ok_or_else(token_required)?;

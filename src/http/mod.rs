@@ -33,8 +33,11 @@ use crate::metrics::Metrics;
 use error::{ApiError, PROBLEM_JSON};
 use path::Action;
 
-/// The largest request body accepted: lock requests are a few small fields.
-pub const BODY_LIMIT: usize = 4 * 1024;
+/// The largest request body accepted: lock requests are a few small fields, and a value of at
+/// most 4 KiB of compact JSON (`lock::terms::MAX_VALUE_BYTES`), with room for how a client
+/// writes it (indented, or every character escaped, as Python's `json` does past ASCII: up to
+/// three times its compact size).
+pub const BODY_LIMIT: usize = 16 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

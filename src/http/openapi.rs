@@ -58,6 +58,9 @@ pub fn document(config: &EngineConfig) -> Value {
     for body in ["AcquireBody", "RenewBody"] {
         schemas[body]["properties"]["ttl"]["maximum"] = json!(config.max_ttl);
     }
+    for body in ["AcquireBody", "RenewBody"] {
+        schemas[body]["properties"]["lock_delay"]["maximum"] = json!(config.max_lock_delay);
+    }
     schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
     schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(owner_pattern());
     let max_wait = config.max_wait.as_secs_f64();
@@ -194,7 +197,8 @@ fn bucket_parameter() -> Parameter {
 
 // The operations. Each is documentation only: the router serves them through `handlers`.
 
-/// Take a lock, or refresh the lease if the owner already holds it.
+/// Take a lock, or refresh the lease if the owner already holds it; optionally publish a
+/// value with it and ask for a lock-delay after it.
 #[utoipa::path(
     post, path = "/locks/{key}/acquire", operation_id = "acquire", tag = "locks",
     params(("key" = String, Path, min_length = 1, max_length = 512, description = "The lock's key")),
@@ -204,7 +208,7 @@ fn bucket_parameter() -> Parameter {
         (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized: no or unknown auth token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "forbidden (key outside the auth token's prefix) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "lock-held (with owner, expires_at and Retry-After) or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-held (with owner, expires_at and Retry-After), lock-delayed (the last lease ran out unreleased and its lock-delay runs; with available_at and Retry-After) or lock-unreadable", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
@@ -214,7 +218,7 @@ fn bucket_parameter() -> Parameter {
 #[allow(dead_code)]
 fn acquire() {}
 
-/// Extend the holder's lease, counted from now.
+/// Extend the holder's lease, counted from now; optionally replace its value or lock-delay.
 #[utoipa::path(
     post, path = "/locks/{key}/renew", operation_id = "renew", tag = "locks",
     params(("key" = String, Path, min_length = 1, max_length = 512, description = "The lock's key")),
@@ -257,7 +261,8 @@ fn renew() {}
 fn release() {}
 
 /// Break a lock whoever holds it (admin auth tokens only): no owner, the old holder token stops
-/// working, the fencing token grows. A lock nobody holds is shown unchanged.
+/// working, the fencing token grows. A lock in the lock-delay after an unreleased lease is broken
+/// too, which ends the delay. A free lock is shown unchanged.
 #[utoipa::path(
     post, path = "/locks/{key}/break", operation_id = "break", tag = "locks",
     params(("key" = String, Path, min_length = 1, max_length = 512, description = "The lock's key")),

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub use crate::wire::{
     format_seed_time, parse_seed_time, seed_time, truncate_to_micros, HolderToken,
@@ -39,6 +40,28 @@ pub struct LockDocument {
     /// clean-up) matched again and undid the renew. Seed documents have none (0).
     #[serde(default)]
     pub revision: u64,
+    /// What the holder published with its lease (any JSON, bounded at the edge: see
+    /// `lock::terms`), shown to everyone who may read the lock. `Null` is no value: it is then
+    /// left out of the document, and so the old module's documents read as none. Kept by a
+    /// renew or refresh that names none; cleared when the lock is released or broken, so a
+    /// value always describes the holder that set it.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub value: Value,
+    /// Seconds after the lease's end during which nobody may take a lock its holder never
+    /// released (see [`LockDocument::available_at`]): the holder may have crashed with writes
+    /// still in flight to what the lock guards, and they must land (or fail) before a new
+    /// holder starts. A release or a break ends it (both clear the owner); 0 when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lock_delay: u64,
+    /// When the current holder was granted the lock (kept across its renews), so that the time
+    /// a lock was held is known when the hold ends, for the hold-time metric. `None` once
+    /// released or broken, and in documents written before it existed or by the old module.
+    #[serde(
+        default,
+        with = "seed_time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub held_since: Option<DateTime<Utc>>,
     /// Who wrote this document and the documents it replaced: a random id for this write first,
     /// then the ids of the writes before it, newest first, at most [`WRITE_HISTORY`] in all.
     /// A writer whose answer was lost reads the lock back to learn whether its write landed; if
@@ -47,6 +70,10 @@ pub struct LockDocument {
     /// applied and then replaced, rather than beaten. Seed documents have none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writes: Vec<WriteId>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How many writes a document remembers (its own and those before it, see
@@ -95,7 +122,23 @@ impl LockDocument {
             token: Some(HolderToken::generate()),
             fencing_token,
             revision: 1,
+            value: Value::Null,
+            lock_delay: 0,
+            held_since: Some(now),
             writes: vec![WriteId::generate()],
+        }
+    }
+
+    /// The same document publishing `value` (`Null`: none).
+    pub fn with_value(self, value: Value) -> Self {
+        Self { value, ..self }
+    }
+
+    /// The same document with a lock-delay of `seconds` after its lease.
+    pub fn with_lock_delay(self, seconds: u64) -> Self {
+        Self {
+            lock_delay: seconds,
+            ..self
         }
     }
 
@@ -120,14 +163,25 @@ impl LockDocument {
         .written_over(self)
     }
 
-    /// Released at `now`: no owner, the token and fencing token kept.
+    /// Released at `now`: no owner, no value, no lock-delay; the token and fencing token kept.
     pub fn released(&self, now: DateTime<Utc>) -> Self {
         Self {
             owner: None,
             release_time: Some(now),
             ..self.clone()
         }
+        .without_holder()
         .written_over(self)
+    }
+
+    /// What describes a holder goes with it: its value, its lock-delay, when it was granted.
+    fn without_holder(self) -> Self {
+        Self {
+            value: Value::Null,
+            lock_delay: 0,
+            held_since: None,
+            ..self
+        }
     }
 
     /// This document as the next write over `previous`: the next revision, a new write id, and
@@ -197,6 +251,7 @@ impl LockDocument {
             fencing_token,
             ..self.clone()
         }
+        .without_holder()
         .written_over(self)
     }
 
@@ -218,6 +273,38 @@ impl LockDocument {
     /// counts as expired).
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires_at()
+    }
+
+    /// When someone other than the holder may next take the lock: the end of the lease plus
+    /// its lock-delay, while an owner is set. `None` once released or broken (free now).
+    /// Whether that moment has come is judged, like every expiry, at the earliest time the
+    /// store's clock may show ([`LockDocument::is_free_at`]).
+    pub fn available_at(&self) -> Option<DateTime<Utc>> {
+        self.owner.as_ref()?;
+        let end = self.expires_at();
+        Some(
+            i64::try_from(self.lock_delay)
+                .ok()
+                .and_then(Duration::try_seconds)
+                .and_then(|d| end.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+
+    /// Whether a new holder may take the lock at `now`: nobody holds it, and no lock-delay
+    /// after an unreleased lease is still running. The one test of "free" that every reader of
+    /// a lock uses (the rules, its watcher, a waiter's wake-up).
+    pub fn is_free_at(&self, now: DateTime<Utc>) -> bool {
+        self.available_at().is_none_or(|t| now >= t)
+    }
+
+    /// How long the current holder held the lock, if it let go at `ended` (a release, a
+    /// break) or when its lease ran out, whichever came first. `None` when the grant time is
+    /// unknown (a document of the old module or from before `held_since`).
+    pub fn held_for(&self, ended: DateTime<Utc>) -> Option<std::time::Duration> {
+        let since = self.held_since?;
+        let end = ended.min(self.expires_at());
+        Some((end - since).to_std().unwrap_or_default())
     }
 
     /// The owner who holds the lock at `now`, if anyone does.
@@ -264,6 +351,104 @@ mod tests {
         assert_eq!(doc.token, None);
         assert_eq!(doc.fencing_token, 0);
         assert_eq!(doc.expires_at(), at("2026-11-26T02:39:19.844224+00:00"));
+    }
+
+    #[test]
+    fn a_seed_document_has_no_value_no_lock_delay_and_no_grant_time() {
+        let doc = LockDocument::from_bytes(
+            br#"{"expire": 900, "lock_time": "2026-11-26T02:24:19.844224+00:00", "release_time": null, "owner": "bob"}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.value, Value::Null);
+        assert_eq!(doc.lock_delay, 0);
+        assert_eq!(doc.held_since, None);
+        assert_eq!(doc.available_at(), Some(doc.expires_at()));
+        assert_eq!(doc.held_for(doc.expires_at()), None);
+    }
+
+    #[test]
+    fn no_value_no_lock_delay_and_no_grant_time_are_left_out_of_the_document() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let released = LockDocument::grant("alice", 60, t0, 1)
+            .with_value(serde_json::json!({"addr": "a:1"}))
+            .with_lock_delay(5)
+            .released(t0);
+        let text = String::from_utf8(released.to_bytes().to_vec()).unwrap();
+        for field in ["\"value\"", "lock_delay", "held_since"] {
+            assert!(!text.contains(field), "{field} in {text}");
+        }
+        let held = LockDocument::grant("alice", 60, t0, 1)
+            .with_value(serde_json::json!({"addr": "a:1"}))
+            .with_lock_delay(5);
+        let text = String::from_utf8(held.to_bytes().to_vec()).unwrap();
+        assert!(text.contains(r#""value":{"addr":"a:1"}"#), "{text}");
+        assert!(text.contains(r#""lock_delay":5"#), "{text}");
+        assert!(
+            text.contains(r#""held_since":"2026-01-01T00:00:00+00:00""#),
+            "{text}"
+        );
+        assert_eq!(LockDocument::from_bytes(text.as_bytes()).unwrap(), held);
+    }
+
+    #[test]
+    fn a_renew_keeps_the_value_delay_and_grant_time_and_a_release_or_break_drops_them() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let held = LockDocument::grant("alice", 60, t0, 1)
+            .with_value(serde_json::json!([1, 2]))
+            .with_lock_delay(5);
+        let renewed = held.renewed(60, t0 + Duration::seconds(30));
+        assert_eq!(
+            (&renewed.value, renewed.lock_delay, renewed.held_since),
+            (&held.value, 5, Some(t0))
+        );
+        for gone in [renewed.released(t0), renewed.broken(t0, 2)] {
+            assert_eq!(
+                (gone.value, gone.lock_delay, gone.held_since),
+                (Value::Null, 0, None)
+            );
+        }
+        let next = renewed.granted_over("bob", 60, t0 + Duration::seconds(99), 2);
+        assert_eq!(next.value, Value::Null, "a new holder starts with no value");
+        assert_eq!(next.held_since, Some(t0 + Duration::seconds(99)));
+    }
+
+    #[test]
+    fn a_lock_is_free_once_released_or_at_its_lease_end_plus_its_delay() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let held = LockDocument::grant("alice", 10, t0, 1).with_lock_delay(5);
+        let end = t0 + Duration::seconds(10);
+        assert_eq!(held.available_at(), Some(end + Duration::seconds(5)));
+        assert!(!held.is_free_at(end), "expired, but in its delay");
+        assert!(held.holder(end).is_none());
+        assert!(!held.is_free_at(end + Duration::microseconds(4_999_999)));
+        assert!(held.is_free_at(end + Duration::seconds(5)));
+        let released = held.released(t0);
+        assert_eq!(released.available_at(), None);
+        assert!(released.is_free_at(t0));
+        let no_delay = LockDocument::grant("alice", 10, t0, 1);
+        assert!(no_delay.is_free_at(end) && !no_delay.is_free_at(end - Duration::microseconds(1)));
+        let forever = held.with_lock_delay(u64::MAX);
+        assert_eq!(forever.available_at(), Some(DateTime::<Utc>::MAX_UTC));
+    }
+
+    #[test]
+    fn a_hold_is_measured_from_the_grant_across_renews() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let held = LockDocument::grant("alice", 10, t0, 1).renewed(10, t0 + Duration::seconds(8));
+        assert_eq!(
+            held.held_for(t0 + Duration::seconds(12)),
+            Some(std::time::Duration::from_secs(12))
+        );
+        assert_eq!(
+            held.held_for(t0 + Duration::seconds(60)),
+            Some(std::time::Duration::from_secs(18)),
+            "a lease that ran out ended the hold when it did"
+        );
+        assert_eq!(
+            held.held_for(t0 - Duration::seconds(1)),
+            Some(std::time::Duration::ZERO),
+            "a clock that stepped back measures no hold, never a negative one"
+        );
     }
 
     #[test]

@@ -11,6 +11,11 @@ pub enum LockError {
         owner: String,
         expires_at: DateTime<Utc>,
     },
+    /// The lock's last holder let its lease run out without releasing it, and the lock-delay
+    /// it asked for has not passed: nobody may take the lock before `available_at`, so that
+    /// writes the vanished holder still had in flight land first.
+    #[error("the lock's lease ran out unreleased; it can be taken from {available_at}")]
+    Delayed { available_at: DateTime<Utc> },
     /// The token given is not the current holder's (never was, was released and re-granted, or
     /// its lease ran out).
     #[error("{0}")]

@@ -4,6 +4,7 @@
 
 use std::time::Duration as StdDuration;
 
+use super::rules::LeaseTerms;
 use super::{key, Engine, HolderToken, LockError, LockKey};
 
 /// What a client asked for when acquiring; every field optional.
@@ -15,6 +16,32 @@ pub struct AcquireRequest {
     pub token: Option<HolderToken>,
     pub ttl: Option<i64>,
     pub wait: Option<f64>,
+    /// The value to publish with the lease: `Some(Null)` clears it, `None` keeps it (a new
+    /// grant has none).
+    pub value: Option<serde_json::Value>,
+    /// Seconds nobody may take the lock after the lease, should it run out unreleased; `None`
+    /// keeps what the lease has (a new grant has none).
+    pub lock_delay: Option<i64>,
+}
+
+/// What a holder asks for when renewing; every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct RenewRequest {
+    pub ttl: Option<i64>,
+    /// As [`AcquireRequest::value`].
+    pub value: Option<serde_json::Value>,
+    /// As [`AcquireRequest::lock_delay`].
+    pub lock_delay: Option<i64>,
+}
+
+/// A renew that only restarts the lease, for this many seconds (the default when `None`).
+impl From<Option<i64>> for RenewRequest {
+    fn from(ttl: Option<i64>) -> Self {
+        Self {
+            ttl,
+            ..Self::default()
+        }
+    }
 }
 
 /// An acquire as checked: what the waiting loop and the rule are given.
@@ -24,8 +51,8 @@ pub(super) struct Acquire {
     pub(super) owner: String,
     /// The holder token the caller presented, to refresh its own lease.
     pub(super) token: Option<HolderToken>,
-    /// The lease asked for, in seconds, within `1..=max_ttl`.
-    pub(super) ttl: u64,
+    /// The lease asked for: its length within `1..=max_ttl`, its value and lock-delay checked.
+    pub(super) terms: LeaseTerms,
     /// How long to wait for a held lock; zero tries once.
     pub(super) wait: StdDuration,
 }
@@ -47,7 +74,7 @@ impl Engine {
         Ok(Acquire {
             owner,
             token: req.token,
-            ttl: self.ttl(req.ttl)?,
+            terms: self.lease_terms(self.ttl(req.ttl)?, req.value, req.lock_delay)?,
             wait: self.wait(req.wait)?,
         })
     }

@@ -10,7 +10,8 @@
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
-//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
+//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`terms`]: a
+//!   lease's value and lock-delay checked at the edge; [`error`].
 //! - `ops`: the [`Engine`]'s operations (acquire, renew, release, break, status); `watch`: the
 //!   blocking query; `input`: requests checked against the limits; `views`: what is answered.
 //! - this file: the [`Engine`] itself, its configuration, readiness and drain.
@@ -25,6 +26,7 @@ mod list;
 mod ops;
 mod orphan;
 pub mod rules;
+pub mod terms;
 mod views;
 mod wait;
 pub mod waiters;
@@ -43,8 +45,8 @@ pub use crate::wire::LockView;
 use cache::StateCache;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
-pub use input::AcquireRequest;
 use input::Target;
+pub use input::{AcquireRequest, RenewRequest};
 pub use key::LockKey;
 pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 pub use wait::{FIRST_POLL, MAX_POLL};
@@ -67,6 +69,8 @@ pub struct EngineConfig {
     pub prefix: String,
     pub default_ttl: u64,
     pub max_ttl: u64,
+    /// The longest lock-delay a grant may ask for, in seconds (see `LockDocument::lock_delay`).
+    pub max_lock_delay: u64,
     pub max_wait: StdDuration,
     /// A blocked waiter's first and longest sleep between two reads of the store
     /// ([`FIRST_POLL`] and [`MAX_POLL`], unless a test needs waiters that only wake when told).

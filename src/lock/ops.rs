@@ -3,7 +3,7 @@
 //! with a rule from [`super::rules`], and answers with a view ([`super::views`]).
 
 use super::decide::Settled;
-use super::input::{Acquire, AcquireRequest};
+use super::input::{Acquire, AcquireRequest, RenewRequest};
 use super::rules::{self, Grant, Verdict};
 use super::{Engine, HolderToken, LockError, LockView, Target};
 use crate::metrics as m;
@@ -41,10 +41,16 @@ impl Engine {
         // refused as if someone else held the lock. A token of a write that never landed matches
         // nothing stored, so carrying it forward gives no one anything.
         let mut mine = req.token.clone();
+        // How long the lease this grant replaced was held, for the metrics (not a refresh's: a
+        // grant whose lease a slow write used up is refreshed, and stays one grant).
+        let mut ended = None;
         let decided = self
             .decide(target, |current, now| {
                 let presented = mine.as_ref().map(HolderToken::expose);
-                let (doc, kind) = rules::acquire(current, now, &req.owner, presented, req.ttl)?;
+                let (doc, kind) = rules::acquire(current, now, &req.owner, presented, &req.terms)?;
+                if let Grant::NewHolder { .. } = kind {
+                    ended = current.and_then(|d| d.held_for(now.latest));
+                }
                 grant = match (grant, kind) {
                     (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),
                     _ => Some(kind),
@@ -59,6 +65,7 @@ impl Engine {
                     self.metrics.count(m::GRANTS, &[]);
                     if takeover {
                         self.metrics.count(m::EXPIRY_TAKEOVERS, &[]);
+                        self.metrics.hold_ended(ended);
                     }
                 }
                 Ok(self.view(target, &doc, now, true))
@@ -67,16 +74,17 @@ impl Engine {
         }
     }
 
-    /// Extends the holder's lease by `ttl` seconds from now.
-    #[tracing::instrument(skip(self, token))]
+    /// Extends the holder's lease by `ttl` seconds from now, setting the value and lock-delay
+    /// the request names (a plain `Option<i64>` is a request with a ttl alone).
+    #[tracing::instrument(skip(self, token, req))]
     pub async fn renew(
         &self,
         bucket: Option<&str>,
         key: &str,
         token: &str,
-        ttl: Option<i64>,
+        req: impl Into<RenewRequest>,
     ) -> Result<LockView, LockError> {
-        let result = self.try_renew(bucket, key, token, ttl).await;
+        let result = self.try_renew(bucket, key, token, req.into()).await;
         match &result {
             Ok(_) => self.metrics.count(m::RENEWALS, &[]),
             Err(e) => {
@@ -98,13 +106,13 @@ impl Engine {
         bucket: Option<&str>,
         key: &str,
         token: &str,
-        ttl: Option<i64>,
+        req: RenewRequest,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        let ttl = self.ttl(ttl)?;
+        let terms = self.lease_terms(self.ttl(req.ttl)?, req.value, req.lock_delay)?;
         let decided = self
             .decide(&target, |current, now| {
-                rules::renew(current, now, token, ttl).map(Verdict::Write)
+                rules::renew(current, now, token, &terms).map(Verdict::Write)
             })
             .await?;
         match decided {
@@ -122,12 +130,17 @@ impl Engine {
         token: &str,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
+        let mut ended = None;
         let decided = self
-            .decide(&target, |current, now| rules::release(current, now, token))
+            .decide(&target, |current, now| {
+                ended = current.and_then(|d| d.held_for(now.latest));
+                rules::release(current, now, token)
+            })
             .await?;
         match decided {
             Settled::Stored(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
+                self.metrics.hold_ended(ended);
                 self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
@@ -155,8 +168,10 @@ impl Engine {
         self.cache.forget(&target.bucket, &target.object);
         // Who held it and their fencing token, as the decision that wrote last saw them.
         let mut broken_from: Option<(String, u64)> = None;
+        let mut ended = None;
         let decided = self
             .decide(&target, |current, now| {
+                ended = current.and_then(|d| d.held_for(now.latest));
                 Ok(match rules::break_lock(current, now)? {
                     Some(broken) => {
                         broken_from = Some((broken.holder, broken.old_fencing_token));
@@ -179,6 +194,7 @@ impl Engine {
                     "lock broken by an admin"
                 );
                 self.metrics.count(m::BREAKS, &[]);
+                self.metrics.hold_ended(ended);
                 self.waiters.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }

@@ -6,12 +6,18 @@
 //! Every rule judges expiry at `now.earliest` (a lease is never thought over early) and stamps
 //! new leases at `now.latest` (a lease never starts before the store's true time).
 
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
 use crate::clock::TimeWindow;
 
 use super::document::{HolderToken, LockDocument};
 use super::error::LockError;
 
 /// What a rule wants done with the lock.
+// A verdict lives for one decision and is matched at once; boxing the document would cost an
+// allocation on every write to save a few hundred bytes of stack on a refusal.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Store this document in place of the one the rule was given.
@@ -39,27 +45,71 @@ pub struct Break {
     pub old_fencing_token: u64,
 }
 
-/// Acquire: grants the lock to `owner` when nobody holds it, refreshes the lease when `owner`
-/// holds it and presents its holder token, and refuses with [`LockError::Held`] otherwise.
+/// What a holder asks of its lease when it is granted, refreshed or renewed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// The lease's length in seconds.
+    pub ttl: u64,
+    /// The value to publish: `Some` replaces the stored one (`Some(Null)` clears it), `None`
+    /// keeps it (a new holder starts with none). Checked against its bounds at the edge.
+    pub value: Option<Value>,
+    /// Seconds of lock-delay after the lease, should it run out unreleased: `Some` sets it,
+    /// `None` keeps it (a new holder starts with none). Checked against the server's maximum at
+    /// the edge.
+    pub lock_delay: Option<u64>,
+}
+
+impl LeaseTerms {
+    /// A lease of `ttl` seconds that sets no value and no lock-delay (keeps those stored).
+    pub fn of(ttl: u64) -> Self {
+        Self {
+            ttl,
+            ..Self::default()
+        }
+    }
+
+    /// `doc` carrying what these terms set, and otherwise what it carries already.
+    fn applied_to(&self, doc: LockDocument) -> LockDocument {
+        let doc = match &self.value {
+            Some(value) => doc.with_value(value.clone()),
+            None => doc,
+        };
+        match self.lock_delay {
+            Some(seconds) => doc.with_lock_delay(seconds),
+            None => doc,
+        }
+    }
+}
+
+/// Acquire: grants the lock to `owner` when it is free, refreshes the lease when `owner` holds
+/// it and presents its holder token, and refuses otherwise: [`LockError::Held`] while a lease
+/// runs, [`LockError::Delayed`] while the lock-delay after an unreleased lease runs.
 pub fn acquire(
     current: Option<&LockDocument>,
     now: TimeWindow,
     owner: &str,
     presented: Option<&str>,
-    ttl: u64,
+    terms: &LeaseTerms,
 ) -> Result<(LockDocument, Grant), LockError> {
+    let ttl = terms.ttl;
     let Some(doc) = current else {
         let grant = Grant::NewHolder { takeover: false };
-        return Ok((LockDocument::grant(owner, ttl, now.latest, 1), grant));
+        let doc = terms.applied_to(LockDocument::grant(owner, ttl, now.latest, 1));
+        return Ok((doc, grant));
     };
     match doc.holder(now.earliest) {
+        // The lease ran out unreleased and its lock-delay still runs: the vanished holder's
+        // writes may still be in flight, so nobody takes the lock yet, not even that holder.
+        None if !doc.is_free_at(now.earliest) => Err(LockError::Delayed {
+            available_at: doc.available_at().unwrap_or(DateTime::<Utc>::MAX_UTC),
+        }),
         // A free lock passes to a new holder: the fencing token grows.
         None => {
             let takeover = doc.owner.is_some();
             clock_trusted_for_takeover(takeover, now)?;
             let grant = Grant::NewHolder { takeover };
             let next = doc.granted_over(owner, ttl, now.latest, next_fencing(doc)?);
-            Ok((next, grant))
+            Ok((terms.applied_to(next), grant))
         }
         // The seed's reentrant refresh, for the holder only: the same owner name *and* its
         // holder token. Owner names are public (every 409 shows them), so a refresh by name
@@ -68,7 +118,8 @@ pub fn acquire(
         Some(holder) if holder == owner && holds(doc, presented) => {
             let left_ms = (doc.expires_at() - now.latest).num_milliseconds().max(0);
             let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
-            Ok((doc.renewed(ttl.max(left), now.latest), Grant::Refresh))
+            let next = doc.renewed(ttl.max(left), now.latest);
+            Ok((terms.applied_to(next), Grant::Refresh))
         }
         // Anyone else, this owner name without the token among them, and so also a lock written
         // by the old Python module (it has no token to present): held until it is released or
@@ -80,13 +131,15 @@ pub fn acquire(
     }
 }
 
-/// Renew: extends the holder's lease by `ttl` seconds from now, while the lease still runs.
+/// Renew: extends the holder's lease by `ttl` seconds from now, while the lease still runs,
+/// setting the value and lock-delay the terms name.
 pub fn renew(
     current: Option<&LockDocument>,
     now: TimeWindow,
     token: &str,
-    ttl: u64,
+    terms: &LeaseTerms,
 ) -> Result<LockDocument, LockError> {
+    let ttl = terms.ttl;
     let doc = current.ok_or(LockError::NotFound)?;
     check_holder(doc, token)?;
     if doc.owner.is_none() {
@@ -101,7 +154,7 @@ pub fn renew(
             "the lease has expired; acquire the lock again".into(),
         ));
     }
-    Ok(doc.renewed(ttl, now.latest))
+    Ok(terms.applied_to(doc.renewed(ttl, now.latest)))
 }
 
 /// Release: frees the lock held with `token`; releasing again with the same token changes
@@ -119,19 +172,21 @@ pub fn release(
     Ok(Verdict::Write(doc.released(now.latest)))
 }
 
-/// Break, on an admin's word: frees a held lock whoever holds it and grows the fencing token
+/// Break, on an admin's word: frees a held lock (or one in its lock-delay) whoever holds it and grows the fencing token
 /// (see [`LockDocument::broken`]). `None`: nobody holds it, nothing to break.
 pub fn break_lock(
     current: Option<&LockDocument>,
     now: TimeWindow,
 ) -> Result<Option<Break>, LockError> {
     let doc = current.ok_or(LockError::NotFound)?;
-    let Some(holder) = doc.holder(now.earliest) else {
-        return Ok(None);
+    // A lock in the lock-delay after its lease is not free either: a break ends the delay.
+    let holder = match &doc.owner {
+        Some(owner) if !doc.is_free_at(now.earliest) => owner,
+        _ => return Ok(None),
     };
     Ok(Some(Break {
         doc: doc.broken(now.latest, next_fencing(doc)?),
-        holder: holder.to_owned(),
+        holder: holder.clone(),
         old_fencing_token: doc.fencing_token,
     }))
 }
@@ -232,6 +287,8 @@ pub fn token_of(doc: &LockDocument) -> Option<&str> {
 mod tests {
     use chrono::{DateTime, Duration, Utc};
 
+    use serde_json::{json, Value};
+
     use super::*;
     use crate::lock::document::parse_seed_time;
 
@@ -251,13 +308,26 @@ mod tests {
         LockDocument::from_bytes(body.as_bytes()).unwrap()
     }
 
+    fn terms(ttl: u64) -> LeaseTerms {
+        LeaseTerms::of(ttl)
+    }
+
+    /// alice's grant at t0 for `ttl` seconds, with a lock-delay of `delay` after it.
+    fn granted_with_delay(ttl: u64, delay: u64) -> LockDocument {
+        let asked = LeaseTerms {
+            lock_delay: Some(delay),
+            ..terms(ttl)
+        };
+        acquire(None, at(t0()), "alice", None, &asked).unwrap().0
+    }
+
     fn granted(owner: &str, ttl: u64) -> LockDocument {
-        acquire(None, at(t0()), owner, None, ttl).unwrap().0
+        acquire(None, at(t0()), owner, None, &terms(ttl)).unwrap().0
     }
 
     #[test]
     fn the_first_grant_has_fencing_token_one_and_a_token() {
-        let (doc, grant) = acquire(None, at(t0()), "alice", None, 30).unwrap();
+        let (doc, grant) = acquire(None, at(t0()), "alice", None, &terms(30)).unwrap();
         assert_eq!(grant, Grant::NewHolder { takeover: false });
         assert_eq!(doc.fencing_token, 1);
         assert_eq!(doc.owner.as_deref(), Some("alice"));
@@ -267,16 +337,16 @@ mod tests {
     #[test]
     fn another_owner_is_refused_while_the_lease_runs() {
         let doc = granted("alice", 30);
-        let err = acquire(Some(&doc), at(t0()), "bob", None, 30).unwrap_err();
+        let err = acquire(Some(&doc), at(t0()), "bob", None, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::Held { owner, .. } if owner == "alice"));
     }
 
     #[test]
     fn the_holders_name_without_its_token_is_refused_like_anyone_else() {
         let doc = granted("alice", 30);
-        let err = acquire(Some(&doc), at(t0()), "alice", None, 30).unwrap_err();
+        let err = acquire(Some(&doc), at(t0()), "alice", None, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::Held { .. }));
-        let err = acquire(Some(&doc), at(t0()), "alice", Some("guess"), 30).unwrap_err();
+        let err = acquire(Some(&doc), at(t0()), "alice", Some("guess"), &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::Held { .. }));
     }
 
@@ -284,7 +354,8 @@ mod tests {
     fn the_holder_with_its_token_refreshes_keeping_token_and_fencing_token() {
         let doc = granted("alice", 30);
         let later = t0() + Duration::seconds(10);
-        let (next, grant) = acquire(Some(&doc), at(later), "alice", token_of(&doc), 60).unwrap();
+        let (next, grant) =
+            acquire(Some(&doc), at(later), "alice", token_of(&doc), &terms(60)).unwrap();
         assert_eq!(grant, Grant::Refresh);
         assert_eq!(next.token, doc.token);
         assert_eq!(next.fencing_token, doc.fencing_token);
@@ -294,7 +365,7 @@ mod tests {
     #[test]
     fn a_refresh_with_a_shorter_ttl_never_shortens_the_lease() {
         let doc = granted("alice", 100);
-        let (next, _) = acquire(Some(&doc), at(t0()), "alice", token_of(&doc), 10).unwrap();
+        let (next, _) = acquire(Some(&doc), at(t0()), "alice", token_of(&doc), &terms(10)).unwrap();
         assert_eq!(next.expires_at(), doc.expires_at());
     }
 
@@ -302,7 +373,7 @@ mod tests {
     fn a_lease_that_ran_out_is_taken_over_with_a_higher_fencing_token() {
         let doc = granted("alice", 30);
         let end = doc.expires_at();
-        let (next, grant) = acquire(Some(&doc), at(end), "bob", None, 30).unwrap();
+        let (next, grant) = acquire(Some(&doc), at(end), "bob", None, &terms(30)).unwrap();
         assert_eq!(grant, Grant::NewHolder { takeover: true });
         assert_eq!(next.fencing_token, 2);
         assert_ne!(next.token, doc.token);
@@ -314,7 +385,7 @@ mod tests {
         let end = doc.expires_at();
         let window =
             TimeWindow::between(end - Duration::milliseconds(1), end + Duration::seconds(1));
-        assert!(acquire(Some(&doc), window, "bob", None, 30).is_err());
+        assert!(acquire(Some(&doc), window, "bob", None, &terms(30)).is_err());
     }
 
     #[test]
@@ -323,11 +394,11 @@ mod tests {
         let end = doc.expires_at();
         let wide = TimeWindow::between(end, end + Duration::seconds(31))
             .with_max_width(Duration::seconds(10));
-        let err = acquire(Some(&doc), wide, "bob", None, 30).unwrap_err();
+        let err = acquire(Some(&doc), wide, "bob", None, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::ClockUncertain { .. }), "{err:?}");
         let narrow = TimeWindow::between(end, end + Duration::seconds(2))
             .with_max_width(Duration::seconds(10));
-        assert!(acquire(Some(&doc), narrow, "bob", None, 30).is_ok());
+        assert!(acquire(Some(&doc), narrow, "bob", None, &terms(30)).is_ok());
     }
 
     #[test]
@@ -335,7 +406,7 @@ mod tests {
         let released = granted("alice", 30).released(t0());
         let wide = TimeWindow::between(t0(), t0() + Duration::seconds(31))
             .with_max_width(Duration::seconds(10));
-        let (next, grant) = acquire(Some(&released), wide, "bob", None, 30).unwrap();
+        let (next, grant) = acquire(Some(&released), wide, "bob", None, &terms(30)).unwrap();
         assert_eq!(grant, Grant::NewHolder { takeover: false });
         assert_eq!(next.expires_at(), wide.latest + Duration::seconds(30));
     }
@@ -343,14 +414,14 @@ mod tests {
     #[test]
     fn a_seed_lock_is_held_even_against_its_own_owner_name_until_it_expires() {
         let doc = seed("alice", 60);
-        let err = acquire(Some(&doc), at(t0()), "alice", None, 30).unwrap_err();
+        let err = acquire(Some(&doc), at(t0()), "alice", None, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::Held { .. }));
         let (next, _) = acquire(
             Some(&doc),
             at(t0() + Duration::seconds(60)),
             "alice",
             None,
-            30,
+            &terms(30),
         )
         .unwrap();
         assert_eq!(next.fencing_token, 1);
@@ -361,7 +432,7 @@ mod tests {
         let mut doc = granted("alice", 30);
         doc.fencing_token = u64::MAX;
         let later = at(doc.expires_at());
-        let err = acquire(Some(&doc), later, "bob", None, 30).unwrap_err();
+        let err = acquire(Some(&doc), later, "bob", None, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::Unreadable(_)));
         let err = break_lock(Some(&doc), at(t0())).unwrap_err();
         assert!(matches!(err, LockError::Unreadable(_)));
@@ -371,9 +442,9 @@ mod tests {
     fn renew_extends_the_lease_from_now_for_the_holder_only() {
         let doc = granted("alice", 30);
         let later = t0() + Duration::seconds(20);
-        let next = renew(Some(&doc), at(later), token_of(&doc).unwrap(), 30).unwrap();
+        let next = renew(Some(&doc), at(later), token_of(&doc).unwrap(), &terms(30)).unwrap();
         assert_eq!(next.expires_at(), later + Duration::seconds(30));
-        let err = renew(Some(&doc), at(later), "not-the-token", 30).unwrap_err();
+        let err = renew(Some(&doc), at(later), "not-the-token", &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::NotHolder(_)));
     }
 
@@ -381,17 +452,17 @@ mod tests {
     fn renew_is_refused_once_the_lease_ran_out_or_the_lock_was_released() {
         let doc = granted("alice", 30);
         let token = token_of(&doc).unwrap();
-        let err = renew(Some(&doc), at(doc.expires_at()), token, 30).unwrap_err();
+        let err = renew(Some(&doc), at(doc.expires_at()), token, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::NotHolder(_)));
         let released = doc.released(t0());
-        let err = renew(Some(&released), at(t0()), token, 30).unwrap_err();
+        let err = renew(Some(&released), at(t0()), token, &terms(30)).unwrap_err();
         assert!(matches!(err, LockError::NotHolder(_)));
     }
 
     #[test]
     fn renew_and_release_of_a_missing_lock_are_not_found() {
         assert!(matches!(
-            renew(None, at(t0()), "t", 30),
+            renew(None, at(t0()), "t", &terms(30)),
             Err(LockError::NotFound)
         ));
         assert!(matches!(
@@ -453,7 +524,7 @@ mod tests {
     fn a_new_grant_hands_out_a_token_and_a_renew_or_release_does_not() {
         let doc = granted("alice", 30);
         assert!(hands_out_token(&doc, None, false));
-        let renewed = renew(Some(&doc), at(t0()), token_of(&doc).unwrap(), 30).unwrap();
+        let renewed = renew(Some(&doc), at(t0()), token_of(&doc).unwrap(), &terms(30)).unwrap();
         assert!(!hands_out_token(&renewed, doc.token.as_ref(), false));
         assert!(hands_out_token(&renewed, doc.token.as_ref(), true));
         let released = doc.released(t0());
@@ -480,5 +551,125 @@ mod tests {
         assert!(!still_held(&other, &doc));
         assert!(is_break(&doc.broken(t0(), 2)));
         assert!(!is_break(&doc.released(t0())));
+    }
+
+    #[test]
+    fn a_grant_stores_the_value_and_lock_delay_asked_for_and_no_more() {
+        let asked = LeaseTerms {
+            value: Some(json!({"addr": "a:1"})),
+            lock_delay: Some(5),
+            ..terms(30)
+        };
+        let (doc, _) = acquire(None, at(t0()), "alice", None, &asked).unwrap();
+        assert_eq!(doc.value, json!({"addr": "a:1"}));
+        assert_eq!(doc.lock_delay, 5);
+        assert_eq!(doc.held_since, Some(t0()));
+        let released = doc.released(t0());
+        let (next, _) = acquire(Some(&released), at(t0()), "bob", None, &terms(30)).unwrap();
+        assert_eq!((next.value, next.lock_delay), (Value::Null, 0));
+    }
+
+    #[test]
+    fn a_renew_or_refresh_replaces_the_value_when_given_and_keeps_it_otherwise() {
+        let asked = LeaseTerms {
+            value: Some(json!("first")),
+            lock_delay: Some(5),
+            ..terms(30)
+        };
+        let (doc, _) = acquire(None, at(t0()), "alice", None, &asked).unwrap();
+        let token = token_of(&doc).unwrap().to_owned();
+        let kept = renew(Some(&doc), at(t0()), &token, &terms(30)).unwrap();
+        assert_eq!((&kept.value, kept.lock_delay), (&json!("first"), 5));
+        let changed = LeaseTerms {
+            value: Some(json!({"n": 2})),
+            lock_delay: Some(0),
+            ..terms(30)
+        };
+        let replaced = renew(Some(&kept), at(t0()), &token, &changed).unwrap();
+        assert_eq!(
+            (&replaced.value, replaced.lock_delay),
+            (&json!({"n": 2}), 0)
+        );
+        let cleared = LeaseTerms {
+            value: Some(Value::Null),
+            ..terms(30)
+        };
+        let (refreshed, grant) =
+            acquire(Some(&replaced), at(t0()), "alice", Some(&token), &cleared).unwrap();
+        assert_eq!(grant, Grant::Refresh);
+        assert_eq!(refreshed.value, Value::Null);
+        assert_eq!(
+            refreshed.held_since,
+            Some(t0()),
+            "a refresh is the same hold"
+        );
+    }
+
+    #[test]
+    fn an_unreleased_lease_is_kept_for_its_lock_delay_and_not_after() {
+        let doc = granted_with_delay(10, 5);
+        let end = doc.expires_at();
+        let available_at = end + Duration::seconds(5);
+        for now in [end, available_at - Duration::microseconds(1)] {
+            let err = acquire(Some(&doc), at(now), "bob", None, &terms(30)).unwrap_err();
+            assert!(
+                matches!(err, LockError::Delayed { available_at: a } if a == available_at),
+                "{now}: {err:?}"
+            );
+        }
+        let (next, grant) = acquire(Some(&doc), at(available_at), "bob", None, &terms(30)).unwrap();
+        assert_eq!(grant, Grant::NewHolder { takeover: true });
+        assert_eq!(next.fencing_token, 2);
+    }
+
+    #[test]
+    fn the_lock_delay_is_judged_at_the_earliest_possible_time() {
+        let doc = granted_with_delay(10, 5);
+        let available_at = doc.expires_at() + Duration::seconds(5);
+        let window = TimeWindow::between(
+            available_at - Duration::milliseconds(1),
+            available_at + Duration::seconds(1),
+        );
+        let err = acquire(Some(&doc), window, "bob", None, &terms(30)).unwrap_err();
+        assert!(matches!(err, LockError::Delayed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_vanished_holder_itself_can_neither_renew_nor_refresh_during_the_delay() {
+        let doc = granted_with_delay(10, 5);
+        let token = token_of(&doc).unwrap();
+        let during = at(doc.expires_at() + Duration::seconds(1));
+        let err = renew(Some(&doc), during, token, &terms(30)).unwrap_err();
+        assert!(matches!(err, LockError::NotHolder(_)), "{err:?}");
+        let err = acquire(Some(&doc), during, "alice", Some(token), &terms(30)).unwrap_err();
+        assert!(matches!(err, LockError::Delayed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_release_ends_the_lock_delay_at_once() {
+        let doc = granted_with_delay(10, 60);
+        let Verdict::Write(released) =
+            release(Some(&doc), at(t0()), token_of(&doc).unwrap()).unwrap()
+        else {
+            panic!("the release writes");
+        };
+        let (next, grant) = acquire(Some(&released), at(t0()), "bob", None, &terms(30)).unwrap();
+        assert_eq!(grant, Grant::NewHolder { takeover: false });
+        assert_eq!(next.owner.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn a_break_ends_the_lock_delay_too() {
+        let doc = granted_with_delay(10, 60);
+        let during = at(doc.expires_at() + Duration::seconds(1));
+        let broken = break_lock(Some(&doc), during)
+            .unwrap()
+            .expect("in its delay: broken");
+        assert_eq!(broken.holder, "alice");
+        let (next, _) = acquire(Some(&broken.doc), during, "bob", None, &terms(30)).unwrap();
+        assert_eq!(next.fencing_token, 3);
+        // After the delay nothing is left to break.
+        let after = at(doc.expires_at() + Duration::seconds(60));
+        assert!(break_lock(Some(&doc), after).unwrap().is_none());
     }
 }

@@ -28,6 +28,8 @@ impl Engine {
                 ttl_remaining_ms: 0,
                 locked: false,
                 index: 0,
+                value: serde_json::Value::Null,
+                available_at: None,
             };
         };
         let mut view = self.view(target, &doc, now, false);
@@ -61,6 +63,8 @@ impl Engine {
             ttl_remaining_ms,
             locked: held,
             index: doc.revision,
+            value: doc.value.clone(),
+            available_at: doc.available_at().filter(|at| now.earliest < *at),
         }
     }
 }

@@ -18,12 +18,31 @@ pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
-    /// Tries to acquire until granted, refused for a reason other than the lock being held,
-    /// `wait` has passed, or the replica begins to shut down.
+    /// Acquires, waiting up to `req.wait` while the lock is taken ([`Engine::acquire_until`]).
+    /// An acquire that had to wait is timed for the metrics, by outcome.
     pub(super) async fn acquire_waiting(
         &self,
         target: &Target,
         req: &Acquire,
+    ) -> Result<LockView, LockError> {
+        let started = Instant::now();
+        let mut waited = false;
+        let result = self.acquire_until(target, req, &mut waited).await;
+        if waited {
+            let outcome = if result.is_ok() { "granted" } else { "refused" };
+            self.metrics
+                .observe(m::ACQUIRE_WAIT, &[("outcome", outcome)], started.elapsed());
+        }
+        result
+    }
+
+    /// Tries to acquire until granted, refused for a reason other than the lock being held,
+    /// `req.wait` has passed, or the replica begins to shut down. Sets `waited` once it waits.
+    async fn acquire_until(
+        &self,
+        target: &Target,
+        req: &Acquire,
+        waited: &mut bool,
     ) -> Result<LockView, LockError> {
         let deadline = Instant::now() + req.wait;
         // This waiter's place in line for the lock, from its first refusal until it returns.
@@ -38,7 +57,8 @@ impl Engine {
                     }
                     return Ok(view);
                 }
-                Err(err @ LockError::Held { .. }) => err,
+                // Waited through like a held lease: the lock-delay after an unreleased one.
+                Err(err @ (LockError::Held { .. } | LockError::Delayed { .. })) => err,
                 Err(other) => return Err(other),
             };
             if Instant::now() >= deadline {
@@ -46,6 +66,7 @@ impl Engine {
                 return Err(err);
             }
             waiting.get_or_insert_with(|| self.metrics.waiting());
+            *waited = true;
             // In line (the lock's one watcher reads it for every waiter here), until it is our
             // turn (the lock looked free), or the deadline for one last try.
             let r = match &mut registration {

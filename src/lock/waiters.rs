@@ -120,7 +120,8 @@ impl KeyWatch {
         }
     }
 
-    /// Whether the latest state published says the lock is free at `now`. Read under the
+    /// Whether the latest state published says the lock is free at `now` (nobody holds it, and
+    /// no lock-delay after an unreleased lease runs). Read under the
     /// channel's lock, which the watcher publishes under before it looks at the queue: a
     /// waiter queued before this check is either told it looks free here, or found by the
     /// watcher.
@@ -131,7 +132,7 @@ impl KeyWatch {
         self.known.load(Ordering::SeqCst)
             && seen
                 .as_ref()
-                .map_or(true, |s| s.as_ref().is_none_or(|d| d.holder(now).is_none()))
+                .map_or(true, |s| s.as_ref().is_none_or(|d| d.is_free_at(now)))
     }
 
     fn has_waiters(&self) -> bool {
@@ -315,7 +316,7 @@ impl Waiters {
             return;
         };
         watch.publish_written(doc.clone());
-        if doc.holder(self.clock.now().earliest).is_none() {
+        if doc.is_free_at(self.clock.now().earliest) {
             let _ = watch.wake_first();
         }
     }
@@ -433,17 +434,18 @@ impl Waiters {
                         };
                         let read = parsed.and_then(Result::ok);
                         let now = clock.now();
-                        let held_until = read
+                        // Held, or kept for its lock-delay: nobody may take it before then.
+                        let taken_until = read
                             .as_ref()
                             .map(|(d, _)| d)
-                            .filter(|d| d.holder(now.earliest).is_some())
-                            .map(LockDocument::expires_at);
+                            .filter(|d| !d.is_free_at(now.earliest))
+                            .and_then(LockDocument::available_at);
                         if !watch.publish_read(seen, written_before) {
                             // This process wrote the lock while the read was on its way: what
                             // it found may be older than what was published. Look again soon.
                             cap = first_poll;
                         } else {
-                            match held_until {
+                            match taken_until {
                                 // Free: the first waiter, if any, is told. Only then is a quick
                                 // look again worth it (it may lose the lock to another acquirer);
                                 // watch clients alone wait for a change with the usual backoff.
@@ -464,7 +466,8 @@ impl Waiters {
                                         poll.reset();
                                     }
                                 }
-                                // Look again when the lease ends, if that comes before the poll.
+                                // Look again when the lease (or its lock-delay) ends, if that
+                                // comes before the poll.
                                 Some(end) => {
                                     cap = (end - now.earliest).to_std().unwrap_or_default();
                                 }

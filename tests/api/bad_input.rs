@@ -363,7 +363,7 @@ fn cases(token: &str) -> Vec<Case> {
             "body over the limit",
             M::POST,
             "/locks/victim/acquire",
-            &format!(r#"{{"owner":"{}"}}"#, "o".repeat(8192)),
+            &format!(r#"{{"owner":"{}"}}"#, "o".repeat(s3lock::http::BODY_LIMIT)),
             413,
             "body-too-large",
         ),

@@ -34,6 +34,7 @@ pub fn engine_config(bucket: &str, also_allowed: &[&str]) -> EngineConfig {
         prefix: PREFIX.into(),
         default_ttl: 60,
         max_ttl: 3600,
+        max_lock_delay: 60,
         max_wait: Duration::from_secs(60),
         first_poll: s3lock::lock::FIRST_POLL,
         max_poll: s3lock::lock::MAX_POLL,

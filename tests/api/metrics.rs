@@ -152,3 +152,93 @@ async fn the_waiters_gauge_counts_a_blocked_acquire_while_it_waits() {
         .unwrap();
     assert_eq!(metric_line(&text, "s3lock_waiters"), Some(0.0), "{text}");
 }
+
+#[tokio::test]
+async fn hold_and_wait_histograms_count_ended_holds_and_acquires_that_waited() {
+    let app = TestApp::memory().await;
+    // A hold that ends in a release.
+    let alice = json_with(app.acquire("k", json!({"owner": "alice"})).await, 200).await;
+    json_with(
+        app.release("k", json!({"token": alice["token"]})).await,
+        200,
+    )
+    .await;
+    // A contended wait that is granted: bob waits for carol's release.
+    let carol = json_with(app.acquire("k", json!({"owner": "carol"})).await, 200).await;
+    let waiting = {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/locks/k/acquire"))
+                .json(&json!({"owner": "bob", "wait": 30}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Until bob is seen waiting (bounded), then carol lets go.
+    for _ in 0..200 {
+        let text = app
+            .request(Method::GET, "/metrics", None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        if metric_line(&text, "s3lock_waiters") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    json_with(
+        app.release("k", json!({"token": carol["token"]})).await,
+        200,
+    )
+    .await;
+    json_with(waiting.await.unwrap(), 200).await;
+    // A wait that runs out: dave is refused after waiting.
+    problem(
+        app.acquire("k", json!({"owner": "dave", "wait": 0.2}))
+            .await,
+        409,
+        "lock-held",
+    )
+    .await;
+    // An acquire that did not ask to wait is not a wait.
+    problem(
+        app.acquire("k", json!({"owner": "erin"})).await,
+        409,
+        "lock-held",
+    )
+    .await;
+
+    let text = app
+        .request(Method::GET, "/metrics", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    for (series, want) in [
+        ("s3lock_lock_hold_seconds_count", 2.0),
+        (
+            r#"s3lock_acquire_wait_seconds_count{outcome="granted"}"#,
+            1.0,
+        ),
+        (
+            r#"s3lock_acquire_wait_seconds_count{outcome="refused"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            metric_line(&text, series),
+            Some(want),
+            "{series} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("s3lock_lock_hold_seconds_bucket{le="),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"s3lock_acquire_wait_seconds_bucket{outcome="granted",le="#),
+        "{text}"
+    );
+}

@@ -52,3 +52,33 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
         "{conflict}"
     );
 }
+
+#[tokio::test]
+async fn the_document_shows_the_value_the_lock_delay_and_the_lock_delayed_problem() {
+    let app = TestApp::memory().await;
+    let doc = json_with(app.request(Method::GET, "/openapi.json", None).await, 200).await;
+    let schemas = &doc["components"]["schemas"];
+    for field in ["value", "available_at"] {
+        assert!(
+            schemas["LockView"]["properties"].get(field).is_some(),
+            "LockView.{field}"
+        );
+    }
+    // Any JSON: no type constrains the value.
+    assert!(schemas["LockView"]["properties"]["value"]
+        .get("type")
+        .is_none());
+    for body in ["AcquireBody", "RenewBody"] {
+        let props = &schemas[body]["properties"];
+        assert!(props["value"].get("type").is_none(), "{body}.value");
+        assert_eq!(props["lock_delay"]["maximum"], 60, "{body}.lock_delay");
+        assert_eq!(props["lock_delay"]["minimum"], 0, "{body}.lock_delay");
+    }
+    assert!(schemas["Problem"]["properties"]
+        .get("available_at")
+        .is_some());
+    let conflict = doc["paths"]["/locks/{key}/acquire"]["post"]["responses"]["409"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(conflict.contains("lock-delayed"), "{conflict}");
+}

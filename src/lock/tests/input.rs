@@ -1,6 +1,26 @@
 //! Bad input refused before the store is touched; buckets and listing.
 
+use serde_json::{json, Value};
+
 use super::*;
+
+fn valued(value: Value) -> AcquireRequest {
+    AcquireRequest {
+        value: Some(value),
+        ..owner("a", 30)
+    }
+}
+
+fn delayed(seconds: i64) -> AcquireRequest {
+    AcquireRequest {
+        lock_delay: Some(seconds),
+        ..owner("a", 30)
+    }
+}
+
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |v, _| json!([v]))
+}
 
 #[tokio::test]
 async fn bad_input_is_refused_before_the_store_is_touched() {
@@ -18,6 +38,10 @@ async fn bad_input_is_refused_before_the_store_is_touched() {
         (None, "k".into(), waiting("a", 30, -1.0), "wait"),
         (None, "k".into(), waiting("a", 30, 61.0), "wait"),
         (None, "k".into(), waiting("a", 30, f64::NAN), "wait"),
+        (None, "k".into(), valued(json!("x".repeat(4095))), "value"),
+        (None, "k".into(), valued(nested(33)), "value"),
+        (None, "k".into(), delayed(61), "lock_delay"),
+        (None, "k".into(), delayed(-1), "lock_delay"),
     ];
     for (bucket, key, req, field) in cases {
         match f.engine.acquire(bucket, &key, req).await {

@@ -29,6 +29,7 @@ fn config() -> EngineConfig {
         prefix: "locks/".into(),
         default_ttl: 60,
         max_ttl: 3600,
+        max_lock_delay: 60,
         max_wait: StdDuration::from_secs(60),
         first_poll: FIRST_POLL,
         max_poll: MAX_POLL,
@@ -57,7 +58,7 @@ fn owner(name: &str, ttl: i64) -> AcquireRequest {
         owner: Some(name.into()),
         token: None,
         ttl: Some(ttl),
-        wait: None,
+        ..AcquireRequest::default()
     }
 }
 
@@ -345,5 +346,7 @@ impl Fixture {
 mod cache;
 mod faults;
 mod input;
+mod lock_delay;
+mod metrics;
 mod rules;
 mod waiting;

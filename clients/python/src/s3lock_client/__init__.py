@@ -17,6 +17,7 @@ from .errors import (
     Forbidden,
     InvalidInput,
     LeaseLost,
+    LockDelayed,
     LockHeld,
     LockNotFound,
     LockUnreadable,
@@ -40,12 +41,13 @@ from .errors import (
     WriteUnconfirmed,
 )
 from .lease import ManagedLease
-from .models import Lease, LockView
+from .models import KEEP, Lease, LockView
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "KEEP",
     "BodyTooLarge",
     "BucketNotAllowed",
     "Client",
@@ -56,6 +58,7 @@ __all__ = [
     "InvalidInput",
     "Lease",
     "LeaseLost",
+    "LockDelayed",
     "LockHeld",
     "LockNotFound",
     "LockUnreadable",

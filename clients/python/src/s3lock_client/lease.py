@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Deque, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Deque, Optional, Type
 
 from .errors import (
     ConnectionFailed,
@@ -26,7 +26,7 @@ from .errors import (
     UnexpectedResponse,
     WriteUnconfirmed,
 )
-from .models import Lease
+from .models import KEEP, Lease
 
 if TYPE_CHECKING:
     from .client import Client
@@ -77,6 +77,8 @@ class ManagedLease:
         ttl: Optional[int] = None,
         wait: Optional[float] = None,
         owner: Optional[str] = None,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
         on_lost: Optional[LostCallback] = None,
     ) -> None:
         self._client = client
@@ -84,6 +86,9 @@ class ManagedLease:
         self._ttl = ttl
         self._wait = wait
         self._owner = owner
+        # Sent with the acquire only: renewals name neither, so they keep both.
+        self._value = value
+        self._lock_delay = lock_delay
         self._on_lost = on_lost
         self._lease: Optional[Lease] = None
         self._state = threading.Lock()
@@ -125,6 +130,11 @@ class ManagedLease:
     def expires_at(self) -> Optional[_dt.datetime]:
         """When the server says the current lease ends (store clock)."""
         return self.lease.expires_at
+
+    @property
+    def value(self) -> Any:
+        """The value published with the current lease (``None`` when none)."""
+        return self.lease.value
 
     @property
     def token(self) -> str:
@@ -170,7 +180,12 @@ class ManagedLease:
         if self._lease is not None:
             raise RuntimeError("a ManagedLease can be entered once")
         self._lease = self._client.acquire(
-            self.key, owner=self._owner, ttl=self._ttl, wait=self._wait
+            self.key,
+            owner=self._owner,
+            ttl=self._ttl,
+            wait=self._wait,
+            value=self._value,
+            lock_delay=self._lock_delay,
         )
         self.history.append(self._lease)
         self._thread = threading.Thread(
