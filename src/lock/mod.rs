@@ -10,7 +10,8 @@
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
-//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`error`].
+//! - [`document`]: the stored JSON; [`history`]: the write history every document carries;
+//!   [`key`]: keys and owners parsed at the edge; [`error`].
 //! - `ops`: the [`Engine`]'s operations (acquire, renew, release, break, status); `watch`: the
 //!   blocking query; `input`: requests checked against the limits; `views`: what is answered.
 //! - this file: the [`Engine`] itself, its configuration, readiness and drain.
@@ -19,6 +20,7 @@ pub mod cache;
 mod decide;
 pub mod document;
 pub mod error;
+pub mod history;
 mod input;
 pub mod key;
 mod list;
