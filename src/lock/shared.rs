@@ -494,3 +494,6 @@ impl SharedDocument {
         self.released.truncate(RELEASED_MEMORY);
     }
 }
+
+#[cfg(test)]
+mod tests;
