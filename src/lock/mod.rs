@@ -5,6 +5,9 @@
 //!
 //! Where each part lives:
 //! - [`rules`]: what acquire, renew, release and break decide from a document and a time (pure).
+//! - [`kind`]: what the decision loop needs of a stored document, whatever kind of lock it is;
+//!   [`shared`] and [`shared_rules`]: the semaphore's and read-write lock's one document and
+//!   its rules (pure; not served yet).
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
