@@ -18,7 +18,8 @@
 //!   others, signed with a shared secret, so their waiters read the store at once.
 //! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch),
 //!   its rules as pure functions, one store watcher per waited-on lock, and the per-process cache
-//!   of each lock's last known state. Knows nothing of HTTP or S3.
+//!   of each lock's last known state; the semaphore's and read-write lock's document and rules
+//!   (pure, not served yet). Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, the store
@@ -30,8 +31,8 @@
 //! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
 //! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
 //!   optional client certificates) and for our clients (a private CA, a client certificate).
-//! * [`wire`]      — what server and clients say to each other: the lock view, the holder
-//!   token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
+//! * [`wire`]      — what server and clients say to each other: the lock view (and the shared
+//!   view of a semaphore or read-write lock), the holder token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
 //!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).

@@ -5,13 +5,17 @@
 //!
 //! Where each part lives:
 //! - [`rules`]: what acquire, renew, release and break decide from a document and a time (pure).
+//! - [`kind`]: what the decision loop needs of a stored document, whatever kind of lock it is;
+//!   [`shared`] and [`shared_rules`]: the semaphore's and read-write lock's one document and
+//!   its rules (pure; not served yet).
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
-//! - [`document`]: the stored JSON; [`key`]: keys and owners parsed at the edge; [`terms`]: a
-//!   lease's value and lock-delay checked at the edge; [`error`].
+//! - [`document`]: the stored JSON; [`history`]: the write history every document carries;
+//!   [`key`]: keys and owners parsed at the edge; [`terms`]: a lease's value and lock-delay
+//!   checked at the edge; [`error`].
 //! - `ops`: the [`Engine`]'s operations (acquire, renew, release, break, status); `watch`: the
 //!   blocking query; `input`: requests checked against the limits; `views`: what is answered.
 //! - this file: the [`Engine`] itself, its configuration, readiness and drain.
@@ -20,12 +24,16 @@ pub mod cache;
 mod decide;
 pub mod document;
 pub mod error;
+pub mod history;
 mod input;
 pub mod key;
+pub mod kind;
 mod list;
 mod ops;
 mod orphan;
 pub mod rules;
+pub mod shared;
+pub mod shared_rules;
 pub mod terms;
 mod views;
 mod wait;

@@ -14,14 +14,14 @@ use crate::clock::TimeWindow;
 use super::document::{HolderToken, LockDocument};
 use super::error::LockError;
 
-/// What a rule wants done with the lock.
+/// What a rule wants done with the lock (`D`: the kind of lock's document).
 // A verdict lives for one decision and is matched at once; boxing the document would cost an
 // allocation on every write to save a few hundred bytes of stack on a refusal.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<D = LockDocument> {
     /// Store this document in place of the one the rule was given.
-    Write(LockDocument),
+    Write(D),
     /// Nothing to store: answer with the document as it is (a repeated release, a break of a
     /// lock nobody holds).
     Leave,
@@ -221,7 +221,12 @@ pub fn may_replace(current: &LockDocument) -> Result<(), LockError> {
 /// The next holder's fencing token. It must grow, so a stored token at the top of the range (a
 /// corrupt or hostile document) refuses the grant rather than wrapping around to 0.
 pub fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
-    doc.fencing_token
+    fencing_after(doc.fencing_token)
+}
+
+/// The fencing token after `current`, for any kind of lock (see [`next_fencing`]).
+pub fn fencing_after(current: u64) -> Result<u64, LockError> {
+    current
         .checked_add(1)
         .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
 }
