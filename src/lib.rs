@@ -1,40 +1,45 @@
 //! s3lock: distributed locks over HTTP, whose state lives in an S3 bucket.
 //!
-//! A map of the crate, from the edge inwards (arrows only point down this list):
+//! A map of the crate, from the edge inwards. A module names only modules below it in this list
+//! (`tests/layers.rs` holds the exact table and fails on an import that points up):
 //!
-//! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
-//!   straight on the bucket through [`store`] (`--direct-s3`); HDR latency percentiles.
 //! * [`cli`]       — the top-level command line; each subcommand's arguments live with the
 //!   module that runs it.
-//! * [`config`]    — the server's settings (clap + env), their defaults and their validation.
-//! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
-//! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
+//! * [`bench`]     — `s3lock bench`: load on a server through [`client`], or the same requests
+//!   made by the lock engine in-process, straight on the bucket (`--direct-s3`); HDR latency
+//!   percentiles.
 //! * [`startup`]   — opens the store, runs the start-up store check, serves a listener until a
 //!   shutdown future fires.
+//! * [`config`]    — the server's settings (clap + env), their defaults and their validation.
 //! * [`http`]      — the axum router, request parsing, and the one error → status table; auth
 //!   middleware, request metrics, the generated OpenAPI document, and the accept loop with its
 //!   drain (`http::conn`, `http::drain`).
 //! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
 //!   others, signed with a shared secret, so their waiters read the store at once.
 //! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch,
-//!   and a lock's change stream), its rules as pure functions, one store watcher per waited-on
-//!   lock, and the per-process cache of each lock's last known state. Knows nothing of HTTP or S3.
+//!   a lock's change stream, and elections as locks), its rules as pure functions, one store
+//!   watcher per waited-on lock, and the per-process cache of each lock's last known state; the
+//!   semaphore's and read-write lock's document and rules (pure, not served yet). Knows nothing
+//!   of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, the store
 //!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
 //!   before background reads.
-//! * [`wire`]      — what server and clients say to each other: the lock and election views,
-//!   the holder token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
+//! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
+//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, `run` (a command under a
+//!   lock) and `elect` (a command while leading an election, or an election observed).
+//! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
+//! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
+//!   optional client certificates) and for our clients (a private CA, a client certificate).
+//! * [`wire`]      — what server and clients say to each other: the lock view (and the shared
+//!   view of a semaphore or read-write lock), the election view, the holder token, the seed
+//!   module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
 //!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).
 //! * [`metrics`]   — the Prometheus counters of one app (its own recorder, not a global one).
-//! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
-//!   optional client certificates) and for our clients (a private CA, a client certificate).
-//! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
-//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, `run` (a command under a
-//!   lock) and `elect` (a command while leading an election, or an election observed).
+//! * [`telemetry`] — the tracing subscriber, shared by the binary and the tests.
 
 pub mod auth;
 pub mod backoff;

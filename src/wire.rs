@@ -1,6 +1,7 @@
-//! What the server and its clients say to each other: the lock view every answer carries, the
-//! election view, the holder token, and the seed module's time format. Both `http` and `client` use these types;
-//! the engine builds views from its documents, so the client needs nothing of the engine.
+//! What the server and its clients say to each other: the lock view every answer carries (and
+//! the shared view of a semaphore or read-write lock), the election view, the holder token, and
+//! the seed module's time format. Both `http` and `client` use these types; the engine builds
+//! views from its documents, so the client needs nothing of the engine.
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,100 @@ impl ElectionView {
     pub fn leader_token(&self) -> Option<&str> {
         self.token.as_ref().map(HolderToken::expose)
     }
+}
+
+/// Which multi-holder lock a shared document is: a semaphore (at most `limit` holders at once)
+/// or a read-write lock (many `shared` holders, or one `exclusive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedKind {
+    Semaphore,
+    Rwlock,
+}
+
+/// How a read-write lock is held: by any number of readers at once, or by one writer alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// A semaphore or a read-write lock as shown to clients: its live holders (never their holder
+/// tokens) and, for a semaphore, the permits left. `token` and `lease` are present only in
+/// answers to a holder about its own holding (acquire, renew).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SharedView {
+    pub bucket: String,
+    pub key: String,
+    pub kind: SharedKind,
+    /// A semaphore's limit: the most holders at once. `null` for a read-write lock, and for a
+    /// semaphore never acquired.
+    pub limit: Option<u32>,
+    /// A semaphore's permits an acquire could take now (`limit` less the live holders); `null`
+    /// for a read-write lock, and for a semaphore never acquired.
+    pub permits_left: Option<u32>,
+    /// The holders whose leases run (judged at the earliest possible store time), in grant order.
+    pub holders: Vec<HolderView>,
+    /// A read-write lock's writers waiting for it, as recorded in the document (on any replica):
+    /// no new reader is let in while one is listed. Each entry lapses after a few seconds unless
+    /// its waiter is still there to renew it.
+    pub waiting: Vec<WaitingView>,
+    /// The caller's secret for renew and release. Only in acquire and renew answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub token: Option<HolderToken>,
+    /// The caller's own holding (its fencing token and lease). Only in acquire and renew answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<HolderView>,
+    /// The highest fencing token granted under this key: it grows with every grant (and every
+    /// break), so each holder's is unique and later grants carry higher ones.
+    pub fencing_token: u64,
+    /// Changes with every write (the document's revision; 0 for one never written).
+    pub index: u64,
+}
+
+impl SharedView {
+    /// The holder token, where this answer carries one (to the holder only).
+    pub fn holder_token(&self) -> Option<&str> {
+        self.token.as_ref().map(HolderToken::expose)
+    }
+}
+
+/// One holder of a semaphore or a read-write lock, without its holder token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HolderView {
+    pub owner: String,
+    /// How a read-write lock is held; `null` for a semaphore's permit.
+    pub mode: Option<Mode>,
+    /// This holder's fencing token, given at its grant and kept on renew.
+    pub fencing_token: u64,
+    /// The lease length in seconds.
+    pub expire: u64,
+    /// When the lease was granted or last renewed, on the store's clock.
+    #[serde(with = "seed_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub lock_time: DateTime<Utc>,
+    #[serde(with = "seed_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: DateTime<Utc>,
+    /// What is left of the lease, judged on the latest possible store time.
+    pub ttl_remaining_ms: i64,
+    /// When this holder was granted (kept on renew).
+    #[serde(with = "seed_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub held_since: DateTime<Utc>,
+}
+
+/// A writer waiting for a read-write lock, as recorded in its document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WaitingView {
+    pub owner: String,
+    pub mode: Mode,
+    /// When the entry lapses unless its waiter renews it.
+    #[serde(with = "seed_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Python's `datetime.isoformat()` of an aware UTC time, as the seed module writes it:

@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = doc.holder(now);
         let _ = doc.is_locked_for(now, Some("someone"));
         let _ = doc.is_locked_for(now, doc.owner.as_deref());
+        let _ = doc.is_free_at(now);
+        let _ = doc.held_for(now);
     }
+    let _ = doc.available_at();
     // Taking it over or renewing it never overflows either.
     let _ = doc.renewed(doc.expire, doc.lock_time).expires_at();
     let _ = LockDocument::grant("o", 1, doc.lock_time, doc.fencing_token.saturating_add(1));

@@ -64,7 +64,7 @@ impl Driver {
                 .token
                 .map(HolderToken::into_exposed)
                 .unwrap_or_default()),
-            Driver::Direct(s) => s.acquire(key, owner, ttl).await,
+            Driver::Direct(s) => s.acquire(key, owner, ttl, wait).await,
         }
     }
 

@@ -16,6 +16,9 @@ use crate::backoff::Backoff;
 use crate::tls::client::ClientTls;
 use crate::wire::HolderToken;
 
+pub mod shared;
+pub use shared::{find_shared_violations, HoldClaim, SharedGrant};
+
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
     /// Base URLs of the replicas; client `i` starts on `urls[i % len]` (see [`Replicas`]).
@@ -69,6 +72,23 @@ pub enum Violation {
         client: usize,
         detail: String,
     },
+    /// More holds of one semaphore at once than its limit: `holds` are those overlapping the
+    /// moment the last of them began.
+    TooManyHolders {
+        key: String,
+        limit: u32,
+        holds: Vec<Grant>,
+    },
+    /// Two holds of one semaphore overlapped that were granted under different limits (the
+    /// limit may change only while nobody holds it).
+    LimitChanged {
+        first: Grant,
+        first_limit: u32,
+        second: Grant,
+        second_limit: u32,
+    },
+    /// A shared hold of a read-write lock overlapped an exclusive one.
+    SharedWithExclusive { exclusive: Grant, shared: Grant },
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

@@ -33,7 +33,8 @@ pub struct Problem {
     /// `lock-held` only: the holder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// `lock-held` only: when the holder's lease ends.
+    /// `lock-held`: when the holder's lease ends; `semaphore-full` and `too-many-holders`: when
+    /// the first holder's lease ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     /// `lock-delayed` only: when the lock can be taken, once its lock-delay has passed.
@@ -60,6 +61,20 @@ pub enum ApiError {
     },
     /// 409 `not-holder`.
     NotHolder(String),
+    /// 409 `semaphore-full`, with `expires_at` (the first lease to end) and `Retry-After`.
+    SemaphoreFull {
+        limit: u32,
+        expires_at: DateTime<Utc>,
+        retry_after_secs: u64,
+    },
+    /// 409 `limit-mismatch`: the request's limit is not the semaphore's, while holders remain.
+    LimitMismatch { stored: u32, asked: u32 },
+    /// 409 `too-many-holders`, with `expires_at` (the first lease to end) and `Retry-After`.
+    TooManyHolders {
+        max: usize,
+        expires_at: DateTime<Utc>,
+        retry_after_secs: u64,
+    },
     /// 409 `lock-unreadable`: the stored object is not a lock document; nothing was written.
     Unreadable(String),
     /// 409 `write-unconfirmed`: a renew, release or break whose write may have landed, but the
@@ -133,6 +148,21 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "not-holder",
                 "The token does not hold this lock",
+            ),
+            SemaphoreFull { .. } => (
+                StatusCode::CONFLICT,
+                "semaphore-full",
+                "No permit of the semaphore is left",
+            ),
+            LimitMismatch { .. } => (
+                StatusCode::CONFLICT,
+                "limit-mismatch",
+                "The semaphore's limit is another one while holders remain",
+            ),
+            TooManyHolders { .. } => (
+                StatusCode::CONFLICT,
+                "too-many-holders",
+                "The lock has as many holders as one lock document holds",
             ),
             Unreadable(_) => (
                 StatusCode::CONFLICT,
@@ -247,6 +277,22 @@ impl ApiError {
                  had in flight land first, nobody may take the lock before {}",
                 format_seed_time(available_at)
             ),
+            SemaphoreFull {
+                limit, expires_at, ..
+            } => format!(
+                "all {limit} permits are held; the first lease ends at {}",
+                format_seed_time(expires_at)
+            ),
+            LimitMismatch { stored, asked } => format!(
+                "the semaphore's limit is {stored} and holders remain; this request asked for \
+                 {asked}. Every process must agree on the limit; it changes once no holder remains"
+            ),
+            TooManyHolders {
+                max, expires_at, ..
+            } => format!(
+                "the lock already has {max} holders; the first lease ends at {}",
+                format_seed_time(expires_at)
+            ),
             NotHolder(d) | Unreadable(d) | MalformedBody(d) | Forbidden(d) | NotReady(d) => {
                 d.clone()
             }
@@ -301,6 +347,12 @@ impl ApiError {
             }
             | ApiError::Delayed {
                 retry_after_secs, ..
+            }
+            | ApiError::SemaphoreFull {
+                retry_after_secs, ..
+            }
+            | ApiError::TooManyHolders {
+                retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::Contended
             | ApiError::StoreUnavailable(_)
@@ -316,20 +368,26 @@ impl ApiError {
     }
 
     pub fn from_lock(e: LockError, now: DateTime<Utc>) -> Self {
-        // Whole seconds until `t`, at least one.
-        let secs_until = |t: DateTime<Utc>| {
-            let ms = (t - now).num_milliseconds().max(0);
-            u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1)
-        };
         match e {
             LockError::Held { owner, expires_at } => ApiError::Held {
                 owner,
                 expires_at,
-                retry_after_secs: secs_until(expires_at),
+                retry_after_secs: retry_after_secs(expires_at, now),
             },
             LockError::Delayed { available_at } => ApiError::Delayed {
                 available_at,
-                retry_after_secs: secs_until(available_at),
+                retry_after_secs: retry_after_secs(available_at, now),
+            },
+            LockError::SemaphoreFull { limit, expires_at } => ApiError::SemaphoreFull {
+                limit,
+                expires_at,
+                retry_after_secs: retry_after_secs(expires_at, now),
+            },
+            LockError::LimitMismatch { stored, asked } => ApiError::LimitMismatch { stored, asked },
+            LockError::TooManyHolders { max, expires_at } => ApiError::TooManyHolders {
+                max,
+                expires_at,
+                retry_after_secs: retry_after_secs(expires_at, now),
             },
             LockError::NotHolder(d) => ApiError::NotHolder(d),
             LockError::NotFound => ApiError::LockNotFound,
@@ -356,6 +414,12 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// Seconds until `expires_at` (a lease's end, a lock-delay's), rounded up and at least 1.
+fn retry_after_secs(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let ms = (expires_at - now).num_milliseconds().max(0);
+    u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1)
 }
 
 impl IntoResponse for ApiError {
@@ -391,6 +455,10 @@ impl IntoResponse for ApiError {
             ApiError::Delayed { available_at, .. } => {
                 body.available_at = Some(format_seed_time(available_at));
             }
+            ApiError::SemaphoreFull { expires_at, .. }
+            | ApiError::TooManyHolders { expires_at, .. } => {
+                body.expires_at = Some(format_seed_time(expires_at));
+            }
             ApiError::InvalidInput { field, .. } => body.field = Some((*field).to_owned()),
             _ => {}
         }
@@ -414,5 +482,77 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    async fn answer(
+        e: LockError,
+        now: DateTime<Utc>,
+    ) -> (StatusCode, serde_json::Value, Option<u64>) {
+        let response = ApiError::from_lock(e, now).into_response();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap(), retry)
+    }
+
+    #[tokio::test]
+    async fn a_full_semaphore_is_409_semaphore_full_with_the_first_lease_end_and_retry_after() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let expires_at = now + Duration::milliseconds(2500);
+        let (status, body, retry) = answer(
+            LockError::SemaphoreFull {
+                limit: 3,
+                expires_at,
+            },
+            now,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["type"], "urn:s3lock:problem:semaphore-full");
+        assert_eq!(body["expires_at"], format_seed_time(&expires_at));
+        assert_eq!(retry, Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_limit_mismatch_is_409_limit_mismatch_naming_both_limits() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let (status, body, retry) = answer(
+            LockError::LimitMismatch {
+                stored: 3,
+                asked: 5,
+            },
+            now,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["type"], "urn:s3lock:problem:limit-mismatch");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains('3') && detail.contains('5'), "{detail}");
+        assert_eq!(retry, None);
+    }
+
+    #[tokio::test]
+    async fn too_many_holders_is_409_with_retry_after() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let expires_at = now + Duration::seconds(10);
+        let e = LockError::TooManyHolders {
+            max: 256,
+            expires_at,
+        };
+        let (status, body, retry) = answer(e, now).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["type"], "urn:s3lock:problem:too-many-holders");
+        assert_eq!(retry, Some(10));
     }
 }

@@ -117,7 +117,7 @@ impl Engine {
             // holds it, with no token to check. If an earlier break of this call may have
             // landed, the holder now may have taken the lock after it: breaking again would
             // break a lease no admin asked about.
-            if unproven && doc.owner.is_none() && doc.token.is_none() {
+            if unproven && rules::is_break(&doc) {
                 return Err(LockError::Unconfirmed);
             }
             let (current_token, expected) = match current {
@@ -126,11 +126,9 @@ impl Engine {
             };
             // A grant whose token the caller might never learn (the store's answer is lost, or
             // this request is cancelled mid-write: a client disconnect, the request timeout) is
-            // watched and freed if it lands: a new grant, and the refresh of one this call made
-            // but has not yet answered. Renew, release and a holder's refresh keep a token the
-            // holder already has.
+            // watched while in flight and freed if it lands unseen.
             let hands_out_token =
-                doc.owner.is_some() && (doc.token != current_token || granted_unseen);
+                rules::hands_out_token(&doc, current_token.as_ref(), granted_unseen);
             let guard = OrphanGuard(
                 hands_out_token.then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
             );
@@ -155,7 +153,7 @@ impl Engine {
                     // Judge the new lease on the clock as it is now that the write is known to
                     // have landed: a slow write (retries, a read-back) may have used it up.
                     let after = self.clock.now();
-                    if doc.owner.is_some() && after.latest >= doc.expires_at() {
+                    if rules::lease_used_up(&doc, after) {
                         granted_unseen = hands_out_token;
                         next = None;
                         continue;
@@ -173,9 +171,10 @@ impl Engine {
                     // released, broken or taken over is no longer its holder's (the engine has
                     // just read so). Decide again from what replaced it; a renew's refusal then
                     // is write-unconfirmed, never not-holder, as its write did land.
-                    let still_held = basis.state.as_ref().is_some_and(|(current, _)| {
-                        current.owner.is_some() && current.token == doc.token
-                    });
+                    let still_held = basis
+                        .state
+                        .as_ref()
+                        .is_some_and(|(current, _)| rules::still_held(current, &doc));
                     if hands_out_token || (doc.owner.is_some() && !still_held) {
                         unproven |= !hands_out_token;
                         next = Some(basis);

@@ -6,6 +6,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::history;
+pub use super::history::{History, Succession, WriteId, WRITE_HISTORY};
 pub use crate::wire::{
     format_seed_time, parse_seed_time, seed_time, truncate_to_micros, HolderToken,
 };
@@ -63,7 +65,8 @@ pub struct LockDocument {
     )]
     pub held_since: Option<DateTime<Utc>>,
     /// Who wrote this document and the documents it replaced: a random id for this write first,
-    /// then the ids of the writes before it, newest first, at most [`WRITE_HISTORY`] in all.
+    /// then the ids of the writes before it, newest first, at most [`WRITE_HISTORY`] in all
+    /// (see [`History`]).
     /// A writer whose answer was lost reads the lock back to learn whether its write landed; if
     /// other writes have followed since (a release lands, then a waiter takes the lock), the
     /// stored document is no longer its own, and only this history can prove that its write was
@@ -76,44 +79,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// How many writes a document remembers (its own and those before it, see
-/// [`LockDocument::writes`]): about 600 bytes. A read-back follows its lost answer after the
-/// SDK's retries, a second or two; eight clients handing one lock round on one replica wrote
-/// more than eight times in that window (releases then could not be confirmed), and none of
-/// their read-backs reached past this many.
-pub const WRITE_HISTORY: usize = 32;
-
-/// A random id given to each write of a lock document: 64 random bits, so two writes never
-/// share one by chance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteId(String);
-
-impl WriteId {
-    fn generate() -> Self {
-        Self(format!("{:016x}", rand::random::<u64>()))
-    }
-
-    /// As [`WriteId::generate`] makes them. Anything else was written by hand into the bucket.
-    fn is_well_formed(&self) -> bool {
-        self.0.len() == 16 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
-    }
-}
-
-/// What a read-back learns from the document it found in place of the one it wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Succession {
-    /// Our write landed and was then replaced: its id is in the stored history.
-    Replaced,
-    /// Our write never landed: the stored history names another write at our revision.
-    Lost,
-    /// The history does not reach back to our revision (too many writes since, or a writer that
-    /// keeps none, such as the seed module): it cannot be told.
-    Unknown,
-}
-
 impl LockDocument {
     /// A fresh grant to `owner`, the first write of a lock that does not exist yet.
     pub fn grant(owner: &str, ttl: u64, now: DateTime<Utc>, fencing_token: u64) -> Self {
+        let (revision, writes) = history::first();
         Self {
             expire: ttl,
             lock_time: now,
@@ -121,11 +90,11 @@ impl LockDocument {
             owner: Some(owner.to_owned()),
             token: Some(HolderToken::generate()),
             fencing_token,
-            revision: 1,
+            revision,
             value: Value::Null,
             lock_delay: 0,
             held_since: Some(now),
-            writes: vec![WriteId::generate()],
+            writes,
         }
     }
 
@@ -184,58 +153,24 @@ impl LockDocument {
         }
     }
 
-    /// This document as the next write over `previous`: the next revision, a new write id, and
-    /// `previous`'s history behind it. A revision at the top of `u64` (a corrupt or hostile
-    /// document; a real lock would need 10^19 writes) cannot grow, so the engine refuses to
-    /// write over such a document at all ([`LockDocument::can_grow`]).
+    /// This document as the next write over `previous` (see [`History::next`]).
     fn written_over(mut self, previous: &Self) -> Self {
-        self.revision = previous.revision.saturating_add(1);
-        self.writes = std::iter::once(WriteId::generate())
-            // A history is carried only as far as its ids are ours: garbage written into the
-            // bucket by hand is not copied forward (and cutting, not skipping, keeps every id
-            // at the position its revision gives it).
-            .chain(
-                previous
-                    .writes
-                    .iter()
-                    .take_while(|id| id.is_well_formed())
-                    .take(WRITE_HISTORY - 1)
-                    .cloned(),
-            )
-            .collect();
+        (self.revision, self.writes) = previous.history().next();
         self
     }
 
+    /// This document's revision and write ids.
+    pub fn history(&self) -> History<'_> {
+        History {
+            revision: self.revision,
+            writes: &self.writes,
+        }
+    }
+
     /// Whether `ours` (a document this process wrote, whose answer it did not get) landed before
-    /// this stored document replaced it. Every write is conditional on the version it replaces,
-    /// so the stored history is the one sequence of writes that landed, newest first.
-    ///
-    /// Lost only when the history names another write *over the very document ours was
-    /// written over*: that version was replaced once, and not by us. A revision number alone
-    /// proves nothing, as revisions start over when the object is written by the old module
-    /// (no revision, no history) or deleted and created again; a write at "our" revision in
-    /// the new run is no evidence against ours, which may have landed before the restart.
+    /// this stored document replaced it (see [`History::succession_of`]).
     pub fn succession_of(&self, ours: &Self) -> Succession {
-        let Some(id) = ours.writes.first() else {
-            return Succession::Unknown;
-        };
-        if self.writes.contains(id) {
-            return Succession::Replaced;
-        }
-        let Some(back) = self
-            .revision
-            .checked_sub(ours.revision)
-            .and_then(|b| usize::try_from(b).ok())
-        else {
-            return Succession::Unknown;
-        };
-        // Ours has no predecessor id when written as a create or over a document with no
-        // history (the old module's, or one from before histories): nothing to match then.
-        let before = back.checked_add(1).and_then(|i| self.writes.get(i));
-        match (before, ours.writes.get(1)) {
-            (Some(before), Some(our_before)) if before == our_before => Succession::Lost,
-            _ => Succession::Unknown,
-        }
+        self.history().succession_of(ours.history())
     }
 
     /// Broken by an admin at `now`: no owner, and no token, so the old holder's renew and

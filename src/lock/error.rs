@@ -16,6 +16,27 @@ pub enum LockError {
     /// writes the vanished holder still had in flight land first.
     #[error("the lock's lease ran out unreleased; it can be taken from {available_at}")]
     Delayed { available_at: DateTime<Utc> },
+    /// A semaphore whose `limit` permits are all held by live leases; the first of them ends at
+    /// `expires_at` (a permit may come back sooner, at a release).
+    #[error("no permit left: all {limit} permits are held, the first lease ends at {expires_at}")]
+    SemaphoreFull {
+        limit: u32,
+        expires_at: DateTime<Utc>,
+    },
+    /// The request's `limit` is not the semaphore's, and holders that agreed to the stored one
+    /// still hold it: granting would break the promise made to them. Once none remains, the
+    /// next acquire's limit replaces the stored one.
+    #[error(
+        "the semaphore's limit is {stored} while holders remain; this request asked for {asked}"
+    )]
+    LimitMismatch { stored: u32, asked: u32 },
+    /// A multi-holder lock (a read-write lock's readers) already has as many holders as one
+    /// document may hold (`max`); the first of their leases ends at `expires_at`.
+    #[error("the lock already has {max} holders, as many as one document holds")]
+    TooManyHolders {
+        max: usize,
+        expires_at: DateTime<Utc>,
+    },
     /// The token given is not the current holder's (never was, was released and re-granted, or
     /// its lease ran out).
     #[error("{0}")]

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::document::LockDocument;
 use super::waiters::Unreadable;
-use super::{Engine, LockError, LockView, Target, FIRST_READ_WAIT};
+use super::watch::FIRST_READ_WAIT;
+use super::{Engine, LockError, LockView, Target};
 
 /// How long a stream sleeps at most before it looks at the clock again while a lease or a
 /// lock-delay runs: the store's time as this replica knows it may move unevenly (its estimate

@@ -14,14 +14,14 @@ use crate::clock::TimeWindow;
 use super::document::{HolderToken, LockDocument};
 use super::error::LockError;
 
-/// What a rule wants done with the lock.
+/// What a rule wants done with the lock (`D`: the kind of lock's document).
 // A verdict lives for one decision and is matched at once; boxing the document would cost an
 // allocation on every write to save a few hundred bytes of stack on a refusal.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<D = LockDocument> {
     /// Store this document in place of the one the rule was given.
-    Write(LockDocument),
+    Write(D),
     /// Nothing to store: answer with the document as it is (a repeated release, a break of a
     /// lock nobody holds).
     Leave,
@@ -221,9 +221,46 @@ pub fn may_replace(current: &LockDocument) -> Result<(), LockError> {
 /// The next holder's fencing token. It must grow, so a stored token at the top of the range (a
 /// corrupt or hostile document) refuses the grant rather than wrapping around to 0.
 pub fn next_fencing(doc: &LockDocument) -> Result<u64, LockError> {
-    doc.fencing_token
+    fencing_after(doc.fencing_token)
+}
+
+/// The fencing token after `current`, for any kind of lock (see [`next_fencing`]).
+pub fn fencing_after(current: u64) -> Result<u64, LockError> {
+    current
         .checked_add(1)
         .ok_or_else(|| LockError::Unreadable("the fencing token cannot grow any further".into()))
+}
+
+/// Whether writing `next` hands its caller a holder token the caller does not have yet: a new
+/// grant (a token other than the one stored), or the refresh of a grant this same call made but
+/// has not answered yet (`granted_unseen`). Such a write is watched while in flight, and its
+/// lease freed if it lands unseen (a lost answer, a cancelled request), or it would stay held
+/// with nobody to release it. Renew, release and a holder's own refresh keep a token the holder
+/// already has.
+pub fn hands_out_token(
+    next: &LockDocument,
+    current_token: Option<&HolderToken>,
+    granted_unseen: bool,
+) -> bool {
+    next.owner.is_some() && (next.token.as_ref() != current_token || granted_unseen)
+}
+
+/// Whether a lease just written had already run out by the time its write was known to land
+/// (judged at `now.latest`: the holder must be able to use it): a slow write (retries, a
+/// read-back) used it up, so the decision is made again rather than answered as a grant.
+pub fn lease_used_up(written: &LockDocument, now: TimeWindow) -> bool {
+    written.owner.is_some() && now.latest >= written.expires_at()
+}
+
+/// Whether `current` (read back after our write was replaced) is still the lease we wrote: the
+/// same holder token, and held. A lease released, broken or passed on since is not.
+pub fn still_held(current: &LockDocument, written: &LockDocument) -> bool {
+    current.owner.is_some() && current.token == written.token
+}
+
+/// Whether `doc` is what a break writes: the one write with neither owner nor holder token.
+pub fn is_break(doc: &LockDocument) -> bool {
+    doc.owner.is_none() && doc.token.is_none()
 }
 
 /// Whether `presented` is this document's holder token.
@@ -486,6 +523,39 @@ mod tests {
         assert!(may_replace(&doc).is_ok());
         doc.revision = u64::MAX;
         assert!(matches!(may_replace(&doc), Err(LockError::Unreadable(_))));
+    }
+
+    #[test]
+    fn a_new_grant_hands_out_a_token_and_a_renew_or_release_does_not() {
+        let doc = granted("alice", 30);
+        assert!(hands_out_token(&doc, None, false));
+        let renewed = renew(Some(&doc), at(t0()), token_of(&doc).unwrap(), &terms(30)).unwrap();
+        assert!(!hands_out_token(&renewed, doc.token.as_ref(), false));
+        assert!(hands_out_token(&renewed, doc.token.as_ref(), true));
+        let released = doc.released(t0());
+        assert!(!hands_out_token(&released, doc.token.as_ref(), true));
+    }
+
+    #[test]
+    fn a_lease_is_used_up_once_the_latest_possible_time_reaches_its_end() {
+        let doc = granted("alice", 30);
+        let end = doc.expires_at();
+        assert!(!lease_used_up(&doc, at(end - Duration::milliseconds(1))));
+        let window = TimeWindow::between(end - Duration::seconds(1), end);
+        assert!(lease_used_up(&doc, window));
+        assert!(!lease_used_up(&doc.released(t0()), at(end)));
+    }
+
+    #[test]
+    fn a_lease_replaced_by_a_release_or_another_grant_is_no_longer_held() {
+        let doc = granted("alice", 30);
+        let renewed = doc.renewed(30, t0());
+        assert!(still_held(&renewed, &doc));
+        assert!(!still_held(&doc.released(t0()), &doc));
+        let other = doc.granted_over("bob", 30, t0(), 2);
+        assert!(!still_held(&other, &doc));
+        assert!(is_break(&doc.broken(t0(), 2)));
+        assert!(!is_break(&doc.released(t0())));
     }
 
     #[test]

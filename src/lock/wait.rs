@@ -6,32 +6,28 @@ use std::time::Duration as StdDuration;
 
 use tokio::time::Instant;
 
-use super::rules::LeaseTerms;
+use super::input::Acquire;
 use super::waiters::{Registration, TooManyWatched};
-use super::{Engine, HolderToken, LockError, LockView, Target};
+use super::{Engine, LockError, LockView, Target};
 use crate::metrics as m;
 
 /// A lock's watcher reads the store no faster than this at first, then backs off to
-/// [`MAX_POLL`], with full jitter so watchers on many replicas do not poll in step.
+/// [`MAX_POLL`], with jitter (each pause drawn from half to all of the scheduled one, see
+/// [`crate::backoff::Backoff::with_jitter`]) so watchers on many replicas do not poll in step.
 pub const FIRST_POLL: StdDuration = StdDuration::from_millis(25);
 pub const MAX_POLL: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
-    /// Acquires, waiting up to `wait` while the lock is taken ([`Engine::acquire_until`]). An
-    /// acquire that had to wait is timed for the metrics, by outcome.
+    /// Acquires, waiting up to `req.wait` while the lock is taken ([`Engine::acquire_until`]).
+    /// An acquire that had to wait is timed for the metrics, by outcome.
     pub(super) async fn acquire_waiting(
         &self,
         target: &Target,
-        owner: &str,
-        token: Option<&HolderToken>,
-        terms: &LeaseTerms,
-        wait: StdDuration,
+        req: &Acquire,
     ) -> Result<LockView, LockError> {
         let started = Instant::now();
         let mut waited = false;
-        let result = self
-            .acquire_until(target, owner, token, terms, wait, &mut waited)
-            .await;
+        let result = self.acquire_until(target, req, &mut waited).await;
         if waited {
             let outcome = if result.is_ok() { "granted" } else { "refused" };
             self.metrics
@@ -41,23 +37,20 @@ impl Engine {
     }
 
     /// Tries to acquire until granted, refused for a reason other than the lock being held,
-    /// `wait` has passed, or the replica begins to shut down. Sets `waited` once it waits.
+    /// `req.wait` has passed, or the replica begins to shut down. Sets `waited` once it waits.
     async fn acquire_until(
         &self,
         target: &Target,
-        owner: &str,
-        token: Option<&HolderToken>,
-        terms: &LeaseTerms,
-        wait: StdDuration,
+        req: &Acquire,
         waited: &mut bool,
     ) -> Result<LockView, LockError> {
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + req.wait;
         // This waiter's place in line for the lock, from its first refusal until it returns.
         let mut registration = None;
         // Held (and so counted in the waiters gauge) from the first wait until we return.
         let mut waiting = None;
         loop {
-            let err = match self.try_acquire(target, owner, token, terms).await {
+            let err = match self.try_acquire(target, req).await {
                 Ok(view) => {
                     if let Some(r) = registration {
                         Registration::granted(r);

@@ -332,3 +332,17 @@ def test_a_second_process_gets_already_locked_error_even_naming_the_same_owner(
             holder.kill()
             holder.wait()
     assert client.status(vault_key).owner is None
+
+
+def test_a_lock_kept_for_its_lock_delay_is_already_locked_for_the_old_api(
+    server: Server, client: Client, vault_key: str
+) -> None:
+    # Another client's lease ran out unreleased, and asked for 30 s of lock-delay after it.
+    client.acquire(vault_key, owner="crashed", ttl=1, lock_delay=30)
+    for _ in range(100):
+        if not client.status(vault_key).locked:
+            break
+        time.sleep(0.05)
+    with pytest.raises(AlreadyLockedError) as kept:
+        vault(server, vault_key).acquire(None, owner="alice")
+    assert "lock-delay" in str(kept.value)

@@ -9,7 +9,15 @@ from typing import List
 
 import pytest
 
-from s3lock_client import Client, Lease, LockHeld, LockView, NotHolder
+from s3lock_client import (
+    Client,
+    InvalidInput,
+    Lease,
+    LockDelayed,
+    LockHeld,
+    LockView,
+    NotHolder,
+)
 
 from conftest import OTHER_BUCKET, Server
 
@@ -210,3 +218,67 @@ def test_connections_are_kept_alive(server: Server, key: str) -> None:
         for _ in range(5):
             c.status(key)
         assert len(c._transport._all) == 1
+
+
+def test_a_value_is_published_with_the_lease_shown_to_others_and_kept_or_replaced(
+    server: Server, client: Client, key: str
+) -> None:
+    leader = {"addr": "10.0.0.7:8080", "term": 3}
+    lease = client.acquire(key, owner="alice", ttl=30, value=leader)
+    assert lease.value == leader
+    with server.client() as other:
+        assert other.status(key).value == leader
+        assert [v.value for v in other.list(key)] == [leader]
+    kept = client.renew(key, lease.token, ttl=30)
+    assert kept.value == leader
+    replaced = client.renew(key, lease.token, value=["moved", 2])
+    assert replaced.value == ["moved", 2]
+    # None is JSON null: it clears the value (leaving value= out keeps it).
+    cleared = client.renew(key, lease.token, value=None)
+    assert cleared.value is None
+    assert client.status(key).value is None
+    with pytest.raises(InvalidInput) as big:
+        client.renew(key, lease.token, value="x" * 5000)
+    assert big.value.field == "value"
+    client.release(key, lease.token)
+    assert client.status(key).value is None
+
+
+def test_a_managed_lease_publishes_its_value_and_renews_keep_it(
+    client: Client, key: str
+) -> None:
+    with client.lock(key, ttl=3, value={"pid": 42}, lock_delay=5) as lease:
+        assert lease.value == {"pid": 42}
+        while lease.renewals < 1:
+            time.sleep(0.05)
+        assert lease.lease.value == {"pid": 42}
+        assert client.status(key).value == {"pid": 42}
+    released = client.status(key)
+    assert released.value is None and released.available_at is None
+
+
+def test_a_crashed_holders_lock_raises_lock_delayed_until_a_release(
+    client: Client, key: str
+) -> None:
+    # alice's lease (1 s) runs out without a release; 30 s of lock-delay follow.
+    alice = client.acquire(key, owner="alice", ttl=1, lock_delay=30)
+    assert alice.expires_at is not None
+    assert alice.available_at == alice.expires_at + dt.timedelta(seconds=30)
+    for _ in range(100):
+        status = client.status(key)
+        if not status.locked:
+            break
+        time.sleep(0.05)
+    assert not status.locked and status.owner == "alice"
+    assert status.available_at == alice.available_at
+    with pytest.raises(LockDelayed) as delayed:
+        client.acquire(key, owner="bob")
+    assert delayed.value.available_at == alice.available_at
+    assert delayed.value.status == 409 and delayed.value.retry_after is not None
+    with pytest.raises(NotHolder):
+        client.renew(key, alice.token)
+    # alice comes back and lets go: the delay ends at once.
+    client.release(key, alice.token)
+    bob = client.acquire(key, owner="bob", ttl=30)
+    assert bob.fencing_token == alice.fencing_token + 1 and bob.value is None
+    client.release(key, bob.token)

@@ -139,7 +139,7 @@ def test_malformed_body_too_large_and_unsupported_media_type(client: Client, key
     with pytest.raises(MalformedBody):
         client.request("POST", f"/locks/{key}/renew", None)
     with pytest.raises(BodyTooLarge) as big:
-        client.request("POST", path, {"owner": "x" * 5000})
+        client.request("POST", path, {"owner": "x" * 20000})
     assert big.value.status == 413
     with pytest.raises(UnsupportedMediaType) as media:
         client.request("POST", path, raw_body=b"{}", content_type="text/plain")

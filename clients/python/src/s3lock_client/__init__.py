@@ -21,6 +21,7 @@ from .errors import (
     Forbidden,
     InvalidInput,
     LeaseLost,
+    LockDelayed,
     LockHeld,
     LockNotFound,
     LockUnreadable,
@@ -45,12 +46,13 @@ from .errors import (
 )
 from .election import Leadership
 from .lease import ManagedLease
-from .models import Election, ElectionEvent, Lease, LockEvent, LockView
+from .models import KEEP, Election, ElectionEvent, Lease, LockEvent, LockView
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "KEEP",
     "BodyTooLarge",
     "BucketNotAllowed",
     "Client",
@@ -64,6 +66,7 @@ __all__ = [
     "Lease",
     "Leadership",
     "LeaseLost",
+    "LockDelayed",
     "LockEvent",
     "LockHeld",
     "LockNotFound",

@@ -35,7 +35,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ._time import format_time, parse_time
 from .client import DEFAULT_URL, Client
-from .errors import LockHeld, NotHolder, WriteUnconfirmed
+from .errors import LockDelayed, LockHeld, NotHolder, WriteUnconfirmed
 from .models import Lease, LockView
 
 __all__ = ["AlreadyLockedError", "Lock", "Vault", "get_utc_now"]
@@ -167,6 +167,12 @@ class Vault:
         except LockHeld as e:
             raise AlreadyLockedError(
                 f"{self.bucket}/{self.key} is locked by {e.owner} until {e.expires_at}"
+            ) from None
+        except LockDelayed as e:
+            # Another client's lease ran out unreleased, with a lock-delay after it.
+            raise AlreadyLockedError(
+                f"{self.bucket}/{self.key} is kept until {e.available_at} (the lock-delay after "
+                "a lease that ran out unreleased)"
             ) from None
         with _tokens_lock:
             _tokens[slot] = lease.token

@@ -22,7 +22,7 @@ from .lease import LostCallback, ManagedLease
 
 if TYPE_CHECKING:
     from .election import Leadership, LostLeadershipCallback
-from .models import Election, ElectionEvent, Lease, LockEvent, LockView
+from .models import KEEP, Election, ElectionEvent, Lease, LockEvent, LockView
 
 __all__ = ["Client", "DEFAULT_URL"]
 
@@ -136,13 +136,23 @@ class Client:
         wait: Optional[float] = None,
         *,
         token: Optional[str] = None,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
         timeout: Optional[float] = None,
     ) -> Lease:
         """Takes the lock (or, given the current holder ``token``, refreshes it).
 
         ``owner`` defaults to a random name chosen by the server; ``ttl`` to the server's
         default lease; ``wait`` (seconds) is how long the server may wait for a held lock to come
-        free. Raises :class:`LockHeld` if another owner still holds it after ``wait``.
+        free (through a lock-delay too). Raises :class:`LockHeld` if another owner still holds
+        it after ``wait``, :class:`LockDelayed` if the lock is kept for the lock-delay after a
+        lease that ran out unreleased.
+
+        ``value``: any JSON-serialisable value to publish with the lease (at most 4096 bytes of
+        compact JSON), shown to everyone who may read the lock: never a secret. ``None`` clears
+        it on a refresh; left out, a refresh keeps it. ``lock_delay``: seconds nobody may take
+        the lock after this lease, should it run out without a release (0 to the server's
+        maximum; the server's default is 0).
         """
         wait_s = float(wait) if wait is not None else 0.0
         start = time.monotonic()
@@ -155,6 +165,10 @@ class Client:
                 b["token"] = token
             if ttl is not None:
                 b["ttl"] = ttl
+            if value is not KEEP:
+                b["value"] = value
+            if lock_delay is not None:
+                b["lock_delay"] = lock_delay
             if wait is not None:
                 # After a retried 503, only what is left of the wait (the server judges the rest).
                 left = start + wait_s - time.monotonic()
@@ -172,13 +186,21 @@ class Client:
         token: str,
         ttl: Optional[int] = None,
         *,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
         timeout: Optional[float] = None,
     ) -> Lease:
         """Restarts the lease at ``ttl`` seconds from now (the server's default when ``None``,
-        not the previous length). Raises :class:`NotHolder` if ``token`` no longer holds it."""
+        not the previous length), publishing ``value`` if given (``None`` clears it; left out,
+        the stored value is kept) and setting ``lock_delay`` if given. Raises
+        :class:`NotHolder` if ``token`` no longer holds it."""
         b: Dict[str, Any] = {"token": token}
         if ttl is not None:
             b["ttl"] = ttl
+        if value is not KEEP:
+            b["value"] = value
+        if lock_delay is not None:
+            b["lock_delay"] = lock_delay
         answer, sent_at = self._call("POST", self._lock_path(key, "renew"), lambda: b, timeout)
         return Lease.from_json_sent(answer, sent_at)
 
@@ -314,6 +336,8 @@ class Client:
         wait: Optional[float] = None,
         *,
         owner: Optional[str] = None,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
         on_lost: Optional[LostCallback] = None,
     ) -> ManagedLease:
         """A lease that renews itself, for ``with``::
@@ -324,9 +348,19 @@ class Client:
 
         The lock is acquired on entering the block, renewed in the background every third of
         the lease (counted from when each renewal was sent), and released on leaving it (also
-        on an exception). See :class:`ManagedLease`.
+        on an exception). ``value`` and ``lock_delay`` are sent with the acquire (see
+        :meth:`acquire`); the renewals keep them. See :class:`ManagedLease`.
         """
-        return ManagedLease(self, key, ttl=ttl, wait=wait, owner=owner, on_lost=on_lost)
+        return ManagedLease(
+            self,
+            key,
+            ttl=ttl,
+            wait=wait,
+            owner=owner,
+            value=value,
+            lock_delay=lock_delay,
+            on_lost=on_lost,
+        )
 
     # -- elections --------------------------------------------------------------------------
 

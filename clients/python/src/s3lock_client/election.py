@@ -14,7 +14,7 @@ import datetime as _dt
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import LeaseLost
 from .lease import Renewed
@@ -54,12 +54,19 @@ class Leadership(Renewed):
         lock_delay: Optional[int] = None,
         on_lost: Optional[LostLeadershipCallback] = None,
     ) -> None:
-        super().__init__(client, name, ttl=ttl, wait=wait, owner=candidate, on_lost=on_lost)
+        super().__init__(
+            client,
+            name,
+            ttl=ttl,
+            wait=wait,
+            owner=candidate,
+            value=value,
+            lock_delay=lock_delay,
+            on_lost=on_lost,
+        )
         self.name = name
         #: Set once leadership is no longer certainly held; never cleared.
         self.lost = threading.Event()
-        self._value = value
-        self._lock_delay = lock_delay
         self._election: Optional[Election] = None
 
     @property
@@ -131,7 +138,6 @@ def _lease_of(election: Election, sent_at: float, ttl: Optional[int]) -> Lease:
     """The leader's lease in the form the renewal machinery keeps."""
     expire = ttl if ttl is not None else max(1, math.ceil(election.ttl_remaining_ms / 1000))
     expires_at = election.expires_at or _dt.datetime.now(_dt.timezone.utc)
-    extra: Dict[str, Any] = {"value": election.value}
     return Lease(
         bucket="",
         key=election.name,
@@ -144,7 +150,8 @@ def _lease_of(election: Election, sent_at: float, ttl: Optional[int]) -> Lease:
         ttl_remaining_ms=election.ttl_remaining_ms,
         locked=election.leader is not None,
         index=election.index,
-        extra=extra,
+        value=election.value,
+        available_at=election.available_at,
         token=election.token or "",
         sent_at=sent_at,
     )

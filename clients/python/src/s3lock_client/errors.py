@@ -85,6 +85,19 @@ class LockHeld(ProblemError):
         return parse_time(value) if isinstance(value, str) else None
 
 
+class LockDelayed(ProblemError):
+    """409 ``lock-delayed``: the last holder's lease ran out without a release, and its
+    lock-delay keeps the lock from everyone until ``available_at`` (so that writes the vanished
+    holder still had in flight land first). ``retry_after`` is the seconds until then."""
+
+    KIND = "lock-delayed"
+
+    @property
+    def available_at(self) -> Optional[_dt.datetime]:
+        value = self.body.get("available_at")
+        return parse_time(value) if isinstance(value, str) else None
+
+
 class NotHolder(ProblemError):
     """409 ``not-holder``: the holder token does not hold the lock (any more)."""
 
@@ -124,7 +137,8 @@ class MethodNotAllowed(ProblemError):
 
 
 class InvalidInput(ProblemError):
-    """400 ``invalid-input``: a bad key, owner, ttl, wait, prefix or query; ``field`` names it."""
+    """400 ``invalid-input``: a bad key, owner, ttl, wait, value, lock_delay, prefix or query;
+    ``field`` names it."""
 
     KIND = "invalid-input"
 

@@ -26,7 +26,7 @@ from .errors import (
     UnexpectedResponse,
     WriteUnconfirmed,
 )
-from .models import Lease
+from .models import KEEP, Lease
 
 if TYPE_CHECKING:
     from .client import Client
@@ -69,6 +69,8 @@ class Renewed:
         ttl: Optional[int] = None,
         wait: Optional[float] = None,
         owner: Optional[str] = None,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
         on_lost: Optional[Callable[[Any, LeaseLost], None]] = None,
     ) -> None:
         self._client = client
@@ -76,6 +78,9 @@ class Renewed:
         self._ttl = ttl
         self._wait = wait
         self._owner = owner
+        # Sent with the acquire only: renewals name neither, so they keep both.
+        self._value = value
+        self._lock_delay = lock_delay
         self._on_lost = on_lost
         self._lease: Optional[Lease] = None
         self._state = threading.Lock()
@@ -117,6 +122,11 @@ class Renewed:
     def expires_at(self) -> Optional[_dt.datetime]:
         """When the server says the current lease ends (store clock)."""
         return self.lease.expires_at
+
+    @property
+    def value(self) -> Any:
+        """The value published with the current lease (``None`` when none)."""
+        return self.lease.value
 
     @property
     def token(self) -> str:
@@ -291,9 +301,20 @@ class ManagedLease(Renewed):
         ttl: Optional[int] = None,
         wait: Optional[float] = None,
         owner: Optional[str] = None,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
         on_lost: Optional[LostCallback] = None,
     ) -> None:
-        super().__init__(client, key, ttl=ttl, wait=wait, owner=owner, on_lost=on_lost)
+        super().__init__(
+            client,
+            key,
+            ttl=ttl,
+            wait=wait,
+            owner=owner,
+            value=value,
+            lock_delay=lock_delay,
+            on_lost=on_lost,
+        )
 
     @property
     def lost(self) -> bool:
@@ -312,7 +333,14 @@ class ManagedLease(Renewed):
         return self
 
     def _take(self) -> Lease:
-        return self._client.acquire(self.key, owner=self._owner, ttl=self._ttl, wait=self._wait)
+        return self._client.acquire(
+            self.key,
+            owner=self._owner,
+            ttl=self._ttl,
+            wait=self._wait,
+            value=self._value,
+            lock_delay=self._lock_delay,
+        )
 
     def _renew_once(self, token: str, ttl: int, timeout: float) -> Lease:
         return self._client.renew(self.key, token, ttl, timeout=timeout)

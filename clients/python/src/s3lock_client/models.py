@@ -22,7 +22,21 @@ _KNOWN = {
     "ttl_remaining_ms",
     "locked",
     "index",
+    "value",
+    "available_at",
 }
+
+
+class _Keep:
+    """The default of ``value=``: leave the stored value as it is (``None`` would clear it)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: ``value=KEEP`` (the default) sends no value: a renew or refresh keeps the stored one, a new
+#: grant has none.
+KEEP: Any = _Keep()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +63,13 @@ class LockView:
     #: Changes with every write of the lock (0 for a lock never written): what :meth:`Client.watch`
     #: waits to see change, and the ``id`` of its events.
     index: int = 0
-    #: Fields this version of the client does not know, as sent.
+    #: What the holder published with its lease (any JSON); ``None`` when none. Public: everyone
+    #: who may read the lock sees it.
+    value: Any = None
+    #: When someone other than the holder may next take the lock: the lease's end plus its
+    #: lock-delay, while either runs; ``None`` when the lock is free to take now.
+    available_at: Optional[_dt.datetime] = None
+    #: Fields this version of the client does not know (``revision``, ...), as sent.
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
@@ -90,6 +110,7 @@ def _view_fields(body: Any) -> Dict[str, Any]:
         owner = body.get("owner")
         release_time = body.get("release_time")
         expires_at = body.get("expires_at")
+        available_at = body.get("available_at")
         return {
             "bucket": str(body["bucket"]),
             "key": str(body["key"]),
@@ -102,6 +123,8 @@ def _view_fields(body: Any) -> Dict[str, Any]:
             "ttl_remaining_ms": int(body.get("ttl_remaining_ms", 0)),
             "locked": bool(body["locked"]),
             "index": int(body.get("index", 0)),
+            "value": body.get("value"),
+            "available_at": None if available_at is None else parse_time(str(available_at)),
             "extra": {k: v for k, v in body.items() if k not in _KNOWN},
         }
     except (KeyError, TypeError, ValueError) as e:

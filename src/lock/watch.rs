@@ -1,0 +1,97 @@
+//! The watch operation: a blocking query that answers when a lock's `index` moves on. Served
+//! by the lock's one store watcher in this process ([`super::waiters`]), so watching clients add
+//! no store reads of their own.
+
+use std::time::Duration as StdDuration;
+
+use super::waiters;
+use super::{Engine, LockError, LockView};
+
+/// How long a watch waits for the first read of the watcher it started, rather than reading the
+/// lock itself too.
+pub(super) const FIRST_READ_WAIT: StdDuration = StdDuration::from_secs(1);
+
+impl Engine {
+    /// A blocking query: the lock's view as soon as its `index` is no longer `index` (at once if
+    /// it already differs), or when `wait` seconds have passed (default 30). Served by the lock's
+    /// one watcher in this process, so watching clients add no store reads of their own.
+    #[tracing::instrument(skip(self))]
+    pub async fn watch(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        expect_owner: Option<&str>,
+        index: Option<u64>,
+        wait: Option<f64>,
+    ) -> Result<LockView, LockError> {
+        let target = self.target(bucket, key)?;
+        let default_wait = self.config.max_wait.as_secs_f64().min(30.0);
+        let wait = self.wait(Some(wait.unwrap_or(default_wait)))?;
+        let index = match index {
+            Some(index) if !wait.is_zero() => index,
+            _ => return self.status(bucket, key, expect_owner).await,
+        };
+        if let Some(owner) = expect_owner {
+            self.owner(owner)?;
+        }
+        let mut watching = self
+            .waiters
+            .watch(&target.bucket, &target.object)
+            .map_err(|e| self.too_many_watched(e))?;
+        // The state the lock's watcher knows, when it knows one at least as new as the client's:
+        // clients following a lock add no reads of their own. A watcher this call just started
+        // is reading the lock now: its answer serves here too, if it comes soon. Else (the
+        // store is slow or down, or the watcher is behind the client) a read, as a status,
+        // which also reports a store outage as one.
+        let known = match watching.known() {
+            Some(doc) => Some(doc),
+            None => tokio::time::timeout(wait.min(FIRST_READ_WAIT), watching.first_known())
+                .await
+                .ok()
+                .flatten(),
+        };
+        let current = match known {
+            Some(Ok(doc)) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
+                self.status_view(&target, doc, expect_owner)
+            }
+            Some(Err(waiters::Unreadable(why))) => return Err(LockError::Unreadable(why)),
+            _ => self.status(bucket, key, expect_owner).await?,
+        };
+        if current.index != index {
+            return Ok(current);
+        }
+        let changed = tokio::time::timeout(wait, async {
+            loop {
+                let seen = tokio::select! {
+                    seen = watching.seen.changed() => seen,
+                    // A replica shutting down answers now, as if the wait had run out: the
+                    // client asks again, of a replica that stays.
+                    _ = self.drain_begun() => return None,
+                };
+                if seen.is_err() {
+                    return None; // the watcher ended: answer with what is known
+                }
+                let seen = watching.seen.borrow_and_update().clone();
+                // A document that turned unreadable is a change too: answered as the status is.
+                if seen
+                    .as_ref()
+                    .map_or(true, |s| s.as_ref().map_or(0, |d| d.revision) != index)
+                {
+                    return Some(seen);
+                }
+            }
+        })
+        .await;
+        match changed {
+            Ok(Some(Ok(doc))) => Ok(self.status_view(&target, doc, expect_owner)),
+            Ok(Some(Err(waiters::Unreadable(why)))) => Err(LockError::Unreadable(why)),
+            // Timed out: the same index, judged at this moment (the lease may have run out).
+            _ => match watching.seen.borrow().clone() {
+                Ok(Some(doc)) if doc.revision == index => {
+                    Ok(self.status_view(&target, Some(doc), expect_owner))
+                }
+                _ => Ok(current),
+            },
+        }
+    }
+}
