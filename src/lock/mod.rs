@@ -211,7 +211,8 @@ impl Engine {
         }
         let mut last = self.last_probe.lock().await;
         if let Some((at, outcome)) = &*last {
-            if at.elapsed() < READY_PROBE_EVERY {
+            // A probe's answer is shared for a second, unless a store call has failed since.
+            if at.elapsed() < READY_PROBE_EVERY && !self.health.failed_since(at.into_std()) {
                 return outcome.clone().map_err(NotReady::StoreDown);
             }
         }

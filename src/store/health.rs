@@ -21,6 +21,9 @@ pub struct StoreHealth {
     /// just went away is probed again at the next `/readyz` instead of being trusted for
     /// [`FRESH_FOR`].
     last_answer: Mutex<Option<Instant>>,
+    /// When a store call last failed to reach it: a readiness probe's answer from before then
+    /// no longer says the store is there.
+    last_failure: Mutex<Option<Instant>>,
 }
 
 impl StoreHealth {
@@ -39,8 +42,19 @@ impl StoreHealth {
             Ok(_) | Err(StoreError::PreconditionFailed) => *last = Some(Instant::now()),
             // Never sent: it says nothing of the store.
             Err(StoreError::NotSent(_)) => {}
-            Err(_) => *last = None,
+            Err(_) => {
+                *last = None;
+                *self.last_failure.lock().expect("health mutex poisoned") = Some(Instant::now());
+            }
         }
+    }
+
+    /// Whether a store call has failed to reach the store since `at`.
+    pub fn failed_since(&self, at: Instant) -> bool {
+        self.last_failure
+            .lock()
+            .expect("health mutex poisoned")
+            .is_some_and(|failed| failed >= at)
     }
 
     /// The store answered within the last [`FRESH_FOR`].

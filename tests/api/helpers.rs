@@ -280,7 +280,11 @@ pub async fn problem(resp: Response, status: u16, kind: &str) -> Value {
         .headers()
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    if ct.as_deref() != Some("application/problem+json") {
+        let got = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        panic!("expected a {status} {kind} problem, got {got} ({ct:?}): {text}");
+    }
     let body = json_with(resp, status).await;
     assert_eq!(body["type"], format!("urn:s3lock:problem:{kind}"), "{body}");
     assert_eq!(body["status"], status, "{body}");

@@ -348,5 +348,6 @@ mod faults;
 mod input;
 mod lock_delay;
 mod metrics;
+mod readiness;
 mod rules;
 mod waiting;
