@@ -29,7 +29,8 @@ use args::{BenchArgs, BenchOp};
 /// Why one timed operation did not succeed.
 #[derive(Debug)]
 pub enum Fail {
-    /// The lock was held by another client: contention, not an error.
+    /// The lock was held by another client (or the semaphore's permits were): contention, not
+    /// an error.
     Refused,
     Error(String),
 }
@@ -37,7 +38,10 @@ pub enum Fail {
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Held { .. } | ClientError::Delayed { .. } => Fail::Refused,
+            ClientError::Held { .. }
+            | ClientError::Delayed { .. }
+            | ClientError::SemaphoreFull { .. }
+            | ClientError::TooManyHolders { .. } => Fail::Refused,
             other => Fail::Error(other.to_string()),
         }
     }
