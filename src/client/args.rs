@@ -261,7 +261,25 @@ pub struct BreakArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// The lock's key (or the semaphore's, or the read-write lock's).
     pub key: String,
+    /// Hold one of N permits of the semaphore KEY instead of a lock: at most N commands run at
+    /// once. Every process using KEY must give the same N.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with_all = ["shared", "exclusive"],
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub semaphore: Option<u32>,
+    /// Hold the read-write lock KEY shared: beside other --shared runs, never beside an
+    /// --exclusive one.
+    #[arg(long, conflicts_with = "exclusive")]
+    pub shared: bool,
+    /// Hold the read-write lock KEY exclusive: alone. A waiting exclusive run stops new shared
+    /// ones from starting, so a stream of readers cannot starve it.
+    #[arg(long)]
+    pub exclusive: bool,
     /// Owner name (default: a random one chosen by the server).
     #[arg(long)]
     pub owner: Option<String>,
@@ -282,8 +300,71 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+impl RunArgs {
+    /// What the flags say to hold: a lock unless --semaphore, --shared or --exclusive.
+    pub fn hold(&self) -> crate::client::hold::Hold {
+        use crate::client::hold::Hold;
+        use crate::wire::Mode;
+        match (self.semaphore, self.shared, self.exclusive) {
+            (Some(limit), _, _) => Hold::Permit { limit },
+            (None, true, _) => Hold::ReadWrite(Mode::Shared),
+            (None, false, true) => Hold::ReadWrite(Mode::Exclusive),
+            (None, false, false) => Hold::Lock,
+        }
+    }
+}
+
 /// A secret from the command line or the environment, kept in a type whose `Debug` hides it.
 /// (`hide_env_values` on the same argument keeps `--help` from showing the environment's value.)
 pub(crate) fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::client::hold::Hold;
+    use crate::wire::Mode;
+
+    /// `run`'s arguments alone, as the top-level command line parses them.
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn hold(flags: &[&str]) -> Result<Hold, clap::Error> {
+        let mut argv = vec!["s3lock run", "k"];
+        argv.extend_from_slice(flags);
+        argv.extend_from_slice(&["--", "true"]);
+        Run::try_parse_from(argv).map(|r| r.args.hold())
+    }
+
+    #[test]
+    fn run_holds_a_permit_or_a_read_write_lock_when_asked_and_a_lock_otherwise() {
+        assert_eq!(hold(&[]).unwrap(), Hold::Lock);
+        assert_eq!(
+            hold(&["--semaphore", "3"]).unwrap(),
+            Hold::Permit { limit: 3 }
+        );
+        assert_eq!(hold(&["--shared"]).unwrap(), Hold::ReadWrite(Mode::Shared));
+        assert_eq!(
+            hold(&["--exclusive"]).unwrap(),
+            Hold::ReadWrite(Mode::Exclusive)
+        );
+    }
+
+    #[test]
+    fn run_refuses_a_semaphore_of_no_permits_and_two_kinds_at_once() {
+        for refused in [
+            &["--semaphore", "0"][..],
+            &["--semaphore", "2", "--shared"],
+            &["--semaphore", "2", "--exclusive"],
+            &["--shared", "--exclusive"],
+        ] {
+            assert!(hold(refused).is_err(), "{refused:?} accepted");
+        }
+    }
 }

@@ -107,21 +107,23 @@ impl Hold {
     }
 }
 
-/// Why an acquire was refused, in words, when waiting may end it (the holders' leases end, or
-/// they release); `None` for every other error.
-pub fn in_the_way(e: &ClientError) -> Option<String> {
+/// Why an acquire of `key` was refused, as a sentence, when waiting may end it (the holders'
+/// leases end, or they release); `None` for every other error.
+pub fn in_the_way(key: &str, e: &ClientError) -> Option<String> {
     match e {
         ClientError::Held {
             owner, expires_at, ..
-        } => Some(format!("is held by {owner} until {expires_at}")),
+        } => Some(format!("{key} is held by {owner} until {expires_at}")),
         ClientError::Delayed { available_at, .. } => Some(format!(
-            "'s last lease ran out unreleased; it is kept until {available_at} (its lock-delay)"
+            "{key}'s last lease ran out unreleased; it is kept until {available_at} (its \
+             lock-delay)"
         )),
         ClientError::SemaphoreFull { expires_at, .. } => Some(format!(
-            "has no permit left; the first lease ends at {expires_at}"
+            "{key} has no permit left; the first of its leases ends at {expires_at}"
         )),
         ClientError::TooManyHolders { expires_at, .. } => Some(format!(
-            "has as many holders as one document holds; the first lease ends at {expires_at}"
+            "{key} has as many holders as one document holds; the first of their leases ends \
+             at {expires_at}"
         )),
         _ => None,
     }

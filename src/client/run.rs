@@ -1,4 +1,6 @@
-//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock.
+//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock, or one of a semaphore's
+//! permits (`--semaphore N`), or a read-write lock (`--shared`, `--exclusive`): whatever is held,
+//! the same runner below drives it through [`Hold`].
 //!
 //! It acquires (waiting if asked, saying for whom), starts the command in its own process group
 //! with `S3LOCK_KEY`, `S3LOCK_OWNER` and `S3LOCK_FENCING_TOKEN` in its environment, renews every
@@ -30,10 +32,9 @@ use tokio::time::Instant;
 
 use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
+use super::hold::{in_the_way, Hold, Holding};
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
-use crate::wire::HolderToken;
-use crate::wire::LockView;
 
 /// The longest single server-side wait asked for while waiting for the lock, so progress can be
 /// shown and a server with a small `S3LOCK_MAX_WAIT` is not asked for more than it allows.
@@ -55,25 +56,26 @@ pub async fn main(args: RunArgs) -> ExitCode {
 async fn run(args: RunArgs) -> u8 {
     let client = client(&args.client);
     let key = args.key.clone();
-    let (view, sent) = match acquire(&client, &args).await {
+    let hold = args.hold();
+    let (view, sent) = match acquire(&client, hold, &args).await {
         Ok(v) => v,
         Err(e) => {
             eprintln!("s3lock run: {e}");
             return exit_code(&e);
         }
     };
-    let token = view
-        .token
-        .clone()
-        .map(HolderToken::into_exposed)
-        .unwrap_or_default();
+    let token = view.token.clone().into_exposed();
     let ttl = Duration::from_secs(args.ttl);
     let grace = Duration::from_secs_f64(args.kill_grace.max(0.0)).min(ttl / 4);
     // Time for the process group to die after SIGKILL and for clocks to disagree a little.
     let margin = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let what = match hold {
+        Hold::Lock => String::new(),
+        other => format!(" ({})", other.describe()),
+    };
     eprintln!(
-        "s3lock run: acquired {key} as {} (fencing token {}) until {}; starting {:?}",
-        view.owner.as_deref().unwrap_or_default(),
+        "s3lock run: acquired {key}{what} as {} (fencing token {}) until {}; starting {:?}",
+        view.owner,
         view.fencing_token,
         expires(&view),
         args.command.join(" "),
@@ -90,7 +92,7 @@ async fn run(args: RunArgs) -> u8 {
     let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .env("S3LOCK_KEY", &key)
-        .env("S3LOCK_OWNER", view.owner.as_deref().unwrap_or_default())
+        .env("S3LOCK_OWNER", &view.owner)
         .env("S3LOCK_FENCING_TOKEN", view.fencing_token.to_string())
         // Its own process group, so a stop reaches the command's own children too.
         .process_group(0)
@@ -99,7 +101,7 @@ async fn run(args: RunArgs) -> u8 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("s3lock run: cannot start {:?}: {e}", args.command[0]);
-            release(&client, &key, &token).await;
+            release(&client, hold, &key, &token).await;
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -115,6 +117,7 @@ async fn run(args: RunArgs) -> u8 {
     let (tx, mut lease) = watch::channel(Lease::Until(first_end));
     let renewer = tokio::spawn(renew(
         client.clone(),
+        hold,
         key.clone(),
         token.clone(),
         args.ttl,
@@ -171,11 +174,12 @@ async fn run(args: RunArgs) -> u8 {
     };
     if lost {
         // The lease may still be ours for a moment: try once to hand the lock back early.
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.release(&key, &token)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), hold.release(&client, &key, &token)).await;
         eprintln!("s3lock run: the command was stopped because the lease on {key} was lost");
         return exit::LEASE_LOST;
     }
-    release(&client, &key, &token).await;
+    release(&client, hold, &key, &token).await;
     code
 }
 
@@ -205,11 +209,16 @@ impl Deadlines {
     }
 }
 
-/// Takes the lock, waiting up to `--wait` seconds and saying who holds it meanwhile. Returns the
-/// grant with the instant its request was sent.
-async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Instant), ClientError> {
+/// Takes what `hold` says, waiting up to `--wait` seconds and saying what is in the way
+/// meanwhile. Returns the grant with the instant its request was sent.
+async fn acquire(
+    client: &LockClient,
+    hold: Hold,
+    args: &RunArgs,
+) -> Result<(Holding, Instant), ClientError> {
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
-    let mut last_holder: Option<(String, String)> = None;
+    // What was in the way at the last refusal, said again only when it changes.
+    let mut last_refusal: Option<String> = None;
     // Lowered to 0 (and polled from here instead) if the server allows only shorter waits.
     let mut chunk = WAIT_CHUNK;
     // Polled every second when the server does the waiting no longer.
@@ -218,60 +227,59 @@ async fn acquire(client: &LockClient, args: &RunArgs) -> Result<(LockView, Insta
         let left = deadline
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
-        let wait = if last_holder.is_none() {
+        let wait = if last_refusal.is_none() {
             0.0
         } else {
             left.min(chunk)
         };
         let sent = Instant::now();
-        match client
-            .acquire(&args.key, args.owner.as_deref(), Some(args.ttl), Some(wait))
+        let refused = match hold
+            .acquire(
+                client,
+                &args.key,
+                args.owner.as_deref(),
+                Some(args.ttl),
+                Some(wait),
+            )
             .await
         {
             Ok(view) => return Ok((view, sent)),
-            // Held, or kept for the lock-delay after a lease that ran out unreleased (no owner
-            // to name then): waited for alike.
-            Err(refused @ (ClientError::Held { .. } | ClientError::Delayed { .. }))
-                if left > 0.0 =>
-            {
-                let holder = match refused {
-                    ClientError::Held {
-                        owner, expires_at, ..
-                    } => (owner, expires_at),
-                    ClientError::Delayed { available_at, .. } => (String::new(), available_at),
-                    _ => unreachable!("matched above"),
-                };
-                if last_holder.as_ref() != Some(&holder) {
-                    match holder.0.as_str() {
-                        "" => eprintln!(
-                            "s3lock run: {}'s last lease ran out unreleased; it is kept until \
-                             {} (its lock-delay); waiting up to {:.0} s more",
-                            args.key, holder.1, left
-                        ),
-                        owner => eprintln!(
-                            "s3lock run: {} is held by {} until {}; waiting up to {:.0} s more",
-                            args.key, owner, holder.1, left
-                        ),
-                    }
-                }
-                last_holder = Some(holder);
-                if chunk == 0.0 {
-                    let pause = poll.next_pause().min(Duration::from_secs_f64(left));
-                    tokio::time::sleep(pause).await;
-                }
-            }
             Err(ClientError::Problem {
                 status: 400,
                 ref detail,
                 ..
-            }) if wait > 0.0 && detail.starts_with("wait:") => chunk = 0.0,
-            Err(e) => return Err(e),
+            }) if wait > 0.0 && detail.starts_with("wait:") => {
+                chunk = 0.0;
+                continue;
+            }
+            Err(e) => e,
+        };
+        // Held, full, or kept for the lock-delay after a lease that ran out unreleased: waited
+        // for alike. Anything else (a limit other processes disagree with) is not.
+        let why = match in_the_way(&args.key, &refused) {
+            Some(why) if left > 0.0 => why,
+            _ => return Err(refused),
+        };
+        if last_refusal.as_ref() != Some(&why) {
+            eprintln!("s3lock run: {why}; waiting up to {left:.0} s more");
+        }
+        last_refusal = Some(why);
+        if chunk == 0.0 {
+            let pause = poll.next_pause().min(Duration::from_secs_f64(left));
+            tokio::time::sleep(pause).await;
         }
     }
 }
 
 /// Renews every third of the lease; after a failure, retries every tenth of it (at most 1 s).
-async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: watch::Sender<Lease>) {
+async fn renew(
+    client: LockClient,
+    hold: Hold,
+    key: String,
+    token: String,
+    ttl: u64,
+    tx: watch::Sender<Lease>,
+) {
     let period = Duration::from_secs(ttl) / 3;
     let mut retry = Backoff::constant((Duration::from_secs(ttl) / 10).min(Duration::from_secs(1)));
     let mut next = Instant::now() + period;
@@ -280,7 +288,7 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
     loop {
         tokio::time::sleep_until(next).await;
         let sent = Instant::now();
-        match tokio::time::timeout(period, client.renew(&key, &token, Some(ttl))).await {
+        match tokio::time::timeout(period, hold.renew(&client, &key, &token, Some(ttl))).await {
             Ok(Ok(view)) => {
                 let end = sent + Duration::from_millis(view.ttl_remaining_ms.max(0) as u64);
                 let _ = tx.send(Lease::Until(end));
@@ -318,13 +326,14 @@ async fn renew(client: LockClient, key: String, token: String, ttl: u64, tx: wat
 }
 
 /// Releases, trying a few times; if it cannot, says when the lock frees itself.
-async fn release(client: &LockClient, key: &str, token: &str) {
+async fn release(client: &LockClient, hold: Hold, key: &str, token: &str) {
     let mut backoff = Backoff::constant(Duration::from_secs(1));
     for attempt in 0..3 {
         if attempt > 0 {
             backoff.wait().await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), client.release(key, token)).await {
+        match tokio::time::timeout(Duration::from_secs(10), hold.release(client, key, token)).await
+        {
             // Released, or lost: either way nothing is left to do.
             Ok(Ok(_)) | Ok(Err(ClientError::WriteUnconfirmed { .. })) => return,
             Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
@@ -343,7 +352,7 @@ fn forward(group: Pid, sig: Signal) {
     let _ = killpg(group, sig);
 }
 
-fn expires(v: &LockView) -> String {
+fn expires(v: &Holding) -> String {
     v.expires_at
         .as_ref()
         .map(crate::wire::format_seed_time)
