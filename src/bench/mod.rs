@@ -37,12 +37,10 @@ pub enum Fail {
 
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
-        match e {
-            ClientError::Held { .. }
-            | ClientError::Delayed { .. }
-            | ClientError::SemaphoreFull { .. }
-            | ClientError::TooManyHolders { .. } => Fail::Refused,
-            other => Fail::Error(other.to_string()),
+        if e.is_refusal() {
+            Fail::Refused
+        } else {
+            Fail::Error(e.to_string())
         }
     }
 }

@@ -113,8 +113,25 @@ impl HealthcheckArgs {
     }
 }
 
+/// What `check` contends for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckKindArg {
+    Lock,
+    /// Semaphores (give --limit).
+    Semaphore,
+    /// Read-write locks (a quarter of the acquires exclusive, the rest shared).
+    Rwlock,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
+    /// Contend for locks, semaphores or read-write locks.
+    #[arg(long, value_enum, default_value = "lock")]
+    pub kind: CheckKindArg,
+    /// --kind semaphore: the semaphores' limit, the most holders at once (every client asks
+    /// with it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
     /// A server to drive; repeat for several replicas (clients are spread across them).
     #[arg(
         long = "url",
@@ -171,8 +188,20 @@ pub struct ClientArgs {
 }
 
 impl CheckArgs {
-    pub fn to_config(&self) -> Result<crate::client::check::CheckConfig, TlsError> {
+    /// The check's configuration; an error names what cannot be checked as given.
+    pub fn to_config(&self) -> Result<crate::client::check::CheckConfig, String> {
+        use crate::client::check::CheckKind;
+        let kind = match (self.kind, self.limit) {
+            (CheckKindArg::Semaphore, Some(limit)) => CheckKind::Semaphore { limit },
+            (CheckKindArg::Semaphore, None) => {
+                return Err("--kind semaphore needs --limit N".into())
+            }
+            (_, Some(_)) => return Err("--limit is for --kind semaphore only".into()),
+            (CheckKindArg::Lock, None) => CheckKind::Lock,
+            (CheckKindArg::Rwlock, None) => CheckKind::Rwlock,
+        };
         Ok(crate::client::check::CheckConfig {
+            kind,
             urls: self.urls.clone(),
             bearer: self.auth_token.clone(),
             clients: usize::from(self.clients),
@@ -182,7 +211,7 @@ impl CheckArgs {
             ttl: self.ttl,
             wait: self.wait,
             max_hold: self.max_hold,
-            tls: self.tls.load()?,
+            tls: self.tls.load().map_err(|e| e.to_string())?,
         })
     }
 }
@@ -366,5 +395,37 @@ mod tests {
         ] {
             assert!(hold(refused).is_err(), "{refused:?} accepted");
         }
+    }
+
+    /// `check`'s arguments alone.
+    #[derive(Parser)]
+    struct Check {
+        #[command(flatten)]
+        args: CheckArgs,
+    }
+
+    fn check_kind(flags: &[&str]) -> Result<crate::client::check::CheckKind, String> {
+        let mut argv = vec!["s3lock check"];
+        argv.extend_from_slice(flags);
+        let check = Check::try_parse_from(argv).map_err(|e| e.to_string())?;
+        check.args.to_config().map(|c| c.kind)
+    }
+
+    #[test]
+    fn check_contends_for_semaphores_of_the_limit_given_and_refuses_a_limit_elsewhere() {
+        use crate::client::check::CheckKind;
+        assert_eq!(check_kind(&[]).unwrap(), CheckKind::Lock);
+        assert_eq!(
+            check_kind(&["--kind", "semaphore", "--limit", "3"]).unwrap(),
+            CheckKind::Semaphore { limit: 3 }
+        );
+        assert_eq!(
+            check_kind(&["--kind", "rwlock"]).unwrap(),
+            CheckKind::Rwlock
+        );
+        assert!(check_kind(&["--kind", "semaphore"]).is_err());
+        assert!(check_kind(&["--kind", "semaphore", "--limit", "0"]).is_err());
+        assert!(check_kind(&["--kind", "rwlock", "--limit", "2"]).is_err());
+        assert!(check_kind(&["--limit", "2"]).is_err());
     }
 }

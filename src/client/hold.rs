@@ -107,8 +107,8 @@ impl Hold {
     }
 }
 
-/// Why an acquire of `key` was refused, as a sentence, when waiting may end it (the holders'
-/// leases end, or they release); `None` for every other error.
+/// Why an acquire of `key` was refused, as a sentence, when waiting may end it (see
+/// [`ClientError::is_refusal`]); `None` for every other error.
 pub fn in_the_way(key: &str, e: &ClientError) -> Option<String> {
     match e {
         ClientError::Held {

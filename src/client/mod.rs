@@ -98,6 +98,21 @@ pub enum ClientError {
     Unreachable(String),
 }
 
+impl ClientError {
+    /// A refusal that waiting may end: the lock is held (or kept for its lock-delay), or the
+    /// semaphore's permits or the document's holder places are all taken. Their holders' leases
+    /// end, or they release.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Held { .. }
+                | ClientError::Delayed { .. }
+                | ClientError::SemaphoreFull { .. }
+                | ClientError::TooManyHolders { .. }
+        )
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Problem {
     #[serde(rename = "type", default)]
