@@ -3,6 +3,9 @@
 //! over its keys for a fixed time, latencies in an HDR histogram, then throughput and
 //! p50/p90/p99/max as a table or JSON.
 //!
+//! The keys are locks, or (`--kind`) semaphores or read-write locks taken shared: one driver
+//! for all, through the client's [`Hold`].
+//!
 //! Keys are spread so that clients never share one while there are at least as many keys as
 //! clients (client `i` takes keys `i`, `i + N`, `i + 2N`, ...); with fewer keys than clients,
 //! client `i` takes key `i mod K` and the clients on a key contend for it (a refused acquire is
@@ -20,6 +23,7 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::client::hold::Hold;
 use crate::client::{ClientError, LockClient};
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
@@ -47,7 +51,8 @@ impl From<ClientError> for Fail {
 
 /// How one benchmark client reaches the locks.
 enum Driver {
-    Service(LockClient),
+    /// Through a server, taking what the `Hold` says.
+    Service(LockClient, Hold),
     Direct(direct::Session),
 }
 
@@ -60,19 +65,18 @@ impl Driver {
         wait: Option<f64>,
     ) -> Result<String, Fail> {
         match self {
-            Driver::Service(c) => Ok(c
-                .acquire(key, Some(owner), Some(ttl), wait)
+            Driver::Service(c, hold) => Ok(hold
+                .acquire(c, key, Some(owner), Some(ttl), wait)
                 .await?
                 .token
-                .map(HolderToken::into_exposed)
-                .unwrap_or_default()),
+                .into_exposed()),
             Driver::Direct(s) => s.acquire(key, owner, ttl, wait).await,
         }
     }
 
     async fn renew(&mut self, key: &str, token: &str, ttl: u64) -> Result<(), Fail> {
         match self {
-            Driver::Service(c) => c.renew(key, token, Some(ttl)).await.map(drop)?,
+            Driver::Service(c, hold) => hold.renew(c, key, token, Some(ttl)).await.map(drop)?,
             Driver::Direct(s) => s.renew(key, token, ttl).await?,
         }
         Ok(())
@@ -80,7 +84,7 @@ impl Driver {
 
     async fn release(&mut self, key: &str, token: &str) -> Result<(), Fail> {
         match self {
-            Driver::Service(c) => c.release(key, token).await.map(drop)?,
+            Driver::Service(c, hold) => hold.release(c, key, token).await?,
             Driver::Direct(s) => s.release(key, token).await?,
         }
         Ok(())
@@ -88,7 +92,10 @@ impl Driver {
 
     async fn status(&mut self, key: &str) -> Result<(), Fail> {
         match self {
-            Driver::Service(c) => c.status(key, None).await.map(drop)?,
+            Driver::Service(c, hold) => match hold.shared_kind() {
+                None => c.status(key, None).await.map(drop)?,
+                Some(kind) => c.shared_status(kind, key).await.map(drop)?,
+            },
             Driver::Direct(s) => s.status(key).await?,
         }
         Ok(())
@@ -217,8 +224,9 @@ async fn drivers(args: &BenchArgs) -> Result<Vec<Driver>, String> {
         .iter()
         .map(|u| LockClient::with_tls(u, args.auth_token.clone(), &args.client_tls))
         .collect();
+    let hold = args.hold();
     Ok((0..args.clients)
-        .map(|i| Driver::Service(servers[i % servers.len()].clone()))
+        .map(|i| Driver::Service(servers[i % servers.len()].clone(), hold))
         .collect())
 }
 
@@ -460,6 +468,8 @@ fn report(run: &BenchArgs, total: &Tally, elapsed: Duration) {
     if run.json {
         let out = json!({
             "op": run.op.name(),
+            "kind": run.kind.name(),
+            "limit": run.limit,
             "mode": mode,
             "clients": run.clients,
             "keys": run.keys,
@@ -489,8 +499,12 @@ fn report(run: &BenchArgs, total: &Tally, elapsed: Duration) {
         run.url.join(", ")
     };
     println!(
-        "s3lock bench: {} via {mode} ({target}), {} clients, {} keys, hold {} ms",
+        "s3lock bench: {} of {} via {mode} ({target}), {} clients, {} keys, hold {} ms",
         run.op.name(),
+        match run.hold() {
+            Hold::Lock => "locks".to_owned(),
+            other => other.describe(),
+        },
         run.clients,
         run.keys,
         run.hold

@@ -113,21 +113,32 @@ impl HealthcheckArgs {
     }
 }
 
-/// What `check` contends for.
+/// What `check` and `bench` contend for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CheckKindArg {
+pub enum KindArg {
     Lock,
     /// Semaphores (give --limit).
     Semaphore,
-    /// Read-write locks (a quarter of the acquires exclusive, the rest shared).
+    /// Read-write locks (check: a quarter of the acquires exclusive, the rest shared; bench:
+    /// all shared).
     Rwlock,
+}
+
+impl KindArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            KindArg::Lock => "lock",
+            KindArg::Semaphore => "semaphore",
+            KindArg::Rwlock => "rwlock",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Contend for locks, semaphores or read-write locks.
     #[arg(long, value_enum, default_value = "lock")]
-    pub kind: CheckKindArg,
+    pub kind: KindArg,
     /// --kind semaphore: the semaphores' limit, the most holders at once (every client asks
     /// with it).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -192,13 +203,11 @@ impl CheckArgs {
     pub fn to_config(&self) -> Result<crate::client::check::CheckConfig, String> {
         use crate::client::check::CheckKind;
         let kind = match (self.kind, self.limit) {
-            (CheckKindArg::Semaphore, Some(limit)) => CheckKind::Semaphore { limit },
-            (CheckKindArg::Semaphore, None) => {
-                return Err("--kind semaphore needs --limit N".into())
-            }
+            (KindArg::Semaphore, Some(limit)) => CheckKind::Semaphore { limit },
+            (KindArg::Semaphore, None) => return Err("--kind semaphore needs --limit N".into()),
             (_, Some(_)) => return Err("--limit is for --kind semaphore only".into()),
-            (CheckKindArg::Lock, None) => CheckKind::Lock,
-            (CheckKindArg::Rwlock, None) => CheckKind::Rwlock,
+            (KindArg::Lock, None) => CheckKind::Lock,
+            (KindArg::Rwlock, None) => CheckKind::Rwlock,
         };
         Ok(crate::client::check::CheckConfig {
             kind,
