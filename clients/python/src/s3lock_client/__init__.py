@@ -3,6 +3,8 @@
 - :class:`Client`: one method per route (acquire, renew, release, status, list, break_lock).
 - ``with client.lock(key, ttl=60) as lease``: a :class:`ManagedLease`, renewed in the background,
   marked lost before it can end.
+- ``with client.semaphore(key, limit).acquire() as permit``, ``with client.rwlock(key).shared()``
+  (or ``.exclusive()``): a :class:`SharedHolding`, renewed and marked lost alike.
 - :mod:`s3lock_client.aws_s3_lock`: the old ``aws_s3_lock`` module's API over the service.
 - :mod:`s3lock_client.errors`: one exception class per problem type.
 """
@@ -17,6 +19,7 @@ from .errors import (
     Forbidden,
     InvalidInput,
     LeaseLost,
+    LimitMismatch,
     LockDelayed,
     LockHeld,
     LockNotFound,
@@ -30,18 +33,21 @@ from .errors import (
     ProblemError,
     RouteNotFound,
     S3LockError,
+    SemaphoreFull,
     ServerTimeout,
     ServiceUnavailable,
     StoreError,
     StoreUnavailable,
+    TooManyHolders,
     TooManyWatchedLocks,
     Unauthorized,
     UnexpectedResponse,
     UnsupportedMediaType,
     WriteUnconfirmed,
 )
-from .lease import ManagedLease
-from .models import KEEP, Lease, LockView
+from .lease import LostSignal, ManagedLease
+from .models import KEEP, HolderView, Lease, LockView, SharedLease, SharedView, WaitingView
+from .shared import RWLock, Semaphore, SharedHolding
 
 __version__ = "0.1.0"
 
@@ -55,14 +61,17 @@ __all__ = [
     "ConnectionFailed",
     "Contended",
     "Forbidden",
+    "HolderView",
     "InvalidInput",
     "Lease",
     "LeaseLost",
+    "LimitMismatch",
     "LockDelayed",
     "LockHeld",
     "LockNotFound",
     "LockUnreadable",
     "LockView",
+    "LostSignal",
     "MalformedBody",
     "ManagedLease",
     "MethodNotAllowed",
@@ -71,15 +80,23 @@ __all__ = [
     "Overloaded",
     "ShuttingDown",
     "ProblemError",
+    "RWLock",
     "RouteNotFound",
     "S3LockError",
+    "Semaphore",
+    "SemaphoreFull",
     "ServerTimeout",
     "ServiceUnavailable",
     "StoreError",
     "StoreUnavailable",
+    "SharedHolding",
+    "SharedLease",
+    "SharedView",
+    "TooManyHolders",
     "TooManyWatchedLocks",
     "Unauthorized",
     "UnexpectedResponse",
+    "WaitingView",
     "WriteUnconfirmed",
     "UnsupportedMediaType",
 ]
