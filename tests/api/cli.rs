@@ -213,7 +213,7 @@ fn process_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
-async fn read_pid(path: &Path) -> u32 {
+pub(crate) async fn read_pid(path: &Path) -> u32 {
     for _ in 0..500 {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(pid) = text.trim().parse() {

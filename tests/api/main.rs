@@ -25,6 +25,7 @@ mod round_trips;
 mod routes;
 mod s3;
 mod secrets;
+mod shared_clients;
 mod tls;
 mod values;
 mod watch;
