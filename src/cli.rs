@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::bench::args::BenchArgs;
-use crate::client::args::{CheckArgs, ClientCommand, RunArgs};
+use crate::client::args::{CheckArgs, ClientCommand, ElectArgs, RunArgs};
 use crate::config::ServeArgs;
 use crate::telemetry::LogFormat;
 
@@ -44,6 +44,10 @@ pub enum Command {
     /// Run a command while holding a lock: renew it in the background, release it when the
     /// command exits, and kill the command before the lease can run out if renewal keeps failing.
     Run(RunArgs),
+    /// Run a command while leading an election (renewing, resigning when it exits, and stopping
+    /// it before leadership can run out, as `run` does), or with --observe print who leads and
+    /// every change, "no leader" included.
+    Elect(ElectArgs),
 }
 
 #[cfg(test)]
@@ -60,5 +64,22 @@ mod tests {
         assert_eq!((r.key.as_str(), r.ttl), ("k", 9));
         assert_eq!(r.command, ["sh", "-c", "x"]);
         assert_eq!(r.client.url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn elect_runs_a_command_or_observes_but_not_both() {
+        let cli =
+            Cli::try_parse_from(["s3lock", "elect", "e", "--value", "a:80", "--", "sh"]).unwrap();
+        let Command::Elect(e) = cli.command else {
+            panic!("not elect")
+        };
+        assert_eq!((e.name.as_str(), e.value.as_deref()), ("e", Some("a:80")));
+        assert_eq!(e.command, ["sh"]);
+        assert!(Cli::try_parse_from(["s3lock", "elect", "e", "--observe"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["s3lock", "elect", "e"]).is_err(),
+            "no command"
+        );
+        assert!(Cli::try_parse_from(["s3lock", "elect", "e", "--observe", "--", "sh"]).is_err());
     }
 }

@@ -16,24 +16,27 @@
 //!   drain (`http::conn`, `http::drain`).
 //! * [`peers`]     — wake-up hints between replicas: a replica that frees a lock tells the
 //!   others, signed with a shared secret, so their waiters read the store at once.
-//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch),
-//!   its rules as pure functions, one store watcher per waited-on lock, and the per-process cache
-//!   of each lock's last known state; the semaphore's and read-write lock's document and rules
-//!   (pure, not served yet). Knows nothing of HTTP or S3.
+//! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch,
+//!   a lock's change stream, and elections as locks), its rules as pure functions, one store
+//!   watcher per waited-on lock, and the per-process cache of each lock's last known state; the
+//!   semaphore's and read-write lock's document and rules (pure, not served yet). Knows nothing
+//!   of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, the store
 //!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
 //!   before background reads.
-//! * [`client`]    — the HTTP client of the lock API (locks, semaphores, read-write locks), and
-//!   the CLI on it: `acquire`, `renew`, `release`, `status`, `watch`, `list`, `break`,
-//!   `healthcheck`, and `run` (a command under a lock, a semaphore's permit or a read-write
-//!   lock: `client::hold` is what is held, for `run`, `check` and `bench` alike).
+//! * [`client`]    — the HTTP client of the lock API (locks, elections, semaphores, read-write
+//!   locks), and the CLI on it: `acquire`, `renew`, `release`, `status`, `watch`, `list`,
+//!   `break`, `healthcheck`, `run` (a command under a lock, a semaphore's permit or a read-write
+//!   lock) and `elect` (a command while leading an election, or an election observed);
+//!   `client::hold` is what a command, `check` or `bench` holds.
 //! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
 //! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
 //!   optional client certificates) and for our clients (a private CA, a client certificate).
 //! * [`wire`]      — what server and clients say to each other: the lock view (and the shared
-//!   view of a semaphore or read-write lock), the holder token, the seed module's time format. Used by [`http`], [`lock`] and [`client`] alike.
+//!   view of a semaphore or read-write lock), the election view, the holder token, the seed
+//!   module's time format. Used by [`http`], [`lock`] and [`client`] alike.
 //! * [`backoff`]   — the one retry policy: the pauses between retries of a failed call.
 //! * [`clock`]     — injected time: the store's clock as a window of certainty, and the
 //!   estimator that makes one from the `Date`s of the store's answers (`clock::samples`).

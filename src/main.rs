@@ -76,6 +76,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Run(args) => client::run::main(args).await,
+        Command::Elect(args) => client::elect::main(args).await,
         Command::Client(command) => client::cli::main(command).await,
     }
 }

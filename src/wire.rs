@@ -1,7 +1,7 @@
 //! What the server and its clients say to each other: the lock view every answer carries (and
-//! the shared view of a semaphore or read-write lock), the holder token, and the seed module's
-//! time format. Both `http` and `client` use these types; the engine builds views from its
-//! documents, so the client needs nothing of the engine.
+//! the shared view of a semaphore or read-write lock), the election view, the holder token, and
+//! the seed module's time format. Both `http` and `client` use these types; the engine builds
+//! views from its documents, so the client needs nothing of the engine.
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -98,6 +98,49 @@ pub struct LockView {
 impl LockView {
     /// The holder token, where this answer carries one (to the holder only).
     pub fn holder_token(&self) -> Option<&str> {
+        self.token.as_ref().map(HolderToken::expose)
+    }
+}
+
+/// An election as shown to clients: who leads, with what value, in which term. It is a lock
+/// underneath (one document per election): the term is the lock's fencing token, and `token`
+/// (the holder token) is what proves leadership, present only in the answers to the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ElectionView {
+    pub name: String,
+    /// The leader's name while its lease runs; `null` when there is no leader (never elected,
+    /// resigned, broken, or the leader's lease ran out).
+    pub leader: Option<String>,
+    /// What the leader published (its address, say); `null` when there is no leader or it
+    /// published nothing. Public, as a lock's value.
+    #[serde(default)]
+    pub value: serde_json::Value,
+    /// Grows each time leadership passes to a new leader: a resource the leader writes to can
+    /// refuse a writer whose term is older than one it has seen.
+    pub term: u64,
+    /// The leader's secret for proclaim, renew and resign. Only in the answers to the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub token: Option<HolderToken>,
+    /// When the leader's lease ends (past, once it ran out); `null` when resigned or broken.
+    #[serde(with = "seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What is left of the leader's lease, judged conservatively; 0 without a leader.
+    pub ttl_remaining_ms: i64,
+    /// When a new leader can next be elected: the lease's end plus its lock-delay, while a
+    /// leader leads or the delay after a lease that ran out does; `null` when a campaign can win
+    /// now.
+    #[serde(default, with = "seed_time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub available_at: Option<DateTime<Utc>>,
+    /// Changes with every write of the election: the `id` of its events.
+    pub index: u64,
+}
+
+impl ElectionView {
+    /// The holder token, where this answer carries one (to the leader only).
+    pub fn leader_token(&self) -> Option<&str> {
         self.token.as_ref().map(HolderToken::expose)
     }
 }

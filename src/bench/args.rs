@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
 use crate::client::args::{secret, KindArg, TlsArgs};
-use crate::client::hold::Hold;
+use crate::client::hold::KeyKind;
 use crate::tls::client::ClientTls;
 use crate::wire::Mode;
 
@@ -124,12 +124,12 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// What each acquire takes: a lock, one of a semaphore's permits, or a read-write lock
     /// shared.
-    pub fn hold(&self) -> Hold {
+    pub fn key_kind(&self) -> KeyKind {
         match (self.kind, self.limit) {
-            (KindArg::Semaphore, Some(limit)) => Hold::Permit { limit },
-            (KindArg::Rwlock, _) => Hold::ReadWrite(Mode::Shared),
+            (KindArg::Semaphore, Some(limit)) => KeyKind::Permit { limit },
+            (KindArg::Rwlock, _) => KeyKind::ReadWrite(Mode::Shared),
             // A semaphore without a limit is refused by `check`.
-            _ => Hold::Lock,
+            _ => KeyKind::Lock,
         }
     }
 

@@ -4,7 +4,7 @@
 //! p50/p90/p99/max as a table or JSON.
 //!
 //! The keys are locks, or (`--kind`) semaphores or read-write locks taken shared: one driver
-//! for all, through the client's [`Hold`].
+//! for all, through the client's [`Hold`](crate::client::hold::Hold).
 //!
 //! Keys are spread so that clients never share one while there are at least as many keys as
 //! clients (client `i` takes keys `i`, `i + N`, `i + 2N`, ...); with fewer keys than clients,
@@ -23,7 +23,7 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::client::hold::Hold;
+use crate::client::hold::KeyKind;
 use crate::client::{ClientError, LockClient};
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
@@ -51,8 +51,8 @@ impl From<ClientError> for Fail {
 
 /// How one benchmark client reaches the locks.
 enum Driver {
-    /// Through a server, taking what the `Hold` says.
-    Service(LockClient, Hold),
+    /// Through a server, taking this kind of hold on each key.
+    Service(LockClient, KeyKind),
     Direct(direct::Session),
 }
 
@@ -65,18 +65,19 @@ impl Driver {
         wait: Option<f64>,
     ) -> Result<String, Fail> {
         match self {
-            Driver::Service(c, hold) => Ok(hold
-                .acquire(c, key, Some(owner), Some(ttl), wait)
+            // No wait is a wait of 0: refused at once.
+            Driver::Service(c, kind) => Ok(kind
+                .on(key)
+                .take(c, Some(owner), ttl, wait.unwrap_or(0.0))
                 .await?
-                .token
-                .into_exposed()),
+                .token),
             Driver::Direct(s) => s.acquire(key, owner, ttl, wait).await,
         }
     }
 
     async fn renew(&mut self, key: &str, token: &str, ttl: u64) -> Result<(), Fail> {
         match self {
-            Driver::Service(c, hold) => hold.renew(c, key, token, Some(ttl)).await.map(drop)?,
+            Driver::Service(c, kind) => kind.on(key).renew(c, token, ttl).await.map(drop)?,
             Driver::Direct(s) => s.renew(key, token, ttl).await?,
         }
         Ok(())
@@ -84,7 +85,7 @@ impl Driver {
 
     async fn release(&mut self, key: &str, token: &str) -> Result<(), Fail> {
         match self {
-            Driver::Service(c, hold) => hold.release(c, key, token).await?,
+            Driver::Service(c, kind) => kind.on(key).give_up(c, token).await?,
             Driver::Direct(s) => s.release(key, token).await?,
         }
         Ok(())
@@ -92,7 +93,7 @@ impl Driver {
 
     async fn status(&mut self, key: &str) -> Result<(), Fail> {
         match self {
-            Driver::Service(c, hold) => match hold.shared_kind() {
+            Driver::Service(c, kind) => match kind.on(key).shared_kind() {
                 None => c.status(key, None).await.map(drop)?,
                 Some(kind) => c.shared_status(kind, key).await.map(drop)?,
             },
@@ -224,9 +225,9 @@ async fn drivers(args: &BenchArgs) -> Result<Vec<Driver>, String> {
         .iter()
         .map(|u| LockClient::with_tls(u, args.auth_token.clone(), &args.client_tls))
         .collect();
-    let hold = args.hold();
+    let kind = args.key_kind();
     Ok((0..args.clients)
-        .map(|i| Driver::Service(servers[i % servers.len()].clone(), hold))
+        .map(|i| Driver::Service(servers[i % servers.len()].clone(), kind))
         .collect())
 }
 
@@ -501,9 +502,10 @@ fn report(run: &BenchArgs, total: &Tally, elapsed: Duration) {
     println!(
         "s3lock bench: {} of {} via {mode} ({target}), {} clients, {} keys, hold {} ms",
         run.op.name(),
-        match run.hold() {
-            Hold::Lock => "locks".to_owned(),
-            other => other.describe(),
+        match run.key_kind() {
+            KeyKind::Lock => "locks".to_owned(),
+            KeyKind::Permit { limit } => format!("semaphores (limit {limit})"),
+            KeyKind::ReadWrite(_) => "read-write locks (shared)".to_owned(),
         },
         run.clients,
         run.keys,

@@ -1,5 +1,5 @@
-//! The arguments of the client subcommands (acquire, renew, release, status, list, break, run)
-//! and of `check`.
+//! The arguments of the client subcommands (acquire, renew, release, status, list, break, run,
+//! elect) and of `check`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -339,17 +339,58 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// What the flags say to hold: a lock unless --semaphore, --shared or --exclusive.
+    /// What the flags say to hold: the lock KEY unless --semaphore, --shared or --exclusive.
     pub fn hold(&self) -> crate::client::hold::Hold {
         use crate::client::hold::Hold;
         use crate::wire::Mode;
+        let key = self.key.clone();
         match (self.semaphore, self.shared, self.exclusive) {
-            (Some(limit), _, _) => Hold::Permit { limit },
-            (None, true, _) => Hold::ReadWrite(Mode::Shared),
-            (None, false, true) => Hold::ReadWrite(Mode::Exclusive),
-            (None, false, false) => Hold::Lock,
+            (Some(limit), _, _) => Hold::Permit { key, limit },
+            (None, true, _) => Hold::ReadWrite {
+                key,
+                mode: Mode::Shared,
+            },
+            (None, false, true) => Hold::ReadWrite {
+                key,
+                mode: Mode::Exclusive,
+            },
+            (None, false, false) => Hold::Lock { key },
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ElectArgs {
+    /// The election's name (as a lock key).
+    pub name: String,
+    /// Follow the election instead of campaigning: print who leads, then each change of leader
+    /// or value, "no leader" included, one line each (with --json: every event, renewals too,
+    /// as a JSON line), until interrupted.
+    #[arg(long, conflicts_with_all = ["value", "candidate", "command"])]
+    pub observe: bool,
+    /// What to publish while leading (where to reach the leader, say): JSON if it parses as
+    /// JSON, else a string.
+    #[arg(long)]
+    pub value: Option<String>,
+    /// The candidate's name (default: a random one chosen by the server).
+    #[arg(long)]
+    pub candidate: Option<String>,
+    /// The leader's lease in seconds; renewed every third of it.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u64,
+    /// Seconds to wait to become leader while another leads (default 0: give up at once, exit
+    /// 3).
+    #[arg(long, default_value_t = 0.0)]
+    pub wait: f64,
+    /// Seconds between SIGTERM and SIGKILL when leadership is about to be lost (at most a
+    /// quarter of the lease).
+    #[arg(long, default_value_t = 10.0)]
+    pub kill_grace: f64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command to run while leading, and its arguments, after `--`.
+    #[arg(last = true, required_unless_present = "observe", num_args = 1..)]
+    pub command: Vec<String>,
 }
 
 /// A secret from the command line or the environment, kept in a type whose `Debug` hides it.
@@ -382,15 +423,28 @@ mod tests {
 
     #[test]
     fn run_holds_a_permit_or_a_read_write_lock_when_asked_and_a_lock_otherwise() {
-        assert_eq!(hold(&[]).unwrap(), Hold::Lock);
+        let key = "k".to_owned();
+        assert_eq!(hold(&[]).unwrap(), Hold::Lock { key: key.clone() });
         assert_eq!(
             hold(&["--semaphore", "3"]).unwrap(),
-            Hold::Permit { limit: 3 }
+            Hold::Permit {
+                key: key.clone(),
+                limit: 3
+            }
         );
-        assert_eq!(hold(&["--shared"]).unwrap(), Hold::ReadWrite(Mode::Shared));
+        assert_eq!(
+            hold(&["--shared"]).unwrap(),
+            Hold::ReadWrite {
+                key: key.clone(),
+                mode: Mode::Shared
+            }
+        );
         assert_eq!(
             hold(&["--exclusive"]).unwrap(),
-            Hold::ReadWrite(Mode::Exclusive)
+            Hold::ReadWrite {
+                key,
+                mode: Mode::Exclusive
+            }
         );
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::Serialize;
 
-use super::hold::Hold;
+use super::hold::{Hold, KeyKind};
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
 use crate::tls::client::ClientTls;
@@ -42,14 +42,14 @@ pub const EXCLUSIVE_ONE_IN: u32 = 4;
 
 impl CheckKind {
     /// What the next acquire asks for.
-    fn next_hold(self, rng: &mut impl Rng) -> Hold {
+    fn next_kind(self, rng: &mut impl Rng) -> KeyKind {
         match self {
-            CheckKind::Lock => Hold::Lock,
-            CheckKind::Semaphore { limit } => Hold::Permit { limit },
+            CheckKind::Lock => KeyKind::Lock,
+            CheckKind::Semaphore { limit } => KeyKind::Permit { limit },
             CheckKind::Rwlock if rng.random_range(0..EXCLUSIVE_ONE_IN) == 0 => {
-                Hold::ReadWrite(Mode::Exclusive)
+                KeyKind::ReadWrite(Mode::Exclusive)
             }
-            CheckKind::Rwlock => Hold::ReadWrite(Mode::Shared),
+            CheckKind::Rwlock => KeyKind::ReadWrite(Mode::Shared),
         }
     }
 }
@@ -145,10 +145,10 @@ pub struct CheckReport {
 }
 
 /// One hold as recorded, before the search: the mutex's and the shared kinds' differ only in
-/// what the search makes of `hold` and `sent`.
+/// what the search makes of `kind` and `sent`.
 struct Record {
     grant: Grant,
-    hold: Hold,
+    kind: KeyKind,
     sent: Instant,
 }
 
@@ -173,21 +173,16 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                         config.key_prefix,
                         rand::rng().random_range(0..config.keys)
                     );
-                    let hold = config.kind.next_hold(&mut rand::rng());
+                    let kind = config.kind.next_kind(&mut rand::rng());
+                    let hold = kind.on(&key);
                     // The lease runs from the grant, which comes after the acquire is sent: counted
                     // from here, "inside the lease" is never overestimated.
                     let sent = Instant::now();
                     let granted = match hold
-                        .acquire(
-                            replicas.current(),
-                            &key,
-                            Some(&owner),
-                            Some(config.ttl),
-                            Some(config.wait),
-                        )
+                        .take(replicas.current(), Some(&owner), config.ttl, config.wait)
                         .await
                     {
-                        Ok(holding) => holding,
+                        Ok(grant) => grant,
                         Err(e) if e.is_refusal() => {
                             tally.lock().unwrap().refusals += 1;
                             continue;
@@ -205,13 +200,11 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                     let pause = config.max_hold.mul_f64(rand::rng().random::<f64>());
                     tokio::time::sleep(pause).await;
                     let end = Instant::now();
-                    let token = granted.token.expose();
                     let ttl = Duration::from_secs(config.ttl);
                     let reached = release_until_answered(
                         &mut replicas,
-                        hold,
-                        &key,
-                        token,
+                        &hold,
+                        &granted.token,
                         client,
                         &tally,
                         sent + ttl,
@@ -230,7 +223,7 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                             start_ms: ms(start),
                             end_ms: ms(end),
                         },
-                        hold,
+                        kind,
                         sent,
                     });
                 }
@@ -267,11 +260,11 @@ pub async fn run(config: CheckConfig) -> CheckReport {
 
 /// A shared kind's hold, as the shared search takes it.
 fn shared_grant(r: Record, origin: Instant) -> SharedGrant {
-    let claim = match r.hold {
-        Hold::Permit { limit } => HoldClaim::Permit { limit },
-        Hold::ReadWrite(Mode::Shared) => HoldClaim::Shared,
+    let claim = match r.kind {
+        KeyKind::Permit { limit } => HoldClaim::Permit { limit },
+        KeyKind::ReadWrite(Mode::Shared) => HoldClaim::Shared,
         // A lock is never recorded under a shared kind; were it, it would be held alone.
-        Hold::ReadWrite(Mode::Exclusive) | Hold::Lock => HoldClaim::Exclusive,
+        KeyKind::ReadWrite(Mode::Exclusive) | KeyKind::Lock => HoldClaim::Exclusive,
     };
     SharedGrant {
         grant: r.grant,
@@ -336,8 +329,7 @@ impl Replicas {
 /// passed on since, and the refusal proves nothing.
 async fn release_until_answered(
     replicas: &mut Replicas,
-    hold: Hold,
-    key: &str,
+    hold: &Hold,
     token: &str,
     client: usize,
     tally: &Mutex<CheckReport>,
@@ -348,7 +340,7 @@ async fn release_until_answered(
     for _ in 0..20 {
         let earlier_reached = reached.is_some();
         let attempt = Instant::now();
-        let result = hold.release(replicas.current(), key, token).await;
+        let result = hold.give_up(replicas.current(), token).await;
         if !matches!(result, Err(ClientError::Unreachable(_))) {
             reached.get_or_insert(attempt);
         }
@@ -365,7 +357,7 @@ async fn release_until_answered(
                     tally.errors += 1;
                 } else if Instant::now() < lease_end {
                     tally.violations.push(Violation::LostRelease {
-                        key: key.to_owned(),
+                        key: hold.key().to_owned(),
                         client,
                         detail: e.to_string(),
                     });
@@ -460,16 +452,16 @@ mod tests {
     fn a_read_write_check_asks_for_both_modes_mostly_shared_and_the_others_one_hold_each() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(18);
-        let holds: Vec<Hold> = (0..400)
-            .map(|_| CheckKind::Rwlock.next_hold(&mut rng))
+        let kinds: Vec<KeyKind> = (0..400)
+            .map(|_| CheckKind::Rwlock.next_kind(&mut rng))
             .collect();
-        let exclusive = holds
+        let exclusive = kinds
             .iter()
-            .filter(|h| **h == Hold::ReadWrite(Mode::Exclusive))
+            .filter(|k| **k == KeyKind::ReadWrite(Mode::Exclusive))
             .count();
-        let shared = holds
+        let shared = kinds
             .iter()
-            .filter(|h| **h == Hold::ReadWrite(Mode::Shared))
+            .filter(|k| **k == KeyKind::ReadWrite(Mode::Shared))
             .count();
         assert_eq!(exclusive + shared, 400);
         assert!(
@@ -478,26 +470,26 @@ mod tests {
         );
         let limit = 3;
         assert_eq!(
-            CheckKind::Semaphore { limit }.next_hold(&mut rng),
-            Hold::Permit { limit }
+            CheckKind::Semaphore { limit }.next_kind(&mut rng),
+            KeyKind::Permit { limit }
         );
-        assert_eq!(CheckKind::Lock.next_hold(&mut rng), Hold::Lock);
+        assert_eq!(CheckKind::Lock.next_kind(&mut rng), KeyKind::Lock);
     }
 
     #[test]
     fn a_shared_kinds_record_keeps_its_claim_and_when_its_acquire_was_sent() {
         let o = Instant::now();
-        let record = |hold| Record {
+        let record = |kind| Record {
             grant: grant("s", 1, 1, 10, 20, o),
-            hold,
+            kind,
             sent: o + Duration::from_millis(4),
         };
-        let permit = shared_grant(record(Hold::Permit { limit: 2 }), o);
+        let permit = shared_grant(record(KeyKind::Permit { limit: 2 }), o);
         assert_eq!(permit.claim, HoldClaim::Permit { limit: 2 });
         assert_eq!(permit.sent_ms, 4.0);
-        let reader = shared_grant(record(Hold::ReadWrite(Mode::Shared)), o);
+        let reader = shared_grant(record(KeyKind::ReadWrite(Mode::Shared)), o);
         assert_eq!(reader.claim, HoldClaim::Shared);
-        let writer = shared_grant(record(Hold::ReadWrite(Mode::Exclusive)), o);
+        let writer = shared_grant(record(KeyKind::ReadWrite(Mode::Exclusive)), o);
         assert_eq!(writer.claim, HoldClaim::Exclusive);
     }
 
@@ -573,8 +565,7 @@ mod release_tests {
         let ttl = Duration::from_secs(30);
         release_until_answered(
             &mut replicas,
-            Hold::Lock,
-            "k",
+            &Hold::Lock { key: "k".into() },
             "t",
             0,
             &tally,
@@ -594,8 +585,7 @@ mod release_tests {
         let ttl = Duration::from_secs(30);
         release_until_answered(
             &mut replicas,
-            Hold::Lock,
-            "k",
+            &Hold::Lock { key: "k".into() },
             "t",
             0,
             &tally,
@@ -619,8 +609,7 @@ mod release_tests {
         let ttl = Duration::from_secs(30);
         let reached = release_until_answered(
             &mut replicas,
-            Hold::Lock,
-            "k",
+            &Hold::Lock { key: "k".into() },
             "t",
             0,
             &tally,

@@ -1,10 +1,11 @@
 //! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
-//! `bench`): locks, and the semaphores and read-write locks (the shared kinds). It speaks only
-//! HTTP: nothing here touches a store.
+//! `bench`): locks, elections, and the semaphores and read-write locks (the shared kinds). It
+//! speaks only HTTP: nothing here touches a store.
 
 pub mod args;
 pub mod check;
 pub mod cli;
+pub mod elect;
 pub mod hold;
 pub mod run;
 
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::tls::client::ClientTls;
-use crate::wire::{LockView, Mode, SharedKind, SharedView};
+use crate::wire::{ElectionView, LockView, Mode, SharedKind, SharedView};
 
 /// Everything but unreserved characters and `/` is encoded in a key's path: the key's own `/`
 /// stay path separators, which the server reads back as part of the key.
@@ -268,6 +269,111 @@ impl LockClient {
         self.send(req).await
     }
 
+    /// Campaigns to lead `name`, waiting up to `wait` seconds while another leads (refused
+    /// with [`ClientError::Held`], naming the leader, if it still leads then).
+    pub async fn campaign(
+        &self,
+        name: &str,
+        candidate: Option<&str>,
+        value: Option<&Value>,
+        ttl: Option<u64>,
+        wait: Option<f64>,
+    ) -> Result<ElectionView, ClientError> {
+        let mut body = Map::new();
+        if let Some(c) = candidate {
+            body.insert("candidate".into(), json!(c));
+        }
+        if let Some(v) = value {
+            body.insert("value".into(), v.clone());
+        }
+        if let Some(t) = ttl {
+            body.insert("ttl".into(), json!(t));
+        }
+        if let Some(w) = wait {
+            body.insert("wait".into(), json!(w));
+        }
+        self.post_election(name, "campaign", Value::Object(body))
+            .await
+    }
+
+    /// The leader restarts its lease, keeping its value.
+    pub async fn renew_leadership(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Option<u64>,
+    ) -> Result<ElectionView, ClientError> {
+        let mut body = json!({ "token": token });
+        if let Some(t) = ttl {
+            body["ttl"] = json!(t);
+        }
+        self.post_election(name, "renew", body).await
+    }
+
+    /// The leader publishes a new value.
+    pub async fn proclaim(
+        &self,
+        name: &str,
+        token: &str,
+        value: &Value,
+    ) -> Result<ElectionView, ClientError> {
+        self.post_election(name, "proclaim", json!({ "token": token, "value": value }))
+            .await
+    }
+
+    pub async fn resign(&self, name: &str, token: &str) -> Result<ElectionView, ClientError> {
+        self.post_election(name, "resign", json!({ "token": token }))
+            .await
+    }
+
+    /// Who leads `name` now.
+    pub async fn election(&self, name: &str) -> Result<ElectionView, ClientError> {
+        self.send(self.http.get(self.election_url(name, None)))
+            .await
+    }
+
+    /// Opens `name`'s change stream, resuming after `last_id`; read it with
+    /// [`EventStream::next_event`].
+    pub async fn observe(
+        &self,
+        name: &str,
+        last_id: Option<u64>,
+    ) -> Result<EventStream, ClientError> {
+        let mut req = self
+            .http
+            .get(self.election_url(name, Some("observe")))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = self.send_raw(req).await?;
+        Ok(EventStream {
+            response: resp,
+            buffer: Vec::new(),
+        })
+    }
+
+    fn election_url(&self, name: &str, action: Option<&str>) -> String {
+        let name = utf8_percent_encode(name, KEY_PATH);
+        match action {
+            Some(a) => format!("{}/elections/{name}/{a}", self.base),
+            None => format!("{}/elections/{name}", self.base),
+        }
+    }
+
+    async fn post_election(
+        &self,
+        name: &str,
+        action: &str,
+        body: Value,
+    ) -> Result<ElectionView, ClientError> {
+        let req = self
+            .http
+            .post(self.election_url(name, Some(action)))
+            .json(&body);
+        self.send(req).await
+    }
+
     /// Takes one of a semaphore's permits: at most `limit` holders at once, `limit` the same in
     /// every process that uses the key (else [`ClientError::LimitMismatch`]). Waits up to `wait`
     /// seconds for a permit to come free ([`ClientError::SemaphoreFull`] after that). The answer
@@ -380,8 +486,28 @@ impl LockClient {
 
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        mut req: reqwest::RequestBuilder,
+        req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let resp = self.send_raw(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Transport(format!(
+                "unexpected answer ({e}): HTTP {status} {}",
+                preview(&bytes)
+            ))
+        })
+    }
+
+    /// Sends `req` with the auth token: the response of a 2xx answer, unread, or the error any
+    /// other answer stands for.
+    async fn send_raw(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         if let Some(b) = &self.bearer {
             // Marked sensitive, so that the HTTP stack's own debug logs never print it.
             let mut value =
@@ -406,15 +532,13 @@ impl LockClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                ClientError::Transport(format!("unexpected answer ({e}): {}", preview(&bytes)))
-            });
-        }
         let problem: Problem = serde_json::from_slice(&bytes)
             .map_err(|_| ClientError::Transport(format!("HTTP {status}: {}", preview(&bytes))))?;
         Err(refusal(status, problem, retry_after))
@@ -486,6 +610,68 @@ fn refusal(status: u16, problem: Problem, retry_after: Option<Duration>) -> Clie
             detail: problem.detail,
         },
     }
+}
+
+/// A server-sent event stream, read as it comes.
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    /// Bytes read but not yet split into events.
+    buffer: Vec<u8>,
+}
+
+/// One server-sent event: its `event:`, `id:` and `data:` (joined lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEvent {
+    pub kind: String,
+    pub id: Option<u64>,
+    pub data: String,
+}
+
+impl EventStream {
+    /// The next event (comments such as keep-alives skipped), or `None` once the server ended
+    /// the stream. A connection that breaks is a [`ClientError::Transport`].
+    pub async fn next_event(&mut self) -> Result<Option<ServerEvent>, ClientError> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&String::from_utf8_lossy(&frame)) {
+                    return Ok(Some(event));
+                }
+                continue;
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(ClientError::Transport(with_causes(&e))),
+            }
+        }
+    }
+}
+
+/// One frame of the stream as an event; `None` for a comment-only frame.
+fn parse_event(frame: &str) -> Option<ServerEvent> {
+    let (mut kind, mut id, mut data) = ("message".to_owned(), None, Vec::new());
+    let mut any = false;
+    for line in frame
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(':'))
+    {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        any = true;
+        match field {
+            "event" => kind = value.to_owned(),
+            "id" => id = value.parse().ok(),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    any.then(|| ServerEvent {
+        kind,
+        id,
+        data: data.join("\n"),
+    })
 }
 
 /// An error with its causes: reqwest's own text names only the URL, while the reason a

@@ -1,6 +1,7 @@
 //! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock, or one of a semaphore's
-//! permits (`--semaphore N`), or a read-write lock (`--shared`, `--exclusive`): whatever is held,
-//! the same runner below drives it through [`Hold`].
+//! permits (`--semaphore N`), or a read-write lock (`--shared`, `--exclusive`); and the machinery
+//! of `s3lock elect NAME -- CMD ARGS…`, which runs one while leading an election. Whatever is
+//! held, the same runner below drives it through [`Hold`].
 //!
 //! It acquires (waiting if asked, saying for whom), starts the command in its own process group
 //! with `S3LOCK_KEY`, `S3LOCK_OWNER` and `S3LOCK_FENCING_TOKEN` in its environment, renews every
@@ -32,7 +33,7 @@ use tokio::time::Instant;
 
 use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
-use super::hold::{in_the_way, Hold, Holding};
+use super::hold::{in_the_way, Grant, Hold};
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
 
@@ -49,33 +50,52 @@ enum Lease {
     Lost,
 }
 
-pub async fn main(args: RunArgs) -> ExitCode {
-    ExitCode::from(run(args).await)
+/// How to run the command, for `run` and `elect` alike.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub owner: Option<String>,
+    pub ttl: u64,
+    pub wait: f64,
+    pub kill_grace: f64,
+    pub command: Vec<String>,
 }
 
-async fn run(args: RunArgs) -> u8 {
+pub async fn main(args: RunArgs) -> ExitCode {
     let client = client(&args.client);
-    let key = args.key.clone();
     let hold = args.hold();
-    let (view, sent) = match acquire(&client, hold, &args).await {
+    let options = RunOptions {
+        owner: args.owner,
+        ttl: args.ttl,
+        wait: args.wait,
+        kill_grace: args.kill_grace,
+        command: args.command,
+    };
+    ExitCode::from(run(&client, &hold, &options).await)
+}
+
+/// Takes `hold`, runs the command while it is held, gives it up when the command exits, and
+/// returns the exit code (the command's, or one of [`exit`]'s).
+pub async fn run(client: &LockClient, hold: &Hold, args: &RunOptions) -> u8 {
+    let (tool, what) = (hold.tool(), hold.what());
+    let (view, sent) = match acquire(client, hold, args).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("s3lock run: {e}");
+            eprintln!("{tool}: {e}");
             return exit_code(&e);
         }
     };
-    let token = view.token.clone().into_exposed();
+    let token = view.token.clone();
     let ttl = Duration::from_secs(args.ttl);
     let grace = Duration::from_secs_f64(args.kill_grace.max(0.0)).min(ttl / 4);
     // Time for the process group to die after SIGKILL and for clocks to disagree a little.
     let margin = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
-    let what = match hold {
-        Hold::Lock => String::new(),
-        other => format!(" ({})", other.describe()),
+    let (took, numbered) = match hold {
+        Hold::Election { .. } => ("leading", "term"),
+        _ => ("acquired", "fencing token"),
     };
     eprintln!(
-        "s3lock run: acquired {key}{what} as {} (fencing token {}) until {}; starting {:?}",
-        view.owner,
+        "{tool}: {took} {what} as {} ({numbered} {}) until {}; starting {:?}",
+        view.holder,
         view.fencing_token,
         expires(&view),
         args.command.join(" "),
@@ -91,17 +111,15 @@ async fn run(args: RunArgs) -> u8 {
     );
     let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
-        .env("S3LOCK_KEY", &key)
-        .env("S3LOCK_OWNER", &view.owner)
-        .env("S3LOCK_FENCING_TOKEN", view.fencing_token.to_string())
+        .envs(hold.env(&view))
         // Its own process group, so a stop reaches the command's own children too.
         .process_group(0)
         .spawn()
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("s3lock run: cannot start {:?}: {e}", args.command[0]);
-            release(&client, hold, &key, &token).await;
+            eprintln!("{tool}: cannot start {:?}: {e}", args.command[0]);
+            release(client, hold, &token).await;
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -117,8 +135,7 @@ async fn run(args: RunArgs) -> u8 {
     let (tx, mut lease) = watch::channel(Lease::Until(first_end));
     let renewer = tokio::spawn(renew(
         client.clone(),
-        hold,
-        key.clone(),
+        hold.clone(),
         token.clone(),
         args.ttl,
         tx,
@@ -143,7 +160,7 @@ async fn run(args: RunArgs) -> u8 {
                 lost = true;
                 termed = true;
                 eprintln!(
-                    "s3lock run: the lease on {key} could not be renewed and ends in {:.1} s: \
+                    "{tool}: the lease on {what} could not be renewed and ends in {:.1} s: \
                      sending SIGTERM to the command (SIGKILL in {:.1} s)",
                     deadlines.end.saturating_duration_since(Instant::now()).as_secs_f64(),
                     deadlines.kill.saturating_duration_since(Instant::now()).as_secs_f64(),
@@ -153,7 +170,7 @@ async fn run(args: RunArgs) -> u8 {
             _ = tokio::time::sleep_until(deadlines.kill), if !killed => {
                 lost = true;
                 killed = true;
-                eprintln!("s3lock run: the command is still running; sending SIGKILL");
+                eprintln!("{tool}: the command is still running; sending SIGKILL");
                 forward(group, Signal::SIGKILL);
             }
         }
@@ -168,18 +185,17 @@ async fn run(args: RunArgs) -> u8 {
                 .unwrap_or(exit::ERROR)
         }
         Err(e) => {
-            eprintln!("s3lock run: waiting for the command failed: {e}");
+            eprintln!("{tool}: waiting for the command failed: {e}");
             exit::ERROR
         }
     };
     if lost {
         // The lease may still be ours for a moment: try once to hand the lock back early.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(2), hold.release(&client, &key, &token)).await;
-        eprintln!("s3lock run: the command was stopped because the lease on {key} was lost");
+        let _ = tokio::time::timeout(Duration::from_secs(2), hold.give_up(client, &token)).await;
+        eprintln!("{tool}: the command was stopped because the lease on {what} was lost");
         return exit::LEASE_LOST;
     }
-    release(&client, hold, &key, &token).await;
+    release(client, hold, &token).await;
     code
 }
 
@@ -213,9 +229,10 @@ impl Deadlines {
 /// meanwhile. Returns the grant with the instant its request was sent.
 async fn acquire(
     client: &LockClient,
-    hold: Hold,
-    args: &RunArgs,
-) -> Result<(Holding, Instant), ClientError> {
+    hold: &Hold,
+    args: &RunOptions,
+) -> Result<(Grant, Instant), ClientError> {
+    let (tool, what) = (hold.tool(), hold.what());
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
     // What was in the way at the last refusal, said again only when it changes.
     let mut last_refusal: Option<String> = None;
@@ -234,13 +251,7 @@ async fn acquire(
         };
         let sent = Instant::now();
         let refused = match hold
-            .acquire(
-                client,
-                &args.key,
-                args.owner.as_deref(),
-                Some(args.ttl),
-                Some(wait),
-            )
+            .take(client, args.owner.as_deref(), args.ttl, wait)
             .await
         {
             Ok(view) => return Ok((view, sent)),
@@ -256,12 +267,12 @@ async fn acquire(
         };
         // Held, full, or kept for the lock-delay after a lease that ran out unreleased: waited
         // for alike. Anything else (a limit other processes disagree with) is not.
-        let why = match in_the_way(&args.key, &refused) {
+        let why = match in_the_way(&what, &refused) {
             Some(why) if left > 0.0 => why,
             _ => return Err(refused),
         };
         if last_refusal.as_ref() != Some(&why) {
-            eprintln!("s3lock run: {why}; waiting up to {left:.0} s more");
+            eprintln!("{tool}: {why}; waiting up to {left:.0} s more");
         }
         last_refusal = Some(why);
         if chunk == 0.0 {
@@ -272,14 +283,8 @@ async fn acquire(
 }
 
 /// Renews every third of the lease; after a failure, retries every tenth of it (at most 1 s).
-async fn renew(
-    client: LockClient,
-    hold: Hold,
-    key: String,
-    token: String,
-    ttl: u64,
-    tx: watch::Sender<Lease>,
-) {
+async fn renew(client: LockClient, hold: Hold, token: String, ttl: u64, tx: watch::Sender<Lease>) {
+    let (tool, what) = (hold.tool(), hold.what());
     let period = Duration::from_secs(ttl) / 3;
     let mut retry = Backoff::constant((Duration::from_secs(ttl) / 10).min(Duration::from_secs(1)));
     let mut next = Instant::now() + period;
@@ -288,12 +293,12 @@ async fn renew(
     loop {
         tokio::time::sleep_until(next).await;
         let sent = Instant::now();
-        match tokio::time::timeout(period, hold.renew(&client, &key, &token, Some(ttl))).await {
+        match tokio::time::timeout(period, hold.renew(&client, &token, ttl)).await {
             Ok(Ok(view)) => {
                 let end = sent + Duration::from_millis(view.ttl_remaining_ms.max(0) as u64);
                 let _ = tx.send(Lease::Until(end));
                 if failures > 0 {
-                    eprintln!("s3lock run: renewed {key} again after {failures} failures");
+                    eprintln!("{tool}: renewed {what} again after {failures} failures");
                 }
                 failures = 0;
                 next = Instant::now() + period;
@@ -303,21 +308,21 @@ async fn renew(
                 | ClientError::NotFound
                 | ClientError::WriteUnconfirmed { .. }),
             )) => {
-                eprintln!("s3lock run: the lock on {key} was lost: {e}; stopping the command");
+                eprintln!("{tool}: the lock on {what} was lost: {e}; stopping the command");
                 let _ = tx.send(Lease::Lost);
                 return;
             }
             Ok(Err(e)) => {
                 failures += 1;
                 if failures % 10 == 1 {
-                    eprintln!("s3lock run: renewing {key} failed ({failures}x): {e}; retrying");
+                    eprintln!("{tool}: renewing {what} failed ({failures}x): {e}; retrying");
                 }
                 next = Instant::now() + retry.next_pause();
             }
             Err(_) => {
                 failures += 1;
                 if failures % 10 == 1 {
-                    eprintln!("s3lock run: renewing {key} timed out ({failures}x); retrying");
+                    eprintln!("{tool}: renewing {what} timed out ({failures}x); retrying");
                 }
                 next = Instant::now() + retry.next_pause();
             }
@@ -326,25 +331,25 @@ async fn renew(
 }
 
 /// Releases, trying a few times; if it cannot, says when the lock frees itself.
-async fn release(client: &LockClient, hold: Hold, key: &str, token: &str) {
+async fn release(client: &LockClient, hold: &Hold, token: &str) {
+    let (tool, what) = (hold.tool(), hold.what());
     let mut backoff = Backoff::constant(Duration::from_secs(1));
     for attempt in 0..3 {
         if attempt > 0 {
             backoff.wait().await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), hold.release(client, key, token)).await
-        {
+        match tokio::time::timeout(Duration::from_secs(10), hold.give_up(client, token)).await {
             // Released, or lost: either way nothing is left to do.
             Ok(Ok(_)) | Ok(Err(ClientError::WriteUnconfirmed { .. })) => return,
             Ok(Err(e @ (ClientError::NotHolder { .. } | ClientError::NotFound))) => {
-                eprintln!("s3lock run: releasing {key}: {e}");
+                eprintln!("{tool}: releasing {what}: {e}");
                 return;
             }
-            Ok(Err(e)) => eprintln!("s3lock run: releasing {key} failed: {e}"),
-            Err(_) => eprintln!("s3lock run: releasing {key} timed out"),
+            Ok(Err(e)) => eprintln!("{tool}: releasing {what} failed: {e}"),
+            Err(_) => eprintln!("{tool}: releasing {what} timed out"),
         }
     }
-    eprintln!("s3lock run: could not release {key}; it frees itself when its lease ends");
+    eprintln!("{tool}: could not release {what}; it frees itself when its lease ends");
 }
 
 fn forward(group: Pid, sig: Signal) {
@@ -352,7 +357,7 @@ fn forward(group: Pid, sig: Signal) {
     let _ = killpg(group, sig);
 }
 
-fn expires(v: &Holding) -> String {
+fn expires(v: &Grant) -> String {
     v.expires_at
         .as_ref()
         .map(crate::wire::format_seed_time)

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,9 @@ pub(super) struct BreakBody {
 
 /// A whole number of seconds. JSON has one number type, and JSON Schema counts `30.0` as an
 /// integer, so a client (Python's `json` with a float, say) may send it that way.
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
     use serde::de::Error;
     match Option::<serde_json::Number>::deserialize(d)? {
         None => Ok(None),
@@ -111,7 +113,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
 
 /// A field that is there, `null` included (`Some(Null)`), as opposed to one left out (`None`,
 /// by `#[serde(default)]`): for a value, "clear it" and "keep it" differ.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
@@ -201,6 +203,9 @@ pub(super) async fn action(
         action,
     } = LockPath::parse(uri.path(), true)?;
     let action = action.ok_or(ApiError::RouteNotFound)?;
+    if !action.is_post() {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let engine = &state.engine;
     let bucket = bucket.as_deref();
     caller.authorize(bucket, &engine.config().default_bucket, &key)?;
@@ -244,8 +249,33 @@ pub(super) async fn action(
             }
             engine.break_lock(bucket, &key, admin).await
         }
+        Action::Events => unreachable!("refused above: the change stream is read by GET"),
     };
     result.map(Json).map_err(|e| lock_error(&state, e))
+}
+
+/// `GET` on a lock path: the change stream when it ends in `/events` after a key, else the
+/// lock's status (or a watch).
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match LockPath::parse(uri.path(), true) {
+        Ok(LockPath {
+            action: Some(Action::Events),
+            ..
+        }) => super::events::events(state, caller, uri, headers)
+            .await
+            .into_response(),
+        _ => {
+            let query = Query::try_from_uri(&uri);
+            status(State(state), Extension(caller), uri, query)
+                .await
+                .into_response()
+        }
+    }
 }
 
 /// `GET /locks/{key}` and `GET /buckets/{bucket}/locks/{key}`.
@@ -323,16 +353,16 @@ async fn list_locks(
     }))
 }
 
-fn lock_error(state: &AppState, e: LockError) -> ApiError {
+pub(super) fn lock_error(state: &AppState, e: LockError) -> ApiError {
     ApiError::from_lock(e, state.engine.now().earliest)
 }
 
-fn token_required() -> ApiError {
+pub(super) fn token_required() -> ApiError {
     ApiError::MalformedBody("a JSON body with a \"token\" is required".into())
 }
 
 /// Parses a JSON body; `None` for an empty one or `null`. A body with a content type must say JSON.
-fn parse_body<T: DeserializeOwned>(
+pub(super) fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Option<T>, ApiError> {

@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod conn;
 pub mod drain;
+mod elections;
 pub mod error;
+mod events;
 mod handlers;
 pub mod openapi;
 pub mod path;
@@ -74,14 +76,15 @@ pub fn app(
     };
     let locks = Router::new()
         .route("/locks", get(handlers::list))
+        .route("/locks/{*rest}", get(handlers::read).post(handlers::action))
         .route(
-            "/locks/{*rest}",
-            get(handlers::status).post(handlers::action),
+            "/elections/{*rest}",
+            get(elections::get).post(elections::post),
         )
         .route("/buckets/{bucket}/locks", get(handlers::list_in_bucket))
         .route(
             "/buckets/{bucket}/locks/{*rest}",
-            get(handlers::status).post(handlers::action),
+            get(handlers::read).post(handlers::action),
         )
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .route_layer(middleware::from_fn_with_state(
@@ -153,14 +156,19 @@ async fn shed_load(
 
 /// The methods a lock path really takes. The router serves `/locks/{key}` and
 /// `/locks/{key}/{action}` through one wildcard route that takes GET and POST, but POST only means
-/// something when the path ends in an action after a key.
+/// something when the path ends in a POST action after a key.
 fn lock_route_allow(path: &str) -> Option<&'static str> {
+    if path.starts_with("/elections/") {
+        return Some(path::ElectionPath::allow(path));
+    }
     let rest = match path.strip_prefix("/buckets/") {
         Some(after) => after.split_once('/')?.1.strip_prefix("locks/")?,
         None => path.strip_prefix("/locks/")?,
     };
     match rest.rsplit_once('/') {
-        Some((key, word)) if !key.is_empty() && Action::parse(word).is_some() => {
+        Some((key, word))
+            if !key.is_empty() && Action::parse(word).is_some_and(Action::is_post) =>
+        {
             Some("GET,HEAD,POST")
         }
         _ => Some("GET,HEAD"),
@@ -210,9 +218,23 @@ fn route_label(matched: Option<&str>, method: &Method, path: &str) -> String {
     let Some(base) = matched.strip_suffix("/{*rest}") else {
         return matched.to_owned();
     };
+    if base == "/elections" {
+        return match path::ElectionPath::parse(path, method == Method::POST) {
+            Ok(path::ElectionPath {
+                action: Some(action),
+                ..
+            }) => format!("/elections/{{name}}/{}", action.as_str()),
+            Ok(_) => "/elections/{name}".into(),
+            Err(_) => "/elections/{unknown}".into(),
+        };
+    }
     let base = format!("{base}/{{key}}");
     if method != Method::POST {
-        return base;
+        // A GET is a status, unless its path ends in `/events` after a key.
+        return match path::LockPath::parse(path, true).map(|p| p.action) {
+            Ok(Some(Action::Events)) => format!("{base}/{}", Action::Events.as_str()),
+            _ => base,
+        };
     }
     match path.rsplit('/').next().and_then(Action::parse) {
         Some(action) => format!("{base}/{}", action.as_str()),

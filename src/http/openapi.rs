@@ -16,14 +16,19 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, OpenApi as Document, Required, Type};
 use utoipa::{Modify, OpenApi};
 
+use super::elections::{CampaignBody, LeaderRenewBody, ProclaimBody, ResignBody};
 use super::error::Problem;
 use super::handlers::{AcquireBody, BreakBody, Health, LockList, ReleaseBody, RenewBody};
 use super::AppState;
+use crate::lock::election::MAX_ELECTION_NAME_BYTES;
 use crate::lock::{EngineConfig, LockView};
+use crate::wire::ElectionView;
 
 /// A key: `/`-separated segments, none empty, `.` or `..`, and no control characters (Unicode
 /// Cc, which is what the server refuses). `C` stands for that class in the template below.
 const KEY_PATTERN: &str = r"^SEG(?:/SEG)*$";
+/// A lock's key is a key whose first segment is not `.elections` (elections' locks live there).
+const LOCK_KEY_GUARD: &str = r"^(?!\.elections(?:/|$))";
 const SEGMENT: &str = r"(?:[^/.C][^/C]*|\.[^/.C][^/C]*|\.\.[^/C]+)";
 const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
 
@@ -31,6 +36,10 @@ fn key_pattern() -> String {
     KEY_PATTERN
         .replace("SEG", SEGMENT)
         .replace('C', &format!("{CONTROL}{FORMAT_CHARACTERS}"))
+}
+
+fn lock_key_pattern() -> String {
+    key_pattern().replacen('^', LOCK_KEY_GUARD, 1)
 }
 
 /// Any text, empty included, without control characters.
@@ -61,8 +70,14 @@ pub fn document(config: &EngineConfig) -> Value {
     for body in ["AcquireBody", "RenewBody"] {
         schemas[body]["properties"]["lock_delay"]["maximum"] = json!(config.max_lock_delay);
     }
-    schemas["AcquireBody"]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
-    schemas["AcquireBody"]["properties"]["owner"]["pattern"] = json!(owner_pattern());
+    for body in ["CampaignBody", "ProclaimBody", "LeaderRenewBody"] {
+        schemas[body]["properties"]["ttl"]["maximum"] = json!(config.max_ttl);
+    }
+    schemas["CampaignBody"]["properties"]["lock_delay"]["maximum"] = json!(config.max_lock_delay);
+    for (body, field) in [("AcquireBody", "owner"), ("CampaignBody", "candidate")] {
+        schemas[body]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
+        schemas[body]["properties"][field]["pattern"] = json!(owner_pattern());
+    }
     let max_wait = config.max_wait.as_secs_f64();
     schemas["BreakBody"]["properties"]["reason"]["pattern"] = json!(no_control_pattern());
     for item in doc["paths"]
@@ -83,12 +98,16 @@ pub fn document(config: &EngineConfig) -> Value {
                         continue;
                     }
                     // A revision is a u64: the whole range is valid, not int64's.
-                    Some("index") => {
+                    Some("index" | "last_event_id" | "Last-Event-ID") => {
                         param["schema"] =
                             json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
                         continue;
                     }
-                    Some("key") => key_pattern(),
+                    Some("key") => lock_key_pattern(),
+                    Some("name") => {
+                        param["schema"]["maxLength"] = json!(MAX_ELECTION_NAME_BYTES);
+                        key_pattern()
+                    }
                     Some("prefix") => no_control_pattern(),
                     Some("owner") => owner_pattern(),
                     _ => continue,
@@ -117,10 +136,12 @@ pub(super) async fn serve(State(state): State<AppState>) -> impl IntoResponse {
             as is or as %2F."
     ),
     paths(
-        acquire, renew, release, break_lock, status, list, healthz, readyz, metrics, openapi_json
+        acquire, renew, release, break_lock, status, events, list, campaign, proclaim,
+        election_renew, resign, election, leader, observe, healthz, readyz, metrics, openapi_json
     ),
     components(schemas(
-        LockView, LockList, AcquireBody, RenewBody, ReleaseBody, BreakBody, Problem, Health
+        LockView, LockList, AcquireBody, RenewBody, ReleaseBody, BreakBody, ElectionView,
+        CampaignBody, ProclaimBody, LeaderRenewBody, ResignBody, Problem, Health
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -305,6 +326,41 @@ fn break_lock() {}
 #[allow(dead_code)]
 fn status() {}
 
+/// Follow a lock: its state now, then one event per change, as server-sent events. Each event
+/// is `event: <kind>`, `id: <index>` (the lock's `index`; 0 for a lock that does not exist) and
+/// `data: <the LockView as one line of JSON>` (never the token). The first event is a snapshot:
+/// `held`, `free` (also for a lock that does not exist) or `expired` (a lease that ran out
+/// unreleased: during its lock-delay, or for good when it has none). Then, per change:
+/// `acquired` (a new holder; the fencing token grew), `renewed` (the same holder restarted its
+/// lease), `value` (the same holder changed its value), `released`, `broken` (by an admin),
+/// `expired` (the lease ran out unreleased: sent by time, with the held state's id) and `free`
+/// (a lock-delay after an expiry ended). Changes that land close together may be folded into
+/// one event, named by where they ended. A comment `: keep-alive` comes after 15 s of silence.
+/// To resume, send the last id seen as `Last-Event-ID` (or `last_event_id`): the current state
+/// comes at once as a snapshot if it differs (changes missed meanwhile folded into it), nothing
+/// if it does not. A document that turns unreadable ends the stream with `event: unreadable`
+/// (data: a problem). The stream ends when the server drains; resume on another replica. The
+/// status of a key whose last segment is `events` is asked for with that slash sent as %2F.
+#[utoipa::path(
+    get, path = "/locks/{key}/events", operation_id = "events", tag = "locks",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The lock's key"),
+        ("last_event_id" = Option<u64>, Query, minimum = 0, description = "The id of the last event the client saw, for clients that cannot send Last-Event-ID (the header wins)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, description = "The id of the last event the client saw: no snapshot if the lock is still at that index and no lease ran out since"),
+    ),
+    responses(
+        (status = 200, description = "The stream of events (text/event-stream); it ends when the server drains", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "invalid-input (a bad Last-Event-ID or query)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable: the stored object is not a lock document", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded, too-many-watched-locks (a lock this replica cannot watch) or shutting-down (the server is draining); with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn events() {}
+
 /// List the locks whose key starts with a prefix, without tokens, one page at a time in key
 /// order. With a prefix-limited auth token the listing never leaves that prefix.
 #[utoipa::path(
@@ -325,6 +381,152 @@ fn status() {}
 )]
 #[allow(dead_code)]
 fn list() {}
+
+/// Campaign to lead an election: become its leader now, or wait up to `wait` seconds while
+/// another candidate leads. The leader's answer carries its token (proclaim, renew and resign
+/// need it) and its term (the lock's fencing token: it grows with every new leader). Renew (or
+/// proclaim) within the lease, or leadership ends when it runs out.
+#[utoipa::path(
+    post, path = "/elections/{name}/campaign", operation_id = "campaign", tag = "elections",
+    params(("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name (as a lock key)")),
+    request_body(content = Option<CampaignBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Leader; the view carries the token", body = ElectionView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (.elections/{name} outside the auth token's prefix)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-held (another candidate leads: owner is the leader, with expires_at and Retry-After), lock-delayed (the last leader's lease ran out unresigned; nobody may lead before available_at) or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain, too-many-watched-locks, overloaded or shutting-down; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn campaign() {}
+
+/// The leader publishes a new value, restarting its lease.
+#[utoipa::path(
+    post, path = "/elections/{name}/proclaim", operation_id = "proclaim", tag = "elections",
+    params(("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name")),
+    request_body(content = ProclaimBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Proclaimed; the view carries the token", body = ElectionView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: the election never had a leader", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder (not the leader: wrong token, the lease ran out, resigned or broken), write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn proclaim() {}
+
+/// The leader restarts its lease, keeping its value.
+#[utoipa::path(
+    post, path = "/elections/{name}/renew", operation_id = "election_renew", tag = "elections",
+    params(("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name")),
+    request_body(content = LeaderRenewBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Renewed; the view carries the token", body = ElectionView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: the election never had a leader", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder (not the leader), write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn election_renew() {}
+
+/// The leader steps down: no leader until the next campaign wins (at once, for a waiting one).
+/// Resigning again with the same token is a no-op.
+#[utoipa::path(
+    post, path = "/elections/{name}/resign", operation_id = "resign", tag = "elections",
+    params(("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name")),
+    request_body(content = ResignBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Resigned; the view has no leader and no token", body = ElectionView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: the election never had a leader", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder, write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn resign() {}
+
+/// Who leads an election now, without a token (`leader` null when nobody does).
+#[utoipa::path(
+    get, path = "/elections/{name}", operation_id = "election", tag = "elections",
+    params(("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name")),
+    responses(
+        (status = 200, description = "The election", body = ElectionView),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn election() {}
+
+/// The same as `GET /elections/{name}`.
+#[utoipa::path(
+    get, path = "/elections/{name}/leader", operation_id = "leader", tag = "elections",
+    params(("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name")),
+    responses(
+        (status = 200, description = "The election", body = ElectionView),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn leader() {}
+
+/// Follow an election as server-sent events, as a lock's `/events` with an ElectionView as the
+/// data: who leads first (`held`, or `free`/`expired` when nobody does), then `acquired` (a new
+/// leader, in a new term), `renewed`, `value` (a proclaim), `released` (a resignation),
+/// `expired` (the leader's lease ran out: no leader now), `free` (a lock-delay ended) and
+/// `broken`. Resumable with `Last-Event-ID`.
+#[utoipa::path(
+    get, path = "/elections/{name}/observe", operation_id = "observe", tag = "elections",
+    params(
+        ("name" = String, Path, min_length = 1, max_length = 512, description = "The election's name"),
+        ("last_event_id" = Option<u64>, Query, minimum = 0, description = "The id of the last event the client saw (the header wins)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, description = "The id of the last event the client saw"),
+    ),
+    responses(
+        (status = 200, description = "The stream of events (text/event-stream); it ends when the server drains", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded, too-many-watched-locks or shutting-down; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn observe() {}
 
 /// The process is alive. Never touches the store; no auth.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", security(()),

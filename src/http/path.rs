@@ -1,19 +1,23 @@
 //! Lock paths. A key may contain `/`, so lock routes take the raw path after `/locks/` and split
-//! off the action (`acquire`, `renew`, `release`, `break`) *before* percent-decoding: an encoded slash in
-//! a key can then never be mistaken for the action separator. The decoded key is checked by the
-//! engine (`LockKey::parse`).
+//! off the action (`acquire`, `renew`, `release`, `break`, and `events`, the one read by GET)
+//! *before* percent-decoding: an encoded slash in a key can then never be mistaken for the action
+//! separator. So the status of a key whose last segment is `events` is asked for with that slash
+//! encoded (`/locks/jobs%2Fevents`). The decoded key is checked by the engine (`LockKey::parse`).
 
 use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
+use crate::lock::key::{in_elections, ELECTIONS};
 
-/// What a `POST` on a lock path asks for: the last segment of the path, parsed here once.
+/// What a lock path with an action asks for: the last segment of the path, parsed here once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Acquire,
     Renew,
     Release,
     Break,
+    /// The lock's change stream, by `GET`; every other action is a `POST`.
+    Events,
 }
 
 impl Action {
@@ -24,6 +28,7 @@ impl Action {
             "renew" => Some(Self::Renew),
             "release" => Some(Self::Release),
             "break" => Some(Self::Break),
+            "events" => Some(Self::Events),
             _ => None,
         }
     }
@@ -35,7 +40,13 @@ impl Action {
             Self::Renew => "renew",
             Self::Release => "release",
             Self::Break => "break",
+            Self::Events => "events",
         }
+    }
+
+    /// Whether this action is asked for by `POST` (else by `GET`).
+    pub fn is_post(self) -> bool {
+        self != Self::Events
     }
 }
 
@@ -68,6 +79,15 @@ impl LockPath {
             (rest, None)
         };
         let key = decode("key", raw_key)?;
+        if in_elections(&key) {
+            return Err(ApiError::InvalidInput {
+                field: "key",
+                reason: format!(
+                    "keys whose first segment is {ELECTIONS:?} are elections' locks: use \
+                     /elections/{{name}}"
+                ),
+            });
+        }
         let action = match action {
             Some(word) => Some(Action::parse(word).ok_or(ApiError::RouteNotFound)?),
             None => None,
@@ -77,6 +97,92 @@ impl LockPath {
             key,
             action,
         })
+    }
+}
+
+/// What a request on an election path asks for: the last segment, when it names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionAction {
+    Campaign,
+    Proclaim,
+    Renew,
+    Resign,
+    /// `GET`: the election's view, as `GET /elections/{name}`.
+    Leader,
+    /// `GET`: the election's change stream.
+    Observe,
+}
+
+impl ElectionAction {
+    pub fn parse(segment: &str) -> Option<Self> {
+        match segment {
+            "campaign" => Some(Self::Campaign),
+            "proclaim" => Some(Self::Proclaim),
+            "renew" => Some(Self::Renew),
+            "resign" => Some(Self::Resign),
+            "leader" => Some(Self::Leader),
+            "observe" => Some(Self::Observe),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Campaign => "campaign",
+            Self::Proclaim => "proclaim",
+            Self::Renew => "renew",
+            Self::Resign => "resign",
+            Self::Leader => "leader",
+            Self::Observe => "observe",
+        }
+    }
+
+    /// Whether this action is asked for by `POST` (else by `GET`).
+    pub fn is_post(self) -> bool {
+        !matches!(self, Self::Leader | Self::Observe)
+    }
+}
+
+/// A parsed `/elections/{name}[/{action}]`. As with locks, the action is split off before
+/// decoding, and a `GET` takes only a `GET` action (`GET /elections/a/campaign` is the view of
+/// the election `a/campaign`), a `POST` only a `POST` one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionPath {
+    /// Percent-decoded, not yet validated.
+    pub name: String,
+    pub action: Option<ElectionAction>,
+}
+
+impl ElectionPath {
+    pub fn parse(path: &str, post: bool) -> Result<Self, ApiError> {
+        let rest = path
+            .strip_prefix("/elections/")
+            .ok_or(ApiError::RouteNotFound)?;
+        let split = rest
+            .rsplit_once('/')
+            .filter(|(name, _)| !name.is_empty())
+            .and_then(|(name, word)| Some((name, ElectionAction::parse(word)?)));
+        match split {
+            Some((name, action)) if action.is_post() == post => Ok(Self {
+                name: decode("name", name)?,
+                action: Some(action),
+            }),
+            Some(_) if post => Err(ApiError::MethodNotAllowed),
+            _ if post => Err(ApiError::RouteNotFound),
+            _ => Ok(Self {
+                name: decode("name", rest)?,
+                action: None,
+            }),
+        }
+    }
+
+    /// The methods an election path takes, for a 405's `Allow`.
+    pub fn allow(path: &str) -> &'static str {
+        let word = path.rsplit_once('/').map(|(_, w)| w).unwrap_or_default();
+        match ElectionAction::parse(word) {
+            Some(a) if a.is_post() => "GET,HEAD,POST",
+            _ => "GET,HEAD",
+        }
     }
 }
 
@@ -100,6 +206,50 @@ mod tests {
         assert_eq!(p.key, "a/acquire");
         assert_eq!(p.action, Some(Action::Release));
         assert_eq!(p.bucket, None);
+    }
+
+    #[test]
+    fn events_is_an_action_unless_its_slash_is_encoded() {
+        let p = LockPath::parse("/locks/jobs/events", true).unwrap();
+        assert_eq!((p.key.as_str(), p.action), ("jobs", Some(Action::Events)));
+        assert!(!Action::Events.is_post());
+        assert!(LockPath::parse("/locks/jobs%2Fevents", true).is_err());
+        let status = LockPath::parse("/locks/jobs%2Fevents", false).unwrap();
+        assert_eq!(status.key, "jobs/events");
+    }
+
+    #[test]
+    fn a_lock_key_in_the_elections_namespace_is_refused() {
+        let err = LockPath::parse("/locks/.elections/leader", false).unwrap_err();
+        assert!(matches!(err, ApiError::InvalidInput { field: "key", .. }));
+        assert!(LockPath::parse("/locks/%2Eelections%2Fx/acquire", true).is_err());
+        assert!(LockPath::parse("/locks/.elections2/x", false).is_ok());
+    }
+
+    #[test]
+    fn an_election_path_names_its_action_by_method() {
+        let p = ElectionPath::parse("/elections/jobs/etl/campaign", true).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.action),
+            ("jobs/etl", Some(ElectionAction::Campaign))
+        );
+        let p = ElectionPath::parse("/elections/jobs%2Fetl/observe", false).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.action),
+            ("jobs/etl", Some(ElectionAction::Observe))
+        );
+        let p = ElectionPath::parse("/elections/jobs/campaign", false).unwrap();
+        assert_eq!((p.name.as_str(), p.action), ("jobs/campaign", None));
+        let p = ElectionPath::parse("/elections/leader", false).unwrap();
+        assert_eq!((p.name.as_str(), p.action), ("leader", None));
+        assert!(matches!(
+            ElectionPath::parse("/elections/a/observe", true),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            ElectionPath::parse("/elections/a", true),
+            Err(ApiError::RouteNotFound)
+        ));
     }
 
     #[test]

@@ -9,6 +9,9 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 pub const MAX_KEY_BYTES: usize = 512;
 /// The longest owner name accepted, in bytes.
 pub const MAX_OWNER_BYTES: usize = 256;
+/// The first segment of the keys of elections' locks (`.elections/{name}`): the lock routes take
+/// no key under it, and lists never show one, so an election and a lock never share a document.
+pub const ELECTIONS: &str = ".elections";
 
 /// A lock's key: non-empty, at most 512 bytes, `/`-separated segments that are neither empty nor
 /// `.` / `..`, no control characters, no format characters, in Unicode NFC. Such a key is safe as
@@ -92,12 +95,22 @@ impl LockKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this is the key of an election's lock (see [`in_elections`]).
+    pub fn is_election(&self) -> bool {
+        in_elections(&self.0)
+    }
 }
 
 impl fmt::Display for LockKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `key`'s first segment is [`ELECTIONS`]: the namespace of elections' locks.
+pub fn in_elections(key: &str) -> bool {
+    key.split('/').next() == Some(ELECTIONS)
 }
 
 /// Checks an owner name: 1 to 256 bytes, no control or format characters, in NFC.
@@ -131,6 +144,20 @@ mod tests {
         );
         assert!(LockKey::parse("my-task.json").is_ok());
         assert!(LockKey::parse(".hidden/x").is_ok());
+    }
+
+    #[test]
+    fn only_a_first_segment_of_exactly_elections_is_an_elections_key() {
+        assert!(LockKey::parse(".elections/leader").unwrap().is_election());
+        assert!(LockKey::parse(".elections").unwrap().is_election());
+        for other in [
+            ".elections2/x",
+            "x/.elections/y",
+            "elections/x",
+            ".hidden/x",
+        ] {
+            assert!(!LockKey::parse(other).unwrap().is_election(), "{other}");
+        }
     }
 
     #[test]

@@ -77,6 +77,10 @@ impl Engine {
         };
         let targets = page.keys.into_iter().filter_map(|object| {
             let key = LockKey::parse(object.strip_prefix(&self.config.prefix)?).ok()?;
+            // Elections' locks are shown as elections, never as locks.
+            if key.is_election() {
+                return None;
+            }
             Some(Target {
                 bucket: bucket.clone(),
                 key,

@@ -13,6 +13,8 @@
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
 //! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
+//! - [`events`]: a lock's change stream, served by its watcher; what each change is called.
+//! - [`election`]: elections as locks in a namespace of their own.
 //! - [`document`]: the stored JSON; [`history`]: the write history every document carries;
 //!   [`key`]: keys and owners parsed at the edge; [`terms`]: a lease's value and lock-delay
 //!   checked at the edge; [`error`].
@@ -23,7 +25,9 @@
 pub mod cache;
 mod decide;
 pub mod document;
+pub mod election;
 pub mod error;
+pub mod events;
 pub mod history;
 mod input;
 pub mod key;
@@ -52,7 +56,9 @@ use crate::store::{Store, StoreError};
 pub use crate::wire::LockView;
 use cache::StateCache;
 pub use document::{HolderToken, LockDocument};
+pub use election::{CampaignRequest, ElectionEvent, ElectionEvents};
 pub use error::LockError;
+pub use events::{EventKind, LockEvent, LockEvents};
 use input::Target;
 pub use input::{AcquireRequest, RenewRequest};
 pub use key::LockKey;

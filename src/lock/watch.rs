@@ -9,7 +9,7 @@ use super::{Engine, LockError, LockView};
 
 /// How long a watch waits for the first read of the watcher it started, rather than reading the
 /// lock itself too.
-const FIRST_READ_WAIT: StdDuration = StdDuration::from_secs(1);
+pub(super) const FIRST_READ_WAIT: StdDuration = StdDuration::from_secs(1);
 
 impl Engine {
     /// A blocking query: the lock's view as soon as its `index` is no longer `index` (at once if

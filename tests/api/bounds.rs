@@ -3,84 +3,23 @@
 //! pile up requests without limit. Real servers, real sockets; store calls are counted (by a
 //! counting store, or at the fault proxy), never timed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use reqwest::{Method, Response};
 use s3lock::clock::SystemClock;
 use s3lock::lock::{Engine, MAX_POLL};
 use s3lock::metrics::Metrics;
 use s3lock::startup::Server;
-use s3lock::store::memory::MemoryStore;
 use s3lock::store::s3::S3Store;
-use s3lock::store::{ListPage, Store, StoreError, Version, Versioned};
+use s3lock::store::Store;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::helpers::support::counting::CountingStore;
 use crate::helpers::support::proxy::{FaultProxy, Latency};
 use crate::helpers::{engine_config, metric_line, problem, support, TestApp};
-
-/// A memory store that counts its reads and the most of them in flight at once. With
-/// `failing_reads`, every read takes that long and then fails, as a store that went away.
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: MemoryStore,
-    failing_reads: Option<Duration>,
-    gets: AtomicUsize,
-    in_flight: AtomicUsize,
-    most_in_flight: AtomicUsize,
-}
-
-impl CountingStore {
-    fn gets(&self) -> usize {
-        self.gets.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Store for CountingStore {
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-        let found = match self.failing_reads {
-            Some(pause) => {
-                tokio::time::sleep(pause).await;
-                Err(StoreError::Unavailable("the test's store is down".into()))
-            }
-            None => self.inner.get(bucket, key).await,
-        };
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        found
-    }
-    async fn put_if_absent(&self, b: &str, k: &str, body: Bytes) -> Result<Version, StoreError> {
-        self.inner.put_if_absent(b, k, body).await
-    }
-    async fn put_if_version(
-        &self,
-        b: &str,
-        k: &str,
-        body: Bytes,
-        expected: &Version,
-    ) -> Result<Version, StoreError> {
-        self.inner.put_if_version(b, k, body, expected).await
-    }
-    async fn list_page(
-        &self,
-        b: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        max_keys: usize,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list_page(b, prefix, start_after, max_keys).await
-    }
-    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
-        self.inner.delete(b, k).await
-    }
-}
 
 /// An engine over `store` whose start-up store check counts as passed, watching at most
 /// `max_watched_locks` locks.

@@ -208,7 +208,7 @@ async fn run_gives_the_command_the_fencing_token_releases_and_exits_with_its_sta
 }
 
 /// The state letter of a process in /proc, `None` once it is gone (reaped).
-fn process_state(pid: u32) -> Option<char> {
+pub(crate) fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ")?.1.chars().next()
 }

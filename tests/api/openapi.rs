@@ -16,7 +16,19 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
     );
     let mut paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     paths.sort();
-    let mut want = vec!["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    let mut want = vec![
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/elections/{name}",
+        "/elections/{name}/campaign",
+        "/elections/{name}/proclaim",
+        "/elections/{name}/renew",
+        "/elections/{name}/resign",
+        "/elections/{name}/leader",
+        "/elections/{name}/observe",
+    ];
     for base in ["", "/buckets/{bucket}"] {
         for p in [
             "/locks",
@@ -25,6 +37,7 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
             "/locks/{key}/renew",
             "/locks/{key}/release",
             "/locks/{key}/break",
+            "/locks/{key}/events",
         ] {
             want.push(Box::leak(format!("{base}{p}").into_boxed_str()));
         }
@@ -46,6 +59,8 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
         doc["components"]["schemas"]["AcquireBody"]["properties"]["ttl"]["maximum"],
         3600
     );
+    let stream = &doc["paths"]["/locks/{key}/events"]["get"]["responses"]["200"]["content"];
+    assert!(stream.get("text/event-stream").is_some(), "{stream}");
     let conflict = &doc["paths"]["/locks/{key}/acquire"]["post"]["responses"]["409"]["content"];
     assert!(
         conflict.get("application/problem+json").is_some(),

@@ -2,6 +2,7 @@
 //! `scripts/test`) and fresh buckets on it.
 #![allow(dead_code)]
 
+pub mod counting;
 pub mod proxy;
 
 use std::time::Duration;

@@ -177,6 +177,7 @@ def test_a_permit_held_in_a_with_block_is_renewed_and_released_on_leaving_it(
         while permit.renewals < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert permit.renewals >= 2 and not permit.lost, permit.lost_reason
+        assert permit.expires_at is not None and first_end is not None
         assert permit.expires_at > first_end
         with pytest.raises(SemaphoreFull):
             semaphore.acquire(owner="other", wait=0)

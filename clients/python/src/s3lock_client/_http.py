@@ -31,6 +31,46 @@ class Response:
         self.body = body
 
 
+class Stream:
+    """A streaming answer (server-sent events) on a connection of its own, read line by line.
+
+    ``readline`` raises :class:`ConnectionFailed` when the connection breaks or stays silent
+    longer than its timeout; it returns ``b""`` when the server ended the stream.
+    """
+
+    def __init__(
+        self,
+        transport: "Transport",
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+    ) -> None:
+        self._transport = transport
+        self._conn = conn
+        self._resp = resp
+        self.status = resp.status
+        # Lower-cased names.
+        self.headers = {k.lower(): v for k, v in resp.getheaders()}
+
+    def readline(self) -> bytes:
+        try:
+            return self._resp.readline()
+        except socket.timeout:
+            raise ConnectionFailed("the stream stayed silent past its timeout") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise ConnectionFailed(f"the stream broke ({e})") from None
+
+    def read_all(self) -> bytes:
+        """The whole body (of an error answer)."""
+        try:
+            return self._resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise ConnectionFailed(f"the answer broke ({e})") from None
+
+    def close(self) -> None:
+        self._conn.close()
+        self._transport._forget(self._conn)
+
+
 class Transport:
     def __init__(self, url: str, ssl_context: Optional[ssl.SSLContext] = None) -> None:
         parsed = urllib.parse.urlsplit(url)
@@ -105,6 +145,37 @@ class Transport:
                 resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
             )
         raise ConnectionFailed(f"{method} {path}: the connection broke twice")
+
+    def open_stream(
+        self, path: str, headers: Dict[str, str], timeout: float
+    ) -> Stream:
+        """``GET path`` on a new connection that stays the stream's: ``timeout`` bounds the
+        connect and every wait for the next bytes after it."""
+        if self.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self.ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        with self._all_lock:
+            self._all.append(conn)
+        try:
+            conn.request("GET", self.base_path + path, headers=headers)
+            resp = conn.getresponse()
+        except socket.timeout:
+            conn.close()
+            self._forget(conn)
+            raise ConnectionFailed(f"GET {path}: no answer within {timeout:.3g} s") from None
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            self._forget(conn)
+            raise ConnectionFailed(f"GET {path}: {e}") from None
+        return Stream(self, conn, resp)
+
+    def _forget(self, conn: http.client.HTTPConnection) -> None:
+        with self._all_lock:
+            if conn in self._all:
+                self._all.remove(conn)
 
     def close(self) -> None:
         with self._all_lock:

@@ -9,9 +9,9 @@ import os
 import ssl
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ._http import Response, Transport
+from ._http import Response, Stream, Transport
 from .errors import (
     ConnectionFailed,
     ProblemError,
@@ -20,14 +20,29 @@ from .errors import (
     problem_from_body,
 )
 from .lease import LostCallback, ManagedLease
-from .models import KEEP, Lease, LockView, SharedLease, SharedView
+from .models import (
+    KEEP,
+    Election,
+    ElectionEvent,
+    Lease,
+    LockEvent,
+    LockView,
+    SharedLease,
+    SharedView,
+)
 from .shared import RWLock, Semaphore
+
+if TYPE_CHECKING:
+    from .election import Leadership, LostLeadershipCallback
 
 __all__ = ["Client", "DEFAULT_URL"]
 
 #: What the CLI uses when neither ``url`` nor ``S3LOCK_URL`` is given.
 DEFAULT_URL = "http://127.0.0.1:8080"
 _USER_AGENT = "s3lock-client-python/0.1.0"
+#: How long a change stream may stay silent before it is taken for dead and reconnected: the
+#: server sends a keep-alive comment after 15 s without an event.
+STREAM_SILENCE = 45.0
 
 
 def _quote_key(key: str) -> str:
@@ -207,6 +222,46 @@ class Client:
         query = "" if owner is None else "?" + urllib.parse.urlencode({"owner": owner})
         answer, _ = self._call("GET", self._lock_path(key) + query, None, timeout)
         return LockView.from_json(answer)
+
+    def watch(
+        self,
+        key: str,
+        index: int,
+        wait: Optional[float] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> LockView:
+        """A blocking query: the lock as soon as its ``index`` is no longer ``index`` (at once if
+        it already differs), or after ``wait`` seconds (the server's default, 30, when ``None``)
+        with the unchanged view. Pass the answer's ``index`` back to wait for the next change."""
+        query: Dict[str, str] = {"index": str(index)}
+        if wait is not None:
+            query["wait"] = str(wait)
+        path = self._lock_path(key) + "?" + urllib.parse.urlencode(query)
+        extra = 30.0 if wait is None else max(0.0, float(wait))
+        answer, _ = self._call("GET", path, None, timeout, extra=extra)
+        return LockView.from_json(answer)
+
+    def events(self, key: str, last_event_id: Optional[int] = None) -> Iterator[LockEvent]:
+        """The lock's change stream: its state first (unless ``last_event_id`` is the current
+        index), then one :class:`LockEvent` per change, for as long as the caller iterates::
+
+            for event in client.events("jobs/etl"):
+                if event.kind in ("released", "expired", "broken", "free"):
+                    ...  # nobody holds it now
+
+        A dropped connection (or a server that drains) is reconnected with the last event's id
+        as ``Last-Event-ID``; the server then sends the state at once if it changed meanwhile
+        (the changes missed folded into one event). Raises :class:`ConnectionFailed` when no
+        server answers for the client's ``timeout``, and :class:`LockUnreadable` if the stored
+        document turns unreadable. The stream is opened before this returns (so a refusal,
+        such as :class:`TooManyWatchedLocks` past its retries, is raised here); leaving the loop
+        closes the connection."""
+        stream = self._follow(self._lock_path(key, "events"), last_event_id)
+        return (
+            LockEvent(kind=kind, id=event_id, lock=LockView.from_json(data))
+            for kind, event_id, data in stream
+        )
 
     def list(
         self,
@@ -439,6 +494,122 @@ class Client:
         See :class:`RWLock` and :class:`SharedHolding`."""
         return RWLock(self, key, owner=owner, ttl=ttl, wait=wait)
 
+    # -- elections --------------------------------------------------------------------------
+
+    def campaign(
+        self,
+        name: str,
+        value: Any = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        *,
+        candidate: Optional[str] = None,
+        lock_delay: Optional[int] = None,
+        on_lost: Optional["LostLeadershipCallback"] = None,
+    ) -> "Leadership":
+        """Leadership of the election ``name``, for ``with``::
+
+            with client.campaign("scheduler", value="10.0.0.7:8080", ttl=30, wait=300) as leader:
+                while not leader.lost.is_set():
+                    run_one_step(term=leader.term)
+
+        Campaigns on entering the block (raising :class:`LockHeld`, which names the leader, if
+        another still leads after ``wait`` seconds), renews in the background, sets
+        ``leader.lost`` before leadership can end, and resigns on leaving the block. See
+        :class:`~s3lock_client.election.Leadership`."""
+        from .election import Leadership
+
+        return Leadership(
+            self,
+            name,
+            value=value,
+            ttl=ttl,
+            wait=wait,
+            candidate=candidate,
+            lock_delay=lock_delay,
+            on_lost=on_lost,
+        )
+
+    def election(self, name: str, *, timeout: Optional[float] = None) -> Election:
+        """Who leads ``name`` now (``leader`` is ``None`` when nobody does)."""
+        answer, _ = self._call("GET", self._election_path(name), None, timeout)
+        return Election.from_json(answer)
+
+    def proclaim(
+        self,
+        name: str,
+        token: str,
+        value: Any,
+        *,
+        ttl: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Election:
+        """The leader (``token``) publishes ``value`` and restarts its lease."""
+        b: Dict[str, Any] = {"token": token, "value": value}
+        if ttl is not None:
+            b["ttl"] = ttl
+        answer, _ = self._call("POST", self._election_path(name, "proclaim"), lambda: b, timeout)
+        return Election.from_json(answer)
+
+    def resign(self, name: str, token: str, *, timeout: Optional[float] = None) -> Election:
+        """The leader (``token``) steps down; resigning again is a no-op."""
+        answer, _ = self._call(
+            "POST", self._election_path(name, "resign"), lambda: {"token": token}, timeout
+        )
+        return Election.from_json(answer)
+
+    def observe(self, name: str, last_event_id: Optional[int] = None) -> Iterator[ElectionEvent]:
+        """The election's change stream: who leads first, then one :class:`ElectionEvent` per
+        change, "no leader" included (``event.election.leader is None`` after a resignation,
+        a lease that ran out, a break). Reconnects as :meth:`events` does."""
+        stream = self._follow(self._election_path(name, "observe"), last_event_id)
+        return (
+            ElectionEvent(kind=kind, id=event_id, election=Election.from_json(data))
+            for kind, event_id, data in stream
+        )
+
+    def _campaign(
+        self,
+        name: str,
+        candidate: Optional[str],
+        value: Any,
+        ttl: Optional[int],
+        wait: Optional[float],
+        lock_delay: Optional[int],
+    ) -> Election:
+        b: Dict[str, Any] = {}
+        if candidate is not None:
+            b["candidate"] = candidate
+        if value is not None:
+            b["value"] = value
+        if ttl is not None:
+            b["ttl"] = ttl
+        if wait is not None:
+            b["wait"] = wait
+        if lock_delay is not None:
+            b["lock_delay"] = lock_delay
+        answer, _ = self._call(
+            "POST",
+            self._election_path(name, "campaign"),
+            lambda: b,
+            None,
+            extra=max(0.0, float(wait or 0.0)),
+        )
+        return Election.from_json(answer)
+
+    def _renew_leadership(
+        self, name: str, token: str, ttl: Optional[int], timeout: Optional[float]
+    ) -> Election:
+        b: Dict[str, Any] = {"token": token}
+        if ttl is not None:
+            b["ttl"] = ttl
+        answer, _ = self._call("POST", self._election_path(name, "renew"), lambda: b, timeout)
+        return Election.from_json(answer)
+
+    def _election_path(self, name: str, action: Optional[str] = None) -> str:
+        path = f"/elections/{_quote_key(name)}"
+        return f"{path}/{action}" if action else path
+
     def request(
         self,
         method: str,
@@ -507,6 +678,64 @@ class Client:
 
         return self._call("POST", path, body, timeout, extra=max(0.0, wait_s))
 
+    def _follow(
+        self, path: str, last_event_id: Optional[int]
+    ) -> Iterator[Tuple[str, int, Any]]:
+        """Reads the server-sent events at ``path`` as (kind, id, data), reconnecting with
+        ``Last-Event-ID`` whenever the stream ends or breaks. The first stream is opened before
+        this returns, so a refusal (a 409, a 403) is raised by the call itself; a stream that
+        cannot be opened again for ``self.timeout`` seconds raises the last error."""
+        first = self._open_events(path, last_event_id, time.monotonic())
+        return self._read_following(path, last_event_id, first)
+
+    def _read_following(
+        self, path: str, last: Optional[int], stream: Stream
+    ) -> Iterator[Tuple[str, int, Any]]:
+        while True:
+            try:
+                for kind, event_id, data in _read_events(stream):
+                    if kind == "unreadable":
+                        raise problem_from_body(409, data, None)
+                    last = event_id
+                    yield kind, event_id, data
+            except ConnectionFailed:
+                pass  # dropped: reconnect
+            finally:
+                stream.close()
+            # The stream ended (the server drains) or broke: open another where it left off.
+            stream = self._open_events(path, last, time.monotonic())
+
+    def _open_events(self, path: str, last: Optional[int], lost_at: float) -> Stream:
+        """A 200 event stream at ``path``, resuming after ``last``: tried again on a failed
+        connection and on a 503 with ``Retry-After``, until ``self.timeout`` after ``lost_at``."""
+        pause = 0.1
+        while True:
+            headers = {"Accept": "text/event-stream", "User-Agent": _USER_AGENT}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            if self._auth_token:
+                headers["Authorization"] = f"Bearer {self._auth_token}"
+            try:
+                stream = self._transport.open_stream(path, headers, STREAM_SILENCE)
+            except ConnectionFailed:
+                if time.monotonic() + pause - lost_at > self.timeout:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if stream.status == 200:
+                return stream
+            try:
+                body = stream.read_all()
+            finally:
+                stream.close()
+            error = _problem(Response(stream.status, stream.headers, body))
+            if not isinstance(error, ServiceUnavailable) or error.retry_after is None:
+                raise error
+            if time.monotonic() + error.retry_after - lost_at > self.timeout:
+                raise error
+            time.sleep(error.retry_after)
+
     def _call(
         self,
         method: str,
@@ -560,6 +789,38 @@ class Client:
                     time.sleep(error.retry_after)
                     continue
             raise error
+
+
+def _read_events(stream: Stream) -> Iterator[Tuple[str, int, Any]]:
+    """The events of a server-sent event stream as (kind, id, parsed data), until it ends.
+    Comments (keep-alives) are skipped; an event without an id (``unreadable``) has id -1."""
+    kind, event_id = "message", -1
+    data: List[str] = []
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        text = line.decode("utf-8").rstrip("\r\n")
+        if not text:
+            if data:
+                try:
+                    parsed = json.loads("\n".join(data))
+                except ValueError:
+                    raise UnexpectedResponse(200, "an event whose data is not JSON") from None
+                yield kind, event_id, parsed
+            kind, event_id, data = "message", -1, []
+            continue
+        field, _, value = text.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            kind = value
+        elif field == "id":
+            try:
+                event_id = int(value)
+            except ValueError:
+                raise UnexpectedResponse(200, f"an event id that is not a number: {value!r}") from None
+        elif field == "data":
+            data.append(value)
 
 
 def _json(resp: Response) -> Any:

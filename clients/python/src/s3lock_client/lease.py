@@ -1,10 +1,8 @@
-"""Holdings that renew themselves in a background thread and know when they may have been lost:
-a lock's lease (:class:`ManagedLease`), and on the same machinery (:class:`SelfRenewing`) a
-semaphore's permit or a read-write lock's holding (:class:`~s3lock_client.shared.SharedHolding`).
+"""A lease that renews itself in a background thread and knows when it may have been lost.
 
-The rule they keep: a holding is marked lost *before* its lease can end, never after. After each
+The rule it keeps: the lease is marked lost *before* it can end, never after. After each
 confirmed renewal the lease is certainly held until the time that renewal was **sent** plus the
-``ttl_remaining_ms`` the server answered (``valid_until``). The holding counts as lost at
+``ttl_remaining_ms`` the server answered (``Lease.valid_until``). The lease counts as lost at
 ``valid_until - margin``, unless a later renewal has been confirmed by then; ``lost`` and
 ``check()`` compute this from the clock on every call, so they are right even if the renewal
 thread is late to run.
@@ -18,7 +16,7 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Deque, Generic, Optional, Protocol, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Deque, Optional, Type
 
 from .errors import (
     ConnectionFailed,
@@ -39,28 +37,6 @@ log = logging.getLogger("s3lock_client")
 LostCallback = Callable[["ManagedLease", LeaseLost], None]
 
 
-class Grant(Protocol):
-    """What the renewal machinery reads of a grant or renewal, whatever was granted."""
-
-    @property
-    def token(self) -> str: ...
-
-    @property
-    def sent_at(self) -> float: ...
-
-    @property
-    def valid_until(self) -> float: ...
-
-    @property
-    def expire(self) -> int: ...
-
-    @property
-    def ttl_remaining_ms(self) -> int: ...
-
-
-G = TypeVar("G", bound=Grant)
-
-
 def safety_margin(lease_seconds: float, guaranteed: float) -> float:
     """How long before the lease's end it is given up: a tenth of the lease, 0.2 s to 2 s (as
     ``s3lock run`` does), but at most a third of what the server guaranteed. It covers the
@@ -69,25 +45,25 @@ def safety_margin(lease_seconds: float, guaranteed: float) -> float:
     return min(2.0, max(0.2, lease_seconds / 10.0), guaranteed / 3.0)
 
 
-def renewal_interval(lease: Grant) -> float:
+def renewal_interval(lease: Lease) -> float:
     """A third of the lease, counted from when the request that granted it was sent; a third of
     what the server said remains of it when that is less (on S3 the store clock's uncertainty
     can take up to about a second off a renewal's ``ttl_remaining_ms``)."""
     return _guaranteed(lease) / 3.0
 
 
-def _guaranteed(lease: Grant) -> float:
+def _guaranteed(lease: Lease) -> float:
     return min(float(lease.expire), lease.ttl_remaining_ms / 1000.0)
 
 
 class LostSignal(threading.Event):
     """A ``threading.Event`` set once a holding is no longer certainly held. ``is_set()`` (and
-    ``bool()``) also judge the clock, so they are right even while the renewal thread is late to
-    set it; ``wait()`` returns once it is set."""
+    ``bool()``, so ``if holding.lost:`` reads right) also judge the clock, so they are right even
+    while the renewal thread is late to set it; ``wait()`` returns once it is set."""
 
     def __init__(self, judge: Callable[[], object]) -> None:
         super().__init__()
-        # Sets this signal when the holding's time is up (SelfRenewing.lost_reason).
+        # Sets this signal when the holding's time is up (Renewed.lost_reason does).
         self._judge = judge
 
     def is_set(self) -> bool:
@@ -103,81 +79,100 @@ class LostSignal(threading.Event):
         return self.is_set()
 
 
-class SelfRenewing(Generic[G]):
-    """The machinery every self-renewing holding shares: take it, renew it every third of its
-    lease in a background thread, mark it lost before it can end, give it back. Subclasses say
-    what to take, renew and give back (``_take``, ``_renew``, ``_give_back``) and what the holder
-    reads of it."""
+class Renewed:
+    """The machinery of a lease renewed in the background: :class:`ManagedLease` (a lock),
+    :class:`~s3lock_client.election.Leadership` (an election's leader) and
+    :class:`~s3lock_client.shared.SharedHolding` (a semaphore's permit, a read-write lock).
+    Subclasses say how the lease is taken, renewed and given up."""
 
     def __init__(
         self,
+        client: "Client",
         key: str,
         *,
-        ttl: Optional[int],
-        on_lost: Optional[Callable[[Any, LeaseLost], None]],
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        owner: Optional[str] = None,
+        value: Any = KEEP,
+        lock_delay: Optional[int] = None,
+        on_lost: Optional[Callable[[Any, LeaseLost], None]] = None,
     ) -> None:
+        self._client = client
         self.key = key
         self._ttl = ttl
+        self._wait = wait
+        self._owner = owner
+        # Sent with the acquire only: renewals name neither, so they keep both.
+        self._value = value
+        self._lock_delay = lock_delay
         self._on_lost = on_lost
-        self._grant: Optional[G] = None
+        self._lease: Optional[Lease] = None
         self._state = threading.Lock()
         # Set once, by whoever notices first (the renewal thread, or a reader of `lost` past
         # `lost_at`), under `_state`; never cleared.
         self._lost: Optional[LeaseLost] = None
-        # Set together with `_lost`, for those who wait for the loss rather than ask.
-        self._lost_signal = LostSignal(lambda: self.lost_reason)
         # Whether on_lost was called (by the renewal thread, once).
         self._told = False
-        # Whether the server refused a renewal (a break, a takeover): then the holding is not
-        # ours to release. One that timed out may still be held, and is released at the end.
+        # Whether the server refused a renewal (a break, a takeover): then the lock is not ours
+        # to release. A lease that timed out may still be held, and is released on exit.
         self._refused = False
-        # Whether it was given back (or given up): a second release does nothing.
-        self._finished = False
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         # The latest failed renewal's error, for the LeaseLost message if none succeeds in time.
         self._last_error: Optional[BaseException] = None
         #: Renewals the server confirmed.
         self.renewals = 0
-        #: The grant and each confirmed renewal (the latest 64), oldest first.
-        self.history: Deque[G] = collections.deque(maxlen=64)
-
-    # -- what a subclass says -------------------------------------------------------------
-
-    def _take(self) -> G:
-        """Acquires (raising the server's refusal)."""
-        raise NotImplementedError
-
-    def _renew(self, token: str, ttl: int, timeout: float) -> G:
-        raise NotImplementedError
-
-    def _give_back(self, token: str, timeout: float) -> None:
-        raise NotImplementedError
+        #: The granted lease and each confirmed renewal (the latest 64), oldest first.
+        self.history: Deque[Lease] = collections.deque(maxlen=64)
 
     # -- what the holder reads ------------------------------------------------------------
 
     @property
-    def _current(self) -> G:
-        if self._grant is None:
-            raise RuntimeError("not acquired yet")
-        return self._grant
+    def lease(self) -> Lease:
+        """The latest granted or renewed lease."""
+        if self._lease is None:
+            raise RuntimeError("the lock is not acquired yet: use it in a with statement")
+        return self._lease
+
+    @property
+    def fencing_token(self) -> int:
+        return self.lease.fencing_token
+
+    @property
+    def owner(self) -> Optional[str]:
+        return self.lease.owner
+
+    @property
+    def expires_at(self) -> Optional[_dt.datetime]:
+        """When the server says the current lease ends (store clock)."""
+        return self.lease.expires_at
+
+    @property
+    def value(self) -> Any:
+        """The value published with the current lease (``None`` when none)."""
+        return self.lease.value
+
+    @property
+    def token(self) -> str:
+        """The holder token (a secret: never log it)."""
+        return self.lease.token
 
     @property
     def lost_at(self) -> float:
         """The ``time.monotonic()`` instant at which the lease counts as lost unless renewed."""
-        grant = self._current
-        return grant.valid_until - safety_margin(grant.expire, _guaranteed(grant))
+        lease = self.lease
+        return lease.valid_until - safety_margin(lease.expire, _guaranteed(lease))
 
     @property
     def lost_reason(self) -> Optional[LeaseLost]:
         """Why the lease is lost, or ``None`` while it is certainly held. Once lost, always
         lost: a renewal confirmed after that moment is not taken back."""
         with self._state:
-            if self._lost is None and self._grant is not None and time.monotonic() >= self.lost_at:
+            if self._lost is None and self._lease is not None and time.monotonic() >= self.lost_at:
                 self._lost = self._timed_out()
             lost = self._lost
         if lost is not None:
-            self._lost_signal.set()
+            self._marked_lost()
         return lost
 
     def check(self) -> None:
@@ -186,48 +181,63 @@ class SelfRenewing(Generic[G]):
         if reason is not None:
             raise reason
 
-    # -- start and finish -----------------------------------------------------------------
+    # -- what a subclass says -------------------------------------------------------------
 
-    def _start(self) -> None:
-        """Acquires, then renews in the background until :meth:`_finish`."""
-        if self._grant is not None:
-            raise RuntimeError(f"{type(self).__name__} is acquired once")
-        self._grant = self._take()
-        self.history.append(self._grant)
+    def _take(self) -> Lease:
+        """Takes the lease (waiting as asked), or raises."""
+        raise NotImplementedError
+
+    def _renew_once(self, token: str, ttl: int, timeout: float) -> Lease:
+        raise NotImplementedError
+
+    def _give_up(self, token: str, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _marked_lost(self) -> None:
+        """Called (possibly more than once) once the lease is known lost."""
+
+    # -- with -----------------------------------------------------------------------------
+
+    def _enter(self) -> None:
+        if self._lease is not None:
+            raise RuntimeError("a renewed lease can be entered once")
+        self._lease = self._take()
+        self.history.append(self._lease)
         self._thread = threading.Thread(
             target=self._renew_loop, name=f"s3lock-renew:{self.key}", daemon=True
         )
         self._thread.start()
 
-    def _finish(self, raise_if_lost: bool) -> None:
-        """Stops the renewals and gives the holding back (unless a renewal was refused: then it
-        is not ours). Raises :class:`LeaseLost` if it was lost and ``raise_if_lost``."""
-        if self._finished or self._grant is None:
-            return
-        self._finished = True
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         lost = self.lost_reason
         if not self._refused:
+            # A refused renewal means another holder or a break: nothing of ours to release.
             # Waiting past the lease's end is pointless: it has freed itself by then.
-            timeout = max(1.0, self._current.valid_until - time.monotonic())
+            timeout = min(self._client.timeout, max(1.0, self.lease.valid_until - time.monotonic()))
             try:
-                self._give_back(self._current.token, timeout)
+                self._give_up(self.lease.token, timeout)
             except WriteUnconfirmed:
                 pass  # released, or lost: nothing of ours is left to release
             except Exception as e:  # the lease runs out on its own; the block's outcome matters more
                 log.warning("releasing %r failed: %s", self.key, e)
-        if lost is not None and raise_if_lost:
+        if lost is not None and exc_type is None:
             raise lost
 
     # -- the renewal thread ---------------------------------------------------------------
 
     def _renew_loop(self) -> None:
-        grant = self._current
-        ttl = self._ttl if self._ttl is not None else grant.expire
-        retry_every = min(1.0, grant.expire / 10.0)
-        next_send = grant.sent_at + renewal_interval(grant)
+        lease = self.lease
+        ttl = self._ttl if self._ttl is not None else lease.expire
+        retry_every = min(1.0, lease.expire / 10.0)
+        next_send = lease.sent_at + renewal_interval(lease)
         while True:
             now = time.monotonic()
             give_up = self.lost_at
@@ -242,7 +252,7 @@ class SelfRenewing(Generic[G]):
             if now < next_send:
                 continue
             try:
-                renewed = self._renew(grant.token, ttl, self.lost_at - now)
+                renewed = self._renew_once(lease.token, ttl, self.lost_at - now)
             except (ConnectionFailed, ServiceUnavailable, UnexpectedResponse) as e:
                 log.info("renewing %r failed (%s); trying again", self.key, e)
                 self._last_error = e
@@ -255,7 +265,7 @@ class SelfRenewing(Generic[G]):
                 # Too late: the lease was (or may have been) reported lost already.
                 late = self._lost is not None or time.monotonic() >= self.lost_at
                 if not late:
-                    self._grant = grant = renewed
+                    self._lease = lease = renewed
                     self.renewals += 1
                     self.history.append(renewed)
             if late:
@@ -285,7 +295,7 @@ class SelfRenewing(Generic[G]):
             if self._told:
                 return
             self._told = True
-        self._lost_signal.set()
+        self._marked_lost()
         log.warning("%s", lost)
         if self._on_lost is not None:
             try:
@@ -294,7 +304,7 @@ class SelfRenewing(Generic[G]):
                 log.exception("the on_lost callback of %r raised", self.key)
 
 
-class ManagedLease(SelfRenewing[Lease]):
+class ManagedLease(Renewed):
     """What ``with client.lock(...) as lease`` gives: the held lock, renewed in the background.
 
     - ``fencing_token``, ``key``, ``owner``, ``expires_at``: of the current lease.
@@ -319,13 +329,32 @@ class ManagedLease(SelfRenewing[Lease]):
         lock_delay: Optional[int] = None,
         on_lost: Optional[LostCallback] = None,
     ) -> None:
-        super().__init__(key, ttl=ttl, on_lost=on_lost)
-        self._client = client
-        self._wait = wait
-        self._owner = owner
-        # Sent with the acquire only: renewals name neither, so they keep both.
-        self._value = value
-        self._lock_delay = lock_delay
+        super().__init__(
+            client,
+            key,
+            ttl=ttl,
+            wait=wait,
+            owner=owner,
+            value=value,
+            lock_delay=lock_delay,
+            on_lost=on_lost,
+        )
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_reason is not None
+
+    def __repr__(self) -> str:
+        if self._lease is None:
+            return f"ManagedLease(key={self.key!r}, not acquired)"
+        return (
+            f"ManagedLease(key={self.key!r}, owner={self.owner!r}, "
+            f"fencing_token={self.fencing_token}, lost={self.lost})"
+        )
+
+    def __enter__(self) -> "ManagedLease":
+        self._enter()
+        return self
 
     def _take(self) -> Lease:
         return self._client.acquire(
@@ -337,68 +366,8 @@ class ManagedLease(SelfRenewing[Lease]):
             lock_delay=self._lock_delay,
         )
 
-    def _renew(self, token: str, ttl: int, timeout: float) -> Lease:
+    def _renew_once(self, token: str, ttl: int, timeout: float) -> Lease:
         return self._client.renew(self.key, token, ttl, timeout=timeout)
 
-    def _give_back(self, token: str, timeout: float) -> None:
-        self._client.release(self.key, token, timeout=min(self._client.timeout, timeout))
-
-    # -- what the holder reads ------------------------------------------------------------
-
-    @property
-    def lease(self) -> Lease:
-        """The latest granted or renewed lease."""
-        if self._grant is None:
-            raise RuntimeError("the lock is not acquired yet: use it in a with statement")
-        return self._grant
-
-    @property
-    def fencing_token(self) -> int:
-        return self.lease.fencing_token
-
-    @property
-    def owner(self) -> Optional[str]:
-        return self.lease.owner
-
-    @property
-    def expires_at(self) -> Optional[_dt.datetime]:
-        """When the server says the current lease ends (store clock)."""
-        return self.lease.expires_at
-
-    @property
-    def value(self) -> Any:
-        """The value published with the current lease (``None`` when none)."""
-        return self.lease.value
-
-    @property
-    def token(self) -> str:
-        """The holder token (a secret: never log it)."""
-        return self.lease.token
-
-    @property
-    def lost(self) -> bool:
-        return self.lost_reason is not None
-
-    def __repr__(self) -> str:
-        if self._grant is None:
-            return f"ManagedLease(key={self.key!r}, not acquired)"
-        return (
-            f"ManagedLease(key={self.key!r}, owner={self.owner!r}, "
-            f"fencing_token={self.fencing_token}, lost={self.lost})"
-        )
-
-    # -- with -----------------------------------------------------------------------------
-
-    def __enter__(self) -> "ManagedLease":
-        if self._grant is not None:
-            raise RuntimeError("a ManagedLease can be entered once")
-        self._start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self._finish(raise_if_lost=exc_type is None)
+    def _give_up(self, token: str, timeout: float) -> None:
+        self._client.release(self.key, token, timeout=timeout)

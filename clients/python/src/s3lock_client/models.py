@@ -22,6 +22,7 @@ _KNOWN = {
     "expires_at",
     "ttl_remaining_ms",
     "locked",
+    "index",
     "value",
     "available_at",
 }
@@ -60,6 +61,9 @@ class LockView:
     ttl_remaining_ms: int
     #: Someone holds it now (from ``owner``'s point of view when ``status(key, owner)`` asked).
     locked: bool
+    #: Changes with every write of the lock (0 for a lock never written): what :meth:`Client.watch`
+    #: waits to see change, and the ``id`` of its events.
+    index: int = 0
     #: What the holder published with its lease (any JSON); ``None`` when none. Public: everyone
     #: who may read the lock sees it.
     value: Any = None
@@ -119,12 +123,83 @@ def _view_fields(body: Any) -> Dict[str, Any]:
             "expires_at": None if expires_at is None else parse_time(str(expires_at)),
             "ttl_remaining_ms": int(body.get("ttl_remaining_ms", 0)),
             "locked": bool(body["locked"]),
+            "index": int(body.get("index", 0)),
             "value": body.get("value"),
             "available_at": None if available_at is None else parse_time(str(available_at)),
             "extra": {k: v for k, v in body.items() if k not in _KNOWN},
         }
     except (KeyError, TypeError, ValueError) as e:
         raise UnexpectedResponse(200, f"not a lock view ({e!r})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class LockEvent:
+    """One event of a lock's change stream (:meth:`Client.events`)."""
+
+    #: ``held``, ``free`` or ``expired`` for a snapshot; ``acquired``, ``renewed``, ``value``,
+    #: ``released``, ``expired``, ``free`` or ``broken`` for a change.
+    kind: str
+    #: The lock's ``index`` at this event (what a resumed stream sends as ``Last-Event-ID``).
+    id: int
+    #: The lock as it was when the event was sent (never with a token).
+    lock: LockView
+
+
+@dataclasses.dataclass(frozen=True)
+class Election:
+    """Who leads an election (``GET /elections/{name}``, a campaign's answer)."""
+
+    name: str
+    #: The leader's name while its lease runs; ``None`` when there is no leader.
+    leader: Optional[str]
+    #: What the leader published; ``None`` without a leader (or when it published nothing).
+    value: Any
+    #: Grows each time leadership passes to a new leader (the lock's fencing token).
+    term: int
+    #: When the leader's lease ends (past, once it ran out); ``None`` after a resignation.
+    expires_at: Optional[_dt.datetime]
+    #: What is left of the leader's lease when the server answered, judged conservatively.
+    ttl_remaining_ms: int
+    #: When a new leader can next be elected; ``None`` when a campaign can win now.
+    available_at: Optional[_dt.datetime]
+    #: Changes with every write of the election: the ``id`` of its events.
+    index: int
+    #: The leader's secret (only in the answers to the leader); left out of ``repr``.
+    token: Optional[str] = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "Election":
+        if not isinstance(body, dict):
+            raise UnexpectedResponse(200, "an election view must be a JSON object")
+        try:
+            expires_at = body.get("expires_at")
+            available_at = body.get("available_at")
+            leader = body.get("leader")
+            token = body.get("token")
+            return cls(
+                name=str(body["name"]),
+                leader=None if leader is None else str(leader),
+                value=body.get("value"),
+                term=int(body["term"]),
+                expires_at=None if expires_at is None else parse_time(str(expires_at)),
+                ttl_remaining_ms=int(body.get("ttl_remaining_ms", 0)),
+                available_at=None if available_at is None else parse_time(str(available_at)),
+                index=int(body.get("index", 0)),
+                token=None if token is None else str(token),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UnexpectedResponse(200, f"not an election view ({e!r})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ElectionEvent:
+    """One event of an election's change stream (:meth:`Client.observe`)."""
+
+    #: As :class:`LockEvent`'s: ``acquired`` is a new leader, ``released`` a resignation,
+    #: ``expired`` a leader whose lease ran out; ``election.leader`` is ``None`` when nobody leads.
+    kind: str
+    id: int
+    election: Election
 
 
 _HOLDER_KNOWN = {

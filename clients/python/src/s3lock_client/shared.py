@@ -10,13 +10,12 @@ leaving it) or to :meth:`~SharedHolding.release` by hand.
 
 from __future__ import annotations
 
-import datetime as _dt
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Optional, Type
 
 from .errors import LeaseLost
-from .lease import LostSignal, SelfRenewing
-from .models import SharedLease, SharedView
+from .lease import LostSignal, Renewed
+from .models import Lease, SharedLease, SharedView
 
 if TYPE_CHECKING:
     from .client import Client
@@ -25,12 +24,13 @@ if TYPE_CHECKING:
 SharedLostCallback = Callable[["SharedHolding", LeaseLost], None]
 
 
-class SharedHolding(SelfRenewing[SharedLease]):
+class SharedHolding(Renewed):
     """One held permit of a semaphore, or a read-write lock held shared or exclusive, renewed in
     the background until released.
 
-    - ``fencing_token``, ``owner``, ``expires_at``, ``mode``: of this holding (its fencing token
-      is its own, unique across the key).
+    - ``fencing_token``, ``owner``, ``expires_at``: of this holding (its fencing token is its
+      own, unique across the key); ``mode``, ``limit``; ``grant``: the latest
+      :class:`SharedLease` (the whole view: the other holders, permits left).
     - ``lost``: a ``threading.Event`` (a :class:`~s3lock_client.lease.LostSignal`) set once the
       holding is no longer certainly held: a renewal was refused (a break), or none was
       confirmed in time. ``lost.wait(timeout)`` blocks until then; ``bool(lost)`` and
@@ -55,79 +55,38 @@ class SharedHolding(SelfRenewing[SharedLease]):
         wait: Optional[float] = None,
         on_lost: Optional[SharedLostCallback] = None,
     ) -> None:
-        super().__init__(key, ttl=ttl, on_lost=on_lost)
-        self._client = client
+        super().__init__(client, key, ttl=ttl, wait=wait, owner=owner, on_lost=on_lost)
         self.kind = kind
         #: A semaphore's limit, as asked for; ``None`` for a read-write lock.
         self.limit = limit
         #: ``"shared"`` or ``"exclusive"`` for a read-write lock; ``None`` for a semaphore.
         self.mode = mode
-        self._owner = owner
-        self._wait = wait
-
-    def _take(self) -> SharedLease:
-        if self.kind == "semaphore":
-            assert self.limit is not None, "a semaphore is made with its limit"
-            return self._client.semaphore_acquire(
-                self.key, self.limit, owner=self._owner, ttl=self._ttl, wait=self._wait
-            )
-        assert self.mode is not None, "a read-write lock is taken in a mode"
-        return self._client.rwlock_acquire(
-            self.key, self.mode, owner=self._owner, ttl=self._ttl, wait=self._wait
-        )
-
-    def _renew(self, token: str, ttl: int, timeout: float) -> SharedLease:
-        return self._client.shared_renew(self.kind, self.key, token, ttl, timeout=timeout)
-
-    def _give_back(self, token: str, timeout: float) -> None:
-        self._client.shared_release(
-            self.kind, self.key, token, timeout=min(self._client.timeout, timeout)
-        )
-
-    # -- what the holder reads ------------------------------------------------------------
+        #: Set once the holding is no longer certainly held; never cleared.
+        self.lost = LostSignal(lambda: self.lost_reason)
+        self._grant: Optional[SharedLease] = None
+        # Whether release() (or leaving a block) already gave it back.
+        self._released = False
 
     @property
     def grant(self) -> SharedLease:
-        """The latest grant or renewal (the whole view: the other holders, permits left)."""
-        return self._current
-
-    @property
-    def fencing_token(self) -> int:
-        return self._current.holder.fencing_token
-
-    @property
-    def owner(self) -> str:
-        return self._current.holder.owner
-
-    @property
-    def expires_at(self) -> _dt.datetime:
-        """When the server says the current lease ends (store clock)."""
-        return self._current.holder.expires_at
-
-    @property
-    def token(self) -> str:
-        """The holder token (a secret: never log it)."""
-        return self._current.token
-
-    @property
-    def lost(self) -> LostSignal:
-        return self._lost_signal
+        """The latest grant or renewal, as the server answered it."""
+        if self._grant is None:
+            raise RuntimeError("not acquired yet")
+        return self._grant
 
     def release(self) -> None:
         """Stops the renewals and releases the holding (once; again does nothing). Raises
         :class:`LeaseLost` if it was lost while held."""
-        self._finish(raise_if_lost=True)
+        self.__exit__(None, None, None)
 
     def __repr__(self) -> str:
         what = f"limit={self.limit}" if self.kind == "semaphore" else f"mode={self.mode!r}"
-        if self._grant is None:
+        if self._lease is None:
             return f"SharedHolding({self.kind}, key={self.key!r}, {what}, not acquired)"
         return (
             f"SharedHolding({self.kind}, key={self.key!r}, {what}, owner={self.owner!r}, "
             f"fencing_token={self.fencing_token}, lost={bool(self.lost)})"
         )
-
-    # -- with -----------------------------------------------------------------------------
 
     def __enter__(self) -> "SharedHolding":
         return self
@@ -138,7 +97,57 @@ class SharedHolding(SelfRenewing[SharedLease]):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        self._finish(raise_if_lost=exc_type is None)
+        if self._released:
+            return
+        self._released = True
+        super().__exit__(exc_type, exc, tb)
+
+    # -- the hooks of the renewal machinery -------------------------------------------------
+
+    def _take(self) -> Lease:
+        if self.kind == "semaphore":
+            assert self.limit is not None, "a semaphore is made with its limit"
+            grant = self._client.semaphore_acquire(
+                self.key, self.limit, owner=self._owner, ttl=self._ttl, wait=self._wait
+            )
+        else:
+            assert self.mode is not None, "a read-write lock is taken in a mode"
+            grant = self._client.rwlock_acquire(
+                self.key, self.mode, owner=self._owner, ttl=self._ttl, wait=self._wait
+            )
+        self._grant = grant
+        return _lease_of(grant)
+
+    def _renew_once(self, token: str, ttl: int, timeout: float) -> Lease:
+        grant = self._client.shared_renew(self.kind, self.key, token, ttl, timeout=timeout)
+        self._grant = grant
+        return _lease_of(grant)
+
+    def _give_up(self, token: str, timeout: float) -> None:
+        self._client.shared_release(self.kind, self.key, token, timeout=timeout)
+
+    def _marked_lost(self) -> None:
+        self.lost.set()
+
+
+def _lease_of(grant: SharedLease) -> Lease:
+    """The caller's own holding in the form the renewal machinery keeps."""
+    holder = grant.holder
+    return Lease(
+        bucket=grant.bucket,
+        key=grant.key,
+        owner=holder.owner,
+        fencing_token=holder.fencing_token,
+        expire=holder.expire,
+        lock_time=holder.lock_time,
+        release_time=None,
+        expires_at=holder.expires_at,
+        ttl_remaining_ms=holder.ttl_remaining_ms,
+        locked=True,
+        index=grant.index,
+        token=grant.token,
+        sent_at=grant.sent_at,
+    )
 
 
 class Semaphore:
@@ -185,7 +194,7 @@ class Semaphore:
             wait=wait if wait is not None else self._wait,
             on_lost=on_lost,
         )
-        holding._start()
+        holding._enter()
         return holding
 
     def status(self) -> SharedView:
@@ -263,7 +272,7 @@ class RWLock:
             wait=wait if wait is not None else self._wait,
             on_lost=on_lost,
         )
-        holding._start()
+        holding._enter()
         return holding
 
     def __repr__(self) -> str:
