@@ -33,7 +33,8 @@ pub enum Command {
     /// Run the lock server.
     Serve(ServeArgs),
     /// Hammer running servers with contending clients and report any violation of mutual
-    /// exclusion (overlapping holds, fencing tokens out of order, lost releases). Exits 1 on a
+    /// exclusion (overlapping holds, fencing tokens out of order, lost releases; with --kind,
+    /// more holders of a semaphore than its limit, a reader beside a writer). Exits 1 on a
     /// violation, 2 when the run proves nothing (no grants).
     Check(CheckArgs),
     /// Measure a running server (or, with --direct-s3, the bucket itself) under load.

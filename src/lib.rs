@@ -26,9 +26,11 @@
 //!   plus the start-up check that a store really enforces conditional writes, the store
 //!   health that `/readyz` reads, and the call slots (`store::slots`) that serve lock decisions
 //!   before background reads.
-//! * [`client`]    — the HTTP client of the lock API, and the CLI on it: `acquire`, `renew`,
-//!   `release`, `status`, `watch`, `list`, `break`, `healthcheck`, `run` (a command under a
-//!   lock) and `elect` (a command while leading an election, or an election observed).
+//! * [`client`]    — the HTTP client of the lock API (locks, elections, semaphores, read-write
+//!   locks), and the CLI on it: `acquire`, `renew`, `release`, `status`, `watch`, `list`,
+//!   `break`, `healthcheck`, `run` (a command under a lock, a semaphore's permit or a read-write
+//!   lock) and `elect` (a command while leading an election, or an election observed);
+//!   `client::hold` is what a command, `check` or `bench` holds.
 //! * [`auth`]      — the bearer auth tokens file and constant-time lookup of a credential.
 //! * [`tls`]       — rustls for the server (certificate files reloaded without a restart,
 //!   optional client certificates) and for our clients (a private CA, a client certificate).

@@ -5,8 +5,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::{secret, TlsArgs};
+use crate::client::args::{secret, KindArg, TlsArgs};
+use crate::client::hold::KeyKind;
 use crate::tls::client::ClientTls;
+use crate::wire::Mode;
 
 /// What `bench` does in its loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +66,15 @@ pub struct BenchArgs {
     pub duration: Duration,
     #[arg(long, value_enum, default_value = "cycle")]
     pub op: BenchOp,
+    /// What the keys are: locks, semaphores (give --limit), or read-write locks (taken shared,
+    /// as readers). Semaphores and read-write locks: --op cycle, acquire, renew or status,
+    /// through the service.
+    #[arg(long, value_enum, default_value = "lock")]
+    pub kind: KindArg,
+    /// --kind semaphore: the semaphores' limit (with fewer keys than clients, up to this many
+    /// clients hold one key at once).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
     /// Milliseconds to hold each lock between acquire and release (not timed).
     #[arg(long, default_value_t = 0)]
     pub hold: u64,
@@ -111,6 +122,17 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// What each acquire takes: a lock, one of a semaphore's permits, or a read-write lock
+    /// shared.
+    pub fn key_kind(&self) -> KeyKind {
+        match (self.kind, self.limit) {
+            (KindArg::Semaphore, Some(limit)) => KeyKind::Permit { limit },
+            (KindArg::Rwlock, _) => KeyKind::ReadWrite(Mode::Shared),
+            // A semaphore without a limit is refused by `check`.
+            _ => KeyKind::Lock,
+        }
+    }
+
     /// Refuses combinations that cannot be measured.
     pub fn check(&self) -> Result<(), String> {
         if self.clients == 0 || self.keys == 0 {
@@ -127,6 +149,25 @@ impl BenchArgs {
             return Err(format!(
                 "--direct-s3 has no server to wait in: --op {} and --wait need the service",
                 self.op.name()
+            ));
+        }
+        match (self.kind, self.limit) {
+            (KindArg::Semaphore, None) => return Err("--kind semaphore needs --limit N".into()),
+            (KindArg::Lock | KindArg::Rwlock, Some(_)) => {
+                return Err("--limit is for --kind semaphore only".into())
+            }
+            _ => {}
+        }
+        if self.kind != KindArg::Lock && (service_only || self.direct_s3) {
+            return Err(format!(
+                "--kind semaphore and rwlock are measured through the service, with --op \
+                 cycle, acquire, renew or status (not --op {}{})",
+                self.op.name(),
+                if self.direct_s3 {
+                    ", not --direct-s3"
+                } else {
+                    ""
+                }
             ));
         }
         if self.op == BenchOp::Renew && self.clients > self.keys {
@@ -164,5 +205,12 @@ mod tests {
         assert!(bench(&["--direct-s3", "--wait", "1"]).is_err());
         assert!(bench(&["--op", "renew", "--clients", "4", "--keys", "2"]).is_err());
         assert!(bench(&["--op", "handoff", "--clients", "3"]).is_err());
+        assert!(bench(&["--kind", "semaphore"]).is_err());
+        assert!(bench(&["--kind", "semaphore", "--limit", "2", "--op", "handoff"]).is_err());
+        assert!(bench(&["--kind", "semaphore", "--limit", "2", "--direct-s3"]).is_err());
+        assert!(bench(&["--kind", "rwlock", "--op", "wait"]).is_err());
+        assert!(bench(&["--limit", "2"]).is_err());
+        assert!(bench(&["--kind", "semaphore", "--limit", "2"]).is_ok());
+        assert!(bench(&["--kind", "rwlock", "--op", "renew"]).is_ok());
     }
 }

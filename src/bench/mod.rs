@@ -3,6 +3,9 @@
 //! over its keys for a fixed time, latencies in an HDR histogram, then throughput and
 //! p50/p90/p99/max as a table or JSON.
 //!
+//! The keys are locks, or (`--kind`) semaphores or read-write locks taken shared: one driver
+//! for all, through the client's [`Hold`](crate::client::hold::Hold).
+//!
 //! Keys are spread so that clients never share one while there are at least as many keys as
 //! clients (client `i` takes keys `i`, `i + N`, `i + 2N`, ...); with fewer keys than clients,
 //! client `i` takes key `i mod K` and the clients on a key contend for it (a refused acquire is
@@ -20,6 +23,7 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::client::hold::KeyKind;
 use crate::client::{ClientError, LockClient};
 use crate::store::s3::{S3Settings, S3Store};
 use crate::store::Store;
@@ -29,23 +33,26 @@ use args::{BenchArgs, BenchOp};
 /// Why one timed operation did not succeed.
 #[derive(Debug)]
 pub enum Fail {
-    /// The lock was held by another client: contention, not an error.
+    /// The lock was held by another client (or the semaphore's permits were): contention, not
+    /// an error.
     Refused,
     Error(String),
 }
 
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
-        match e {
-            ClientError::Held { .. } | ClientError::Delayed { .. } => Fail::Refused,
-            other => Fail::Error(other.to_string()),
+        if e.is_refusal() {
+            Fail::Refused
+        } else {
+            Fail::Error(e.to_string())
         }
     }
 }
 
 /// How one benchmark client reaches the locks.
 enum Driver {
-    Service(LockClient),
+    /// Through a server, taking this kind of hold on each key.
+    Service(LockClient, KeyKind),
     Direct(direct::Session),
 }
 
@@ -58,19 +65,19 @@ impl Driver {
         wait: Option<f64>,
     ) -> Result<String, Fail> {
         match self {
-            Driver::Service(c) => Ok(c
-                .acquire(key, Some(owner), Some(ttl), wait)
+            // No wait is a wait of 0: refused at once.
+            Driver::Service(c, kind) => Ok(kind
+                .on(key)
+                .take(c, Some(owner), ttl, wait.unwrap_or(0.0))
                 .await?
-                .token
-                .map(HolderToken::into_exposed)
-                .unwrap_or_default()),
+                .token),
             Driver::Direct(s) => s.acquire(key, owner, ttl, wait).await,
         }
     }
 
     async fn renew(&mut self, key: &str, token: &str, ttl: u64) -> Result<(), Fail> {
         match self {
-            Driver::Service(c) => c.renew(key, token, Some(ttl)).await.map(drop)?,
+            Driver::Service(c, kind) => kind.on(key).renew(c, token, ttl).await.map(drop)?,
             Driver::Direct(s) => s.renew(key, token, ttl).await?,
         }
         Ok(())
@@ -78,7 +85,7 @@ impl Driver {
 
     async fn release(&mut self, key: &str, token: &str) -> Result<(), Fail> {
         match self {
-            Driver::Service(c) => c.release(key, token).await.map(drop)?,
+            Driver::Service(c, kind) => kind.on(key).give_up(c, token).await?,
             Driver::Direct(s) => s.release(key, token).await?,
         }
         Ok(())
@@ -86,7 +93,10 @@ impl Driver {
 
     async fn status(&mut self, key: &str) -> Result<(), Fail> {
         match self {
-            Driver::Service(c) => c.status(key, None).await.map(drop)?,
+            Driver::Service(c, kind) => match kind.on(key).shared_kind() {
+                None => c.status(key, None).await.map(drop)?,
+                Some(kind) => c.shared_status(kind, key).await.map(drop)?,
+            },
             Driver::Direct(s) => s.status(key).await?,
         }
         Ok(())
@@ -215,8 +225,9 @@ async fn drivers(args: &BenchArgs) -> Result<Vec<Driver>, String> {
         .iter()
         .map(|u| LockClient::with_tls(u, args.auth_token.clone(), &args.client_tls))
         .collect();
+    let kind = args.key_kind();
     Ok((0..args.clients)
-        .map(|i| Driver::Service(servers[i % servers.len()].clone()))
+        .map(|i| Driver::Service(servers[i % servers.len()].clone(), kind))
         .collect())
 }
 
@@ -458,6 +469,8 @@ fn report(run: &BenchArgs, total: &Tally, elapsed: Duration) {
     if run.json {
         let out = json!({
             "op": run.op.name(),
+            "kind": run.kind.name(),
+            "limit": run.limit,
             "mode": mode,
             "clients": run.clients,
             "keys": run.keys,
@@ -487,8 +500,13 @@ fn report(run: &BenchArgs, total: &Tally, elapsed: Duration) {
         run.url.join(", ")
     };
     println!(
-        "s3lock bench: {} via {mode} ({target}), {} clients, {} keys, hold {} ms",
+        "s3lock bench: {} of {} via {mode} ({target}), {} clients, {} keys, hold {} ms",
         run.op.name(),
+        match run.key_kind() {
+            KeyKind::Lock => "locks".to_owned(),
+            KeyKind::Permit { limit } => format!("semaphores (limit {limit})"),
+            KeyKind::ReadWrite(_) => "read-write locks (shared)".to_owned(),
+        },
         run.clients,
         run.keys,
         run.hold

@@ -113,8 +113,36 @@ impl HealthcheckArgs {
     }
 }
 
+/// What `check` and `bench` contend for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    Lock,
+    /// Semaphores (give --limit).
+    Semaphore,
+    /// Read-write locks (check: a quarter of the acquires exclusive, the rest shared; bench:
+    /// all shared).
+    Rwlock,
+}
+
+impl KindArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            KindArg::Lock => "lock",
+            KindArg::Semaphore => "semaphore",
+            KindArg::Rwlock => "rwlock",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
+    /// Contend for locks, semaphores or read-write locks.
+    #[arg(long, value_enum, default_value = "lock")]
+    pub kind: KindArg,
+    /// --kind semaphore: the semaphores' limit, the most holders at once (every client asks
+    /// with it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
     /// A server to drive; repeat for several replicas (clients are spread across them).
     #[arg(
         long = "url",
@@ -171,8 +199,18 @@ pub struct ClientArgs {
 }
 
 impl CheckArgs {
-    pub fn to_config(&self) -> Result<crate::client::check::CheckConfig, TlsError> {
+    /// The check's configuration; an error names what cannot be checked as given.
+    pub fn to_config(&self) -> Result<crate::client::check::CheckConfig, String> {
+        use crate::client::check::CheckKind;
+        let kind = match (self.kind, self.limit) {
+            (KindArg::Semaphore, Some(limit)) => CheckKind::Semaphore { limit },
+            (KindArg::Semaphore, None) => return Err("--kind semaphore needs --limit N".into()),
+            (_, Some(_)) => return Err("--limit is for --kind semaphore only".into()),
+            (KindArg::Lock, None) => CheckKind::Lock,
+            (KindArg::Rwlock, None) => CheckKind::Rwlock,
+        };
         Ok(crate::client::check::CheckConfig {
+            kind,
             urls: self.urls.clone(),
             bearer: self.auth_token.clone(),
             clients: usize::from(self.clients),
@@ -182,7 +220,7 @@ impl CheckArgs {
             ttl: self.ttl,
             wait: self.wait,
             max_hold: self.max_hold,
-            tls: self.tls.load()?,
+            tls: self.tls.load().map_err(|e| e.to_string())?,
         })
     }
 }
@@ -261,7 +299,25 @@ pub struct BreakArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// The lock's key (or the semaphore's, or the read-write lock's).
     pub key: String,
+    /// Hold one of N permits of the semaphore KEY instead of a lock: at most N commands run at
+    /// once. Every process using KEY must give the same N.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with_all = ["shared", "exclusive"],
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub semaphore: Option<u32>,
+    /// Hold the read-write lock KEY shared: beside other --shared runs, never beside an
+    /// --exclusive one.
+    #[arg(long, conflicts_with = "exclusive")]
+    pub shared: bool,
+    /// Hold the read-write lock KEY exclusive: alone. A waiting exclusive run stops new shared
+    /// ones from starting, so a stream of readers cannot starve it.
+    #[arg(long)]
+    pub exclusive: bool,
     /// Owner name (default: a random one chosen by the server).
     #[arg(long)]
     pub owner: Option<String>,
@@ -280,6 +336,27 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// What the flags say to hold: the lock KEY unless --semaphore, --shared or --exclusive.
+    pub fn hold(&self) -> crate::client::hold::Hold {
+        use crate::client::hold::Hold;
+        use crate::wire::Mode;
+        let key = self.key.clone();
+        match (self.semaphore, self.shared, self.exclusive) {
+            (Some(limit), _, _) => Hold::Permit { key, limit },
+            (None, true, _) => Hold::ReadWrite {
+                key,
+                mode: Mode::Shared,
+            },
+            (None, false, true) => Hold::ReadWrite {
+                key,
+                mode: Mode::Exclusive,
+            },
+            (None, false, false) => Hold::Lock { key },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -320,4 +397,98 @@ pub struct ElectArgs {
 /// (`hide_env_values` on the same argument keeps `--help` from showing the environment's value.)
 pub(crate) fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::client::hold::Hold;
+    use crate::wire::Mode;
+
+    /// `run`'s arguments alone, as the top-level command line parses them.
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn hold(flags: &[&str]) -> Result<Hold, clap::Error> {
+        let mut argv = vec!["s3lock run", "k"];
+        argv.extend_from_slice(flags);
+        argv.extend_from_slice(&["--", "true"]);
+        Run::try_parse_from(argv).map(|r| r.args.hold())
+    }
+
+    #[test]
+    fn run_holds_a_permit_or_a_read_write_lock_when_asked_and_a_lock_otherwise() {
+        let key = "k".to_owned();
+        assert_eq!(hold(&[]).unwrap(), Hold::Lock { key: key.clone() });
+        assert_eq!(
+            hold(&["--semaphore", "3"]).unwrap(),
+            Hold::Permit {
+                key: key.clone(),
+                limit: 3
+            }
+        );
+        assert_eq!(
+            hold(&["--shared"]).unwrap(),
+            Hold::ReadWrite {
+                key: key.clone(),
+                mode: Mode::Shared
+            }
+        );
+        assert_eq!(
+            hold(&["--exclusive"]).unwrap(),
+            Hold::ReadWrite {
+                key,
+                mode: Mode::Exclusive
+            }
+        );
+    }
+
+    #[test]
+    fn run_refuses_a_semaphore_of_no_permits_and_two_kinds_at_once() {
+        for refused in [
+            &["--semaphore", "0"][..],
+            &["--semaphore", "2", "--shared"],
+            &["--semaphore", "2", "--exclusive"],
+            &["--shared", "--exclusive"],
+        ] {
+            assert!(hold(refused).is_err(), "{refused:?} accepted");
+        }
+    }
+
+    /// `check`'s arguments alone.
+    #[derive(Parser)]
+    struct Check {
+        #[command(flatten)]
+        args: CheckArgs,
+    }
+
+    fn check_kind(flags: &[&str]) -> Result<crate::client::check::CheckKind, String> {
+        let mut argv = vec!["s3lock check"];
+        argv.extend_from_slice(flags);
+        let check = Check::try_parse_from(argv).map_err(|e| e.to_string())?;
+        check.args.to_config().map(|c| c.kind)
+    }
+
+    #[test]
+    fn check_contends_for_semaphores_of_the_limit_given_and_refuses_a_limit_elsewhere() {
+        use crate::client::check::CheckKind;
+        assert_eq!(check_kind(&[]).unwrap(), CheckKind::Lock);
+        assert_eq!(
+            check_kind(&["--kind", "semaphore", "--limit", "3"]).unwrap(),
+            CheckKind::Semaphore { limit: 3 }
+        );
+        assert_eq!(
+            check_kind(&["--kind", "rwlock"]).unwrap(),
+            CheckKind::Rwlock
+        );
+        assert!(check_kind(&["--kind", "semaphore"]).is_err());
+        assert!(check_kind(&["--kind", "semaphore", "--limit", "0"]).is_err());
+        assert!(check_kind(&["--kind", "rwlock", "--limit", "2"]).is_err());
+        assert!(check_kind(&["--limit", "2"]).is_err());
+    }
 }

@@ -2,6 +2,10 @@
 //! hammer a few keys through one or more replicas (acquire, hold briefly, release), every grant is
 //! recorded as the clients saw it, and the record is searched for violations of the lock's
 //! promises. Any violation means the service (or the store under it) is not safe.
+//!
+//! The keys are locks, semaphores or read-write locks ([`CheckKind`]); the clients' loop is the
+//! same for all three (it takes and gives back a [`Hold`]), and only the search differs: the
+//! mutex's below, the shared kinds' in [`shared`].
 
 use secrecy::SecretString;
 use std::collections::BTreeMap;
@@ -11,16 +15,49 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::Serialize;
 
+use super::hold::{Hold, KeyKind};
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
 use crate::tls::client::ClientTls;
-use crate::wire::HolderToken;
+use crate::wire::Mode;
 
 pub mod shared;
 pub use shared::{find_shared_violations, HoldClaim, SharedGrant};
 
+/// What the clients contend for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    Lock,
+    /// Semaphores of `limit` permits: every client asks with this limit.
+    Semaphore {
+        limit: u32,
+    },
+    /// Read-write locks: one acquire in [`EXCLUSIVE_ONE_IN`] is exclusive, the others shared.
+    Rwlock,
+}
+
+/// How often a read-write lock's acquire is a writer's: readers are the many, and a writer now
+/// and then both meets readers still holding and, waiting, stops new ones.
+pub const EXCLUSIVE_ONE_IN: u32 = 4;
+
+impl CheckKind {
+    /// What the next acquire asks for.
+    fn next_kind(self, rng: &mut impl Rng) -> KeyKind {
+        match self {
+            CheckKind::Lock => KeyKind::Lock,
+            CheckKind::Semaphore { limit } => KeyKind::Permit { limit },
+            CheckKind::Rwlock if rng.random_range(0..EXCLUSIVE_ONE_IN) == 0 => {
+                KeyKind::ReadWrite(Mode::Exclusive)
+            }
+            CheckKind::Rwlock => KeyKind::ReadWrite(Mode::Shared),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
+    /// Locks, semaphores or read-write locks.
+    pub kind: CheckKind,
     /// Base URLs of the replicas; client `i` starts on `urls[i % len]` (see [`Replicas`]).
     pub urls: Vec<String>,
     pub bearer: Option<SecretString>,
@@ -94,7 +131,7 @@ pub enum Violation {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct CheckReport {
     pub grants: usize,
-    /// Acquires answered "held by another" after waiting.
+    /// Acquires answered "held by another" (or "no permit left") after waiting.
     pub refusals: usize,
     /// Requests that failed for other reasons (store unavailable, transport): not violations,
     /// but a run with many of them proves little.
@@ -107,16 +144,24 @@ pub struct CheckReport {
     pub violations: Vec<Violation>,
 }
 
+/// One hold as recorded, before the search: the mutex's and the shared kinds' differ only in
+/// what the search makes of `kind` and `sent`.
+struct Record {
+    grant: Grant,
+    kind: KeyKind,
+    sent: Instant,
+}
+
 /// Runs the check and returns what it found.
 pub async fn run(config: CheckConfig) -> CheckReport {
     let origin = Instant::now();
     let stop_at = origin + config.duration;
-    let grants: Arc<Mutex<Vec<Grant>>> = Arc::default();
+    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
     let tally: Arc<Mutex<CheckReport>> = Arc::default();
     let clients: Vec<_> = (0..config.clients)
         .map(|client| {
             let config = config.clone();
-            let (grants, tally) = (grants.clone(), tally.clone());
+            let (records, tally) = (records.clone(), tally.clone());
             let mut replicas =
                 Replicas::new(&config.urls, config.bearer.clone(), &config.tls, client);
             tokio::spawn(async move {
@@ -128,16 +173,17 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                         config.key_prefix,
                         rand::rng().random_range(0..config.keys)
                     );
+                    let kind = config.kind.next_kind(&mut rand::rng());
+                    let hold = kind.on(&key);
                     // The lease runs from the grant, which comes after the acquire is sent: counted
                     // from here, "inside the lease" is never overestimated.
                     let sent = Instant::now();
-                    let granted = match replicas
-                        .current()
-                        .acquire(&key, Some(&owner), Some(config.ttl), Some(config.wait))
+                    let granted = match hold
+                        .take(replicas.current(), Some(&owner), config.ttl, config.wait)
                         .await
                     {
-                        Ok(view) => view,
-                        Err(ClientError::Held { .. } | ClientError::Delayed { .. }) => {
+                        Ok(grant) => grant,
+                        Err(e) if e.is_refusal() => {
                             tally.lock().unwrap().refusals += 1;
                             continue;
                         }
@@ -151,36 +197,34 @@ pub async fn run(config: CheckConfig) -> CheckReport {
                         }
                     };
                     let start = Instant::now();
-                    let hold = config.max_hold.mul_f64(rand::rng().random::<f64>());
-                    tokio::time::sleep(hold).await;
+                    let pause = config.max_hold.mul_f64(rand::rng().random::<f64>());
+                    tokio::time::sleep(pause).await;
                     let end = Instant::now();
-                    let token = granted
-                        .token
-                        .clone()
-                        .map(HolderToken::into_exposed)
-                        .unwrap_or_default();
                     let ttl = Duration::from_secs(config.ttl);
                     let reached = release_until_answered(
                         &mut replicas,
-                        &key,
-                        &token,
+                        &hold,
+                        &granted.token,
                         client,
                         &tally,
-                        sent,
-                        ttl,
+                        sent + ttl,
                     )
                     .await;
                     let (end, unreleased) = held_until(end, sent, ttl, reached);
                     let ms = |t: Instant| t.duration_since(origin).as_secs_f64() * 1000.0;
-                    grants.lock().unwrap().push(Grant {
-                        key,
-                        client,
-                        fencing_token: granted.fencing_token,
-                        unreleased,
-                        start,
-                        end,
-                        start_ms: ms(start),
-                        end_ms: ms(end),
+                    records.lock().unwrap().push(Record {
+                        grant: Grant {
+                            key,
+                            client,
+                            fencing_token: granted.fencing_token,
+                            unreleased,
+                            start,
+                            end,
+                            start_ms: ms(start),
+                            end_ms: ms(end),
+                        },
+                        kind,
+                        sent,
                     });
                 }
             })
@@ -189,16 +233,45 @@ pub async fn run(config: CheckConfig) -> CheckReport {
     for c in clients {
         let _ = c.await;
     }
-    let grants = grants.lock().unwrap().clone();
+    let records = std::mem::take(&mut *records.lock().unwrap());
     let mut report = tally.lock().unwrap().clone();
-    report.grants = grants.len();
-    report.keys_granted = grants
+    report.grants = records.len();
+    report.keys_granted = records
         .iter()
-        .map(|g| g.key.as_str())
+        .map(|r| r.grant.key.as_str())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    report.violations.extend(find_violations(&grants));
+    let violations = match config.kind {
+        CheckKind::Lock => {
+            let grants: Vec<Grant> = records.into_iter().map(|r| r.grant).collect();
+            find_violations(&grants)
+        }
+        CheckKind::Semaphore { .. } | CheckKind::Rwlock => {
+            let holds: Vec<SharedGrant> = records
+                .into_iter()
+                .map(|r| shared_grant(r, origin))
+                .collect();
+            find_shared_violations(&holds)
+        }
+    };
+    report.violations.extend(violations);
     report
+}
+
+/// A shared kind's hold, as the shared search takes it.
+fn shared_grant(r: Record, origin: Instant) -> SharedGrant {
+    let claim = match r.kind {
+        KeyKind::Permit { limit } => HoldClaim::Permit { limit },
+        KeyKind::ReadWrite(Mode::Shared) => HoldClaim::Shared,
+        // A lock is never recorded under a shared kind; were it, it would be held alone.
+        KeyKind::ReadWrite(Mode::Exclusive) | KeyKind::Lock => HoldClaim::Exclusive,
+    };
+    SharedGrant {
+        grant: r.grant,
+        claim,
+        sent: r.sent,
+        sent_ms: r.sent.duration_since(origin).as_secs_f64() * 1000.0,
+    }
 }
 
 /// One client's way to the replicas. Client `i` has replica `i % n` as its own and moves to the
@@ -251,24 +324,23 @@ impl Replicas {
 
 /// Releases, retrying while the answer proves nothing (store unavailable, transport), and
 /// returns when the first attempt that may have reached a server was sent (`None`: none did).
-/// A refusal while the lease cannot have run out yet is a lost release, unless an earlier
-/// attempt may have landed: the lock may then have passed on since, and the refusal proves
-/// nothing.
+/// A refusal while the lease cannot have run out yet (before `lease_end`, the earliest it could
+/// end) is a lost release, unless an earlier attempt may have landed: the lock may then have
+/// passed on since, and the refusal proves nothing.
 async fn release_until_answered(
     replicas: &mut Replicas,
-    key: &str,
+    hold: &Hold,
     token: &str,
     client: usize,
     tally: &Mutex<CheckReport>,
-    sent: Instant,
-    ttl: Duration,
+    lease_end: Instant,
 ) -> Option<Instant> {
     let mut after_error = Backoff::constant(Duration::from_millis(50));
     let mut reached = None;
     for _ in 0..20 {
         let earlier_reached = reached.is_some();
         let attempt = Instant::now();
-        let result = replicas.current().release(key, token).await;
+        let result = hold.give_up(replicas.current(), token).await;
         if !matches!(result, Err(ClientError::Unreachable(_))) {
             reached.get_or_insert(attempt);
         }
@@ -283,9 +355,9 @@ async fn release_until_answered(
                 // Past the lease, losing the lock is the lease doing its job.
                 if earlier_reached {
                     tally.errors += 1;
-                } else if sent.elapsed() < ttl {
+                } else if Instant::now() < lease_end {
                     tally.violations.push(Violation::LostRelease {
-                        key: key.to_owned(),
+                        key: hold.key().to_owned(),
                         client,
                         detail: e.to_string(),
                     });
@@ -377,6 +449,51 @@ mod tests {
     }
 
     #[test]
+    fn a_read_write_check_asks_for_both_modes_mostly_shared_and_the_others_one_hold_each() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+        let kinds: Vec<KeyKind> = (0..400)
+            .map(|_| CheckKind::Rwlock.next_kind(&mut rng))
+            .collect();
+        let exclusive = kinds
+            .iter()
+            .filter(|k| **k == KeyKind::ReadWrite(Mode::Exclusive))
+            .count();
+        let shared = kinds
+            .iter()
+            .filter(|k| **k == KeyKind::ReadWrite(Mode::Shared))
+            .count();
+        assert_eq!(exclusive + shared, 400);
+        assert!(
+            exclusive > 0 && shared > 2 * exclusive,
+            "{exclusive} writers"
+        );
+        let limit = 3;
+        assert_eq!(
+            CheckKind::Semaphore { limit }.next_kind(&mut rng),
+            KeyKind::Permit { limit }
+        );
+        assert_eq!(CheckKind::Lock.next_kind(&mut rng), KeyKind::Lock);
+    }
+
+    #[test]
+    fn a_shared_kinds_record_keeps_its_claim_and_when_its_acquire_was_sent() {
+        let o = Instant::now();
+        let record = |kind| Record {
+            grant: grant("s", 1, 1, 10, 20, o),
+            kind,
+            sent: o + Duration::from_millis(4),
+        };
+        let permit = shared_grant(record(KeyKind::Permit { limit: 2 }), o);
+        assert_eq!(permit.claim, HoldClaim::Permit { limit: 2 });
+        assert_eq!(permit.sent_ms, 4.0);
+        let reader = shared_grant(record(KeyKind::ReadWrite(Mode::Shared)), o);
+        assert_eq!(reader.claim, HoldClaim::Shared);
+        let writer = shared_grant(record(KeyKind::ReadWrite(Mode::Exclusive)), o);
+        assert_eq!(writer.claim, HoldClaim::Exclusive);
+    }
+
+    #[test]
     fn back_to_back_holds_with_growing_fencing_tokens_are_clean() {
         let o = Instant::now();
         let grants = [
@@ -446,7 +563,15 @@ mod release_tests {
         let tally = Mutex::new(CheckReport::default());
         let mut replicas = Replicas::new(&[url], None, &ClientTls::default(), 0);
         let ttl = Duration::from_secs(30);
-        release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
+        release_until_answered(
+            &mut replicas,
+            &Hold::Lock { key: "k".into() },
+            "t",
+            0,
+            &tally,
+            Instant::now() + ttl,
+        )
+        .await;
         let tally = tally.into_inner().unwrap();
         assert!(tally.violations.is_empty(), "{:?}", tally.violations);
         assert_eq!(tally.errors, 2);
@@ -458,7 +583,15 @@ mod release_tests {
         let tally = Mutex::new(CheckReport::default());
         let mut replicas = Replicas::new(&[url], None, &ClientTls::default(), 0);
         let ttl = Duration::from_secs(30);
-        release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
+        release_until_answered(
+            &mut replicas,
+            &Hold::Lock { key: "k".into() },
+            "t",
+            0,
+            &tally,
+            Instant::now() + ttl,
+        )
+        .await;
         let tally = tally.into_inner().unwrap();
         assert!(
             matches!(tally.violations.as_slice(), [Violation::LostRelease { .. }]),
@@ -474,8 +607,15 @@ mod release_tests {
         let tally = Mutex::new(CheckReport::default());
         let mut replicas = Replicas::new(&[down, up], None, &ClientTls::default(), 0);
         let ttl = Duration::from_secs(30);
-        let reached =
-            release_until_answered(&mut replicas, "k", "t", 0, &tally, Instant::now(), ttl).await;
+        let reached = release_until_answered(
+            &mut replicas,
+            &Hold::Lock { key: "k".into() },
+            "t",
+            0,
+            &tally,
+            Instant::now() + ttl,
+        )
+        .await;
         let tally = tally.into_inner().unwrap();
         assert!(reached.is_some());
         assert_eq!(tally.errors, 1);

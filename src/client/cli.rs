@@ -21,7 +21,8 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Bad command line (clap's own code).
     pub const USAGE: u8 = 2;
-    /// Another owner holds the lock (acquire, and `run` before starting its command).
+    /// Another owner holds the lock, or no permit of the semaphore is left (acquire, and `run`
+    /// before starting its command).
     pub const HELD: u8 = 3;
     /// The holder token does not hold the lock (renew, release), or the lock never existed.
     pub const NOT_HOLDER: u8 = 4;
@@ -46,16 +47,21 @@ pub fn client(args: &ClientArgs) -> LockClient {
 /// The exit code for a refusal or failure.
 pub fn exit_code(e: &ClientError) -> u8 {
     match e {
-        ClientError::Held { .. } | ClientError::Delayed { .. } => exit::HELD,
+        ClientError::Held { .. }
+        | ClientError::Delayed { .. }
+        | ClientError::SemaphoreFull { .. }
+        | ClientError::TooManyHolders { .. } => exit::HELD,
         ClientError::NotHolder { .. }
         | ClientError::NotFound
         | ClientError::WriteUnconfirmed { .. } => exit::NOT_HOLDER,
         ClientError::Problem {
             status: 401 | 403, ..
         } => exit::AUTH,
-        ClientError::Problem { .. } | ClientError::Transport(_) | ClientError::Unreachable(_) => {
-            exit::ERROR
-        }
+        // The processes disagree on the limit: a mistake to fix, not a wait to sit out.
+        ClientError::LimitMismatch { .. }
+        | ClientError::Problem { .. }
+        | ClientError::Transport(_)
+        | ClientError::Unreachable(_) => exit::ERROR,
     }
 }
 

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 use super::args::ElectArgs;
 use super::cli::{client, exit, exit_code};
-use super::run::{self, Hold, RunOptions};
+use super::hold::Hold;
+use super::run::{self, RunOptions};
 use super::{ClientError, LockClient, ServerEvent};
 use crate::backoff::Backoff;
 use crate::wire::ElectionView;

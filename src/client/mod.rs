@@ -1,10 +1,12 @@
 //! The HTTP client of the lock API, shared by every client-side subcommand (the CLI, `check`,
-//! `bench`). It speaks only HTTP: nothing here touches a store.
+//! `bench`): locks, elections, and the semaphores and read-write locks (the shared kinds). It
+//! speaks only HTTP: nothing here touches a store.
 
 pub mod args;
 pub mod check;
 pub mod cli;
 pub mod elect;
+pub mod hold;
 pub mod run;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -15,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::tls::client::ClientTls;
-use crate::wire::{ElectionView, LockView};
+use crate::wire::{ElectionView, LockView, Mode, SharedKind, SharedView};
 
 /// Everything but unreserved characters and `/` is encoded in a key's path: the key's own `/`
 /// stay path separators, which the server reads back as part of the key.
@@ -50,6 +52,27 @@ pub enum ClientError {
         available_at: String,
         retry_after: Option<Duration>,
     },
+    /// `semaphore-full`: every permit of the semaphore is held (still, after the wait asked
+    /// for); the first of their leases ends at `expires_at`, and a release may free one sooner.
+    #[error("no permit of the semaphore is left; the first lease ends at {expires_at}")]
+    SemaphoreFull {
+        expires_at: String,
+        retry_after: Option<Duration>,
+    },
+    /// `limit-mismatch`: the acquire's `limit` is not the semaphore's, and holders that agreed
+    /// to the stored one remain. Every process must ask with the same limit; waiting does not
+    /// help while they disagree.
+    #[error("{detail}")]
+    LimitMismatch { detail: String },
+    /// `too-many-holders`: the lock (a read-write lock's readers) already has as many holders
+    /// as one document holds; the first of their leases ends at `expires_at`.
+    #[error(
+        "the lock has as many holders as one document holds; the first lease ends at {expires_at}"
+    )]
+    TooManyHolders {
+        expires_at: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{detail}")]
     NotHolder { detail: String },
     #[error("the lock does not exist")]
@@ -74,6 +97,21 @@ pub enum ClientError {
     /// request was certainly not carried out.
     #[error("cannot reach the lock server: {0}")]
     Unreachable(String),
+}
+
+impl ClientError {
+    /// A refusal that waiting may end: the lock is held (or kept for its lock-delay), or the
+    /// semaphore's permits or the document's holder places are all taken. Their holders' leases
+    /// end, or they release.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Held { .. }
+                | ClientError::Delayed { .. }
+                | ClientError::SemaphoreFull { .. }
+                | ClientError::TooManyHolders { .. }
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,18 +178,9 @@ impl LockClient {
         ttl: Option<u64>,
         wait: Option<f64>,
     ) -> Result<LockView, ClientError> {
-        let mut body = Map::new();
-        if let Some(o) = owner {
-            body.insert("owner".into(), json!(o));
-        }
+        let mut body = acquire_body(owner, ttl, wait);
         if let Some(t) = token {
             body.insert("token".into(), json!(t));
-        }
-        if let Some(t) = ttl {
-            body.insert("ttl".into(), json!(t));
-        }
-        if let Some(w) = wait {
-            body.insert("wait".into(), json!(w));
         }
         self.post(key, "acquire", Value::Object(body)).await
     }
@@ -345,17 +374,114 @@ impl LockClient {
         self.send(req).await
     }
 
+    /// Takes one of a semaphore's permits: at most `limit` holders at once, `limit` the same in
+    /// every process that uses the key (else [`ClientError::LimitMismatch`]). Waits up to `wait`
+    /// seconds for a permit to come free ([`ClientError::SemaphoreFull`] after that). The answer
+    /// carries the holder token and the caller's own `lease`.
+    pub async fn semaphore_acquire(
+        &self,
+        key: &str,
+        owner: Option<&str>,
+        ttl: Option<u64>,
+        wait: Option<f64>,
+        limit: u32,
+    ) -> Result<SharedView, ClientError> {
+        let mut body = acquire_body(owner, ttl, wait);
+        body.insert("limit".into(), json!(limit));
+        self.shared_post(SharedKind::Semaphore, key, "acquire", Value::Object(body))
+            .await
+    }
+
+    /// Takes a read-write lock in `mode`: shared beside other readers, or exclusive alone.
+    /// Refused with [`ClientError::Held`] (naming the holder or the waiting writer in the way)
+    /// after `wait` seconds.
+    pub async fn rwlock_acquire(
+        &self,
+        key: &str,
+        owner: Option<&str>,
+        ttl: Option<u64>,
+        wait: Option<f64>,
+        mode: Mode,
+    ) -> Result<SharedView, ClientError> {
+        let mut body = acquire_body(owner, ttl, wait);
+        body.insert("mode".into(), json!(mode));
+        self.shared_post(SharedKind::Rwlock, key, "acquire", Value::Object(body))
+            .await
+    }
+
+    /// Restarts the lease of the holding `token` names at `ttl` seconds from now.
+    pub async fn shared_renew(
+        &self,
+        kind: SharedKind,
+        key: &str,
+        token: &str,
+        ttl: Option<u64>,
+    ) -> Result<SharedView, ClientError> {
+        let mut body = json!({ "token": token });
+        if let Some(t) = ttl {
+            body["ttl"] = json!(t);
+        }
+        self.shared_post(kind, key, "renew", body).await
+    }
+
+    /// Gives back the holding `token` names (the other holders keep theirs).
+    pub async fn shared_release(
+        &self,
+        kind: SharedKind,
+        key: &str,
+        token: &str,
+    ) -> Result<SharedView, ClientError> {
+        self.shared_post(kind, key, "release", json!({ "token": token }))
+            .await
+    }
+
+    /// Ends every holding of the key (needs an admin auth token).
+    pub async fn shared_break(
+        &self,
+        kind: SharedKind,
+        key: &str,
+    ) -> Result<SharedView, ClientError> {
+        self.shared_post(kind, key, "break", json!({})).await
+    }
+
+    /// The semaphore or read-write lock as it is now: its holders (never their tokens), the
+    /// permits left, the writers waiting.
+    pub async fn shared_status(
+        &self,
+        kind: SharedKind,
+        key: &str,
+    ) -> Result<SharedView, ClientError> {
+        let req = self.http.get(self.url(collection(kind), key, None));
+        self.send(req).await
+    }
+
     fn lock_url(&self, key: &str, action: Option<&str>) -> String {
+        self.url("locks", key, action)
+    }
+
+    /// `{base}/{collection}/{key}[/{action}]`.
+    fn url(&self, collection: &str, key: &str, action: Option<&str>) -> String {
         let key = utf8_percent_encode(key, KEY_PATH);
         match action {
-            Some(a) => format!("{}/locks/{key}/{a}", self.base),
-            None => format!("{}/locks/{key}", self.base),
+            Some(a) => format!("{}/{collection}/{key}/{a}", self.base),
+            None => format!("{}/{collection}/{key}", self.base),
         }
     }
 
     async fn post(&self, key: &str, action: &str, body: Value) -> Result<LockView, ClientError> {
         let req = self.http.post(self.lock_url(key, Some(action))).json(&body);
         self.send(req).await
+    }
+
+    async fn shared_post(
+        &self,
+        kind: SharedKind,
+        key: &str,
+        action: &str,
+        body: Value,
+    ) -> Result<SharedView, ClientError> {
+        let url = self.url(collection(kind), key, Some(action));
+        self.send(self.http.post(url).json(&body)).await
     }
 
     async fn send<T: serde::de::DeserializeOwned>(
@@ -415,35 +541,74 @@ impl LockClient {
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let problem: Problem = serde_json::from_slice(&bytes)
             .map_err(|_| ClientError::Transport(format!("HTTP {status}: {}", preview(&bytes))))?;
-        let kind = problem
-            .kind
-            .rsplit(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        Err(match (status, kind.as_str()) {
-            (409, "lock-held") => ClientError::Held {
-                owner: problem.owner.unwrap_or_default(),
-                expires_at: problem.expires_at.unwrap_or_default(),
-                retry_after,
-            },
-            (409, "lock-delayed") => ClientError::Delayed {
-                available_at: problem.available_at.unwrap_or_default(),
-                retry_after,
-            },
-            (409, "not-holder") => ClientError::NotHolder {
-                detail: problem.detail,
-            },
-            (404, "lock-not-found") => ClientError::NotFound,
-            (409, "write-unconfirmed") => ClientError::WriteUnconfirmed {
-                detail: problem.detail,
-            },
-            _ => ClientError::Problem {
-                status,
-                kind,
-                detail: problem.detail,
-            },
-        })
+        Err(refusal(status, problem, retry_after))
+    }
+}
+
+/// Where a shared kind's routes live.
+fn collection(kind: SharedKind) -> &'static str {
+    match kind {
+        SharedKind::Semaphore => "semaphores",
+        SharedKind::Rwlock => "rwlocks",
+    }
+}
+
+/// The body every acquire shares (lock, semaphore, read-write lock).
+fn acquire_body(owner: Option<&str>, ttl: Option<u64>, wait: Option<f64>) -> Map<String, Value> {
+    let mut body = Map::new();
+    if let Some(o) = owner {
+        body.insert("owner".into(), json!(o));
+    }
+    if let Some(t) = ttl {
+        body.insert("ttl".into(), json!(t));
+    }
+    if let Some(w) = wait {
+        body.insert("wait".into(), json!(w));
+    }
+    body
+}
+
+/// The error a problem+json answer stands for, by its status and the last segment of its type.
+fn refusal(status: u16, problem: Problem, retry_after: Option<Duration>) -> ClientError {
+    let kind = problem
+        .kind
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    match (status, kind.as_str()) {
+        (409, "lock-held") => ClientError::Held {
+            owner: problem.owner.unwrap_or_default(),
+            expires_at: problem.expires_at.unwrap_or_default(),
+            retry_after,
+        },
+        (409, "lock-delayed") => ClientError::Delayed {
+            available_at: problem.available_at.unwrap_or_default(),
+            retry_after,
+        },
+        (409, "semaphore-full") => ClientError::SemaphoreFull {
+            expires_at: problem.expires_at.unwrap_or_default(),
+            retry_after,
+        },
+        (409, "limit-mismatch") => ClientError::LimitMismatch {
+            detail: problem.detail,
+        },
+        (409, "too-many-holders") => ClientError::TooManyHolders {
+            expires_at: problem.expires_at.unwrap_or_default(),
+            retry_after,
+        },
+        (409, "not-holder") => ClientError::NotHolder {
+            detail: problem.detail,
+        },
+        (404, "lock-not-found") => ClientError::NotFound,
+        (409, "write-unconfirmed") => ClientError::WriteUnconfirmed {
+            detail: problem.detail,
+        },
+        _ => ClientError::Problem {
+            status,
+            kind,
+            detail: problem.detail,
+        },
     }
 }
 
@@ -524,4 +689,105 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 
 fn preview(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error for a problem answer with this status, body (as the server writes it) and
+    /// `Retry-After` seconds.
+    fn answered(status: u16, body: &str, retry_after: Option<u64>) -> ClientError {
+        let problem: Problem = serde_json::from_str(body).unwrap();
+        refusal(status, problem, retry_after.map(Duration::from_secs))
+    }
+
+    #[test]
+    fn a_full_semaphore_is_named_with_the_first_lease_end_and_the_wait_asked_for() {
+        let e = answered(
+            409,
+            r#"{"type":"urn:s3lock:problem:semaphore-full","title":"No permit of the semaphore is left","status":409,"detail":"all 2 permits are held; the first lease ends at 2026-11-26T05:49:36+00:00","expires_at":"2026-11-26T05:49:36+00:00"}"#,
+            Some(7),
+        );
+        match e {
+            ClientError::SemaphoreFull {
+                expires_at,
+                retry_after,
+            } => {
+                assert_eq!(expires_at, "2026-11-26T05:49:36+00:00");
+                assert_eq!(retry_after, Some(Duration::from_secs(7)));
+            }
+            other => panic!("expected SemaphoreFull, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_limit_mismatch_is_named_with_the_servers_words() {
+        let e = answered(
+            409,
+            r#"{"type":"urn:s3lock:problem:limit-mismatch","title":"t","status":409,"detail":"the semaphore's limit is 3 and holders remain; this request asked for 4"}"#,
+            None,
+        );
+        assert!(
+            matches!(&e, ClientError::LimitMismatch { detail } if detail.contains("limit is 3")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn too_many_holders_is_named_with_the_first_lease_end() {
+        let e = answered(
+            409,
+            r#"{"type":"urn:s3lock:problem:too-many-holders","title":"t","status":409,"detail":"d","expires_at":"2026-11-26T05:49:36+00:00"}"#,
+            Some(3),
+        );
+        assert!(
+            matches!(
+                &e,
+                ClientError::TooManyHolders { expires_at, retry_after: Some(r) }
+                    if expires_at == "2026-11-26T05:49:36+00:00" && r.as_secs() == 3
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_read_write_lock_refusal_is_held_by_the_holder_or_waiting_writer_in_the_way() {
+        let e = answered(
+            409,
+            r#"{"type":"urn:s3lock:problem:lock-held","title":"t","status":409,"detail":"d","owner":"writer-1","expires_at":"2026-11-26T05:49:36+00:00"}"#,
+            Some(1),
+        );
+        assert!(
+            matches!(&e, ClientError::Held { owner, .. } if owner == "writer-1"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_known_type_under_another_status_stays_a_generic_problem() {
+        let e = answered(
+            400,
+            r#"{"type":"urn:s3lock:problem:semaphore-full","title":"t","status":400,"detail":"d"}"#,
+            None,
+        );
+        assert!(
+            matches!(&e, ClientError::Problem { status: 400, kind, .. } if kind == "semaphore-full"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn shared_kinds_have_routes_of_their_own_and_keys_keep_their_slashes() {
+        let c = LockClient::new("http://h:1/", None);
+        assert_eq!(
+            c.url(collection(SharedKind::Semaphore), "a/b c", Some("acquire")),
+            "http://h:1/semaphores/a/b%20c/acquire"
+        );
+        assert_eq!(
+            c.url(collection(SharedKind::Rwlock), "k", None),
+            "http://h:1/rwlocks/k"
+        );
+        assert_eq!(c.lock_url("k", Some("renew")), "http://h:1/locks/k/renew");
+    }
 }

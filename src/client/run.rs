@@ -1,5 +1,7 @@
-//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock; and the machinery of
-//! `s3lock elect NAME -- CMD ARGS…`, which runs one while leading an election ([`Hold`]).
+//! `s3lock run KEY -- CMD ARGS…`: run a command while holding a lock, or one of a semaphore's
+//! permits (`--semaphore N`), or a read-write lock (`--shared`, `--exclusive`); and the machinery
+//! of `s3lock elect NAME -- CMD ARGS…`, which runs one while leading an election. Whatever is
+//! held, the same runner below drives it through [`Hold`].
 //!
 //! It acquires (waiting if asked, saying for whom), starts the command in its own process group
 //! with `S3LOCK_KEY`, `S3LOCK_OWNER` and `S3LOCK_FENCING_TOKEN` in its environment, renews every
@@ -29,14 +31,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
-
 use super::args::RunArgs;
 use super::cli::{client, exit, exit_code};
+use super::hold::{in_the_way, Grant, Hold};
 use super::{ClientError, LockClient};
 use crate::backoff::Backoff;
-use crate::wire::{ElectionView, HolderToken, LockView};
 
 /// The longest single server-side wait asked for while waiting for the lock, so progress can be
 /// shown and a server with a small `S3LOCK_MAX_WAIT` is not asked for more than it allows.
@@ -51,130 +50,6 @@ enum Lease {
     Lost,
 }
 
-/// What a command runs under: a lock, or the leadership of an election (a lock underneath).
-#[derive(Debug, Clone)]
-pub enum Hold {
-    Lock {
-        key: String,
-    },
-    Election {
-        name: String,
-        /// What the leader publishes when it wins.
-        value: Option<Value>,
-    },
-}
-
-/// A grant or renewal, as the runner needs it.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    token: String,
-    holder: String,
-    fencing_token: u64,
-    expires_at: Option<DateTime<Utc>>,
-    ttl_remaining_ms: i64,
-}
-
-impl From<LockView> for Grant {
-    fn from(v: LockView) -> Self {
-        Self {
-            token: v.token.map(HolderToken::into_exposed).unwrap_or_default(),
-            holder: v.owner.unwrap_or_default(),
-            fencing_token: v.fencing_token,
-            expires_at: v.expires_at,
-            ttl_remaining_ms: v.ttl_remaining_ms,
-        }
-    }
-}
-
-impl From<ElectionView> for Grant {
-    fn from(v: ElectionView) -> Self {
-        Self {
-            token: v.token.map(HolderToken::into_exposed).unwrap_or_default(),
-            holder: v.leader.unwrap_or_default(),
-            fencing_token: v.term,
-            expires_at: v.expires_at,
-            ttl_remaining_ms: v.ttl_remaining_ms,
-        }
-    }
-}
-
-impl Hold {
-    /// The command's name in messages.
-    fn tool(&self) -> &'static str {
-        match self {
-            Hold::Lock { .. } => "s3lock run",
-            Hold::Election { .. } => "s3lock elect",
-        }
-    }
-
-    /// What is held, in messages.
-    fn what(&self) -> String {
-        match self {
-            Hold::Lock { key } => key.clone(),
-            Hold::Election { name, .. } => format!("the election {name}"),
-        }
-    }
-
-    async fn take(
-        &self,
-        client: &LockClient,
-        owner: Option<&str>,
-        ttl: u64,
-        wait: f64,
-    ) -> Result<Grant, ClientError> {
-        match self {
-            Hold::Lock { key } => client
-                .acquire(key, owner, Some(ttl), Some(wait))
-                .await
-                .map(Grant::from),
-            Hold::Election { name, value } => client
-                .campaign(name, owner, value.as_ref(), Some(ttl), Some(wait))
-                .await
-                .map(Grant::from),
-        }
-    }
-
-    async fn renew(
-        &self,
-        client: &LockClient,
-        token: &str,
-        ttl: u64,
-    ) -> Result<Grant, ClientError> {
-        match self {
-            Hold::Lock { key } => client.renew(key, token, Some(ttl)).await.map(Grant::from),
-            Hold::Election { name, .. } => client
-                .renew_leadership(name, token, Some(ttl))
-                .await
-                .map(Grant::from),
-        }
-    }
-
-    async fn give_up(&self, client: &LockClient, token: &str) -> Result<(), ClientError> {
-        match self {
-            Hold::Lock { key } => client.release(key, token).await.map(drop),
-            Hold::Election { name, .. } => client.resign(name, token).await.map(drop),
-        }
-    }
-
-    /// What the command is told in its environment (never the holder token).
-    fn env(&self, grant: &Grant) -> Vec<(&'static str, String)> {
-        let fencing = grant.fencing_token.to_string();
-        match self {
-            Hold::Lock { key } => vec![
-                ("S3LOCK_KEY", key.clone()),
-                ("S3LOCK_OWNER", grant.holder.clone()),
-                ("S3LOCK_FENCING_TOKEN", fencing),
-            ],
-            Hold::Election { name, .. } => vec![
-                ("S3LOCK_ELECTION", name.clone()),
-                ("S3LOCK_LEADER", grant.holder.clone()),
-                ("S3LOCK_TERM", fencing.clone()),
-                ("S3LOCK_FENCING_TOKEN", fencing),
-            ],
-        }
-    }
-}
-
 /// How to run the command, for `run` and `elect` alike.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -187,7 +62,7 @@ pub struct RunOptions {
 
 pub async fn main(args: RunArgs) -> ExitCode {
     let client = client(&args.client);
-    let hold = Hold::Lock { key: args.key };
+    let hold = args.hold();
     let options = RunOptions {
         owner: args.owner,
         ttl: args.ttl,
@@ -215,8 +90,8 @@ pub async fn run(client: &LockClient, hold: &Hold, args: &RunOptions) -> u8 {
     // Time for the process group to die after SIGKILL and for clocks to disagree a little.
     let margin = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
     let (took, numbered) = match hold {
-        Hold::Lock { .. } => ("acquired", "fencing token"),
         Hold::Election { .. } => ("leading", "term"),
+        _ => ("acquired", "fencing token"),
     };
     eprintln!(
         "{tool}: {took} {what} as {} ({numbered} {}) until {}; starting {:?}",
@@ -350,8 +225,8 @@ impl Deadlines {
     }
 }
 
-/// Takes the lock, waiting up to `--wait` seconds and saying who holds it meanwhile. Returns the
-/// grant with the instant its request was sent.
+/// Takes what `hold` says, waiting up to `--wait` seconds and saying what is in the way
+/// meanwhile. Returns the grant with the instant its request was sent.
 async fn acquire(
     client: &LockClient,
     hold: &Hold,
@@ -359,7 +234,8 @@ async fn acquire(
 ) -> Result<(Grant, Instant), ClientError> {
     let (tool, what) = (hold.tool(), hold.what());
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
-    let mut last_holder: Option<(String, String)> = None;
+    // What was in the way at the last refusal, said again only when it changes.
+    let mut last_refusal: Option<String> = None;
     // Lowered to 0 (and polled from here instead) if the server allows only shorter waits.
     let mut chunk = WAIT_CHUNK;
     // Polled every second when the server does the waiting no longer.
@@ -368,54 +244,40 @@ async fn acquire(
         let left = deadline
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
-        let wait = if last_holder.is_none() {
+        let wait = if last_refusal.is_none() {
             0.0
         } else {
             left.min(chunk)
         };
         let sent = Instant::now();
-        match hold
+        let refused = match hold
             .take(client, args.owner.as_deref(), args.ttl, wait)
             .await
         {
             Ok(view) => return Ok((view, sent)),
-            // Held, or kept for the lock-delay after a lease that ran out unreleased (no owner
-            // to name then): waited for alike.
-            Err(refused @ (ClientError::Held { .. } | ClientError::Delayed { .. }))
-                if left > 0.0 =>
-            {
-                let holder = match refused {
-                    ClientError::Held {
-                        owner, expires_at, ..
-                    } => (owner, expires_at),
-                    ClientError::Delayed { available_at, .. } => (String::new(), available_at),
-                    _ => unreachable!("matched above"),
-                };
-                if last_holder.as_ref() != Some(&holder) {
-                    match holder.0.as_str() {
-                        "" => eprintln!(
-                            "{tool}: {what}'s last lease ran out unreleased; it is kept until \
-                             {} (its lock-delay); waiting up to {:.0} s more",
-                            holder.1, left
-                        ),
-                        owner => eprintln!(
-                            "{tool}: {what} is held by {} until {}; waiting up to {:.0} s more",
-                            owner, holder.1, left
-                        ),
-                    }
-                }
-                last_holder = Some(holder);
-                if chunk == 0.0 {
-                    let pause = poll.next_pause().min(Duration::from_secs_f64(left));
-                    tokio::time::sleep(pause).await;
-                }
-            }
             Err(ClientError::Problem {
                 status: 400,
                 ref detail,
                 ..
-            }) if wait > 0.0 && detail.starts_with("wait:") => chunk = 0.0,
-            Err(e) => return Err(e),
+            }) if wait > 0.0 && detail.starts_with("wait:") => {
+                chunk = 0.0;
+                continue;
+            }
+            Err(e) => e,
+        };
+        // Held, full, or kept for the lock-delay after a lease that ran out unreleased: waited
+        // for alike. Anything else (a limit other processes disagree with) is not.
+        let why = match in_the_way(&what, &refused) {
+            Some(why) if left > 0.0 => why,
+            _ => return Err(refused),
+        };
+        if last_refusal.as_ref() != Some(&why) {
+            eprintln!("{tool}: {why}; waiting up to {left:.0} s more");
+        }
+        last_refusal = Some(why);
+        if chunk == 0.0 {
+            let pause = poll.next_pause().min(Duration::from_secs_f64(left));
+            tokio::time::sleep(pause).await;
         }
     }
 }

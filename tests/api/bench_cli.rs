@@ -28,7 +28,7 @@ async fn run_bench(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn bench_json(args: &[&str]) -> Value {
+pub(crate) async fn bench_json(args: &[&str]) -> Value {
     let (code, stdout, stderr) = run_bench(args).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));

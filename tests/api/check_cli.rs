@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::helpers::support::proxy::{Fault, FaultProxy};
 use crate::helpers::{support, TestApp};
 
-async fn run_check(urls: &[String], extra: &[&str]) -> (i32, String) {
+pub(crate) async fn run_check(urls: &[String], extra: &[&str]) -> (i32, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3lock"));
     cmd.arg("check");
     // Defaults, each unless the test names its own.
@@ -30,7 +30,7 @@ async fn run_check(urls: &[String], extra: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stdout)
 }
 
-async fn two_replicas(endpoint: &str) -> [TestApp; 2] {
+pub(crate) async fn two_replicas(endpoint: &str) -> [TestApp; 2] {
     let (_, bucket) = support::s3_with_fresh_bucket().await;
     [
         TestApp::s3_via(&bucket, endpoint, Duration::from_secs(3)).await,

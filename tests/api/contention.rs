@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use s3lock::client::check::{self, CheckConfig, CheckReport};
+use s3lock::client::check::{self, CheckConfig, CheckKind, CheckReport};
 
 use crate::helpers::support::proxy::{Fault, FaultProxy, Latency};
 use crate::helpers::{support, TestApp};
@@ -26,6 +26,7 @@ pub async fn hammer(keys: usize, faulty: bool) -> CheckReport {
         proxies.push(proxy);
     }
     let report = check::run(CheckConfig {
+        kind: CheckKind::Lock,
         urls: replicas.iter().map(|r| r.base.clone()).collect(),
         bearer: None,
         clients: 16,

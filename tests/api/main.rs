@@ -27,6 +27,7 @@ mod round_trips;
 mod routes;
 mod s3;
 mod secrets;
+mod shared_clients;
 mod sse;
 mod tls;
 mod values;

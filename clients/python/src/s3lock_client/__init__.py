@@ -4,6 +4,8 @@
   break_lock), and ``client.events(key)``, a lock's change stream as an iterator.
 - ``with client.lock(key, ttl=60) as lease``: a :class:`ManagedLease`, renewed in the background,
   marked lost before it can end.
+- ``with client.semaphore(key, limit).acquire() as permit``, ``with client.rwlock(key).shared()``
+  (or ``.exclusive()``): a :class:`SharedHolding`, renewed and marked lost alike.
 - ``with client.campaign(name, value=addr) as leader``: a :class:`Leadership` of an election,
   renewed likewise, ``leader.lost`` set before it can end; ``client.observe(name)`` follows who
   leads, "no leader" included.
@@ -21,6 +23,7 @@ from .errors import (
     Forbidden,
     InvalidInput,
     LeaseLost,
+    LimitMismatch,
     LockDelayed,
     LockHeld,
     LockNotFound,
@@ -34,10 +37,12 @@ from .errors import (
     ProblemError,
     RouteNotFound,
     S3LockError,
+    SemaphoreFull,
     ServerTimeout,
     ServiceUnavailable,
     StoreError,
     StoreUnavailable,
+    TooManyHolders,
     TooManyWatchedLocks,
     Unauthorized,
     UnexpectedResponse,
@@ -45,8 +50,20 @@ from .errors import (
     WriteUnconfirmed,
 )
 from .election import Leadership
-from .lease import ManagedLease
-from .models import KEEP, Election, ElectionEvent, Lease, LockEvent, LockView
+from .lease import LostSignal, ManagedLease
+from .models import (
+    KEEP,
+    Election,
+    ElectionEvent,
+    HolderView,
+    Lease,
+    LockEvent,
+    LockView,
+    SharedLease,
+    SharedView,
+    WaitingView,
+)
+from .shared import RWLock, Semaphore, SharedHolding
 
 __version__ = "0.1.0"
 
@@ -62,16 +79,19 @@ __all__ = [
     "Election",
     "ElectionEvent",
     "Forbidden",
+    "HolderView",
     "InvalidInput",
     "Lease",
     "Leadership",
     "LeaseLost",
+    "LimitMismatch",
     "LockDelayed",
     "LockEvent",
     "LockHeld",
     "LockNotFound",
     "LockUnreadable",
     "LockView",
+    "LostSignal",
     "MalformedBody",
     "ManagedLease",
     "MethodNotAllowed",
@@ -80,15 +100,23 @@ __all__ = [
     "Overloaded",
     "ShuttingDown",
     "ProblemError",
+    "RWLock",
     "RouteNotFound",
     "S3LockError",
+    "Semaphore",
+    "SemaphoreFull",
     "ServerTimeout",
     "ServiceUnavailable",
     "StoreError",
     "StoreUnavailable",
+    "SharedHolding",
+    "SharedLease",
+    "SharedView",
+    "TooManyHolders",
     "TooManyWatchedLocks",
     "Unauthorized",
     "UnexpectedResponse",
+    "WaitingView",
     "WriteUnconfirmed",
     "UnsupportedMediaType",
 ]

@@ -1,4 +1,5 @@
-"""The client: one method per route, typed answers, typed errors, 503 retries within a deadline."""
+"""The client: one method per route (locks, semaphores, read-write locks), typed answers, typed
+errors, 503 retries within a deadline."""
 
 from __future__ import annotations
 
@@ -19,10 +20,20 @@ from .errors import (
     problem_from_body,
 )
 from .lease import LostCallback, ManagedLease
+from .models import (
+    KEEP,
+    Election,
+    ElectionEvent,
+    Lease,
+    LockEvent,
+    LockView,
+    SharedLease,
+    SharedView,
+)
+from .shared import RWLock, Semaphore
 
 if TYPE_CHECKING:
     from .election import Leadership, LostLeadershipCallback
-from .models import KEEP, Election, ElectionEvent, Lease, LockEvent, LockView
 
 __all__ = ["Client", "DEFAULT_URL"]
 
@@ -37,6 +48,11 @@ STREAM_SILENCE = 45.0
 def _quote_key(key: str) -> str:
     # "/" separates a key's segments in the route; each segment is escaped on its own.
     return "/".join(urllib.parse.quote(segment, safe="") for segment in key.split("/"))
+
+
+#: Where each shared kind's routes live.
+_COLLECTIONS = {"semaphore": "semaphores", "rwlock": "rwlocks"}
+_MODES = ("shared", "exclusive")
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
@@ -154,29 +170,13 @@ class Client:
         the lock after this lease, should it run out without a release (0 to the server's
         maximum; the server's default is 0).
         """
-        wait_s = float(wait) if wait is not None else 0.0
-        start = time.monotonic()
-
-        def body() -> Dict[str, Any]:
-            b: Dict[str, Any] = {}
-            if owner is not None:
-                b["owner"] = owner
-            if token is not None:
-                b["token"] = token
-            if ttl is not None:
-                b["ttl"] = ttl
-            if value is not KEEP:
-                b["value"] = value
-            if lock_delay is not None:
-                b["lock_delay"] = lock_delay
-            if wait is not None:
-                # After a retried 503, only what is left of the wait (the server judges the rest).
-                left = start + wait_s - time.monotonic()
-                b["wait"] = wait if wait_s <= 0 or left >= wait_s else round(max(0.0, left), 3)
-            return b
-
-        answer, sent_at = self._call(
-            "POST", self._lock_path(key, "acquire"), body, timeout, extra=max(0.0, wait_s)
+        fields: Dict[str, Any] = {}
+        if value is not KEEP:
+            fields["value"] = value
+        if lock_delay is not None:
+            fields["lock_delay"] = lock_delay
+        answer, sent_at = self._acquire_call(
+            self._lock_path(key, "acquire"), owner, token, ttl, wait, fields, timeout
         )
         return Lease.from_json_sent(answer, sent_at)
 
@@ -362,6 +362,138 @@ class Client:
             on_lost=on_lost,
         )
 
+    # -- semaphores and read-write locks ---------------------------------------------------
+
+    def semaphore_acquire(
+        self,
+        key: str,
+        limit: int,
+        owner: Optional[str] = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        *,
+        token: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> SharedLease:
+        """Takes one of the ``limit`` permits of the semaphore ``key`` (at most ``limit`` holders
+        at once; every process must ask with the same ``limit``), waiting up to ``wait`` seconds
+        for one to come free. Raises :class:`SemaphoreFull` if none did, :class:`LimitMismatch`
+        if holders that asked with another limit remain. Given the ``token`` of a permit this
+        owner holds, refreshes it."""
+        answer, sent_at = self._acquire_call(
+            self._shared_path("semaphore", key, "acquire"),
+            owner,
+            token,
+            ttl,
+            wait,
+            {"limit": limit},
+            timeout,
+        )
+        return SharedLease.from_json_sent(answer, sent_at)
+
+    def rwlock_acquire(
+        self,
+        key: str,
+        mode: str,
+        owner: Optional[str] = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+        *,
+        token: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> SharedLease:
+        """Takes the read-write lock ``key`` in ``mode``: ``"shared"`` beside other readers, or
+        ``"exclusive"`` alone, waiting up to ``wait`` seconds. A waiting writer stops new readers
+        from being let in (so readers cannot starve it). Raises :class:`LockHeld` (``owner``:
+        the holder or waiting writer in the way) if it is still taken after ``wait``."""
+        if mode not in _MODES:
+            raise ValueError(f"mode is 'shared' or 'exclusive', not {mode!r}")
+        answer, sent_at = self._acquire_call(
+            self._shared_path("rwlock", key, "acquire"),
+            owner,
+            token,
+            ttl,
+            wait,
+            {"mode": mode},
+            timeout,
+        )
+        return SharedLease.from_json_sent(answer, sent_at)
+
+    def shared_renew(
+        self,
+        kind: str,
+        key: str,
+        token: str,
+        ttl: Optional[int] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> SharedLease:
+        """Restarts the lease of the holding ``token`` names (``kind``: ``"semaphore"`` or
+        ``"rwlock"``) at ``ttl`` seconds from now. Raises :class:`NotHolder` if ``token`` no
+        longer holds it."""
+        b: Dict[str, Any] = {"token": token}
+        if ttl is not None:
+            b["ttl"] = ttl
+        path = self._shared_path(kind, key, "renew")
+        answer, sent_at = self._call("POST", path, lambda: b, timeout)
+        return SharedLease.from_json_sent(answer, sent_at)
+
+    def shared_release(
+        self, kind: str, key: str, token: str, *, timeout: Optional[float] = None
+    ) -> SharedView:
+        """Gives back the holding ``token`` names; the other holders keep theirs."""
+        path = self._shared_path(kind, key, "release")
+        answer, _ = self._call("POST", path, lambda: {"token": token}, timeout)
+        return SharedView.from_json(answer)
+
+    def shared_break(self, kind: str, key: str, *, timeout: Optional[float] = None) -> SharedView:
+        """Ends every holding of the semaphore or read-write lock (admin auth tokens only)."""
+        path = self._shared_path(kind, key, "break")
+        answer, _ = self._call("POST", path, lambda: {}, timeout)
+        return SharedView.from_json(answer)
+
+    def shared_status(self, kind: str, key: str, *, timeout: Optional[float] = None) -> SharedView:
+        """The semaphore or read-write lock as it is now: its holders (never their tokens), the
+        permits left, the writers waiting."""
+        answer, _ = self._call("GET", self._shared_path(kind, key), None, timeout)
+        return SharedView.from_json(answer)
+
+    def semaphore(
+        self,
+        key: str,
+        limit: int,
+        *,
+        owner: Optional[str] = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+    ) -> Semaphore:
+        """The semaphore ``key`` of ``limit`` permits; ``acquire()`` takes one, renewed in the
+        background until released::
+
+            with client.semaphore("deploys", 4, ttl=60, wait=600).acquire() as permit:
+                deploy(fence=permit.fencing_token)
+                permit.check()  # raises LeaseLost once the permit is not certainly held
+
+        See :class:`Semaphore` and :class:`SharedHolding`."""
+        return Semaphore(self, key, limit, owner=owner, ttl=ttl, wait=wait)
+
+    def rwlock(
+        self,
+        key: str,
+        *,
+        owner: Optional[str] = None,
+        ttl: Optional[int] = None,
+        wait: Optional[float] = None,
+    ) -> RWLock:
+        """The read-write lock ``key``; ``shared()`` and ``exclusive()`` take it, renewed in the
+        background until released::
+
+            with client.rwlock("catalog").shared(wait=10) as reading:
+                read(fence=reading.fencing_token)
+
+        See :class:`RWLock` and :class:`SharedHolding`."""
+        return RWLock(self, key, owner=owner, ttl=ttl, wait=wait)
+
     # -- elections --------------------------------------------------------------------------
 
     def campaign(
@@ -506,6 +638,45 @@ class Client:
     def _lock_path(self, key: str, action: Optional[str] = None) -> str:
         path = f"{self._bucket_path()}/locks/{_quote_key(key)}"
         return f"{path}/{action}" if action else path
+
+    def _shared_path(self, kind: str, key: str, action: Optional[str] = None) -> str:
+        collection = _COLLECTIONS.get(kind)
+        if collection is None:
+            raise ValueError(f"kind is 'semaphore' or 'rwlock', not {kind!r}")
+        path = f"{self._bucket_path()}/{collection}/{_quote_key(key)}"
+        return f"{path}/{action}" if action else path
+
+    def _acquire_call(
+        self,
+        path: str,
+        owner: Optional[str],
+        token: Optional[str],
+        ttl: Optional[int],
+        wait: Optional[float],
+        fields: Dict[str, Any],
+        timeout: Optional[float],
+    ) -> "tuple[Any, float]":
+        """An acquire of any kind: the fields every acquire has, and ``fields`` of its own. The
+        deadline is the call's timeout plus ``wait``."""
+        wait_s = float(wait) if wait is not None else 0.0
+        start = time.monotonic()
+
+        def body() -> Dict[str, Any]:
+            b: Dict[str, Any] = {}
+            if owner is not None:
+                b["owner"] = owner
+            if token is not None:
+                b["token"] = token
+            if ttl is not None:
+                b["ttl"] = ttl
+            b.update(fields)
+            if wait is not None:
+                # After a retried 503, only what is left of the wait (the server judges the rest).
+                left = start + wait_s - time.monotonic()
+                b["wait"] = wait if wait_s <= 0 or left >= wait_s else round(max(0.0, left), 3)
+            return b
+
+        return self._call("POST", path, body, timeout, extra=max(0.0, wait_s))
 
     def _follow(
         self, path: str, last_event_id: Optional[int]

@@ -70,7 +70,8 @@ class ProblemError(S3LockError):
 
 
 class LockHeld(ProblemError):
-    """409 ``lock-held``: another owner holds the lock (until ``expires_at``)."""
+    """409 ``lock-held``: another owner holds the lock (until ``expires_at``). For a read-write
+    lock, ``owner`` is the holder or the waiting writer in the way."""
 
     KIND = "lock-held"
 
@@ -96,6 +97,37 @@ class LockDelayed(ProblemError):
     def available_at(self) -> Optional[_dt.datetime]:
         value = self.body.get("available_at")
         return parse_time(value) if isinstance(value, str) else None
+
+
+class SemaphoreFull(ProblemError):
+    """409 ``semaphore-full``: every permit of the semaphore is held (still, after ``wait``). The
+    first of their leases ends at ``expires_at`` (a release may free a permit sooner);
+    ``retry_after`` is the seconds until then."""
+
+    KIND = "semaphore-full"
+
+    @property
+    def expires_at(self) -> Optional[_dt.datetime]:
+        return _time_field(self.body, "expires_at")
+
+
+class LimitMismatch(ProblemError):
+    """409 ``limit-mismatch``: the acquire's ``limit`` is not the semaphore's, and holders that
+    asked with the stored one remain. Every process must use the same limit; once no holder
+    remains, the next acquire's limit replaces the stored one. Waiting does not help."""
+
+    KIND = "limit-mismatch"
+
+
+class TooManyHolders(ProblemError):
+    """409 ``too-many-holders``: the lock (a read-write lock's readers) already has as many holders
+    as one document holds; the first of their leases ends at ``expires_at``."""
+
+    KIND = "too-many-holders"
+
+    @property
+    def expires_at(self) -> Optional[_dt.datetime]:
+        return _time_field(self.body, "expires_at")
 
 
 class NotHolder(ProblemError):
@@ -252,6 +284,11 @@ class ShuttingDown(ServiceUnavailable):
     still served. Another replica, or this one once restarted, takes the acquire."""
 
     KIND = "shutting-down"
+
+
+def _time_field(body: Mapping[str, Any], name: str) -> Optional[_dt.datetime]:
+    value = body.get(name)
+    return parse_time(value) if isinstance(value, str) else None
 
 
 def _all_problem_classes() -> Dict[str, Type[ProblemError]]:

@@ -56,10 +56,34 @@ def _guaranteed(lease: Lease) -> float:
     return min(float(lease.expire), lease.ttl_remaining_ms / 1000.0)
 
 
+class LostSignal(threading.Event):
+    """A ``threading.Event`` set once a holding is no longer certainly held. ``is_set()`` (and
+    ``bool()``, so ``if holding.lost:`` reads right) also judge the clock, so they are right even
+    while the renewal thread is late to set it; ``wait()`` returns once it is set."""
+
+    def __init__(self, judge: Callable[[], object]) -> None:
+        super().__init__()
+        # Sets this signal when the holding's time is up (Renewed.lost_reason does).
+        self._judge = judge
+
+    def is_set(self) -> bool:
+        if not super().is_set():
+            self._judge()
+        return super().is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        # Judged again after a wait that timed out: the time may have run out meanwhile.
+        return self.is_set() or super().wait(timeout) or self.is_set()
+
+    def __bool__(self) -> bool:
+        return self.is_set()
+
+
 class Renewed:
-    """The machinery of a lease renewed in the background: :class:`ManagedLease` (a lock) and
-    :class:`~s3lock_client.election.Leadership` (an election's leader). Subclasses say how the
-    lease is taken, renewed and given up."""
+    """The machinery of a lease renewed in the background: :class:`ManagedLease` (a lock),
+    :class:`~s3lock_client.election.Leadership` (an election's leader) and
+    :class:`~s3lock_client.shared.SharedHolding` (a semaphore's permit, a read-write lock).
+    Subclasses say how the lease is taken, renewed and given up."""
 
     def __init__(
         self,

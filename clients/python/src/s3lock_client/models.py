@@ -1,10 +1,11 @@
-"""Typed lock views. Parsed leniently: fields a newer server adds are kept in ``extra``."""
+"""Typed views of locks, semaphores and read-write locks. Parsed leniently: fields a newer server
+adds are kept in ``extra``."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ._time import parse_time
 from .errors import UnexpectedResponse
@@ -199,3 +200,188 @@ class ElectionEvent:
     kind: str
     id: int
     election: Election
+
+
+_HOLDER_KNOWN = {
+    "owner",
+    "mode",
+    "fencing_token",
+    "expire",
+    "lock_time",
+    "expires_at",
+    "ttl_remaining_ms",
+    "held_since",
+}
+_WAITING_KNOWN = {"owner", "mode", "expires_at"}
+_SHARED_KNOWN = {
+    "bucket",
+    "key",
+    "kind",
+    "limit",
+    "permits_left",
+    "holders",
+    "waiting",
+    "token",
+    "lease",
+    "fencing_token",
+    "index",
+    "waiters_here",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HolderView:
+    """One holder of a semaphore or a read-write lock (never its holder token)."""
+
+    owner: str
+    #: ``"shared"`` or ``"exclusive"`` for a read-write lock; ``None`` for a semaphore's permit.
+    mode: Optional[str]
+    #: This holder's own fencing token, given at its grant and kept on renew.
+    fencing_token: int
+    #: The lease length in seconds.
+    expire: int
+    #: When the lease was granted or last renewed, on the store's clock.
+    lock_time: _dt.datetime
+    expires_at: _dt.datetime
+    #: What was left of the lease when the server answered, judged conservatively.
+    ttl_remaining_ms: int
+    #: When this holder was granted (kept on renew).
+    held_since: _dt.datetime
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "HolderView":
+        if not isinstance(body, dict):
+            raise TypeError("a holder must be a JSON object")
+        mode = body.get("mode")
+        return cls(
+            owner=str(body["owner"]),
+            mode=None if mode is None else str(mode),
+            fencing_token=int(body["fencing_token"]),
+            expire=int(body["expire"]),
+            lock_time=parse_time(str(body["lock_time"])),
+            expires_at=parse_time(str(body["expires_at"])),
+            ttl_remaining_ms=int(body.get("ttl_remaining_ms", 0)),
+            held_since=parse_time(str(body["held_since"])),
+            extra={k: v for k, v in body.items() if k not in _HOLDER_KNOWN},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitingView:
+    """A writer waiting for a read-write lock, as recorded in its document (on any replica)."""
+
+    owner: str
+    mode: str
+    #: When the entry lapses unless its waiter, still waiting, renews it.
+    expires_at: _dt.datetime
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "WaitingView":
+        if not isinstance(body, dict):
+            raise TypeError("a waiting entry must be a JSON object")
+        return cls(
+            owner=str(body["owner"]),
+            mode=str(body["mode"]),
+            expires_at=parse_time(str(body["expires_at"])),
+            extra={k: v for k, v in body.items() if k not in _WAITING_KNOWN},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedView:
+    """A semaphore or a read-write lock as the server shows it: its live holders (never their
+    tokens), the permits left, the writers waiting."""
+
+    bucket: str
+    key: str
+    #: ``"semaphore"`` or ``"rwlock"``.
+    kind: str
+    #: A semaphore's limit; ``None`` for a read-write lock, and for a semaphore never acquired.
+    limit: Optional[int]
+    #: The permits an acquire could take now; ``None`` where ``limit`` is.
+    permits_left: Optional[int]
+    #: The holders whose leases run, in grant order.
+    holders: Tuple[HolderView, ...]
+    #: A read-write lock's waiting writers: no new reader is let in while one is listed.
+    waiting: Tuple[WaitingView, ...]
+    #: The highest fencing token granted under this key (each holder has its own).
+    fencing_token: int
+    #: Changes with every write (the document's revision).
+    index: int
+    #: Acquires blocked on this key on the replica that answered.
+    waiters_here: int = 0
+    #: The caller's own holding: only in acquire and renew answers.
+    lease: Optional[HolderView] = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "SharedView":
+        return cls(**_shared_fields(body))
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedLease(SharedView):
+    """A granted (or renewed) holding of a semaphore or a read-write lock: the view, with the
+    caller's ``lease`` (also ``holder``) and ``token`` (its secret, left out of ``repr``).
+    ``expire`` and ``ttl_remaining_ms`` are the caller's own lease's; its fencing token is
+    ``holder.fencing_token`` (``fencing_token`` is the key's highest)."""
+
+    token: str = dataclasses.field(default="", repr=False)
+    #: ``time.monotonic()`` when the request that granted or renewed this holding was sent.
+    sent_at: float = 0.0
+
+    @property
+    def holder(self) -> HolderView:
+        """The caller's own holding (an acquire or renew answer always has it)."""
+        assert self.lease is not None, "checked by from_json_sent"
+        return self.lease
+
+    @property
+    def expire(self) -> int:
+        return self.holder.expire
+
+    @property
+    def ttl_remaining_ms(self) -> int:
+        return self.holder.ttl_remaining_ms
+
+    @property
+    def valid_until(self) -> float:
+        """The ``time.monotonic()`` instant before which this holding is certainly held."""
+        return self.sent_at + self.ttl_remaining_ms / 1000.0
+
+    @classmethod
+    def from_json_sent(cls, body: Any, sent_at: float) -> "SharedLease":
+        fields = _shared_fields(body)
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise UnexpectedResponse(200, "a granted holding without a holder token")
+        if fields["lease"] is None:
+            raise UnexpectedResponse(200, "a granted holding without the caller's lease")
+        return cls(**fields, token=token, sent_at=sent_at)
+
+
+def _shared_fields(body: Any) -> Dict[str, Any]:
+    if not isinstance(body, dict):
+        raise UnexpectedResponse(200, "a shared view must be a JSON object")
+    try:
+        limit = body.get("limit")
+        permits_left = body.get("permits_left")
+        lease = body.get("lease")
+        return {
+            "bucket": str(body["bucket"]),
+            "key": str(body["key"]),
+            "kind": str(body["kind"]),
+            "limit": None if limit is None else int(limit),
+            "permits_left": None if permits_left is None else int(permits_left),
+            "holders": tuple(HolderView.from_json(h) for h in body["holders"]),
+            "waiting": tuple(WaitingView.from_json(w) for w in body.get("waiting", [])),
+            "fencing_token": int(body["fencing_token"]),
+            "index": int(body["index"]),
+            "waiters_here": int(body.get("waiters_here", 0)),
+            "lease": None if lease is None else HolderView.from_json(lease),
+            "extra": {k: v for k, v in body.items() if k not in _SHARED_KNOWN},
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise UnexpectedResponse(200, f"not a shared view ({e!r})") from None
