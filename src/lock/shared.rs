@@ -485,6 +485,10 @@ impl LockKind for SharedDocument {
         next.remember_released(token.clone());
         next.written_over(Some(self))
     }
+
+    fn lease_secs(&self, token: &HolderToken) -> u64 {
+        self.holder_with(token.expose()).map_or(0, |h| h.expire)
+    }
 }
 
 impl SharedDocument {
