@@ -7,7 +7,7 @@
 //! - [`rules`]: what acquire, renew, release and break decide from a document and a time (pure).
 //! - [`kind`]: what the decision loop needs of a stored document, whatever kind of lock it is;
 //!   [`shared`] and [`shared_rules`]: the semaphore's and read-write lock's one document and
-//!   its rules (pure; not served yet).
+//!   its rules (pure).
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
@@ -16,8 +16,10 @@
 //! - [`document`]: the stored JSON; [`history`]: the write history every document carries;
 //!   [`key`]: keys and owners parsed at the edge; [`terms`]: a lease's value and lock-delay
 //!   checked at the edge; [`error`].
-//! - `ops`: the [`Engine`]'s operations (acquire, renew, release, break, status); `watch`: the
-//!   blocking query; `input`: requests checked against the limits; `views`: what is answered.
+//! - `ops`: the [`Engine`]'s operations on a mutex (acquire, renew, release, break, status);
+//!   `shared_ops`: the same on semaphores and read-write locks; `watch`: the blocking query,
+//!   for every kind; `input`: requests checked against the limits (and each kind's keys given
+//!   their own namespace); `views`: what is answered.
 //! - this file: the [`Engine`] itself, its configuration, readiness and drain.
 
 pub mod cache;
@@ -33,6 +35,7 @@ mod ops;
 mod orphan;
 pub mod rules;
 pub mod shared;
+mod shared_ops;
 pub mod shared_rules;
 pub mod terms;
 mod views;
@@ -49,12 +52,12 @@ use crate::clock::{Clock, TimeWindow};
 use crate::metrics::Metrics;
 use crate::store::health::StoreHealth;
 use crate::store::{Store, StoreError};
-pub use crate::wire::LockView;
+pub use crate::wire::{LockView, Mode, SharedKind, SharedView};
 use cache::StateCache;
 pub use document::{HolderToken, LockDocument};
 pub use error::LockError;
 use input::Target;
-pub use input::{AcquireRequest, RenewRequest};
+pub use input::{AcquireRequest, RenewRequest, SharedAcquireRequest};
 pub use key::LockKey;
 pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use shared::SharedDocument;

@@ -381,6 +381,7 @@ impl SharedDocument {
             lease: lease.map(|h| h.view(now)),
             fencing_token: self.fencing_token,
             index: self.revision,
+            waiters_here: 0,
         }
     }
 
@@ -398,6 +399,7 @@ impl SharedDocument {
             lease: None,
             fencing_token: 0,
             index: 0,
+            waiters_here: 0,
         }
     }
 }

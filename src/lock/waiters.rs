@@ -3,10 +3,12 @@
 //! However many requests wait on a lock in this process (blocked acquires, and clients watching
 //! it for a change), one task reads that lock from the store, with backoff and jitter, and
 //! publishes what it saw. Blocked acquirers queue in arrival order; when the lock is seen free
-//! for what the first one wants ([`LockKind::free_for`]: a mutex free, a permit left, a read-write
-//! lock's mode), only that one is told to try (no thundering herd), and the next only once that
-//! one has left the queue: without the lock, or with it when the lock may still have room (a
-//! semaphore's permit left for the next).
+//! for what one in line wants ([`LockKind::free_for`]: a mutex free, a permit left, a read-write
+//! lock's mode), only the first such one is told to try (no thundering herd), and the next only
+//! once that one has left the queue: without the lock, or with it when the lock may still have
+//! room (a semaphore's permit left for the next). Every waiter of a mutex or a semaphore wants
+//! the same, so that is the first in line; a read-write lock's writer may be told before a
+//! reader ahead of it, which a writer recorded in the document holds back (writers first).
 //!
 //! Generic over the kind of lock ([`LockKind`]); the engine has one `Waiters` per kind, which
 //! share one bound on the locks watched at once.
@@ -97,8 +99,25 @@ pub struct Waiters<K: LockKind = LockDocument> {
     next_id: AtomicU64,
 }
 
-/// A blocked acquirer in line: its registration id, its turn signal, and what it waits for.
-type InLine<K> = (u64, Arc<Notify>, <K as LockKind>::Want);
+/// A blocked acquirer in line: its registration id, its turn, and what it waits for.
+type InLine<K> = (u64, Arc<Turn>, <K as LockKind>::Want);
+
+/// A blocked acquirer's turn to try.
+#[derive(Debug, Default)]
+struct Turn {
+    /// `notify_one` keeps the signal if the waiter is not listening yet, so it is never lost.
+    signal: Notify,
+    /// Set once a turn was handed to it: leaving without the lock, it has the watcher hand the
+    /// turn on (the first in line is always treated so).
+    handed: AtomicBool,
+}
+
+impl Turn {
+    fn hand(&self) {
+        self.handed.store(true, Ordering::SeqCst);
+        self.signal.notify_one();
+    }
+}
 
 #[derive(Debug)]
 struct KeyWatch<K: LockKind> {
@@ -120,35 +139,29 @@ struct KeyWatch<K: LockKind> {
 }
 
 impl<K: LockKind> KeyWatch<K> {
-    /// Tells the first waiter in line that the lock looks free. `notify_one` keeps the signal
-    /// if that waiter is not listening yet, so it is never lost.
-    /// Whether there was a waiter to tell.
-    fn wake_first(&self) -> bool {
-        match self.queue.lock().expect("queue mutex poisoned").front() {
+    /// Tells the first waiter in line for whom `doc` (the lock as now known; `None`: no lock)
+    /// is free at `now` that it looks free. Whether one was told. Every waiter of a mutex wants
+    /// the same, so that is the first in line; a read-write lock's writer that waits behind a
+    /// reader in line (held back by a writer recorded in the document, maybe this one) is let
+    /// past it.
+    fn wake_first_free(&self, doc: Option<&K>, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let queue = self.queue.lock().expect("queue mutex poisoned");
+        let first = queue
+            .iter()
+            .find(|(_, _, want)| doc.is_none_or(|d| d.free_for(want, now)));
+        match first {
             Some((_, turn, _)) => {
-                turn.notify_one();
+                turn.hand();
                 true
             }
             None => false,
         }
     }
 
-    /// Tells the first waiter in line that the lock looks free, if `doc` (the lock as now known;
-    /// `None`: no lock) is free for what it wants at `now`. Whether it was told.
-    fn wake_first_if_free(&self, doc: Option<&K>, now: chrono::DateTime<chrono::Utc>) -> bool {
-        match self.queue.lock().expect("queue mutex poisoned").front() {
-            Some((_, turn, want)) if doc.is_none_or(|d| d.free_for(want, now)) => {
-                turn.notify_one();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// What the first waiter in line wants, if anyone waits.
-    fn first_want(&self) -> Option<K::Want> {
+    /// Whether `doc` is free at `now` for someone in line (`None`: nobody is in line).
+    fn free_for_someone(&self, doc: &K, now: chrono::DateTime<chrono::Utc>) -> Option<bool> {
         let queue = self.queue.lock().expect("queue mutex poisoned");
-        queue.front().map(|(_, _, want)| want.clone())
+        (!queue.is_empty()).then(|| queue.iter().any(|(_, _, want)| doc.free_for(want, now)))
     }
 
     /// Whether the latest state published says the lock is free for `want` at `now` (for a
@@ -208,14 +221,14 @@ pub struct Registration<'a, K: LockKind = LockDocument> {
     slot: Slot,
     watch: Arc<KeyWatch<K>>,
     id: u64,
-    turn: Arc<Notify>,
+    turn: Arc<Turn>,
     granted: bool,
 }
 
 impl<K: LockKind> Registration<'_, K> {
     /// Completes when it is this waiter's turn to try (the lock looked free).
     pub async fn turn(&self) {
-        self.turn.notified().await
+        self.turn.signal.notified().await
     }
 
     /// This waiter got the lock: it leaves the line, and the next one's turn comes when the lock
@@ -234,15 +247,17 @@ impl<K: LockKind> Drop for Registration<'_, K> {
             queue.retain(|(id, _, _)| *id != self.id);
             was_first
         };
-        if was_first && !self.granted {
+        let handed = was_first || self.turn.handed.load(Ordering::SeqCst);
+        if handed && !self.granted {
             // It may have been handed a turn it did not use: let the watcher look again and
             // hand it on.
             self.watch.poke.notify_one();
-        } else if was_first {
+        } else if handed && self.watch.known.load(Ordering::SeqCst) {
+            // What this process just wrote (its grant) may leave room for the next.
             let now = self.waiters.clock.now().earliest;
-            let next = self.watch.first_want();
-            if next.is_some_and(|want| self.watch.last_seen_free(&want, now)) {
-                let _ = self.watch.wake_first();
+            let seen = self.watch.seen.borrow().clone();
+            if let Ok(Some(doc)) = seen {
+                let _ = self.watch.wake_first_free(Some(&doc), now);
             }
         }
         self.waiters.leave(&self.slot);
@@ -336,7 +351,7 @@ impl<K: LockKind> Waiters<K> {
     ) -> Result<Registration<'_, K>, TooManyWatched> {
         let slot = (bucket.to_owned(), object.to_owned());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let turn = Arc::new(Notify::new());
+        let turn = Arc::new(Turn::default());
         let looks_free =
             |watch: &KeyWatch<K>| watch.last_seen_free(&want, self.clock.now().earliest);
         let watch = self.join(&slot, Some((id, turn.clone(), want.clone())))?;
@@ -378,7 +393,7 @@ impl<K: LockKind> Waiters<K> {
             return;
         };
         watch.publish_written(doc.clone());
-        let _ = watch.wake_first_if_free(Some(doc), self.clock.now().earliest);
+        let _ = watch.wake_first_free(Some(doc), self.clock.now().earliest);
     }
 
     /// This process freed the lock: the peers are told (its own waiters learn it from
@@ -394,6 +409,15 @@ impl<K: LockKind> Waiters<K> {
         if let Some(watch) = self.keys().get(&(bucket.to_owned(), object.to_owned())) {
             watch.poke.notify_one();
         }
+    }
+
+    /// How many blocked acquirers wait in line for this lock in this process now.
+    pub fn in_line(&self, bucket: &str, object: &str) -> usize {
+        let watch = self
+            .keys()
+            .get(&(bucket.to_owned(), object.to_owned()))
+            .cloned();
+        watch.map_or(0, |w| w.queue.lock().expect("queue mutex poisoned").len())
     }
 
     /// How many locks have a waiter or a watch client here (and so a watcher task).
@@ -501,12 +525,13 @@ impl<K: LockKind> Waiters<K> {
                         let read = parsed.and_then(Result::ok);
                         let now = clock.now();
                         let doc = read.as_ref().map(|(d, _)| d);
-                        // Free for the first in line (for nobody in line: free for anyone);
-                        // else when whatever is in the way (a lease, a lock-delay, a waiting
-                        // writer's entry) ends: nobody waiting here may take it before then.
-                        let free = doc.is_none_or(|d| match watch.first_want() {
-                            Some(want) => d.free_for(&want, now.earliest),
-                            None => d.look_again_at(now.earliest).is_none(),
+                        // Free for someone in line (for nobody in line: free for anyone); else
+                        // when whatever is in the way (a lease, a lock-delay, a waiting writer's
+                        // entry) ends: nobody waiting here may take it before then.
+                        let free = doc.is_none_or(|d| {
+                            watch
+                                .free_for_someone(d, now.earliest)
+                                .unwrap_or_else(|| d.look_again_at(now.earliest).is_none())
                         });
                         let taken_until = doc
                             .filter(|_| !free)
@@ -531,7 +556,7 @@ impl<K: LockKind> Waiters<K> {
                                     None => cache.forget(&bucket, &object),
                                 }
                             }
-                            if watch.wake_first() {
+                            if watch.wake_first_free(doc, now.earliest) {
                                 poll.reset();
                             }
                         } else if let Some(end) = taken_until {

@@ -349,4 +349,5 @@ mod input;
 mod lock_delay;
 mod metrics;
 mod rules;
+mod shared;
 mod waiting;
