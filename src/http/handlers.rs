@@ -17,7 +17,7 @@ use super::path::{Action, LockPath};
 use super::AppState;
 use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady, RenewRequest};
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The body of an acquire; every field is optional, and so is the body itself.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -74,7 +74,7 @@ pub(super) struct RenewBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReleaseBody {
     /// The holder token from the acquire.
-    token: String,
+    pub(super) token: String,
 }
 
 /// The body of a break; optional.
@@ -86,9 +86,27 @@ pub(super) struct BreakBody {
     reason: Option<String>,
 }
 
+impl BreakBody {
+    /// Checks the reason and logs it, with the admin who asked.
+    pub(super) fn check(&self, key: &str, admin: &str) -> Result<(), ApiError> {
+        if let Some(reason) = &self.reason {
+            if reason.len() > 256 || reason.chars().any(char::is_control) {
+                return Err(ApiError::InvalidInput {
+                    field: "reason",
+                    reason: "must be at most 256 bytes with no control characters".into(),
+                });
+            }
+            tracing::warn!(key = %key, broken_by = admin, reason, "an admin asked to break a lock");
+        }
+        Ok(())
+    }
+}
+
 /// A whole number of seconds. JSON has one number type, and JSON Schema counts `30.0` as an
 /// integer, so a client (Python's `json` with a float, say) may send it that way.
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
     use serde::de::Error;
     match Option::<serde_json::Number>::deserialize(d)? {
         None => Ok(None),
@@ -199,6 +217,7 @@ pub(super) async fn action(
         bucket,
         key,
         action,
+        ..
     } = LockPath::parse(uri.path(), true)?;
     let action = action.ok_or(ApiError::RouteNotFound)?;
     let engine = &state.engine;
@@ -233,15 +252,7 @@ pub(super) async fn action(
         Action::Break => {
             let admin = caller.admin()?;
             let b: BreakBody = parse_body(&headers, body)?.unwrap_or_default();
-            if let Some(reason) = &b.reason {
-                if reason.len() > 256 || reason.chars().any(char::is_control) {
-                    return Err(ApiError::InvalidInput {
-                        field: "reason",
-                        reason: "must be at most 256 bytes with no control characters".into(),
-                    });
-                }
-                tracing::warn!(key = %key, broken_by = admin, reason, "an admin asked to break a lock");
-            }
+            b.check(&key, admin)?;
             engine.break_lock(bucket, &key, admin).await
         }
     };
@@ -323,16 +334,16 @@ async fn list_locks(
     }))
 }
 
-fn lock_error(state: &AppState, e: LockError) -> ApiError {
+pub(super) fn lock_error(state: &AppState, e: LockError) -> ApiError {
     ApiError::from_lock(e, state.engine.now().earliest)
 }
 
-fn token_required() -> ApiError {
+pub(super) fn token_required() -> ApiError {
     ApiError::MalformedBody("a JSON body with a \"token\" is required".into())
 }
 
 /// Parses a JSON body; `None` for an empty one or `null`. A body with a content type must say JSON.
-fn parse_body<T: DeserializeOwned>(
+pub(super) fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Option<T>, ApiError> {
