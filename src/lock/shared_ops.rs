@@ -110,7 +110,12 @@ impl Engine {
         if let (Err(_), Some(id), Some(_)) = (&result, &waiter, renew_entry_at) {
             self.withdraw(&target, id).await;
         }
-        wait.end(result)
+        // Counted once this acquire has left the line.
+        wait.end(result).map(|mut view| {
+            let here = self.shared_waiters.in_line(&target.bucket, &target.object);
+            view.waiters_here = u32::try_from(here).unwrap_or(u32::MAX);
+            view
+        })
     }
 
     /// One try: granted, refreshed, refused, or (a writer that will wait) queued.

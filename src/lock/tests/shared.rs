@@ -120,6 +120,7 @@ async fn a_waiter_for_a_full_semaphore_is_granted_at_once_when_a_holder_releases
         .await
         .unwrap();
     let c = c.await.unwrap().unwrap();
+    assert_eq!(c.waiters_here, 0, "c is no longer waiting");
     assert_eq!(c.lease.unwrap().owner, "c");
     assert_eq!(
         Instant::now(),
