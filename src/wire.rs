@@ -194,6 +194,10 @@ pub struct SharedView {
     pub fencing_token: u64,
     /// Changes with every write (the document's revision; 0 for one never written).
     pub index: u64,
+    /// Acquires blocked waiting for this lock on the replica that answered (each replica
+    /// serves its own waiters in arrival order; there is no queue across replicas).
+    #[serde(default)]
+    pub waiters_here: u32,
 }
 
 impl SharedView {

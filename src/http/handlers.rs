@@ -17,7 +17,7 @@ use super::path::{Action, LockPath};
 use super::AppState;
 use crate::lock::{AcquireRequest, HolderToken, LockError, LockView, NotReady, RenewRequest};
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The body of an acquire; every field is optional, and so is the body itself.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -74,7 +74,7 @@ pub(super) struct RenewBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReleaseBody {
     /// The holder token from the acquire.
-    token: String,
+    pub(super) token: String,
 }
 
 /// The body of a break; optional.
@@ -84,6 +84,22 @@ pub(super) struct BreakBody {
     /// Why the lock is broken, for the server's log (at most 256 bytes).
     #[schema(max_length = 256)]
     reason: Option<String>,
+}
+
+impl BreakBody {
+    /// Checks the reason and logs it, with the admin who asked.
+    pub(super) fn check(&self, key: &str, admin: &str) -> Result<(), ApiError> {
+        if let Some(reason) = &self.reason {
+            if reason.len() > 256 || reason.chars().any(char::is_control) {
+                return Err(ApiError::InvalidInput {
+                    field: "reason",
+                    reason: "must be at most 256 bytes with no control characters".into(),
+                });
+            }
+            tracing::warn!(key = %key, broken_by = admin, reason, "an admin asked to break a lock");
+        }
+        Ok(())
+    }
 }
 
 /// A whole number of seconds. JSON has one number type, and JSON Schema counts `30.0` as an
@@ -201,6 +217,7 @@ pub(super) async fn action(
         bucket,
         key,
         action,
+        ..
     } = LockPath::parse(uri.path(), true)?;
     let action = action.ok_or(ApiError::RouteNotFound)?;
     if !action.is_post() {
@@ -238,15 +255,7 @@ pub(super) async fn action(
         Action::Break => {
             let admin = caller.admin()?;
             let b: BreakBody = parse_body(&headers, body)?.unwrap_or_default();
-            if let Some(reason) = &b.reason {
-                if reason.len() > 256 || reason.chars().any(char::is_control) {
-                    return Err(ApiError::InvalidInput {
-                        field: "reason",
-                        reason: "must be at most 256 bytes with no control characters".into(),
-                    });
-                }
-                tracing::warn!(key = %key, broken_by = admin, reason, "an admin asked to break a lock");
-            }
+            b.check(&key, admin)?;
             engine.break_lock(bucket, &key, admin).await
         }
         Action::Events => unreachable!("refused above: the change stream is read by GET"),

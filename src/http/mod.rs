@@ -1,7 +1,9 @@
 //! The HTTP API: routes, request parsing, and the middleware stack (request ids, tracing,
 //! metrics, auth, a request timeout, a body limit). Handlers translate HTTP into engine calls and
-//! engine outcomes into HTTP through the one table in [`error`]. [`conn`] accepts and bounds the
-//! connections; [`drain`] counts the requests in flight for a shutdown.
+//! engine outcomes into HTTP through the one table in [`error`]: `handlers` those of the lock
+//! routes (and health, readiness, metrics), `shared` those of the semaphore and read-write lock
+//! routes. [`conn`] accepts and bounds the connections; [`drain`] counts the requests in flight
+//! for a shutdown.
 
 pub mod auth;
 pub mod conn;
@@ -12,6 +14,7 @@ mod events;
 mod handlers;
 pub mod openapi;
 pub mod path;
+mod shared;
 mod wake;
 
 use std::sync::Arc;
@@ -86,6 +89,19 @@ pub fn app(
             "/buckets/{bucket}/locks/{*rest}",
             get(handlers::read).post(handlers::action),
         )
+        .route(
+            "/semaphores/{*rest}",
+            get(shared::status).post(shared::action),
+        )
+        .route("/rwlocks/{*rest}", get(shared::status).post(shared::action))
+        .route(
+            "/buckets/{bucket}/semaphores/{*rest}",
+            get(shared::status).post(shared::action),
+        )
+        .route(
+            "/buckets/{bucket}/rwlocks/{*rest}",
+            get(shared::status).post(shared::action),
+        )
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .route_layer(middleware::from_fn_with_state(
             InFlight {
@@ -152,27 +168,6 @@ async fn shed_load(
     };
     let _gauge = in_flight.metrics.lock_request();
     next.run(request).await
-}
-
-/// The methods a lock path really takes. The router serves `/locks/{key}` and
-/// `/locks/{key}/{action}` through one wildcard route that takes GET and POST, but POST only means
-/// something when the path ends in a POST action after a key.
-fn lock_route_allow(path: &str) -> Option<&'static str> {
-    if path.starts_with("/elections/") {
-        return Some(path::ElectionPath::allow(path));
-    }
-    let rest = match path.strip_prefix("/buckets/") {
-        Some(after) => after.split_once('/')?.1.strip_prefix("locks/")?,
-        None => path.strip_prefix("/locks/")?,
-    };
-    match rest.rsplit_once('/') {
-        Some((key, word))
-            if !key.is_empty() && Action::parse(word).is_some_and(Action::is_post) =>
-        {
-            Some("GET,HEAD,POST")
-        }
-        _ => Some("GET,HEAD"),
-    }
 }
 
 /// Counts every request by route template (never the raw path: keys would make the label set
@@ -248,7 +243,7 @@ async fn problem_for_bare_errors(request: Request<axum::body::Body>, next: Next)
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        if let Some(allow) = lock_route_allow(&path) {
+        if let Some(allow) = path::allowed_methods(&path) {
             response
                 .headers_mut()
                 .insert(header::ALLOW, header::HeaderValue::from_static(allow));

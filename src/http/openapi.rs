@@ -19,10 +19,11 @@ use utoipa::{Modify, OpenApi};
 use super::elections::{CampaignBody, LeaderRenewBody, ProclaimBody, ResignBody};
 use super::error::Problem;
 use super::handlers::{AcquireBody, BreakBody, Health, LockList, ReleaseBody, RenewBody};
+use super::shared::{RwlockAcquireBody, SemaphoreAcquireBody, SharedRenewBody};
 use super::AppState;
 use crate::lock::election::MAX_ELECTION_NAME_BYTES;
-use crate::lock::{EngineConfig, LockView};
-use crate::wire::ElectionView;
+use crate::lock::{EngineConfig, LockView, SharedView};
+use crate::wire::{ElectionView, HolderView, Mode, SharedKind, WaitingView};
 
 /// A key: `/`-separated segments, none empty, `.` or `..`, and no control characters (Unicode
 /// Cc, which is what the server refuses). `C` stands for that class in the template below.
@@ -64,8 +65,18 @@ pub fn document(config: &EngineConfig) -> Value {
     add_bucket_twins(&mut doc);
     let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
     let schemas = &mut doc["components"]["schemas"];
-    for body in ["AcquireBody", "RenewBody"] {
+    for body in [
+        "AcquireBody",
+        "RenewBody",
+        "SemaphoreAcquireBody",
+        "RwlockAcquireBody",
+        "SharedRenewBody",
+    ] {
         schemas[body]["properties"]["ttl"]["maximum"] = json!(config.max_ttl);
+    }
+    for body in ["SemaphoreAcquireBody", "RwlockAcquireBody"] {
+        schemas[body]["properties"]["wait"]["maximum"] = json!(config.max_wait.as_secs_f64());
+        schemas[body]["properties"]["owner"]["pattern"] = json!(owner_pattern());
     }
     for body in ["AcquireBody", "RenewBody"] {
         schemas[body]["properties"]["lock_delay"]["maximum"] = json!(config.max_lock_delay);
@@ -130,18 +141,26 @@ pub(super) async fn serve(State(state): State<AppState>) -> impl IntoResponse {
 #[openapi(
     info(
         title = "s3lock",
-        description = "Distributed locks over HTTP, kept in an S3 bucket by conditional writes. \
+        description = "Distributed locks, semaphores, read-write locks and elections over HTTP, \
+            kept in an S3 bucket by conditional writes. \
             Every error is application/problem+json. A key is 1 to 512 bytes of '/'-separated \
             segments (none empty, '.' or '..'), no control characters; in a path, '/' may be sent \
-            as is or as %2F."
+            as is or as %2F. A lock's key may not start with the segment .semaphores, .rwlocks \
+            or .elections (400): those name where the other kinds are kept."
     ),
     paths(
         acquire, renew, release, break_lock, status, events, list, campaign, proclaim,
-        election_renew, resign, election, leader, observe, healthz, readyz, metrics, openapi_json
+        election_renew, resign, election, leader, observe,
+        semaphore_acquire, semaphore_renew, semaphore_release, semaphore_break, semaphore_status,
+        semaphore_watch,
+        rwlock_acquire, rwlock_renew, rwlock_release, rwlock_break, rwlock_status, rwlock_watch,
+        healthz, readyz, metrics, openapi_json
     ),
     components(schemas(
         LockView, LockList, AcquireBody, RenewBody, ReleaseBody, BreakBody, ElectionView,
-        CampaignBody, ProclaimBody, LeaderRenewBody, ResignBody, Problem, Health
+        CampaignBody, ProclaimBody, LeaderRenewBody, ResignBody, Problem, Health,
+        SharedView, HolderView, WaitingView, SharedKind, Mode, SemaphoreAcquireBody,
+        RwlockAcquireBody, SharedRenewBody
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -168,13 +187,18 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Adds `/buckets/{bucket}/locks...` for every `/locks...` operation, with the bucket parameter.
+/// Adds `/buckets/{bucket}/locks...` for every `/locks...` operation (and the same for
+/// semaphores and read-write locks), with the bucket parameter.
 fn add_bucket_twins(doc: &mut Document) {
     let twins: Vec<_> = doc
         .paths
         .paths
         .iter()
-        .filter(|(path, _)| path.starts_with("/locks"))
+        .filter(|(path, _)| {
+            ["/locks", "/semaphores/", "/rwlocks/"]
+                .iter()
+                .any(|base| path.starts_with(base))
+        })
         .map(|(path, item)| {
             let mut item = item.clone();
             for op in operations(&mut item) {
@@ -527,6 +551,267 @@ fn leader() {}
 )]
 #[allow(dead_code)]
 fn observe() {}
+
+// Semaphores and read-write locks. Their keys live apart from the locks' (and from each other's):
+// a semaphore, a read-write lock and a lock may share a key and are three things.
+
+/// Take one of a semaphore's permits, or refresh the caller's own with its holder token.
+#[utoipa::path(
+    post, path = "/semaphores/{key}/acquire", operation_id = "semaphore_acquire", tag = "semaphores",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key")),
+    request_body(content = SemaphoreAcquireBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Granted; the view carries the holder token and the caller's lease", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized: no or unknown auth token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (the auth token's prefix does not cover `.semaphores/{key}`) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "semaphore-full (no permit within the wait; with expires_at and Retry-After), limit-mismatch (another limit is stored while holders remain) or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain, too-many-watched-locks, overloaded or shutting-down; each with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_acquire() {}
+
+/// Restart the holder's lease, counted from now.
+#[utoipa::path(
+    post, path = "/semaphores/{key}/renew", operation_id = "semaphore_renew", tag = "semaphores",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key")),
+    request_body(content = SharedRenewBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Renewed; the view carries the holder token and lease", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: never acquired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder (wrong token, lease ran out, released or broken), write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_renew() {}
+
+/// Give the permit back; releasing again with the same token is a no-op.
+#[utoipa::path(
+    post, path = "/semaphores/{key}/release", operation_id = "semaphore_release", tag = "semaphores",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key")),
+    request_body(content = ReleaseBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Released; the view has no token", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: never acquired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder, write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_release() {}
+
+/// Break every holding (admin auth tokens only): their tokens stop working and the fencing token
+/// grows. A semaphore nobody holds is shown unchanged.
+#[utoipa::path(
+    post, path = "/semaphores/{key}/break", operation_id = "semaphore_break", tag = "semaphores",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key")),
+    request_body(content = Option<BreakBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Broken (or already free); the view has no token", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin auth token, or no auth configured; or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: never acquired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_break() {}
+
+/// Show a semaphore: its live holders (never their tokens), the permits left, and the acquires
+/// waiting on the replica that answers. With `index` (or `wait`), a blocking query.
+#[utoipa::path(
+    get, path = "/semaphores/{key}", operation_id = "semaphore_status", tag = "semaphores",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key"),
+        ("index" = Option<u64>, Query, minimum = 0, description = "Watch: the `index` of the view the client last saw; the answer comes when it changes or `wait` runs out"),
+        ("wait" = Option<f64>, Query, minimum = 0, description = "Watch: the longest to wait for a change, in seconds (default 30 with `index`)"),
+    ),
+    responses(
+        (status = 200, description = "The semaphore", body = SharedView),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded or, for a watch, too-many-watched-locks; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_status() {}
+
+/// A blocking query: the semaphore's view once its `index` is no longer the one given, or when
+/// `wait` runs out.
+#[utoipa::path(
+    get, path = "/semaphores/{key}/watch", operation_id = "semaphore_watch", tag = "semaphores",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key (a key ending in `/watch` is sent with its slash as %2F)"),
+        ("index" = Option<u64>, Query, minimum = 0, description = "The `index` of the view the client last saw (without it, the status)"),
+        ("wait" = Option<f64>, Query, minimum = 0, description = "The longest to wait for a change, in seconds (default 30)"),
+    ),
+    responses(
+        (status = 200, description = "The semaphore", body = SharedView),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded or too-many-watched-locks; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_watch() {}
+
+/// Take a read-write lock, shared (with other readers) or exclusive (alone), or refresh the
+/// caller's own holding with its holder token. Writers first: while an exclusive acquire waits
+/// (recorded in the lock, on any replica), no new shared holder is let in.
+#[utoipa::path(
+    post, path = "/rwlocks/{key}/acquire", operation_id = "rwlock_acquire", tag = "rwlocks",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key")),
+    request_body(content = RwlockAcquireBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Granted; the view carries the holder token and the caller's lease", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized: no or unknown auth token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (the auth token's prefix does not cover `.rwlocks/{key}`) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-held (owner: the holder or the waiting writer in the way; with expires_at and Retry-After), too-many-holders or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout, clock-uncertain, too-many-watched-locks, overloaded or shutting-down; each with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_acquire() {}
+
+/// Restart the holder's lease, counted from now.
+#[utoipa::path(
+    post, path = "/rwlocks/{key}/renew", operation_id = "rwlock_renew", tag = "rwlocks",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key")),
+    request_body(content = SharedRenewBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Renewed; the view carries the holder token and lease", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: never acquired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder, write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_renew() {}
+
+/// Release the holding; releasing again with the same token is a no-op.
+#[utoipa::path(
+    post, path = "/rwlocks/{key}/release", operation_id = "rwlock_release", tag = "rwlocks",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key")),
+    request_body(content = ReleaseBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Released; the view has no token", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: never acquired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not-holder, write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_release() {}
+
+/// Break every holding (admin auth tokens only); waiting writers stay recorded.
+#[utoipa::path(
+    post, path = "/rwlocks/{key}/break", operation_id = "rwlock_break", tag = "rwlocks",
+    params(("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key")),
+    request_body(content = Option<BreakBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Broken (or already free); the view has no token", body = SharedView),
+        (status = 400, description = "invalid-input or malformed-body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: not an admin auth token, or no auth configured; or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "lock-not-found: never acquired", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "write-unconfirmed or lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported-media-type", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "contended, store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_break() {}
+
+/// Show a read-write lock: its live holders and their modes (never their tokens), the writers
+/// waiting (on any replica), and the acquires waiting on the replica that answers. With `index`
+/// (or `wait`), a blocking query.
+#[utoipa::path(
+    get, path = "/rwlocks/{key}", operation_id = "rwlock_status", tag = "rwlocks",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key"),
+        ("index" = Option<u64>, Query, minimum = 0, description = "Watch: the `index` of the view the client last saw; the answer comes when it changes or `wait` runs out"),
+        ("wait" = Option<f64>, Query, minimum = 0, description = "Watch: the longest to wait for a change, in seconds (default 30 with `index`)"),
+    ),
+    responses(
+        (status = 200, description = "The read-write lock", body = SharedView),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded or, for a watch, too-many-watched-locks; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_status() {}
+
+/// A blocking query: the read-write lock's view once its `index` is no longer the one given, or
+/// when `wait` runs out.
+#[utoipa::path(
+    get, path = "/rwlocks/{key}/watch", operation_id = "rwlock_watch", tag = "rwlocks",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key (a key ending in `/watch` is sent with its slash as %2F)"),
+        ("index" = Option<u64>, Query, minimum = 0, description = "The `index` of the view the client last saw (without it, the status)"),
+        ("wait" = Option<f64>, Query, minimum = 0, description = "The longest to wait for a change, in seconds (default 30)"),
+    ),
+    responses(
+        (status = 200, description = "The read-write lock", body = SharedView),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded or too-many-watched-locks; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_watch() {}
 
 /// The process is alive. Never touches the store; no auth.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", security(()),

@@ -1,5 +1,6 @@
-//! Lock paths. A key may contain `/`, so lock routes take the raw path after `/locks/` and split
-//! off the action (`acquire`, `renew`, `release`, `break`, and `events`, the one read by GET)
+//! Lock paths. A key may contain `/`, so lock routes take the raw path after `/locks/` (or
+//! `/semaphores/`, `/rwlocks/`) and split off the action (`acquire`, `renew`, `release`, `break`,
+//! and `events`, the one read by GET; for a semaphore's or read-write lock's `GET`, `watch`)
 //! *before* percent-decoding: an encoded slash in a key can then never be mistaken for the action
 //! separator. So the status of a key whose last segment is `events` is asked for with that slash
 //! encoded (`/locks/jobs%2Fevents`). The decoded key is checked by the engine (`LockKey::parse`).
@@ -8,6 +9,32 @@ use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
 use crate::lock::key::{in_elections, ELECTIONS};
+use crate::wire::SharedKind;
+
+/// Which kind of lock a path names: its first segment after the optional bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// `/locks/...`: a mutex.
+    Lock,
+    /// `/semaphores/...` or `/rwlocks/...`.
+    Shared(SharedKind),
+}
+
+impl PathKind {
+    /// The kinds, each with the segment that names it.
+    const ALL: [(&'static str, PathKind); 3] = [
+        ("locks/", PathKind::Lock),
+        ("semaphores/", PathKind::Shared(SharedKind::Semaphore)),
+        ("rwlocks/", PathKind::Shared(SharedKind::Rwlock)),
+    ];
+
+    /// The kind `rest` starts with, and what follows its segment.
+    fn split(rest: &str) -> Option<(Self, &str)> {
+        Self::ALL
+            .iter()
+            .find_map(|(segment, kind)| Some((*kind, rest.strip_prefix(segment)?)))
+    }
+}
 
 /// What a lock path with an action asks for: the last segment of the path, parsed here once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +77,12 @@ impl Action {
     }
 }
 
-/// A parsed `/locks/{key}[/{action}]` or `/buckets/{bucket}/locks/{key}[/{action}]`.
+/// A parsed `/locks/{key}[/{action}]` or `/buckets/{bucket}/locks/{key}[/{action}]` (or the
+/// same under `semaphores` or `rwlocks`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockPath {
     pub bucket: Option<String>,
+    pub kind: PathKind,
     /// Percent-decoded, not yet validated.
     pub key: String,
     /// `None` on a path without an action.
@@ -71,7 +100,7 @@ impl LockPath {
             }
             None => (None, path.strip_prefix('/').ok_or(ApiError::RouteNotFound)?),
         };
-        let rest = tail.strip_prefix("locks/").ok_or(ApiError::RouteNotFound)?;
+        let (kind, rest) = PathKind::split(tail).ok_or(ApiError::RouteNotFound)?;
         let (raw_key, action) = if with_action {
             let (k, a) = rest.rsplit_once('/').ok_or(ApiError::RouteNotFound)?;
             (k, Some(a))
@@ -94,9 +123,47 @@ impl LockPath {
         };
         Ok(Self {
             bucket,
+            kind,
             key,
             action,
         })
+    }
+
+    /// Parses a raw `GET` path of a semaphore or read-write lock: its status, or with a last
+    /// segment `watch` (split off before decoding, as an action is), its blocking query.
+    /// Whether it is the watch comes second.
+    pub fn parse_get(path: &str) -> Result<(Self, bool), ApiError> {
+        // `/semaphores/watch` is the status of the key "watch": a watch needs a key before it.
+        let watched = path
+            .strip_suffix("/watch")
+            .filter(|status| !status.ends_with('/'))
+            .and_then(|status| Self::parse(status, false).ok());
+        match watched {
+            Some(watched) => Ok((watched, true)),
+            None => Ok((Self::parse(path, false)?, false)),
+        }
+    }
+}
+
+/// The methods a lock path really takes, for a 405's `Allow`. The router serves each kind's
+/// `{key}` and `{key}/{action}` through one wildcard route that takes GET and POST, but POST
+/// only means something when the path ends in an action after a key. `None`: not a lock path.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    if path.starts_with("/elections/") {
+        return Some(ElectionPath::allow(path));
+    }
+    let tail = match path.strip_prefix("/buckets/") {
+        Some(after) => after.split_once('/')?.1,
+        None => path.strip_prefix('/')?,
+    };
+    let (_, rest) = PathKind::split(tail)?;
+    match rest.rsplit_once('/') {
+        Some((key, word))
+            if !key.is_empty() && Action::parse(word).is_some_and(Action::is_post) =>
+        {
+            Some("GET,HEAD,POST")
+        }
+        _ => Some("GET,HEAD"),
     }
 }
 
@@ -250,6 +317,33 @@ mod tests {
             ElectionPath::parse("/elections/a", true),
             Err(ApiError::RouteNotFound)
         ));
+    }
+
+    #[test]
+    fn semaphores_and_read_write_locks_have_paths_of_their_own() {
+        let p = LockPath::parse("/semaphores/jobs/x/acquire", true).unwrap();
+        assert_eq!(p.kind, PathKind::Shared(SharedKind::Semaphore));
+        assert_eq!(
+            (p.key.as_str(), p.action),
+            ("jobs/x", Some(Action::Acquire))
+        );
+        let p = LockPath::parse("/buckets/b/rwlocks/r", false).unwrap();
+        assert_eq!(p.kind, PathKind::Shared(SharedKind::Rwlock));
+        assert_eq!((p.bucket.as_deref(), p.key.as_str()), (Some("b"), "r"));
+        assert_eq!(
+            LockPath::parse("/locks/k", false).unwrap().kind,
+            PathKind::Lock
+        );
+        let (p, watch) = LockPath::parse_get("/semaphores/a/watch").unwrap();
+        assert_eq!((p.key.as_str(), watch), ("a", true));
+        let (p, watch) = LockPath::parse_get("/semaphores/a%2Fwatch").unwrap();
+        assert_eq!((p.key.as_str(), watch), ("a/watch", false));
+        let (p, watch) = LockPath::parse_get("/rwlocks/watch").unwrap();
+        assert_eq!((p.key.as_str(), watch), ("watch", false));
+        assert_eq!(allowed_methods("/rwlocks/a/release"), Some("GET,HEAD,POST"));
+        assert_eq!(allowed_methods("/buckets/b/semaphores/a"), Some("GET,HEAD"));
+        assert_eq!(allowed_methods("/elsewhere/a"), None);
+        assert_eq!(allowed_methods("/locks/a/events"), Some("GET,HEAD"));
     }
 
     #[test]

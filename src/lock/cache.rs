@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
+use super::kind::LockKind;
 use super::LockDocument;
 use crate::store::Version;
 
@@ -23,10 +24,10 @@ use crate::store::Version;
 /// version and the bucket and object names), so this bounds the cache to a few MiB.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// One lock's last known state.
+/// One lock's last known state (`K`: the kind of lock, the mutex's by default).
 #[derive(Debug, Clone)]
-pub struct Known {
-    pub doc: LockDocument,
+pub struct Known<K = LockDocument> {
+    pub doc: K,
     /// The version `doc` was stored at. Conditional writes made from this hint carry it as
     /// `If-Match`, which is what makes a stale hint harmless: the store refuses the write.
     pub version: Version,
@@ -34,14 +35,16 @@ pub struct Known {
 
 type Slot = (String, String);
 
+/// The states of one kind of lock (the engine holds one per kind: their objects never share a
+/// name, as each kind lives under its own part of the prefix).
 #[derive(Debug)]
-pub struct StateCache {
+pub struct StateCache<K = LockDocument> {
     /// `None` when caching is off (capacity 0): every decision then reads first. A std mutex:
     /// it is held only for a map operation, never across an await.
-    entries: Mutex<Option<LruCache<Slot, Known>>>,
+    entries: Mutex<Option<LruCache<Slot, Known<K>>>>,
 }
 
-impl StateCache {
+impl<K: LockKind> StateCache<K> {
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: Mutex::new(NonZeroUsize::new(capacity).map(LruCache::new)),
@@ -54,7 +57,7 @@ impl StateCache {
             NonZeroUsize::new(capacity).map(LruCache::new);
     }
 
-    pub fn get(&self, bucket: &str, object: &str) -> Option<Known> {
+    pub fn get(&self, bucket: &str, object: &str) -> Option<Known<K>> {
         self.with(|entries| {
             entries
                 .get(&(bucket.to_owned(), object.to_owned()))
@@ -65,7 +68,7 @@ impl StateCache {
     /// Records what was just read from or written to the store. Concurrent requests may record
     /// out of order, leaving an older state here: that only costs a failed conditional write and
     /// a read later, never a wrong answer.
-    pub fn remember(&self, bucket: &str, object: &str, doc: &LockDocument, version: &Version) {
+    pub fn remember(&self, bucket: &str, object: &str, doc: &K, version: &Version) {
         self.put(bucket, object, doc, version, false);
     }
 
@@ -73,30 +76,17 @@ impl StateCache {
     /// a read that may have been served before this process learned a newer state. (A lock
     /// deleted and created again, or written by the old module, starts its revisions over: the
     /// higher one kept then is stale, which costs one refused `If-Match` write and a read.)
-    pub fn remember_unless_older(
-        &self,
-        bucket: &str,
-        object: &str,
-        doc: &LockDocument,
-        version: &Version,
-    ) {
+    pub fn remember_unless_older(&self, bucket: &str, object: &str, doc: &K, version: &Version) {
         self.put(bucket, object, doc, version, true);
     }
 
-    fn put(
-        &self,
-        bucket: &str,
-        object: &str,
-        doc: &LockDocument,
-        version: &Version,
-        unless_older: bool,
-    ) {
+    fn put(&self, bucket: &str, object: &str, doc: &K, version: &Version, unless_older: bool) {
         self.with(|entries| {
             let slot = (bucket.to_owned(), object.to_owned());
             let newer_known = unless_older
                 && entries
                     .peek(&slot)
-                    .is_some_and(|known| known.doc.revision > doc.revision);
+                    .is_some_and(|known| known.doc.revision() > doc.revision());
             if !newer_known {
                 entries.put(
                     slot,
@@ -124,7 +114,7 @@ impl StateCache {
     }
 
     /// Runs `f` on the entries, if caching is on.
-    fn with<R>(&self, f: impl FnOnce(&mut LruCache<Slot, Known>) -> R) -> Option<R> {
+    fn with<R>(&self, f: impl FnOnce(&mut LruCache<Slot, Known<K>>) -> R) -> Option<R> {
         self.entries
             .lock()
             .expect("lock cache mutex poisoned")
@@ -143,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_lock_is_forgotten_first() {
-        let cache = StateCache::new(2);
+        let cache = StateCache::<LockDocument>::new(2);
         cache.remember("b", "k1", &doc("a"), &Version("1".into()));
         cache.remember("b", "k2", &doc("a"), &Version("2".into()));
         assert!(
@@ -158,7 +148,7 @@ mod tests {
 
     #[test]
     fn buckets_are_separate_and_forget_drops_an_entry() {
-        let cache = StateCache::new(8);
+        let cache = StateCache::<LockDocument>::new(8);
         cache.remember("b1", "k", &doc("a"), &Version("1".into()));
         assert!(cache.get("b2", "k").is_none());
         cache.forget("b1", "k");
@@ -167,7 +157,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_turns_the_cache_off() {
-        let cache = StateCache::new(0);
+        let cache = StateCache::<LockDocument>::new(0);
         cache.remember("b", "k", &doc("a"), &Version("1".into()));
         assert!(cache.get("b", "k").is_none());
         assert!(cache.is_empty());

@@ -1,6 +1,7 @@
 //! One decision on one lock: one read, one conditional write, and any doubt about the write
-//! settled by reading back. The rule that decides comes from [`rules`](super::rules); this file
-//! only drives it against the store and the cache.
+//! settled by reading back. The rule that decides comes from [`rules`](super::rules) (the
+//! mutex's) or [`shared_rules`](super::shared_rules); this file only drives it against the store
+//! and the cache, for every kind of lock alike: what it needs of a document is [`LockKind`].
 //!
 //! The read is skipped when this process already knows the lock's state (the cache): the write
 //! then carries the cached version, and if that was stale the store refuses it and the decision
@@ -11,9 +12,10 @@ use std::time::Duration as StdDuration;
 use bytes::Bytes;
 
 use super::document::Succession;
+use super::kind::LockKind;
 use super::orphan::OrphanGuard;
 use super::rules::{self, Verdict};
-use super::{store_error, Engine, LockDocument, LockError, Target};
+use super::{store_error, Engine, LockError, Served, Target};
 use crate::backoff::Backoff;
 use crate::clock::TimeWindow;
 use crate::store::{StoreError, Version, Versioned};
@@ -32,7 +34,7 @@ enum WriteOutcome {
     /// Our body landed, and later writes replaced it before the read-back (a release lands, its
     /// answer is lost, and a waiter takes the lock): the stored history names our write.
     /// Carries what the read-back found.
-    Replaced(Option<Versioned>),
+    Replaced(Versioned),
     /// Someone else's write came first, or so it seems: `proven` only when the stored history
     /// names another write at our revision; otherwise ours may have landed and been replaced by
     /// more writes than the history keeps. Carries what the read-back found, which is a fresh
@@ -48,8 +50,8 @@ enum WriteOutcome {
 }
 
 /// The state a decision is made from.
-pub(super) struct Basis {
-    pub(super) state: Option<(LockDocument, Version)>,
+pub(super) struct Basis<K> {
+    pub(super) state: Option<(K, Version)>,
     /// Read from the store for this decision. A basis that is only the cache's hint may be
     /// stale: a write may follow from it (the store checks the version), but a refusal or a
     /// no-op answer may not, or a stale hint would refuse a client wrongly.
@@ -57,23 +59,27 @@ pub(super) struct Basis {
 }
 
 /// How a decision ended.
-pub(super) enum Settled {
+pub(super) enum Settled<K> {
     /// The rule's document was written and is now the lock's state.
-    Stored(LockDocument, TimeWindow),
+    Stored(K, TimeWindow),
     /// The rule left the lock as it was; the (fresh) document as read.
-    AsRead(LockDocument, TimeWindow),
+    AsRead(K, TimeWindow),
 }
 
 impl Engine {
     /// Makes one decision on a lock and writes it: from the cached state if this process knows
     /// one, else from a read; again from a fresh read whenever the write lost (the cache was
     /// stale or another writer came first) or the decision was a refusal made from the cache.
-    pub(super) async fn decide<F>(&self, target: &Target, mut rule: F) -> Result<Settled, LockError>
+    pub(super) async fn decide<K, F>(
+        &self,
+        target: &Target,
+        mut rule: F,
+    ) -> Result<Settled<K>, LockError>
     where
-        F: FnMut(Option<&LockDocument>, TimeWindow) -> Result<Verdict, LockError>,
+        K: Served,
+        F: FnMut(Option<&K>, TimeWindow) -> Result<Verdict<K>, LockError>,
     {
-        let mut next = self
-            .cache
+        let mut next = K::cache(self)
             .get(&target.bucket, &target.object)
             .map(|known| Basis {
                 state: Some((known.doc, known.version)),
@@ -113,24 +119,27 @@ impl Engine {
                 // A no-op answer from a hint could be stale too: confirm with a read.
                 (Verdict::Leave, _) => continue,
             };
-            // A break (the one write with neither owner nor token) takes the lock from whoever
-            // holds it, with no token to check. If an earlier break of this call may have
-            // landed, the holder now may have taken the lock after it: breaking again would
-            // break a lease no admin asked about.
-            if unproven && rules::is_break(&doc) {
-                return Err(LockError::Unconfirmed);
-            }
-            let (current_token, expected) = match current {
-                Some((current, version)) => (current.token, Some(version)),
+            let (before, expected) = match current {
+                Some((current, version)) => (Some(current), Some(version)),
                 None => (None, None),
             };
+            // A break (the one write that takes holdings without a token) takes the lock from
+            // whoever holds it, with no token to check. If an earlier break of this call may
+            // have landed, the holder now may have taken the lock after it: breaking again
+            // would break a lease no admin asked about.
+            if unproven && doc.is_break(before.as_ref()) {
+                return Err(LockError::Unconfirmed);
+            }
             // A grant whose token the caller might never learn (the store's answer is lost, or
             // this request is cancelled mid-write: a client disconnect, the request timeout) is
             // watched while in flight and freed if it lands unseen.
-            let hands_out_token =
-                rules::hands_out_token(&doc, current_token.as_ref(), granted_unseen);
+            let handed_out = doc
+                .token_handed_out(before.as_ref(), granted_unseen)
+                .cloned();
+            let hands_out_token = handed_out.is_some();
             let guard = OrphanGuard(
-                hands_out_token.then(|| self.orphan_watch(target, doc.clone(), expected.clone())),
+                handed_out
+                    .map(|token| self.orphan_watch(target, doc.clone(), token, expected.clone())),
             );
             let written = self.write(target, &doc, expected.as_ref()).await;
             let watch = guard.disarm();
@@ -149,11 +158,11 @@ impl Engine {
             match written {
                 WriteOutcome::Landed => {
                     // Local waiters and watch clients learn the new state with no read.
-                    self.waiters.observed(&target.bucket, &target.object, &doc);
+                    K::waiters(self).observed(&target.bucket, &target.object, &doc);
                     // Judge the new lease on the clock as it is now that the write is known to
                     // have landed: a slow write (retries, a read-back) may have used it up.
                     let after = self.clock.now();
-                    if rules::lease_used_up(&doc, after) {
+                    if doc.lease_used_up(before.as_ref(), after) {
                         granted_unseen = hands_out_token;
                         next = None;
                         continue;
@@ -165,17 +174,17 @@ impl Engine {
                     // local waiters and watch clients as a write of this process would be
                     // (`Waiters::observed`), since a newer local write may have been published
                     // while the read's answer was on its way. The lock's watcher reads it.
-                    let basis = self.fresh_basis(target, seen)?;
+                    let basis: Basis<K> = self.fresh_basis(target, Some(seen))?;
                     // A lease that has already passed on is not answered as held: a grant's
                     // token proves nothing now, and a renewed lease that has since been
                     // released, broken or taken over is no longer its holder's (the engine has
                     // just read so). Decide again from what replaced it; a renew's refusal then
                     // is write-unconfirmed, never not-holder, as its write did land.
-                    let still_held = basis
+                    let passed_on = basis
                         .state
                         .as_ref()
-                        .is_some_and(|(current, _)| rules::still_held(current, &doc));
-                    if hands_out_token || (doc.owner.is_some() && !still_held) {
+                        .is_some_and(|(current, _)| current.lease_passed_on(&doc, before.as_ref()));
+                    if hands_out_token || passed_on {
                         unproven |= !hands_out_token;
                         next = Some(basis);
                         continue;
@@ -200,32 +209,39 @@ impl Engine {
     }
 
     /// Reads the lock from the store for a decision, and remembers what it found.
-    pub(super) async fn read_fresh(&self, target: &Target) -> Result<Basis, LockError> {
+    pub(super) async fn read_fresh<K: Served>(
+        &self,
+        target: &Target,
+    ) -> Result<Basis<K>, LockError> {
         let seen = self
             .get(&target.bucket, &target.object)
             .await
             .map_err(|e| {
-                self.cache.forget(&target.bucket, &target.object);
+                K::cache(self).forget(&target.bucket, &target.object);
                 store_error(e)
             })?;
         self.fresh_basis(target, seen)
     }
 
     /// Parses what was just read from the store and remembers it.
-    fn fresh_basis(&self, target: &Target, seen: Option<Versioned>) -> Result<Basis, LockError> {
+    fn fresh_basis<K: Served>(
+        &self,
+        target: &Target,
+        seen: Option<Versioned>,
+    ) -> Result<Basis<K>, LockError> {
+        let cache = K::cache(self);
         let Some(found) = seen else {
-            self.cache.forget(&target.bucket, &target.object);
+            cache.forget(&target.bucket, &target.object);
             return Ok(Basis {
                 state: None,
                 fresh: true,
             });
         };
-        let doc = LockDocument::from_bytes(&found.body).map_err(|e| {
-            self.cache.forget(&target.bucket, &target.object);
-            LockError::Unreadable(e.to_string())
+        let doc = K::from_bytes(&found.body).map_err(|e| {
+            cache.forget(&target.bucket, &target.object);
+            LockError::Unreadable(e)
         })?;
-        self.cache
-            .remember(&target.bucket, &target.object, &doc, &found.version);
+        cache.remember(&target.bucket, &target.object, &doc, &found.version);
         Ok(Basis {
             state: Some((doc, found.version)),
             fresh: true,
@@ -235,17 +251,16 @@ impl Engine {
     /// Reads and parses the lock document with its version, leaving the cache alone (a list of
     /// many locks should not push out the states of the locks this process works with). A
     /// background read: a list's reads wait behind lock decisions.
-    pub(super) async fn read(
+    pub(super) async fn read<K: LockKind>(
         &self,
         target: &Target,
-    ) -> Result<Option<(LockDocument, Version)>, LockError> {
+    ) -> Result<Option<(K, Version)>, LockError> {
         let found = self.background.get(&target.bucket, &target.object).await;
         self.health.record(&found);
         let Some(found) = found.map_err(store_error)? else {
             return Ok(None);
         };
-        let doc = LockDocument::from_bytes(&found.body)
-            .map_err(|e| LockError::Unreadable(e.to_string()))?;
+        let doc = K::from_bytes(&found.body).map_err(LockError::Unreadable)?;
         Ok(Some((doc, found.version)))
     }
 
@@ -255,12 +270,13 @@ impl Engine {
     /// can be lost after the store applied it, and the SDK's retry of our own successful write
     /// then fails its precondition. So both are resolved by reading back: if the stored body is
     /// ours byte for byte (unique: it carries a fresh token or a microsecond timestamp), we won.
-    async fn write(
+    async fn write<K: Served>(
         &self,
         target: &Target,
-        doc: &LockDocument,
+        doc: &K,
         expected: Option<&Version>,
     ) -> Result<WriteOutcome, LockError> {
+        let cache = K::cache(self);
         let body = doc.to_bytes();
         let (bucket, object) = (&target.bucket, &target.object);
         let outcome = match expected {
@@ -274,20 +290,20 @@ impl Engine {
         self.health.record(&outcome);
         let doubt = match outcome {
             Ok(version) => {
-                self.cache.remember(bucket, object, doc, &version);
+                cache.remember(bucket, object, doc, &version);
                 return Ok(WriteOutcome::Landed);
             }
             Err(StoreError::PreconditionFailed) => None,
             Err(StoreError::Unavailable(why)) => Some(why),
             Err(StoreError::NotSent(why)) => return Ok(WriteOutcome::NotSent(why)),
             Err(other) => {
-                self.cache.forget(bucket, object);
+                cache.forget(bucket, object);
                 return Err(store_error(other));
             }
         };
         let written = self.read_back(target, doc, &body, expected, doubt).await;
         if matches!(written, WriteOutcome::Unknown(_)) {
-            self.cache.forget(bucket, object);
+            cache.forget(bucket, object);
         }
         Ok(written)
     }
@@ -301,10 +317,10 @@ impl Engine {
     /// can land: we lost, or (when the history does not reach back far enough) cannot tell. But
     /// after a timeout, our write may still be on its way: only if the object has moved past
     /// the version we wrote against can we be sure it never lands.
-    async fn read_back(
+    async fn read_back<K: Served>(
         &self,
         target: &Target,
-        doc: &LockDocument,
+        doc: &K,
         ours: &Bytes,
         expected: Option<&Version>,
         doubt: Option<String>,
@@ -319,8 +335,7 @@ impl Engine {
             }
             match self.get(&target.bucket, &target.object).await {
                 Ok(Some(stored)) if stored.body == *ours => {
-                    self.cache
-                        .remember(&target.bucket, &target.object, doc, &stored.version);
+                    K::cache(self).remember(&target.bucket, &target.object, doc, &stored.version);
                     return WriteOutcome::Landed;
                 }
                 Ok(stored) => {
@@ -333,19 +348,22 @@ impl Engine {
                     // object at all (deleted behind our back, which a lock's object never
                     // should be) keeps no history, and answering from its absence is the truth
                     // of the lock now: taken as lost.
-                    let succession = match &stored {
-                        None => Succession::Lost,
-                        Some(s) => LockDocument::from_bytes(&s.body)
-                            .map_or(Succession::Unknown, |found| found.succession_of(doc)),
+                    let Some(stored) = stored else {
+                        return WriteOutcome::Beaten {
+                            seen: None,
+                            proven: true,
+                        };
                     };
+                    let succession = K::from_bytes(&stored.body)
+                        .map_or(Succession::Unknown, |found| found.succession_of(doc));
                     return match succession {
                         Succession::Replaced => WriteOutcome::Replaced(stored),
                         Succession::Lost => WriteOutcome::Beaten {
-                            seen: stored,
+                            seen: Some(stored),
                             proven: true,
                         },
                         Succession::Unknown => WriteOutcome::Beaten {
-                            seen: stored,
+                            seen: Some(stored),
                             proven: false,
                         },
                     };

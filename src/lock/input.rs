@@ -5,7 +5,9 @@
 use std::time::Duration as StdDuration;
 
 use super::rules::LeaseTerms;
+use super::shared::{Claim, MAX_LIMIT};
 use super::{key, Engine, HolderToken, LockError, LockKey};
+use crate::wire::{Mode, SharedKind};
 
 /// What a client asked for when acquiring; every field optional.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +46,33 @@ impl From<Option<i64>> for RenewRequest {
     }
 }
 
+/// What a client asked for when acquiring a semaphore's permit or a read-write lock; every
+/// field optional here, the kind's own checked at the edge ([`Engine::shared_acquire`]).
+#[derive(Debug, Clone, Default)]
+pub struct SharedAcquireRequest {
+    pub owner: Option<String>,
+    /// The holder token, presented to refresh a holding this owner already has.
+    pub token: Option<HolderToken>,
+    pub ttl: Option<i64>,
+    pub wait: Option<f64>,
+    /// A semaphore's limit: required, `1..=MAX_LIMIT`; never for a read-write lock.
+    pub limit: Option<i64>,
+    /// A read-write lock's mode: required; never for a semaphore.
+    pub mode: Option<Mode>,
+}
+
+/// A semaphore's or read-write lock's acquire as checked.
+#[derive(Debug, Clone)]
+pub(super) struct SharedAcquireInput {
+    pub(super) owner: String,
+    pub(super) token: Option<HolderToken>,
+    /// The lease length, within `1..=max_ttl`.
+    pub(super) ttl: u64,
+    pub(super) wait: StdDuration,
+    /// The permit (with its limit) or the mode asked for.
+    pub(super) claim: Claim,
+}
+
 /// An acquire as checked: what the waiting loop and the rule are given.
 #[derive(Debug, Clone)]
 pub(super) struct Acquire {
@@ -79,15 +108,105 @@ impl Engine {
         })
     }
 
+    /// Checks a semaphore's or read-write lock's acquire: the fields every acquire has, and the
+    /// limit (a semaphore's) or the mode (a read-write lock's), each refused on the other kind.
+    pub(super) fn shared_acquire_input(
+        &self,
+        kind: SharedKind,
+        req: SharedAcquireRequest,
+    ) -> Result<SharedAcquireInput, LockError> {
+        let owner = match req.owner.as_deref() {
+            Some(o) => self.owner(o)?,
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let claim = match (kind, req.limit, req.mode) {
+            (SharedKind::Semaphore, _, Some(_)) => {
+                return Err(LockError::invalid(
+                    "mode",
+                    "a semaphore has no mode: acquire it with a limit",
+                ))
+            }
+            (SharedKind::Semaphore, None, None) => {
+                return Err(LockError::invalid(
+                    "limit",
+                    format!("a semaphore's acquire names its limit, 1 to {MAX_LIMIT}"),
+                ))
+            }
+            (SharedKind::Semaphore, Some(limit), None) => match u32::try_from(limit) {
+                Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Claim::Permit { limit },
+                _ => {
+                    return Err(LockError::invalid(
+                        "limit",
+                        format!(
+                            "{limit} is out of range: a semaphore has 1 to {MAX_LIMIT} permits"
+                        ),
+                    ))
+                }
+            },
+            (SharedKind::Rwlock, Some(_), _) => {
+                return Err(LockError::invalid(
+                    "limit",
+                    "a read-write lock has no limit: acquire it with a mode",
+                ))
+            }
+            (SharedKind::Rwlock, None, None) => {
+                return Err(LockError::invalid(
+                    "mode",
+                    "a read-write lock's acquire names its mode, \"shared\" or \"exclusive\"",
+                ))
+            }
+            (SharedKind::Rwlock, None, Some(Mode::Shared)) => Claim::Shared,
+            (SharedKind::Rwlock, None, Some(Mode::Exclusive)) => Claim::Exclusive,
+        };
+        Ok(SharedAcquireInput {
+            owner,
+            token: req.token,
+            ttl: self.ttl(req.ttl)?,
+            wait: self.wait(req.wait)?,
+            claim,
+        })
+    }
+
     /// An owner name as a client gave it, checked.
     pub(super) fn owner(&self, owner: &str) -> Result<String, LockError> {
         key::parse_owner(owner).map_err(|r| LockError::invalid("owner", r))
     }
 
+    /// Where the mutex `key` lives. A key under another kind's namespace is refused.
     pub(super) fn target(&self, bucket: Option<&str>, key: &str) -> Result<Target, LockError> {
         let bucket = self.bucket(bucket)?;
         let key = LockKey::parse(key).map_err(|e| LockError::invalid("key", e.to_string()))?;
+        // An election's lock is a lock (the election routes map onto it; the lock routes refuse
+        // its namespace at the HTTP edge); the other namespaces hold other kinds' documents.
+        if let Some(what) = key.reserved_for().filter(|_| !key.is_election()) {
+            let first = key.as_str().split('/').next().unwrap_or_default();
+            return Err(LockError::invalid(
+                "key",
+                format!("{first:?} is reserved for {what}: a lock's key may not start with it"),
+            ));
+        }
         let object = format!("{}{}", self.config.prefix, key);
+        Ok(Target {
+            bucket,
+            key,
+            object,
+        })
+    }
+
+    /// Where the semaphore or read-write lock `key` lives: under its kind's namespace.
+    pub(super) fn shared_target(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        kind: SharedKind,
+    ) -> Result<Target, LockError> {
+        let bucket = self.bucket(bucket)?;
+        let key = LockKey::parse(key).map_err(|e| LockError::invalid("key", e.to_string()))?;
+        let namespace = match kind {
+            SharedKind::Semaphore => key::SEMAPHORES,
+            SharedKind::Rwlock => key::RWLOCKS,
+        };
+        let object = format!("{}{namespace}/{key}", self.config.prefix);
         Ok(Target {
             bucket,
             key,

@@ -100,6 +100,35 @@ impl LockKey {
     pub fn is_election(&self) -> bool {
         in_elections(&self.0)
     }
+
+    /// What the key's first segment is reserved for, if it is one of
+    /// [`RESERVED_FIRST_SEGMENTS`]: such a key names no mutex.
+    pub fn reserved_for(&self) -> Option<&'static str> {
+        let first = self.0.split('/').next().unwrap_or_default();
+        RESERVED_FIRST_SEGMENTS
+            .iter()
+            .find(|(segment, _)| *segment == first)
+            .map(|(_, what)| *what)
+    }
+}
+
+/// The first key segments under which the other kinds of lock keep their objects (a semaphore
+/// `k` at `{prefix}.semaphores/k`, and so on), with what each is for. A mutex's key may not
+/// start with one, so no mutex's object is ever another kind's, and lists of mutexes skip them.
+pub const RESERVED_FIRST_SEGMENTS: [(&str, &str); 3] = [
+    (SEMAPHORES, "semaphores"),
+    (RWLOCKS, "read-write locks"),
+    (ELECTIONS, "elections"),
+];
+/// The first segment of every semaphore's object key (after the prefix).
+pub const SEMAPHORES: &str = ".semaphores";
+/// The first segment of every read-write lock's object key (after the prefix).
+pub const RWLOCKS: &str = ".rwlocks";
+
+/// Whether an object key (the prefix taken off) is under a reserved first segment.
+pub fn is_reserved_object(key: &str) -> bool {
+    let first = key.split('/').next().unwrap_or_default();
+    RESERVED_FIRST_SEGMENTS.iter().any(|(s, _)| *s == first)
 }
 
 impl fmt::Display for LockKey {
@@ -135,6 +164,18 @@ pub fn parse_owner(raw: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::wire::parse_bucket;
+
+    #[test]
+    fn a_key_whose_first_segment_is_another_kinds_namespace_is_reserved() {
+        let reserved = |k: &str| LockKey::parse(k).unwrap().reserved_for();
+        assert_eq!(reserved(".semaphores/x"), Some("semaphores"));
+        assert_eq!(reserved(".rwlocks"), Some("read-write locks"));
+        assert_eq!(reserved(".elections/a/b"), Some("elections"));
+        assert_eq!(reserved("jobs/.semaphores/x"), None);
+        assert_eq!(reserved(".semaphoresx/y"), None);
+        assert!(is_reserved_object(".rwlocks/k"));
+        assert!(!is_reserved_object("rwlocks/k"));
+    }
 
     #[test]
     fn a_key_with_slashes_is_accepted() {

@@ -19,7 +19,7 @@ use crate::clock::TimeWindow;
 pub trait LockKind: Clone + PartialEq + std::fmt::Debug + Send + Sync + Sized + 'static {
     /// What a waiter waits for: for a mutex, only that nobody holds it; for the multi-holder
     /// kinds, a permit or a mode ([`Claim`](super::shared::Claim)).
-    type Want: std::fmt::Debug + Send + Sync;
+    type Want: Clone + std::fmt::Debug + Send + Sync;
 
     /// Parses a stored body; `Err` says why it is not this kind's document (it is then never
     /// overwritten: the engine answers `lock-unreadable`).
@@ -71,6 +71,10 @@ pub trait LockKind: Clone + PartialEq + std::fmt::Debug + Send + Sync + Sized + 
     /// This document (an orphaned grant, found stored byte for byte) with the holding of
     /// `token` released at `now`, as the next write over it.
     fn orphan_freed(&self, token: &HolderToken, now: DateTime<Utc>) -> Self;
+
+    /// The length in seconds of the lease held with `token` here (0 when none is): an orphaned
+    /// grant is watched no longer than its lease could keep anyone out.
+    fn lease_secs(&self, token: &HolderToken) -> u64;
 }
 
 /// The mutex: every method is the existing rule in [`rules`] or [`LockDocument`]'s own.
@@ -128,6 +132,10 @@ impl LockKind for LockDocument {
 
     fn orphan_freed(&self, _token: &HolderToken, now: DateTime<Utc>) -> Self {
         self.released(now)
+    }
+
+    fn lease_secs(&self, _token: &HolderToken) -> u64 {
+        self.expire
     }
 }
 

@@ -30,8 +30,9 @@ impl Engine {
     /// The locks whose key starts with `prefix` and sorts after `cursor` (from the page before;
     /// `None` for the first), at most `limit` of them (default [`DEFAULT_LIST_LIMIT`]), without
     /// tokens. Objects under the lock prefix that are not lock documents are skipped (and
-    /// logged), and so are locks deleted since they were listed: a page may hold fewer locks
-    /// than `limit` and still have a next one.
+    /// logged), and so are locks deleted since they were listed and the other kinds' objects
+    /// (under [`key::RESERVED_FIRST_SEGMENTS`]): a page may hold fewer locks than `limit` and
+    /// still have a next one.
     #[tracing::instrument(skip(self))]
     pub async fn list(
         &self,
@@ -77,8 +78,8 @@ impl Engine {
         };
         let targets = page.keys.into_iter().filter_map(|object| {
             let key = LockKey::parse(object.strip_prefix(&self.config.prefix)?).ok()?;
-            // Elections' locks are shown as elections, never as locks.
-            if key.is_election() {
+            // Another kind's object (a semaphore, a read-write lock, an election): not a lock.
+            if key.reserved_for().is_some() {
                 return None;
             }
             Some(Target {

@@ -7,7 +7,7 @@
 //! - [`rules`]: what acquire, renew, release and break decide from a document and a time (pure).
 //! - [`kind`]: what the decision loop needs of a stored document, whatever kind of lock it is;
 //!   [`shared`] and [`shared_rules`]: the semaphore's and read-write lock's one document and
-//!   its rules (pure; not served yet).
+//!   its rules (pure).
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
@@ -18,8 +18,10 @@
 //! - [`document`]: the stored JSON; [`history`]: the write history every document carries;
 //!   [`key`]: keys and owners parsed at the edge; [`terms`]: a lease's value and lock-delay
 //!   checked at the edge; [`error`].
-//! - `ops`: the [`Engine`]'s operations (acquire, renew, release, break, status); `watch`: the
-//!   blocking query; `input`: requests checked against the limits; `views`: what is answered.
+//! - `ops`: the [`Engine`]'s operations on a mutex (acquire, renew, release, break, status);
+//!   `shared_ops`: the same on semaphores and read-write locks; `watch`: the blocking query,
+//!   for every kind; `input`: requests checked against the limits (and each kind's keys given
+//!   their own namespace); `views`: what is answered.
 //! - this file: the [`Engine`] itself, its configuration, readiness and drain.
 
 pub mod cache;
@@ -37,6 +39,7 @@ mod ops;
 mod orphan;
 pub mod rules;
 pub mod shared;
+mod shared_ops;
 pub mod shared_rules;
 pub mod terms;
 mod views;
@@ -53,16 +56,17 @@ use crate::clock::{Clock, TimeWindow};
 use crate::metrics::Metrics;
 use crate::store::health::StoreHealth;
 use crate::store::{Store, StoreError};
-pub use crate::wire::LockView;
+pub use crate::wire::{LockView, Mode, SharedKind, SharedView};
 use cache::StateCache;
 pub use document::{HolderToken, LockDocument};
 pub use election::{CampaignRequest, ElectionEvent, ElectionEvents};
 pub use error::LockError;
 pub use events::{EventKind, LockEvent, LockEvents};
 use input::Target;
-pub use input::{AcquireRequest, RenewRequest};
+pub use input::{AcquireRequest, RenewRequest, SharedAcquireRequest};
 pub use key::LockKey;
 pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use shared::SharedDocument;
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
 pub use waiters::DEFAULT_MAX_WATCHED_LOCKS;
@@ -122,6 +126,10 @@ pub struct Engine {
     /// Shared with the lock watchers, which put in what they read when they hand a free lock
     /// to a waiter.
     cache: Arc<StateCache>,
+    /// The same two for semaphores and read-write locks (one document kind for both); their
+    /// watchers count against the same bound as the mutexes'.
+    shared_waiters: Arc<Waiters<SharedDocument>>,
+    shared_cache: Arc<StateCache<SharedDocument>>,
     metrics: Metrics,
     /// Fed by every store call the engine makes, read by readiness.
     health: StoreHealth,
@@ -141,14 +149,17 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
         let cache = Arc::new(StateCache::new(cache::DEFAULT_CAPACITY));
         let background = store.background().unwrap_or_else(|| store.clone());
-        let waiters = Arc::new(Waiters::new(
+        let waiters = Waiters::new(
             background.clone(),
             clock.clone(),
             cache.clone(),
             config.first_poll,
             config.max_poll,
             config.max_watched_locks,
-        ));
+        );
+        let shared_cache = Arc::new(StateCache::new(cache::DEFAULT_CAPACITY));
+        let shared_waiters = Arc::new(waiters.another_kind(shared_cache.clone()));
+        let waiters = Arc::new(waiters);
         Self {
             store,
             background,
@@ -156,6 +167,8 @@ impl Engine {
             config,
             waiters,
             cache,
+            shared_waiters,
+            shared_cache,
             metrics: Metrics::new(),
             health: StoreHealth::default(),
             orphan_watchers: Arc::default(),
@@ -240,12 +253,13 @@ impl Engine {
     /// that every decision reads first).
     pub fn with_cache_capacity(self, capacity: usize) -> Self {
         self.cache.set_capacity(capacity);
+        self.shared_cache.set_capacity(capacity);
         self
     }
 
-    /// How many locks' last known states this process remembers.
+    /// How many locks' last known states this process remembers (of every kind).
     pub fn cached_locks(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.shared_cache.len()
     }
 
     /// The store's time as this engine knows it.
@@ -259,19 +273,50 @@ impl Engine {
 
     /// Tells `peers` of every lock this engine frees (see [`waiters::PeerNotifier`]).
     pub fn with_peers(self, peers: Arc<dyn waiters::PeerNotifier>) -> Self {
-        self.waiters.set_peers(peers);
+        self.waiters.set_peers(peers.clone());
+        self.shared_waiters.set_peers(peers);
         self
     }
 
     /// A peer freed the lock at `object` in `bucket`: waiters here look at the store now. Only
     /// a reason to read; the hint itself decides nothing.
     pub fn peer_hint(&self, bucket: &str, object: &str) {
+        // Whatever kind of lock it is: only the waiters of that object have an entry.
         self.waiters.poke(bucket, object);
+        self.shared_waiters.poke(bucket, object);
     }
 
-    /// Locks that have a blocked waiter in this process right now.
+    /// Locks that have a blocked waiter or a watch client in this process right now.
     pub fn waited_locks(&self) -> usize {
-        self.waiters.waited_locks()
+        self.waiters.waited_locks() + self.shared_waiters.waited_locks()
+    }
+}
+
+/// A kind of lock the engine serves: where its state cache and its waiters are. The one
+/// decision loop (`decide`), the waiting line (`wait`) and the orphan path (`orphan`) are
+/// generic over it.
+trait Served: kind::LockKind {
+    fn cache(engine: &Engine) -> &Arc<StateCache<Self>>;
+    fn waiters(engine: &Engine) -> &Arc<Waiters<Self>>;
+}
+
+impl Served for LockDocument {
+    fn cache(engine: &Engine) -> &Arc<StateCache<Self>> {
+        &engine.cache
+    }
+
+    fn waiters(engine: &Engine) -> &Arc<Waiters<Self>> {
+        &engine.waiters
+    }
+}
+
+impl Served for SharedDocument {
+    fn cache(engine: &Engine) -> &Arc<StateCache<Self>> {
+        &engine.shared_cache
+    }
+
+    fn waiters(engine: &Engine) -> &Arc<Waiters<Self>> {
+        &engine.shared_waiters
     }
 }
 

@@ -5,7 +5,7 @@
 use super::decide::Settled;
 use super::input::{Acquire, AcquireRequest, RenewRequest};
 use super::rules::{self, Grant, Verdict};
-use super::{Engine, HolderToken, LockError, LockView, Target};
+use super::{Engine, HolderToken, LockDocument, LockError, LockView, Target};
 use crate::metrics as m;
 
 impl Engine {
@@ -45,7 +45,7 @@ impl Engine {
         // grant whose lease a slow write used up is refreshed, and stays one grant).
         let mut ended = None;
         let decided = self
-            .decide(target, |current, now| {
+            .decide(target, |current: Option<&LockDocument>, now| {
                 let presented = mine.as_ref().map(HolderToken::expose);
                 let (doc, kind) = rules::acquire(current, now, &req.owner, presented, &req.terms)?;
                 if let Grant::NewHolder { .. } = kind {
@@ -111,7 +111,7 @@ impl Engine {
         let target = self.target(bucket, key)?;
         let terms = self.lease_terms(self.ttl(req.ttl)?, req.value, req.lock_delay)?;
         let decided = self
-            .decide(&target, |current, now| {
+            .decide(&target, |current: Option<&LockDocument>, now| {
                 rules::renew(current, now, token, &terms).map(Verdict::Write)
             })
             .await?;
@@ -132,7 +132,7 @@ impl Engine {
         let target = self.target(bucket, key)?;
         let mut ended = None;
         let decided = self
-            .decide(&target, |current, now| {
+            .decide(&target, |current: Option<&LockDocument>, now| {
                 ended = current.and_then(|d| d.held_for(now.latest));
                 rules::release(current, now, token)
             })
@@ -170,7 +170,7 @@ impl Engine {
         let mut broken_from: Option<(String, u64)> = None;
         let mut ended = None;
         let decided = self
-            .decide(&target, |current, now| {
+            .decide(&target, |current: Option<&LockDocument>, now| {
                 ended = current.and_then(|d| d.held_for(now.latest));
                 Ok(match rules::break_lock(current, now)? {
                     Some(broken) => {
@@ -216,7 +216,11 @@ impl Engine {
             self.owner(owner)?;
         }
         // Status always reads the store (it is what a client asks for), and refreshes the hint.
-        let doc = self.read_fresh(&target).await?.state.map(|(doc, _)| doc);
+        let doc = self
+            .read_fresh::<LockDocument>(&target)
+            .await?
+            .state
+            .map(|(doc, _)| doc);
         Ok(self.status_view(&target, doc, expect_owner))
     }
 }

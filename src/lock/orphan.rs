@@ -8,8 +8,10 @@ use std::time::Duration as StdDuration;
 
 use tokio::time::Instant;
 
+use super::document::HolderToken;
+use super::kind::LockKind;
 use super::waiters::Waiters;
-use super::{Engine, LockDocument, Target};
+use super::{Engine, Served, Target};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::store::{Store, Version};
@@ -21,20 +23,22 @@ const ORPHAN_WATCH: StdDuration = StdDuration::from_secs(60);
 const MAX_ORPHAN_WATCHERS: usize = 1024;
 
 /// A grant that may land without its caller ever learning its token, and what it takes to free
-/// it if it does.
-pub(super) struct OrphanWatch {
+/// it if it does (`K`: the kind of lock).
+pub(super) struct OrphanWatch<K: LockKind> {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    waiters: Arc<Waiters>,
+    waiters: Arc<Waiters<K>>,
     watchers: Arc<AtomicUsize>,
     bucket: String,
     object: String,
-    orphan: LockDocument,
+    orphan: K,
+    /// The holder token the grant hands out: the holding freed if the grant lands unseen.
+    token: HolderToken,
     /// The version the grant was written against (`None`: written as a create).
     written_over: Option<Version>,
 }
 
-impl OrphanWatch {
+impl<K: LockKind> OrphanWatch<K> {
     /// Watches in the background: keeps reading until the store answers (for a minute at most,
     /// or the lease if shorter), and releases the lock only while the stored document is still
     /// byte for byte the orphaned grant.
@@ -57,7 +61,8 @@ impl OrphanWatch {
     async fn watch(self) {
         let _count = DecrementOnDrop(self.watchers.clone());
         let ours = self.orphan.to_bytes();
-        let give_up = Instant::now() + StdDuration::from_secs(self.orphan.expire).min(ORPHAN_WATCH);
+        let lease = StdDuration::from_secs(self.orphan.lease_secs(&self.token));
+        let give_up = Instant::now() + lease.min(ORPHAN_WATCH);
         let mut backoff =
             Backoff::exponential(StdDuration::from_millis(100), 2, StdDuration::from_secs(5));
         while Instant::now() < give_up {
@@ -71,7 +76,9 @@ impl OrphanWatch {
                 Ok(_) => return, // it can no longer land, or was already replaced
                 Err(_) => continue,
             };
-            let released = self.orphan.released(self.clock.now().latest);
+            let released = self
+                .orphan
+                .orphan_freed(&self.token, self.clock.now().latest);
             match self
                 .store
                 .put_if_version(
@@ -97,15 +104,15 @@ impl OrphanWatch {
 }
 
 /// Spawns its watch if dropped while armed: the future doing the write was cancelled.
-pub(super) struct OrphanGuard(pub(super) Option<OrphanWatch>);
+pub(super) struct OrphanGuard<K: LockKind>(pub(super) Option<OrphanWatch<K>>);
 
-impl OrphanGuard {
-    pub(super) fn disarm(mut self) -> Option<OrphanWatch> {
+impl<K: LockKind> OrphanGuard<K> {
+    pub(super) fn disarm(mut self) -> Option<OrphanWatch<K>> {
         self.0.take()
     }
 }
 
-impl Drop for OrphanGuard {
+impl<K: LockKind> Drop for OrphanGuard<K> {
     fn drop(&mut self) {
         if let Some(watch) = self.0.take() {
             watch.spawn();
@@ -123,20 +130,23 @@ impl Drop for DecrementOnDrop {
 }
 
 impl Engine {
-    pub(super) fn orphan_watch(
+    /// A watch of `orphan`, a grant of `token` about to be written over `written_over`.
+    pub(super) fn orphan_watch<K: Served>(
         &self,
         target: &Target,
-        orphan: LockDocument,
+        orphan: K,
+        token: HolderToken,
         written_over: Option<Version>,
-    ) -> OrphanWatch {
+    ) -> OrphanWatch<K> {
         OrphanWatch {
             store: self.background.clone(),
             clock: self.clock.clone(),
-            waiters: self.waiters.clone(),
+            waiters: K::waiters(self).clone(),
             watchers: self.orphan_watchers.clone(),
             bucket: target.bucket.clone(),
             object: target.object.clone(),
             orphan,
+            token,
             written_over,
         }
     }

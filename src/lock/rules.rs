@@ -13,6 +13,7 @@ use crate::clock::TimeWindow;
 
 use super::document::{HolderToken, LockDocument};
 use super::error::LockError;
+use super::kind::LockKind;
 
 /// What a rule wants done with the lock (`D`: the kind of lock's document).
 // A verdict lives for one decision and is matched at once; boxing the document would cost an
@@ -208,7 +209,7 @@ pub fn clock_trusted_for_takeover(takeover: bool, now: TimeWindow) -> Result<(),
 
 /// Whether a new document may be written over `current` at all: every write needs a revision
 /// of its own (see `LockDocument::revision`), so one at the top of its range is never replaced.
-pub fn may_replace(current: &LockDocument) -> Result<(), LockError> {
+pub fn may_replace<K: LockKind>(current: &K) -> Result<(), LockError> {
     if current.can_grow() {
         Ok(())
     } else {

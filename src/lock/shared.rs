@@ -381,6 +381,7 @@ impl SharedDocument {
             lease: lease.map(|h| h.view(now)),
             fencing_token: self.fencing_token,
             index: self.revision,
+            waiters_here: 0,
         }
     }
 
@@ -398,6 +399,7 @@ impl SharedDocument {
             lease: None,
             fencing_token: 0,
             index: 0,
+            waiters_here: 0,
         }
     }
 }
@@ -484,6 +486,10 @@ impl LockKind for SharedDocument {
         next.holders.retain(|h| &h.token != token);
         next.remember_released(token.clone());
         next.written_over(Some(self))
+    }
+
+    fn lease_secs(&self, token: &HolderToken) -> u64 {
+        self.holder_with(token.expose()).map_or(0, |h| h.expire)
     }
 }
 

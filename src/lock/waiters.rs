@@ -2,9 +2,16 @@
 //!
 //! However many requests wait on a lock in this process (blocked acquires, and clients watching
 //! it for a change), one task reads that lock from the store, with backoff and jitter, and
-//! publishes what it saw. Blocked acquirers queue in arrival order; when the lock is seen free,
-//! only the first is told to try (no thundering herd), and the next only once that one has
-//! left the queue without the lock.
+//! publishes what it saw. Blocked acquirers queue in arrival order; when the lock is seen free
+//! for what one in line wants ([`LockKind::free_for`]: a mutex free, a permit left, a read-write
+//! lock's mode), only the first such one is told to try (no thundering herd), and the next only
+//! once that one has left the queue: without the lock, or with it when the lock may still have
+//! room (a semaphore's permit left for the next). Every waiter of a mutex or a semaphore wants
+//! the same, so that is the first in line; a read-write lock's writer may be told before a
+//! reader ahead of it, which a writer recorded in the document holds back (writers first).
+//!
+//! Generic over the kind of lock ([`LockKind`]); the engine has one `Waiters` per kind, which
+//! share one bound on the locks watched at once.
 //!
 //! The store reads are what a replica's watchers cost, so they are bounded: a lock with blocked
 //! acquirers is read soon and then backs off (it may be handed on at any moment), a lock followed
@@ -20,7 +27,7 @@
 //! is announced to them ([`PeerNotifier`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +37,7 @@ use tokio::sync::{watch, Notify};
 
 use super::cache::StateCache;
 use super::document::LockDocument;
+use super::kind::LockKind;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::store::Store;
@@ -53,7 +61,7 @@ pub trait PeerNotifier: Send + Sync + std::fmt::Debug {
 /// never read yet), `Ok(Some(doc))` for a lock document, and `Err` for a stored object that is
 /// not a lock document. Unreadable is a state of its own, never "no lock": a watch client must
 /// not be told that a lock nobody can judge is free.
-pub type Seen = Result<Option<LockDocument>, Unreadable>;
+pub type Seen<K = LockDocument> = Result<Option<K>, Unreadable>;
 
 /// This replica already watches as many locks as it may, and the lock asked for is not one of
 /// them: nobody may start following it here until another lock's followers have all left.
@@ -66,35 +74,59 @@ pub struct TooManyWatched {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable(pub String);
 
+/// The waiters and watch clients of one kind of lock (`K`, the mutex's by default).
 #[derive(Debug)]
-pub struct Waiters {
+pub struct Waiters<K: LockKind = LockDocument> {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     /// The engine's cache of lock states: a watcher's read goes there too, so that the waiter
     /// it wakes writes from it (`If-Match`) without reading the lock again.
-    cache: Arc<StateCache>,
+    cache: Arc<StateCache<K>>,
     first_poll: Duration,
     max_poll: Duration,
     /// The most locks watched at once: every one costs a task reading the store for as long as
     /// it is followed, so without a bound one client following many keys sets the store's read
     /// rate (see [`DEFAULT_MAX_WATCHED_LOCKS`]).
     max_watched: usize,
+    /// The locks watched now by this process, of every kind: shared by the engine's `Waiters`
+    /// of each kind, so that the bound is on them all. Moved only under `keys`' mutex.
+    watched: Arc<AtomicUsize>,
     /// The locks somebody waits on or watches in this process right now. An entry goes when its
     /// last user leaves (counted under this mutex, so joins and leaves never race).
-    keys: Mutex<HashMap<Slot, Arc<KeyWatch>>>,
+    keys: Mutex<HashMap<Slot, Arc<KeyWatch<K>>>>,
     /// Set once at start when the replica has peers.
     peers: OnceLock<Arc<dyn PeerNotifier>>,
     next_id: AtomicU64,
 }
 
+/// A blocked acquirer in line: its registration id, its turn, and what it waits for.
+type InLine<K> = (u64, Arc<Turn>, <K as LockKind>::Want);
+
+/// A blocked acquirer's turn to try.
+#[derive(Debug, Default)]
+struct Turn {
+    /// `notify_one` keeps the signal if the waiter is not listening yet, so it is never lost.
+    signal: Notify,
+    /// Set once a turn was handed to it: leaving without the lock, it has the watcher hand the
+    /// turn on (the first in line is always treated so).
+    handed: AtomicBool,
+}
+
+impl Turn {
+    fn hand(&self) {
+        self.handed.store(true, Ordering::SeqCst);
+        self.signal.notify_one();
+    }
+}
+
 #[derive(Debug)]
-struct KeyWatch {
-    /// Blocked acquirers in arrival order: (registration id, its turn signal).
-    queue: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+struct KeyWatch<K: LockKind> {
+    /// Blocked acquirers in arrival order.
+    queue: Mutex<VecDeque<InLine<K>>>,
     /// Waiters and watch clients now; guarded by the map's mutex.
     users: Mutex<usize>,
     /// The latest state known, for watch clients.
-    seen: watch::Sender<Seen>,
+    seen: watch::Sender<Seen<K>>,
     /// A reason to read the store now (a peer's hint, a waiter that gave up its turn).
     poke: Notify,
     /// Set when the last user left: the watcher task ends.
@@ -106,33 +138,45 @@ struct KeyWatch {
     known: AtomicBool,
 }
 
-impl KeyWatch {
-    /// Tells the first waiter in line that the lock looks free. `notify_one` keeps the signal
-    /// if that waiter is not listening yet, so it is never lost.
-    /// Whether there was a waiter to tell.
-    fn wake_first(&self) -> bool {
-        match self.queue.lock().expect("queue mutex poisoned").front() {
-            Some((_, turn)) => {
-                turn.notify_one();
+impl<K: LockKind> KeyWatch<K> {
+    /// Tells the first waiter in line for whom `doc` (the lock as now known; `None`: no lock)
+    /// is free at `now` that it looks free. Whether one was told. Every waiter of a mutex wants
+    /// the same, so that is the first in line; a read-write lock's writer that waits behind a
+    /// reader in line (held back by a writer recorded in the document, maybe this one) is let
+    /// past it.
+    fn wake_first_free(&self, doc: Option<&K>, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let queue = self.queue.lock().expect("queue mutex poisoned");
+        let first = queue
+            .iter()
+            .find(|(_, _, want)| doc.is_none_or(|d| d.free_for(want, now)));
+        match first {
+            Some((_, turn, _)) => {
+                turn.hand();
                 true
             }
             None => false,
         }
     }
 
-    /// Whether the latest state published says the lock is free at `now` (nobody holds it, and
-    /// no lock-delay after an unreleased lease runs). Read under the
+    /// Whether `doc` is free at `now` for someone in line (`None`: nobody is in line).
+    fn free_for_someone(&self, doc: &K, now: chrono::DateTime<chrono::Utc>) -> Option<bool> {
+        let queue = self.queue.lock().expect("queue mutex poisoned");
+        (!queue.is_empty()).then(|| queue.iter().any(|(_, _, want)| doc.free_for(want, now)))
+    }
+
+    /// Whether the latest state published says the lock is free for `want` at `now` (for a
+    /// mutex: nobody holds it, and no lock-delay after an unreleased lease runs). Read under the
     /// channel's lock, which the watcher publishes under before it looks at the queue: a
     /// waiter queued before this check is either told it looks free here, or found by the
     /// watcher.
-    fn last_seen_free(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+    fn last_seen_free(&self, want: &K::Want, now: chrono::DateTime<chrono::Utc>) -> bool {
         let seen = self.seen.borrow();
         // An unreadable lock is worth a try too: the waiter's acquire, from a fresh read,
         // answers that it is unreadable rather than waiting out its wait.
         self.known.load(Ordering::SeqCst)
             && seen
                 .as_ref()
-                .map_or(true, |s| s.as_ref().is_none_or(|d| d.is_free_at(now)))
+                .map_or(true, |s| s.as_ref().is_none_or(|d| d.free_for(want, now)))
     }
 
     fn has_waiters(&self) -> bool {
@@ -140,7 +184,7 @@ impl KeyWatch {
     }
 
     /// A state this process wrote: newer than any answer to a read still on its way.
-    fn publish_written(&self, doc: LockDocument) {
+    fn publish_written(&self, doc: K) {
         self.seen.send_if_modified(|current| {
             self.written.fetch_add(1, Ordering::SeqCst);
             // The first state known is news even when it equals the placeholder.
@@ -154,7 +198,7 @@ impl KeyWatch {
     /// What a read begun when `written` was `written_before` found. Not published (false) if
     /// this process wrote since: the read may have been served before that write. Checked under
     /// the channel's lock, which [`KeyWatch::publish_written`] also takes.
-    fn publish_read(&self, doc: Seen, written_before: u64) -> bool {
+    fn publish_read(&self, doc: Seen<K>, written_before: u64) -> bool {
         let mut current_read = true;
         self.seen.send_if_modified(|current| {
             if self.written.load(Ordering::SeqCst) != written_before {
@@ -172,64 +216,73 @@ impl KeyWatch {
 
 /// A blocked acquirer's place in line; leaving the line without the lock (dropping this) passes
 /// the turn on.
-pub struct Registration<'a> {
-    waiters: &'a Waiters,
+pub struct Registration<'a, K: LockKind = LockDocument> {
+    waiters: &'a Waiters<K>,
     slot: Slot,
-    watch: Arc<KeyWatch>,
+    watch: Arc<KeyWatch<K>>,
     id: u64,
-    turn: Arc<Notify>,
+    turn: Arc<Turn>,
     granted: bool,
 }
 
-impl Registration<'_> {
+impl<K: LockKind> Registration<'_, K> {
     /// Completes when it is this waiter's turn to try (the lock looked free).
     pub async fn turn(&self) {
-        self.turn.notified().await
+        self.turn.signal.notified().await
     }
 
-    /// This waiter got the lock: it leaves the line without waking the next one (the lock is
-    /// held again, so the next one's turn comes when it is freed).
+    /// This waiter got the lock: it leaves the line, and the next one's turn comes when the lock
+    /// is free for it (at once if the state this process just wrote leaves room for it, as a
+    /// semaphore's does while permits remain; a mutex is held again, and is not).
     pub fn granted(mut self) {
         self.granted = true;
     }
 }
 
-impl Drop for Registration<'_> {
+impl<K: LockKind> Drop for Registration<'_, K> {
     fn drop(&mut self) {
         let was_first = {
             let mut queue = self.watch.queue.lock().expect("queue mutex poisoned");
-            let was_first = queue.front().is_some_and(|(id, _)| *id == self.id);
-            queue.retain(|(id, _)| *id != self.id);
+            let was_first = queue.front().is_some_and(|(id, _, _)| *id == self.id);
+            queue.retain(|(id, _, _)| *id != self.id);
             was_first
         };
-        if was_first && !self.granted {
+        let handed = was_first || self.turn.handed.load(Ordering::SeqCst);
+        if handed && !self.granted {
             // It may have been handed a turn it did not use: let the watcher look again and
             // hand it on.
             self.watch.poke.notify_one();
+        } else if handed && self.watch.known.load(Ordering::SeqCst) {
+            // What this process just wrote (its grant) may leave room for the next.
+            let now = self.waiters.clock.now().earliest;
+            let seen = self.watch.seen.borrow().clone();
+            if let Ok(Some(doc)) = seen {
+                let _ = self.watch.wake_first_free(Some(&doc), now);
+            }
         }
         self.waiters.leave(&self.slot);
     }
 }
 
 /// A watch client's interest in a lock; dropping it leaves.
-pub struct Watching<'a> {
-    waiters: &'a Waiters,
+pub struct Watching<'a, K: LockKind = LockDocument> {
+    waiters: &'a Waiters<K>,
     slot: Slot,
-    watch: Arc<KeyWatch>,
-    pub seen: watch::Receiver<Seen>,
+    watch: Arc<KeyWatch<K>>,
+    pub seen: watch::Receiver<Seen<K>>,
 }
 
-impl Watching<'_> {
+impl<K: LockKind> Watching<'_, K> {
     /// The state the lock's watcher knows now, if it has read or written one yet (marked as
     /// seen by this client).
-    pub fn known(&mut self) -> Option<Seen> {
+    pub fn known(&mut self) -> Option<Seen<K>> {
         let seen = self.seen.borrow_and_update().clone();
         self.watch.known.load(Ordering::SeqCst).then_some(seen)
     }
 
     /// The first state the lock's watcher knows: at once if it has one, else its first read's
     /// (or this process's first write's). `None` if the watcher ended first.
-    pub async fn first_known(&mut self) -> Option<Seen> {
+    pub async fn first_known(&mut self) -> Option<Seen<K>> {
         loop {
             if let Some(seen) = self.known() {
                 return Some(seen);
@@ -239,17 +292,17 @@ impl Watching<'_> {
     }
 }
 
-impl Drop for Watching<'_> {
+impl<K: LockKind> Drop for Watching<'_, K> {
     fn drop(&mut self) {
         self.waiters.leave(&self.slot);
     }
 }
 
-impl Waiters {
+impl<K: LockKind> Waiters<K> {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        cache: Arc<StateCache>,
+        cache: Arc<StateCache<K>>,
         first_poll: Duration,
         max_poll: Duration,
         max_watched: usize,
@@ -261,9 +314,26 @@ impl Waiters {
             first_poll,
             max_poll,
             max_watched,
+            watched: Arc::default(),
             keys: Mutex::default(),
             peers: OnceLock::new(),
             next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Waiters of another kind of lock (over `cache`) with the same store, clock, polls and
+    /// bound as these, counting the locks they watch against the same bound.
+    pub fn another_kind<J: LockKind>(&self, cache: Arc<StateCache<J>>) -> Waiters<J> {
+        Waiters {
+            watched: self.watched.clone(),
+            ..Waiters::new(
+                self.store.clone(),
+                self.clock.clone(),
+                cache,
+                self.first_poll,
+                self.max_poll,
+                self.max_watched,
+            )
         }
     }
 
@@ -271,18 +341,25 @@ impl Waiters {
         let _ = self.peers.set(peers);
     }
 
-    /// Joins the line of blocked acquirers of a lock (starting its watcher if it has none, and
-    /// the replica may watch one more lock).
-    pub fn register(&self, bucket: &str, object: &str) -> Result<Registration<'_>, TooManyWatched> {
+    /// Joins the line of blocked acquirers of a lock, waiting for it to be free for `want`
+    /// (starting its watcher if it has none, and the replica may watch one more lock).
+    pub fn register(
+        &self,
+        bucket: &str,
+        object: &str,
+        want: K::Want,
+    ) -> Result<Registration<'_, K>, TooManyWatched> {
         let slot = (bucket.to_owned(), object.to_owned());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let turn = Arc::new(Notify::new());
-        let watch = self.join(&slot, Some((id, turn.clone())))?;
+        let turn = Arc::new(Turn::default());
+        let looks_free =
+            |watch: &KeyWatch<K>| watch.last_seen_free(&want, self.clock.now().earliest);
+        let watch = self.join(&slot, Some((id, turn.clone(), want.clone())))?;
         // The watcher may have seen the lock free before we queued: have it look again. Not
         // when the latest it knows is held (or it knows nothing yet): its next read, which
         // publishes before it looks at the queue, will find us queued. Poking then would cost
         // a read per newcomer and start its backoff over.
-        if watch.last_seen_free(self.clock.now().earliest) {
+        if looks_free(&watch) {
             watch.poke.notify_one();
         }
         Ok(Registration {
@@ -297,7 +374,7 @@ impl Waiters {
 
     /// Follows a lock's state as this process's watcher sees it (starting one if the replica
     /// may watch one more lock).
-    pub fn watch(&self, bucket: &str, object: &str) -> Result<Watching<'_>, TooManyWatched> {
+    pub fn watch(&self, bucket: &str, object: &str) -> Result<Watching<'_, K>, TooManyWatched> {
         let slot = (bucket.to_owned(), object.to_owned());
         let watch = self.join(&slot, None)?;
         Ok(Watching {
@@ -309,16 +386,14 @@ impl Waiters {
     }
 
     /// This process wrote `doc` as the lock's state: watch clients see it, and if it frees the
-    /// lock, the first local waiter is told at once (no read: the state is known).
-    pub fn observed(&self, bucket: &str, object: &str, doc: &LockDocument) {
+    /// lock for the first local waiter, that one is told at once (no read: the state is known).
+    pub fn observed(&self, bucket: &str, object: &str, doc: &K) {
         let slot = (bucket.to_owned(), object.to_owned());
         let Some(watch) = self.keys().get(&slot).cloned() else {
             return;
         };
         watch.publish_written(doc.clone());
-        if doc.is_free_at(self.clock.now().earliest) {
-            let _ = watch.wake_first();
-        }
+        let _ = watch.wake_first_free(Some(doc), self.clock.now().earliest);
     }
 
     /// This process freed the lock: the peers are told (its own waiters learn it from
@@ -336,12 +411,21 @@ impl Waiters {
         }
     }
 
+    /// How many blocked acquirers wait in line for this lock in this process now.
+    pub fn in_line(&self, bucket: &str, object: &str) -> usize {
+        let watch = self
+            .keys()
+            .get(&(bucket.to_owned(), object.to_owned()))
+            .cloned();
+        watch.map_or(0, |w| w.queue.lock().expect("queue mutex poisoned").len())
+    }
+
     /// How many locks have a waiter or a watch client here (and so a watcher task).
     pub fn waited_locks(&self) -> usize {
         self.keys().len()
     }
 
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<KeyWatch>>> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<KeyWatch<K>>>> {
         self.keys.lock().expect("waiters mutex poisoned")
     }
 
@@ -351,8 +435,8 @@ impl Waiters {
     fn join(
         &self,
         slot: &Slot,
-        waiter: Option<(u64, Arc<Notify>)>,
-    ) -> Result<Arc<KeyWatch>, TooManyWatched> {
+        waiter: Option<InLine<K>>,
+    ) -> Result<Arc<KeyWatch<K>>, TooManyWatched> {
         let mut keys = self.keys();
         if let Some(watch) = keys.get(slot) {
             *watch.users.lock().expect("users mutex poisoned") += 1;
@@ -365,7 +449,12 @@ impl Waiters {
             }
             return Ok(watch.clone());
         }
-        if keys.len() >= self.max_watched {
+        let below_cap = |n: usize| (n < self.max_watched).then_some(n + 1);
+        if self
+            .watched
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, below_cap)
+            .is_err()
+        {
             return Err(TooManyWatched {
                 max: self.max_watched,
             });
@@ -395,12 +484,13 @@ impl Waiters {
         if *users == 0 {
             drop(users);
             let watch = keys.remove(slot).expect("present above");
+            self.watched.fetch_sub(1, Ordering::SeqCst);
             watch.closed.store(true, Ordering::SeqCst);
             watch.poke.notify_one();
         }
     }
 
-    fn spawn_watcher(&self, slot: Slot, watch: Arc<KeyWatch>) {
+    fn spawn_watcher(&self, slot: Slot, watch: Arc<KeyWatch<K>>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // shutting down
         };
@@ -423,9 +513,9 @@ impl Waiters {
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
                         let parsed = found.map(|f| {
-                            LockDocument::from_bytes(&f.body)
+                            K::from_bytes(&f.body)
                                 .map(|d| (d, f.version))
-                                .map_err(|e| Unreadable(e.to_string()))
+                                .map_err(Unreadable)
                         });
                         let seen = match &parsed {
                             None => Ok(None),
@@ -434,44 +524,45 @@ impl Waiters {
                         };
                         let read = parsed.and_then(Result::ok);
                         let now = clock.now();
-                        // Held, or kept for its lock-delay: nobody may take it before then.
-                        let taken_until = read
-                            .as_ref()
-                            .map(|(d, _)| d)
-                            .filter(|d| !d.is_free_at(now.earliest))
-                            .and_then(LockDocument::available_at);
+                        let doc = read.as_ref().map(|(d, _)| d);
+                        // Free for someone in line (for nobody in line: free for anyone); else
+                        // when whatever is in the way (a lease, a lock-delay, a waiting writer's
+                        // entry) ends: nobody waiting here may take it before then.
+                        let free = doc.is_none_or(|d| {
+                            watch
+                                .free_for_someone(d, now.earliest)
+                                .unwrap_or_else(|| d.look_again_at(now.earliest).is_none())
+                        });
+                        let taken_until = doc
+                            .filter(|_| !free)
+                            .and_then(|d| d.look_again_at(now.earliest));
                         if !watch.publish_read(seen, written_before) {
                             // This process wrote the lock while the read was on its way: what
                             // it found may be older than what was published. Look again soon.
                             cap = first_poll;
-                        } else {
-                            match taken_until {
-                                // Free: the first waiter, if any, is told. Only then is a quick
-                                // look again worth it (it may lose the lock to another acquirer);
-                                // watch clients alone wait for a change with the usual backoff.
-                                None => {
-                                    // The cache learns what was read first, so that the waiter
-                                    // writes its grant from it (`If-Match`) without reading the
-                                    // lock again. Only for a waiter: locks followed by watch
-                                    // clients alone would push the working locks out of it.
-                                    if watch.has_waiters() {
-                                        match &read {
-                                            Some((d, version)) => cache.remember_unless_older(
-                                                &bucket, &object, d, version,
-                                            ),
-                                            None => cache.forget(&bucket, &object),
-                                        }
+                        } else if free {
+                            // Free: the first waiter, if any, is told. Only then is a quick look
+                            // again worth it (it may lose the lock to another acquirer); watch
+                            // clients alone wait for a change with the usual backoff.
+                            // The cache learns what was read first, so that the waiter writes
+                            // its grant from it (`If-Match`) without reading the lock again.
+                            // Only for a waiter: locks followed by watch clients alone would
+                            // push the working locks out of it.
+                            if watch.has_waiters() {
+                                match &read {
+                                    Some((d, version)) => {
+                                        cache.remember_unless_older(&bucket, &object, d, version)
                                     }
-                                    if watch.wake_first() {
-                                        poll.reset();
-                                    }
-                                }
-                                // Look again when the lease (or its lock-delay) ends, if that
-                                // comes before the poll.
-                                Some(end) => {
-                                    cap = (end - now.earliest).to_std().unwrap_or_default();
+                                    None => cache.forget(&bucket, &object),
                                 }
                             }
+                            if watch.wake_first_free(doc, now.earliest) {
+                                poll.reset();
+                            }
+                        } else if let Some(end) = taken_until {
+                            // Look again when what is in the way ends, if that comes before
+                            // the poll.
+                            cap = (end - now.earliest).to_std().unwrap_or_default();
                         }
                     }
                     Err(e) => tracing::debug!(%object, error = %e, "a lock watcher's read failed"),
@@ -499,7 +590,7 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::store::memory::MemoryStore;
 
-    fn waiters() -> Waiters {
+    fn waiters() -> Waiters<LockDocument> {
         Waiters::new(
             Arc::new(MemoryStore::new()),
             Arc::new(SystemClock),
@@ -529,8 +620,10 @@ mod tests {
             waiters.watch("b", "k3").err(),
             Some(TooManyWatched { max: 3 })
         );
-        assert!(waiters.register("b", "k3").is_err());
-        let joined = waiters.register("b", "k0").expect("k0 is watched already");
+        assert!(waiters.register("b", "k3", ()).is_err());
+        let joined = waiters
+            .register("b", "k0", ())
+            .expect("k0 is watched already");
         let also = waiters.watch("b", "k1").expect("k1 is watched already");
         assert_eq!(waiters.waited_locks(), 3);
         drop((joined, also));
@@ -552,7 +645,7 @@ mod tests {
                     // Every key is used by these two waiters once and never again, as with
                     // one-off keys: nothing later would clean up an entry they left behind.
                     for i in 0..20_000 {
-                        let r = waiters.register("b", &format!("once-{i}")).unwrap();
+                        let r = waiters.register("b", &format!("once-{i}"), ()).unwrap();
                         both_registered.wait();
                         drop(r);
                     }

@@ -1,15 +1,22 @@
 //! The watch operation: a blocking query that answers when a lock's `index` moves on. Served
 //! by the lock's one store watcher in this process ([`super::waiters`]), so watching clients add
-//! no store reads of their own.
+//! no store reads of their own. The same for every kind of lock ([`Engine::watched`]); the
+//! mutex's view of what it finds is made here, the multi-holder kinds' in `shared_ops`.
 
 use std::time::Duration as StdDuration;
 
+use super::kind::LockKind;
 use super::waiters;
-use super::{Engine, LockError, LockView};
+use super::{Engine, LockDocument, LockError, LockView, Served, Target};
 
 /// How long a watch waits for the first read of the watcher it started, rather than reading the
 /// lock itself too.
 pub(super) const FIRST_READ_WAIT: StdDuration = StdDuration::from_secs(1);
+
+/// A state's index: its document's revision, 0 for no lock.
+fn index_of<K: LockKind>(doc: Option<&K>) -> u64 {
+    doc.map_or(0, K::revision)
+}
 
 impl Engine {
     /// A blocking query: the lock's view as soon as its `index` is no longer `index` (at once if
@@ -25,8 +32,7 @@ impl Engine {
         wait: Option<f64>,
     ) -> Result<LockView, LockError> {
         let target = self.target(bucket, key)?;
-        let default_wait = self.config.max_wait.as_secs_f64().min(30.0);
-        let wait = self.wait(Some(wait.unwrap_or(default_wait)))?;
+        let wait = self.watch_wait(wait)?;
         let index = match index {
             Some(index) if !wait.is_zero() => index,
             _ => return self.status(bucket, key, expect_owner).await,
@@ -34,8 +40,25 @@ impl Engine {
         if let Some(owner) = expect_owner {
             self.owner(owner)?;
         }
-        let mut watching = self
-            .waiters
+        let doc = self.watched::<LockDocument>(&target, index, wait).await?;
+        Ok(self.status_view(&target, doc, expect_owner))
+    }
+
+    /// A watch's wait as asked (default 30 s, or the longest wait if shorter), checked.
+    pub(super) fn watch_wait(&self, wait: Option<f64>) -> Result<StdDuration, LockError> {
+        let default_wait = self.config.max_wait.as_secs_f64().min(30.0);
+        self.wait(Some(wait.unwrap_or(default_wait)))
+    }
+
+    /// The state of the lock at `target` (`None`: no lock) once its index is no longer `index`,
+    /// or at the end of `wait`, whichever comes first.
+    pub(super) async fn watched<K: Served>(
+        &self,
+        target: &Target,
+        index: u64,
+        wait: StdDuration,
+    ) -> Result<Option<K>, LockError> {
+        let mut watching = K::waiters(self)
             .watch(&target.bucket, &target.object)
             .map_err(|e| self.too_many_watched(e))?;
         // The state the lock's watcher knows, when it knows one at least as new as the client's:
@@ -51,13 +74,15 @@ impl Engine {
                 .flatten(),
         };
         let current = match known {
-            Some(Ok(doc)) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
-                self.status_view(&target, doc, expect_owner)
-            }
+            Some(Ok(doc)) if index_of(doc.as_ref()) >= index => doc,
             Some(Err(waiters::Unreadable(why))) => return Err(LockError::Unreadable(why)),
-            _ => self.status(bucket, key, expect_owner).await?,
+            _ => self
+                .read_fresh::<K>(target)
+                .await?
+                .state
+                .map(|(doc, _)| doc),
         };
-        if current.index != index {
+        if index_of(current.as_ref()) != index {
             return Ok(current);
         }
         let changed = tokio::time::timeout(wait, async {
@@ -75,7 +100,7 @@ impl Engine {
                 // A document that turned unreadable is a change too: answered as the status is.
                 if seen
                     .as_ref()
-                    .map_or(true, |s| s.as_ref().map_or(0, |d| d.revision) != index)
+                    .map_or(true, |s| index_of(s.as_ref()) != index)
                 {
                     return Some(seen);
                 }
@@ -83,13 +108,11 @@ impl Engine {
         })
         .await;
         match changed {
-            Ok(Some(Ok(doc))) => Ok(self.status_view(&target, doc, expect_owner)),
+            Ok(Some(Ok(doc))) => Ok(doc),
             Ok(Some(Err(waiters::Unreadable(why)))) => Err(LockError::Unreadable(why)),
             // Timed out: the same index, judged at this moment (the lease may have run out).
             _ => match watching.seen.borrow().clone() {
-                Ok(Some(doc)) if doc.revision == index => {
-                    Ok(self.status_view(&target, Some(doc), expect_owner))
-                }
+                Ok(Some(doc)) if doc.revision() == index => Ok(Some(doc)),
                 _ => Ok(current),
             },
         }

@@ -66,7 +66,7 @@ async fn an_auth_token_works_only_on_the_buckets_its_line_names() {
     problem(resp, 403, "forbidden").await;
 }
 
-async fn call(
+pub async fn call(
     app: &TestApp,
     method: Method,
     path: &str,

@@ -38,6 +38,18 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
             "/locks/{key}/release",
             "/locks/{key}/break",
             "/locks/{key}/events",
+            "/semaphores/{key}",
+            "/semaphores/{key}/watch",
+            "/semaphores/{key}/acquire",
+            "/semaphores/{key}/renew",
+            "/semaphores/{key}/release",
+            "/semaphores/{key}/break",
+            "/rwlocks/{key}",
+            "/rwlocks/{key}/watch",
+            "/rwlocks/{key}/acquire",
+            "/rwlocks/{key}/renew",
+            "/rwlocks/{key}/release",
+            "/rwlocks/{key}/break",
         ] {
             want.push(Box::leak(format!("{base}{p}").into_boxed_str()));
         }

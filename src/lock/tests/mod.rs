@@ -350,4 +350,5 @@ mod lock_delay;
 mod metrics;
 mod readiness;
 mod rules;
+mod shared;
 mod waiting;
