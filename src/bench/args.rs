@@ -170,8 +170,17 @@ impl BenchArgs {
                 }
             ));
         }
-        if self.op == BenchOp::Renew && self.clients > self.keys {
-            return Err("--op renew needs at least as many keys as clients".into());
+        // Every client holds its keys for the whole run: a lock has one holder, a semaphore's key
+        // as many as its limit (so H clients can renew H permits of one document).
+        let holders_per_key = match (self.kind, self.limit) {
+            (KindArg::Semaphore, Some(limit)) => usize::try_from(limit).unwrap_or(usize::MAX),
+            _ => 1,
+        };
+        if self.op == BenchOp::Renew && self.clients > self.keys.saturating_mul(holders_per_key) {
+            return Err(
+                "--op renew needs at least as many keys (times a semaphore's --limit) as clients"
+                    .into(),
+            );
         }
         if self.op == BenchOp::Handoff && self.clients % 2 == 1 {
             return Err("--op handoff pairs clients: give an even --clients".into());
@@ -211,6 +220,23 @@ mod tests {
         assert!(bench(&["--kind", "rwlock", "--op", "wait"]).is_err());
         assert!(bench(&["--limit", "2"]).is_err());
         assert!(bench(&["--kind", "semaphore", "--limit", "2"]).is_ok());
+        // Two holders of one semaphore's two permits renew the one document; three cannot.
+        let renew = |clients: &str| {
+            bench(&[
+                "--kind",
+                "semaphore",
+                "--limit",
+                "2",
+                "--op",
+                "renew",
+                "--keys",
+                "1",
+                "--clients",
+                clients,
+            ])
+        };
+        assert!(renew("2").is_ok());
+        assert!(renew("3").is_err());
         assert!(bench(&["--kind", "rwlock", "--op", "renew"]).is_ok());
     }
 }
