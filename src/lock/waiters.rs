@@ -139,10 +139,19 @@ impl KeyWatch {
         !self.queue.lock().expect("queue mutex poisoned").is_empty()
     }
 
-    /// A state this process wrote: newer than any answer to a read still on its way.
+    /// A state this process wrote: newer than any answer to a read still on its way, but not
+    /// always newer than what is published. The answer to the write may come late (a slow
+    /// network), after this process's watcher read what another replica wrote over it: then
+    /// the write is old news, and publishing it would take watch clients and change streams
+    /// back to a state the lock has left.
     fn publish_written(&self, doc: LockDocument) {
         self.seen.send_if_modified(|current| {
             self.written.fetch_add(1, Ordering::SeqCst);
+            if let Ok(Some(shown)) = current {
+                if shown.supersedes(&doc) {
+                    return false;
+                }
+            }
             // The first state known is news even when it equals the placeholder.
             let first = !self.known.swap(true, Ordering::SeqCst);
             let changed = first || current.as_ref().ok() != Some(&Some(doc.clone()));

@@ -28,6 +28,7 @@ mod routes;
 mod s3;
 mod secrets;
 mod sse;
+mod stream_faults;
 mod tls;
 mod values;
 mod watch;
