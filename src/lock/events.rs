@@ -342,6 +342,11 @@ impl Engine {
                             return;
                         }
                         Ok(doc) if same_write(doc.as_ref(), current.as_ref()) => {}
+                        // Older than what the listener was told: the answer to a read begun
+                        // before the one that found `current` (this stream's own first read
+                        // comes before the watcher's when the watcher is slow).
+                        Ok(Some(doc))
+                            if current.as_ref().is_some_and(|c| c.supersedes(&doc)) => {}
                         Ok(doc) => {
                             let kind = change(current.as_ref(), shown, doc.as_ref());
                             shown = after_change(doc.as_ref());

@@ -50,13 +50,12 @@ impl Engine {
                 .ok()
                 .flatten(),
         };
-        let current = match known {
-            Some(Ok(doc)) if doc.as_ref().map_or(0, |d| d.revision) >= index => {
-                self.status_view(&target, doc, expect_owner)
-            }
+        let known_doc = match known {
+            Some(Ok(doc)) if doc.as_ref().map_or(0, |d| d.revision) >= index => doc,
             Some(Err(waiters::Unreadable(why))) => return Err(LockError::Unreadable(why)),
-            _ => self.status(bucket, key, expect_owner).await?,
+            _ => self.read_fresh(&target).await?.state.map(|(doc, _)| doc),
         };
+        let current = self.status_view(&target, known_doc.clone(), expect_owner);
         if current.index != index {
             return Ok(current);
         }
@@ -72,6 +71,13 @@ impl Engine {
                     return None; // the watcher ended: answer with what is known
                 }
                 let seen = watching.seen.borrow_and_update().clone();
+                // The watcher's answer to a read begun before the one that found the state
+                // above may come after it: older news is no change.
+                if let (Ok(Some(doc)), Some(known)) = (&seen, &known_doc) {
+                    if known.supersedes(doc) {
+                        continue;
+                    }
+                }
                 // A document that turned unreadable is a change too: answered as the status is.
                 if seen
                     .as_ref()

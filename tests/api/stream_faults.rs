@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::support::proxy::FaultProxy;
 use crate::helpers::{json_with, support, TestApp};
-use crate::sse::{SseEvent, SseReader};
+use crate::sse::{send, SseEvent, SseReader};
 
 /// Replica `a` behind a fault proxy and replica `b` straight on the store, sharing a bucket.
 async fn two_replicas() -> (TestApp, FaultProxy, TestApp) {
@@ -79,4 +79,48 @@ async fn a_write_answered_late_never_takes_a_stream_back_to_an_older_state() {
         ["renewed"],
         "bob, shown holding, renewed; nothing older in between: {seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchers_first_read_answered_late_never_takes_a_stream_or_a_watch_back_to_an_older_state(
+) {
+    let (a, proxy, b) = two_replicas().await;
+    let alice = json_with(b.acquire("k", json!({"owner": "alice"})).await, 200).await;
+    // The stream's watcher reads the lock first; its answer is slow to come back.
+    let held = proxy.hold_next_answer_of("GET");
+    let opened = tokio::spawn({
+        let (http, to) = (a.http.clone(), url(&a, "k"));
+        async move { send(&http, &to, None).await }
+    });
+    held.answered().await;
+    // alice renews before the stream, tired of waiting for its watcher, reads the lock itself.
+    let renewed = json_with(b.renew("k", json!({"token": alice["token"]})).await, 200).await;
+    let mut events = SseReader::new(opened.await.unwrap()).await;
+    let first = events.expect("held").await;
+    assert!(
+        first.index() >= index(&renewed),
+        "the renew came before the stream's own read: {first:?}"
+    );
+    // A watch client that knows the renew waits for the next change (its own read finds it,
+    // as the watcher has not answered yet).
+    let watch = tokio::spawn({
+        let (http, to) = (
+            a.http.clone(),
+            format!("{}/locks/k?index={}&wait=30", a.base, index(&renewed)),
+        );
+        async move { http.get(to).send().await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await; // its own read done: waited, not measured
+
+    // The watcher's read comes back now, with the state before the renew.
+    held.release();
+    let again = json_with(b.renew("k", json!({"token": alice["token"]})).await, 200).await;
+    let seen = read_forward_until(&mut events, first.index(), index(&again)).await;
+    assert_eq!(
+        seen.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["renewed"],
+        "{seen:?}"
+    );
+    let watched = json_with(watch.await.unwrap().unwrap(), 200).await;
+    assert_eq!(index(&watched), index(&again), "{watched}");
 }
