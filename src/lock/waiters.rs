@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{watch, Notify};
@@ -104,6 +105,12 @@ struct KeyWatch {
     written: AtomicU64,
     /// Set once `seen` holds a state read or written (until then it is only a placeholder).
     known: AtomicBool,
+    /// The earliest the store's time may have been when the latest read published as current
+    /// began (set after `seen`, so a reader that finds it moved finds that read's state there).
+    /// What `seen` holds is known to have held from then on: a change stream says a lease ran
+    /// out only once a read begun after its end still found it (another replica may have
+    /// renewed it just before the end, which this one has not read yet).
+    read_at: watch::Sender<Option<DateTime<Utc>>>,
 }
 
 impl KeyWatch {
@@ -226,6 +233,9 @@ pub struct Watching<'a> {
     slot: Slot,
     watch: Arc<KeyWatch>,
     pub seen: watch::Receiver<Seen>,
+    /// When the latest read of the lock the watcher published began, on the store's clock at
+    /// its earliest: what `seen` holds is known to have held from then on.
+    pub read_at: watch::Receiver<Option<DateTime<Utc>>>,
 }
 
 impl Watching<'_> {
@@ -313,6 +323,7 @@ impl Waiters {
             waiters: self,
             slot,
             seen: watch.seen.subscribe(),
+            read_at: watch.read_at.subscribe(),
             watch,
         })
     }
@@ -387,6 +398,7 @@ impl Waiters {
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             known: AtomicBool::new(false),
+            read_at: watch::Sender::new(None),
         });
         keys.insert(slot.clone(), watch.clone());
         drop(keys);
@@ -429,6 +441,7 @@ impl Waiters {
                 // This pause is the schedule's, unless something below makes it shorter.
                 let mut cap = max_poll;
                 let written_before = watch.written.load(Ordering::SeqCst);
+                let started = clock.now().earliest;
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
                         let parsed = found.map(|f| {
@@ -454,6 +467,7 @@ impl Waiters {
                             // it found may be older than what was published. Look again soon.
                             cap = first_poll;
                         } else {
+                            watch.read_at.send_replace(Some(started));
                             match taken_until {
                                 // Free: the first waiter, if any, is told. Only then is a quick
                                 // look again worth it (it may lose the lock to another acquirer);

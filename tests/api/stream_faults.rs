@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::support::proxy::FaultProxy;
+use crate::helpers::support::proxy::{Fault, FaultProxy};
 use crate::helpers::{json_with, support, TestApp};
 use crate::sse::{send, SseEvent, SseReader};
 
@@ -123,4 +123,36 @@ async fn a_watchers_first_read_answered_late_never_takes_a_stream_or_a_watch_bac
     );
     let watched = json_with(watch.await.unwrap().unwrap(), 200).await;
     assert_eq!(index(&watched), index(&again), "{watched}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_renewed_on_another_replica_is_never_shown_expired_by_one_that_could_not_read_it() {
+    let (a, proxy, b) = two_replicas().await;
+    let mut events = SseReader::open(&a.http, &url(&a, "k"), None).await;
+    events.expect("free").await;
+    let alice = json_with(
+        b.acquire("k", json!({"owner": "alice", "ttl": 2})).await,
+        200,
+    )
+    .await;
+    let acquired = events.expect("acquired").await;
+    assert_eq!(acquired.index(), index(&alice));
+
+    // Replica a cannot read the store for a while; alice renews well within her lease.
+    proxy.fail_all(Some(Fault::SlowDown));
+    let renewed = json_with(
+        b.renew("k", json!({"token": alice["token"], "ttl": 60}))
+            .await,
+        200,
+    )
+    .await;
+    // Past the end of the lease replica a last read (waited for, not measured).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.heal();
+    let next = events.next_event().await.expect("an event, not the end");
+    assert_eq!(
+        (next.event.as_str(), next.index()),
+        ("renewed", index(&renewed)),
+        "alice never lost the lock: {next:?}"
+    );
 }
