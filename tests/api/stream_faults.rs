@@ -4,12 +4,17 @@
 //! bucket, one of them behind the fault proxy. Every stream must only ever move forward, and
 //! say only what is true.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use s3lock::clock::SystemClock;
+use s3lock::lock::Engine;
+use s3lock::startup::Server;
+use s3lock::store::memory::MemoryStore;
 use serde_json::{json, Value};
 
 use crate::helpers::support::proxy::{Fault, FaultProxy};
-use crate::helpers::{json_with, support, TestApp};
+use crate::helpers::{engine_config, json_with, problem, support, TestApp};
 use crate::sse::{send, SseEvent, SseReader};
 
 /// Replica `a` behind a fault proxy and replica `b` straight on the store, sharing a bucket.
@@ -155,4 +160,55 @@ async fn a_lease_renewed_on_another_replica_is_never_shown_expired_by_one_that_c
         ("renewed", index(&renewed)),
         "alice never lost the lock: {next:?}"
     );
+}
+
+#[tokio::test]
+async fn open_change_streams_count_as_lock_requests_in_flight() {
+    s3lock::telemetry::init_for_tests();
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        engine_config("default", &[]),
+    );
+    engine.mark_store_checked();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = Server::new(Arc::new(engine), Duration::from_secs(90)).with_max_in_flight(2);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let http = reqwest::Client::new();
+
+    let mut one = SseReader::open(&http, &format!("{base}/locks/k/events"), None).await;
+    one.expect("free").await;
+    let mut two = SseReader::open(&http, &format!("{base}/locks/k/events"), None).await;
+    two.expect("free").await;
+    // Two streams fill the bound, as two watches would: a third request is shed.
+    let shed = send(&http, &format!("{base}/locks/k/events"), None).await;
+    // (A stream's body never ends: its status is looked at before anything is read.)
+    assert_eq!(shed.status(), 503, "a third stream was let in");
+    problem(shed, 503, "overloaded").await;
+    let shed = http
+        .post(format!("{base}/locks/other/acquire"))
+        .json(&json!({"owner": "carol"}))
+        .send()
+        .await
+        .unwrap();
+    problem(shed, 503, "overloaded").await;
+    // A stream that ends gives its place back (once the server notices the client left).
+    drop(one);
+    let mut answered = None;
+    for _ in 0..600 {
+        let resp = http
+            .post(format!("{base}/locks/k/acquire"))
+            .json(&json!({"owner": "carol"}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 503 {
+            answered = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    json_with(answered.expect("a place came free"), 200).await;
+    two.expect("acquired").await;
 }
