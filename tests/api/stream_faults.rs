@@ -162,6 +162,34 @@ async fn a_lease_renewed_on_another_replica_is_never_shown_expired_by_one_that_c
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_lease_a_slow_write_used_up_is_not_kept_from_its_caller_by_its_lock_delay() {
+    let (a, proxy, b) = two_replicas().await;
+    // The grant is slow on its way to the store: by the time it lands, its one-second lease
+    // has run out, even at the earliest the store's time may be (its `Date`s are whole seconds).
+    let held = proxy.hold_next_request_of("PUT");
+    let acquire = tokio::spawn({
+        let (http, to) = (a.http.clone(), format!("{}/locks/k/acquire", a.base));
+        async move {
+            http.post(to)
+                .json(&json!({"owner": "alice", "ttl": 1, "lock_delay": 60}))
+                .send()
+                .await
+        }
+    });
+    held.answered().await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // waited for, not measured
+    held.release();
+    // Nobody ever held that lease, so nothing of theirs is in flight: its caller, for whom it
+    // was made, is answered with a lease it can use, not kept out by its lock-delay.
+    let alice = json_with(acquire.await.unwrap().unwrap(), 200).await;
+    assert_eq!(alice["owner"], "alice");
+    assert_eq!(alice["locked"], true, "{alice}");
+    let status = json_with(b.status("k").await, 200).await;
+    assert_eq!(status["owner"], "alice");
+    assert_eq!(status["fencing_token"], alice["fencing_token"]);
+}
+
 #[tokio::test]
 async fn open_change_streams_count_as_lock_requests_in_flight() {
     s3lock::telemetry::init_for_tests();
