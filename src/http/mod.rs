@@ -26,6 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -148,7 +149,7 @@ pub fn app(
 #[derive(Clone)]
 struct InFlight {
     /// One permit per lock request in flight, held until its answer is made (a blocked waiter
-    /// or a watch holds one for all of its wait).
+    /// or a watch holds one for all of its wait, and a change stream for as long as it runs).
     permits: Arc<Semaphore>,
     metrics: Metrics,
 }
@@ -162,12 +163,30 @@ async fn shed_load(
     request: Request<axum::body::Body>,
     next: Next,
 ) -> Response {
-    let Ok(_permit) = in_flight.permits.try_acquire() else {
+    let Ok(permit) = in_flight.permits.clone().try_acquire_owned() else {
         in_flight.metrics.count(crate::metrics::REQUESTS_SHED, &[]);
         return ApiError::Overloaded.into_response();
     };
-    let _gauge = in_flight.metrics.lock_request();
-    next.run(request).await
+    let gauge = in_flight.metrics.lock_request();
+    let response = next.run(request).await;
+    // A change stream is answered at once and then runs for as long as its client stays,
+    // costing a task and its buffers all along: it keeps its place until it ends, as a watch
+    // keeps its place for its wait. Else its only bound would be the connections times the
+    // streams each may open.
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let held = (permit, gauge);
+    let body = body.into_data_stream().map(move |chunk| {
+        let _ = &held;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// Counts every request by route template (never the raw path: keys would make the label set

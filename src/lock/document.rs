@@ -173,6 +173,14 @@ impl LockDocument {
         self.history().succession_of(ours.history())
     }
 
+    /// Whether this document was written after `earlier`, over it or over what replaced it: its
+    /// history names `earlier`'s write, and it is not that write. Two looks at a lock that end
+    /// in the wrong order (an answer that came late) are told apart by this, never by revision
+    /// alone, which starts over when the old module writes a lock or it is deleted by hand.
+    pub fn supersedes(&self, earlier: &Self) -> bool {
+        self.history().supersedes(earlier.history())
+    }
+
     /// Broken by an admin at `now`: no owner, and no token, so the old holder's renew and
     /// release are refused (a plain release keeps the token to stay idempotent; a break must not).
     /// The fencing token grows (the caller passes the next one), as at any change of hands: whoever repairs the protected resource
@@ -530,5 +538,21 @@ mod tests {
             "the new id and the one before the garbage"
         );
         assert_eq!(next.writes[1], doc.writes[0]);
+    }
+
+    #[test]
+    fn a_document_supersedes_the_writes_it_replaced_and_not_itself_or_later_ones() {
+        let t0 = at("2026-01-01T00:00:00+00:00");
+        let granted = LockDocument::grant("alice", 60, t0, 1);
+        let released = granted.released(t0);
+        let bob = released.granted_over("bob", 60, t0, 2);
+        assert!(bob.supersedes(&granted));
+        assert!(bob.supersedes(&released));
+        assert!(!bob.supersedes(&bob));
+        assert!(!released.supersedes(&bob));
+        let read_back = LockDocument::from_bytes(&bob.to_bytes()).unwrap();
+        assert!(!read_back.supersedes(&bob), "the same write, as stored");
+        let recreated = LockDocument::grant("carol", 60, t0, 1);
+        assert!(!recreated.supersedes(&bob), "no history in common");
     }
 }

@@ -284,13 +284,17 @@ impl Engine {
                 .ok()
                 .flatten(),
         };
+        // From when the state the listener is told of is known to hold (see `judged` below).
+        let mut confirmed = *watching.read_at.borrow();
         let first = match known {
             Some(Ok(doc)) => Ok(doc),
             Some(Err(Unreadable(why))) => Err(LockError::Unreadable(why)),
-            None => self
-                .read_fresh(&target)
-                .await
-                .map(|basis| basis.state.map(|(doc, _)| doc)),
+            None => {
+                confirmed = Some(self.clock.now().earliest);
+                self.read_fresh(&target)
+                    .await
+                    .map(|basis| basis.state.map(|(doc, _)| doc))
+            }
         };
         let mut current = match first {
             Ok(doc) => doc,
@@ -302,7 +306,15 @@ impl Engine {
         if started.send(Ok(())).is_err() {
             return; // the client left before the stream began
         }
-        let now = self.clock.now().earliest;
+        // What time alone brings (a lease that ran out, a lock-delay that ended) is judged at the
+        // store's time as the clock says, but never past the start of the latest read that found
+        // the state: another replica may have renewed or released the lock a moment before, and
+        // what this replica knows is up to a poll old. So `expired` is said only once a read
+        // begun after the lease's end still finds it (the watcher reads then anyway).
+        let judged = |now: DateTime<Utc>, confirmed: Option<DateTime<Utc>>| {
+            now.min(confirmed.unwrap_or(DateTime::<Utc>::MIN_UTC))
+        };
+        let now = judged(self.clock.now().earliest, confirmed);
         let mut shown = phase(current.as_ref(), now);
         let emit = |kind: EventKind, doc: &Option<LockDocument>| LockEvent {
             kind,
@@ -317,7 +329,12 @@ impl Engine {
                 }
             }
             let now = self.clock.now().earliest;
-            if let Some(kind) = by_time(current.as_ref(), shown, now) {
+            confirmed = confirmed.max(*watching.read_at.borrow());
+            // A state already published comes first: the read that found it moved `read_at`.
+            let news = watching.seen.has_changed().unwrap_or(false);
+            if let Some(kind) =
+                by_time(current.as_ref(), shown, judged(now, confirmed)).filter(|_| !news)
+            {
                 shown = match kind {
                     EventKind::Expired => Phase::Expired,
                     _ => Phase::Free,
@@ -325,9 +342,14 @@ impl Engine {
                 next = Some(emit(kind, &current));
                 continue;
             }
-            let pause = next_due(current.as_ref(), shown)
+            let due = next_due(current.as_ref(), shown);
+            // Due by the clock, not yet found so by a read begun after it: the watcher's next.
+            let unconfirmed = due.is_some_and(|due| due <= now);
+            let pause = due
+                .filter(|due| *due > now)
                 .map(|due| (due - now).to_std().unwrap_or_default().min(CLOCK_RECHECK));
             tokio::select! {
+                biased;
                 // A replica shutting down ends its streams; clients resume on one that stays.
                 _ = self.drain_begun() => return,
                 _ = sender.closed() => return,
@@ -342,12 +364,22 @@ impl Engine {
                             return;
                         }
                         Ok(doc) if same_write(doc.as_ref(), current.as_ref()) => {}
+                        // Older than what the listener was told: the answer to a read begun
+                        // before the one that found `current` (this stream's own first read
+                        // comes before the watcher's when the watcher is slow).
+                        Ok(Some(doc))
+                            if current.as_ref().is_some_and(|c| c.supersedes(&doc)) => {}
                         Ok(doc) => {
                             let kind = change(current.as_ref(), shown, doc.as_ref());
                             shown = after_change(doc.as_ref());
                             current = doc;
                             next = Some(emit(kind, &current));
                         }
+                    }
+                }
+                read = watching.read_at.changed(), if unconfirmed => {
+                    if read.is_err() {
+                        return;
                     }
                 }
                 _ = sleep_for(pause) => {}

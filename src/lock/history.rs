@@ -102,6 +102,17 @@ impl History<'_> {
     }
 }
 
+impl History<'_> {
+    /// Whether this document was written after `earlier`, over it or over what replaced it: its
+    /// history names `earlier`'s write, and it is not that write. Two looks at a lock that end
+    /// in the wrong order (an answer that came late) are told apart by this, never by revision
+    /// alone, which starts over when the old module writes a lock or it is deleted by hand.
+    pub fn supersedes(self, earlier: History<'_>) -> bool {
+        self.writes.first() != earlier.writes.first()
+            && self.succession_of(earlier) == Succession::Replaced
+    }
+}
+
 /// The revision and history of a document's first write (a create).
 pub fn first() -> (u64, Vec<WriteId>) {
     (1, vec![WriteId::generate()])

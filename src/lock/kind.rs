@@ -38,6 +38,11 @@ pub trait LockKind: Clone + PartialEq + std::fmt::Debug + Send + Sync + Sized + 
     /// document replaced it (see [`History::succession_of`](super::history::History)).
     fn succession_of(&self, ours: &Self) -> Succession;
 
+    /// Whether this document was written after `earlier` (see
+    /// [`History::supersedes`](super::history::History::supersedes)): a late answer showing
+    /// `earlier` is old news once this one is known.
+    fn supersedes(&self, earlier: &Self) -> bool;
+
     /// The holder token this write (`self`, written over `before`) hands its caller that the
     /// caller does not have yet: a new holder's, or, when `unseen` (this same call made a
     /// grant that landed and has not been answered yet), the token of the holding this write
@@ -99,6 +104,10 @@ impl LockKind for LockDocument {
 
     fn succession_of(&self, ours: &Self) -> Succession {
         LockDocument::succession_of(self, ours)
+    }
+
+    fn supersedes(&self, earlier: &Self) -> bool {
+        LockDocument::supersedes(self, earlier)
     }
 
     fn token_handed_out(&self, before: Option<&Self>, unseen: bool) -> Option<&HolderToken> {

@@ -41,15 +41,29 @@ impl Engine {
         // refused as if someone else held the lock. A token of a write that never landed matches
         // nothing stored, so carrying it forward gives no one anything.
         let mut mine = req.token.clone();
+        // The token of a grant this call wrote, until its caller is told of it.
+        let mut granted_here: Option<HolderToken> = None;
         // How long the lease this grant replaced was held, for the metrics (not a refresh's: a
         // grant whose lease a slow write used up is refreshed, and stays one grant).
         let mut ended = None;
         let decided = self
             .decide(target, |current: Option<&LockDocument>, now| {
                 let presented = mine.as_ref().map(HolderToken::expose);
+                // A grant of this call whose lease a slow write used up was never held by
+                // anyone: no writes of its holder can be in flight, so its lock-delay keeps
+                // nobody out, least of all the caller it was made for.
+                let unheld;
+                let current = match current {
+                    Some(d) if d.lock_delay > 0 && d.token.is_some() && d.token == granted_here => {
+                        unheld = d.clone().with_lock_delay(0);
+                        Some(&unheld)
+                    }
+                    other => other,
+                };
                 let (doc, kind) = rules::acquire(current, now, &req.owner, presented, &req.terms)?;
                 if let Grant::NewHolder { .. } = kind {
                     ended = current.and_then(|d| d.held_for(now.latest));
+                    granted_here.clone_from(&doc.token);
                 }
                 grant = match (grant, kind) {
                     (Some(first @ Grant::NewHolder { .. }), Grant::Refresh) => Some(first),

@@ -434,6 +434,10 @@ impl LockKind for SharedDocument {
         self.history().succession_of(ours.history())
     }
 
+    fn supersedes(&self, earlier: &Self) -> bool {
+        self.history().supersedes(earlier.history())
+    }
+
     fn token_handed_out(&self, before: Option<&Self>, unseen: bool) -> Option<&HolderToken> {
         let written = self.written_holder(before)?;
         let new = before.is_none_or(|b| !b.holders.iter().any(|h| h.token == written.token));

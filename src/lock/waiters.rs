@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{watch, Notify};
@@ -136,6 +137,12 @@ struct KeyWatch<K: LockKind> {
     written: AtomicU64,
     /// Set once `seen` holds a state read or written (until then it is only a placeholder).
     known: AtomicBool,
+    /// The earliest the store's time may have been when the latest read published as current
+    /// began (set after `seen`, so a reader that finds it moved finds that read's state there).
+    /// What `seen` holds is known to have held from then on: a change stream says a lease ran
+    /// out only once a read begun after its end still found it (another replica may have
+    /// renewed it just before the end, which this one has not read yet).
+    read_at: watch::Sender<Option<DateTime<Utc>>>,
 }
 
 impl<K: LockKind> KeyWatch<K> {
@@ -183,10 +190,19 @@ impl<K: LockKind> KeyWatch<K> {
         !self.queue.lock().expect("queue mutex poisoned").is_empty()
     }
 
-    /// A state this process wrote: newer than any answer to a read still on its way.
+    /// A state this process wrote: newer than any answer to a read still on its way, but not
+    /// always newer than what is published. The answer to the write may come late (a slow
+    /// network), after this process's watcher read what another replica wrote over it: then
+    /// the write is old news, and publishing it would take watch clients and change streams
+    /// back to a state the lock has left.
     fn publish_written(&self, doc: K) {
         self.seen.send_if_modified(|current| {
             self.written.fetch_add(1, Ordering::SeqCst);
+            if let Ok(Some(shown)) = current {
+                if shown.supersedes(&doc) {
+                    return false;
+                }
+            }
             // The first state known is news even when it equals the placeholder.
             let first = !self.known.swap(true, Ordering::SeqCst);
             let changed = first || current.as_ref().ok() != Some(&Some(doc.clone()));
@@ -270,6 +286,9 @@ pub struct Watching<'a, K: LockKind = LockDocument> {
     slot: Slot,
     watch: Arc<KeyWatch<K>>,
     pub seen: watch::Receiver<Seen<K>>,
+    /// When the latest read of the lock the watcher published began, on the store's clock at
+    /// its earliest: what `seen` holds is known to have held from then on.
+    pub read_at: watch::Receiver<Option<DateTime<Utc>>>,
 }
 
 impl<K: LockKind> Watching<'_, K> {
@@ -381,6 +400,7 @@ impl<K: LockKind> Waiters<K> {
             waiters: self,
             slot,
             seen: watch.seen.subscribe(),
+            read_at: watch.read_at.subscribe(),
             watch,
         })
     }
@@ -467,6 +487,7 @@ impl<K: LockKind> Waiters<K> {
             closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             known: AtomicBool::new(false),
+            read_at: watch::Sender::new(None),
         });
         keys.insert(slot.clone(), watch.clone());
         drop(keys);
@@ -510,6 +531,7 @@ impl<K: LockKind> Waiters<K> {
                 // This pause is the schedule's, unless something below makes it shorter.
                 let mut cap = max_poll;
                 let written_before = watch.written.load(Ordering::SeqCst);
+                let started = clock.now().earliest;
                 match store.get(&bucket, &object).await {
                     Ok(found) => {
                         let parsed = found.map(|f| {
@@ -536,7 +558,11 @@ impl<K: LockKind> Waiters<K> {
                         let taken_until = doc
                             .filter(|_| !free)
                             .and_then(|d| d.look_again_at(now.earliest));
-                        if !watch.publish_read(seen, written_before) {
+                        let published = watch.publish_read(seen, written_before);
+                        if published {
+                            watch.read_at.send_replace(Some(started));
+                        }
+                        if !published {
                             // This process wrote the lock while the read was on its way: what
                             // it found may be older than what was published. Look again soon.
                             cap = first_poll;

@@ -97,6 +97,13 @@ impl Engine {
                     return None; // the watcher ended: answer with what is known
                 }
                 let seen = watching.seen.borrow_and_update().clone();
+                // The watcher's answer to a read begun before the one that found the state
+                // above may come after it: older news is no change.
+                if let (Ok(Some(doc)), Some(known)) = (&seen, &current) {
+                    if known.supersedes(doc) {
+                        continue;
+                    }
+                }
                 // A document that turned unreadable is a change too: answered as the status is.
                 if seen
                     .as_ref()

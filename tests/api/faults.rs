@@ -276,6 +276,30 @@ async fn serve_refuses_to_start_on_a_store_that_ignores_conditional_writes() {
     assert_eq!(resp.status(), 200);
 }
 
+#[tokio::test]
+async fn a_sigterm_while_the_replica_starts_is_a_drain_not_a_kill() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    // The start-up store check's first write is held: the replica is starting, not serving.
+    let held = proxy.hold_next_request_of("PUT");
+    let mut child = serve_command(s3lock_bin(), &[], &proxy.endpoint, &bucket)
+        .spawn()
+        .unwrap();
+    let _group = ProcessGroup::of(&child);
+    held.answered().await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    held.release();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the replica exits")
+        .unwrap();
+    assert!(
+        status.success(),
+        "{status:?}: SIGTERM took its default action instead of a drain"
+    );
+}
+
 /// Reads the server's log until it says where it serves.
 async fn wait_for_serving(child: &mut tokio::process::Child) -> String {
     use tokio::io::{AsyncBufReadExt, BufReader};

@@ -31,6 +31,7 @@ mod secrets;
 mod semaphores;
 mod shared_clients;
 mod sse;
+mod stream_faults;
 mod tls;
 mod values;
 mod watch;

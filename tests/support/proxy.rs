@@ -12,6 +12,9 @@
 //! * answer a request itself with a chosen status and a `Date` from a wrong clock, like a load
 //!   balancer in front of the store;
 //! * pass on the store's answer with its `Date` moved, like a store host with a wrong clock;
+//! * forward one request and hold its answer until the test lets it go ([`HeldAnswer`]): the
+//!   store has acted, and the caller does not know it yet (a slow network, a late read); or
+//!   hold one request before it reaches the store (a request slow on its way);
 //! * count the requests that reach it, by method.
 //!
 //! Beside it, a [`Relay`]: a TCP relay that can be cut and restored, for a store that goes away
@@ -96,6 +99,44 @@ struct Behaviour {
     aws: Option<AwsAnswers>,
     counts: BTreeMap<String, usize>,
     faults: BTreeMap<String, usize>,
+    /// The next request of this method is held at this gate (before it is forwarded, or after,
+    /// as the gate says).
+    hold: Option<(hyper::Method, Arc<Gate>)>,
+}
+
+/// Where a held request or answer waits: `arrived` once it is held, `open` to let it go.
+#[derive(Debug)]
+struct Gate {
+    /// Held before forwarding (else the store's answer is held).
+    before: bool,
+    arrived: tokio::sync::Semaphore,
+    open: tokio::sync::Semaphore,
+}
+
+impl Gate {
+    /// Says it holds, and waits to be let go.
+    async fn pass(&self) {
+        self.arrived.add_permits(1);
+        self.open.acquire().await.unwrap().forget();
+    }
+}
+
+/// One request held by the proxy: its answer once the store gave it (see
+/// [`FaultProxy::hold_next_answer_of`]), or the request itself before the store sees it
+/// ([`FaultProxy::hold_next_request_of`]).
+#[derive(Debug, Clone)]
+pub struct HeldAnswer(Arc<Gate>);
+
+impl HeldAnswer {
+    /// Completes once the request is held here: after the store answered it, for a held answer.
+    pub async fn answered(&self) {
+        self.0.arrived.acquire().await.unwrap().forget();
+    }
+
+    /// Lets the answer go on to the client (or the request on to the store).
+    pub fn release(&self) {
+        self.0.open.add_permits(1);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +248,29 @@ impl FaultProxy {
         });
     }
 
+    /// The next request with this method is forwarded to the store, and its answer held until
+    /// the returned handle releases it.
+    pub fn hold_next_answer_of(&self, method: &str) -> HeldAnswer {
+        self.hold_next(method, false)
+    }
+
+    /// The next request with this method is held before it reaches the store, until the
+    /// returned handle lets it go.
+    pub fn hold_next_request_of(&self, method: &str) -> HeldAnswer {
+        self.hold_next(method, true)
+    }
+
+    fn hold_next(&self, method: &str, before: bool) -> HeldAnswer {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let gate = Arc::new(Gate {
+            before,
+            arrived: tokio::sync::Semaphore::new(0),
+            open: tokio::sync::Semaphore::new(0),
+        });
+        self.with(|b| b.hold = Some((method, gate.clone())));
+        HeldAnswer(gate)
+    }
+
     /// Each request meets `fault` with this probability.
     pub fn fail_randomly(&self, probability: f64, fault: Fault) {
         self.with(|b| b.random = Some((probability, fault)));
@@ -271,13 +335,24 @@ impl FaultProxy {
     }
 }
 
+/// What the proxy does with one request.
+struct Plan {
+    latency: Latency,
+    fault: Option<Fault>,
+    strip: bool,
+    strip_date: bool,
+    aws: Option<AwsAnswers>,
+    held: Option<Arc<Gate>>,
+}
+
 /// Picks this request's fault, and counts the request.
-fn decide(
-    state: &Mutex<Behaviour>,
-    method: &hyper::Method,
-) -> (Latency, Option<Fault>, bool, bool, Option<AwsAnswers>) {
+fn decide(state: &Mutex<Behaviour>, method: &hyper::Method) -> Plan {
     let mut b = state.lock().unwrap();
     *b.counts.entry(method.to_string()).or_default() += 1;
+    let held = match &b.hold {
+        Some((only, _)) if only == method => b.hold.take().map(|(_, gate)| gate),
+        _ => None,
+    };
     let mut fault = b.always;
     if fault.is_none() {
         if let Some(next) = b.next.as_mut() {
@@ -321,7 +396,14 @@ fn decide(
         Some(only) if only != method => Latency::None,
         _ => b.latency,
     };
-    (latency, fault, b.strip_conditions, b.strip_date, b.aws)
+    Plan {
+        latency,
+        fault,
+        strip: b.strip_conditions,
+        strip_date: b.strip_date,
+        aws: b.aws,
+        held,
+    }
 }
 
 /// A hyper service error closes the connection without an answer: how a reset looks here.
@@ -342,7 +424,14 @@ async fn handle(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
-    let (latency, fault, strip, strip_date, aws) = decide(&state, req.method());
+    let Plan {
+        latency,
+        fault,
+        strip,
+        strip_date,
+        aws,
+        held,
+    } = decide(&state, req.method());
     match fault {
         Some(Fault::SlowDown) => return Ok(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")),
         Some(Fault::InternalError) => {
@@ -391,7 +480,11 @@ async fn handle(
     }
     // Once sent, a request cannot be called back: it travels (and is delayed) in a task of its
     // own, so a client that gives up waiting does not stop it from reaching S3 late.
+    let held_before = held.clone().filter(|g| g.before);
     let in_flight = tokio::spawn(async move {
+        if let Some(gate) = held_before {
+            gate.pass().await;
+        }
         match latency {
             Latency::None => {}
             Latency::Fixed(d) => tokio::time::sleep(d).await,
@@ -409,6 +502,9 @@ async fn handle(
         Ok::<_, Dropped>(Response::from_parts(parts, Full::new(body)))
     });
     let mut response = in_flight.await.map_err(|_| Dropped)??;
+    if let Some(gate) = held.filter(|g| !g.before) {
+        gate.pass().await;
+    }
     if fault == Some(Fault::DropResponse) {
         return Err(Dropped);
     }
