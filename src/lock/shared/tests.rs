@@ -303,3 +303,38 @@ fn the_trait_parses_and_writes_as_the_document_does() {
     top.revision = u64::MAX;
     assert!(LockKind::can_grow(&doc) && !LockKind::can_grow(&top));
 }
+
+#[test]
+fn a_renew_or_refresh_at_the_very_instant_of_the_lease_it_renews_is_still_told_apart() {
+    // The store's time as a replica knows it may stand still for a while (its `latest` never
+    // steps back after a sample ahead ages out): a renew then stamps the same lock_time with
+    // the same ttl. The driver must still see which holding the write renewed, or a renew that
+    // landed and was broken since (read back after its lost answer) is answered as renewed.
+    let a = granted(None, "a", PERMIT);
+    let ta = a.holders[0].token.expose().to_owned();
+    let renewed = shared_rules::renew(Some(&a), at(0), &ta, 30).unwrap();
+    let broken = shared_rules::break_all(Some(&renewed), at(0))
+        .unwrap()
+        .unwrap()
+        .doc;
+    assert!(
+        broken.lease_passed_on(&renewed, Some(&a)),
+        "a renew broken since is not answered as held"
+    );
+    let Ok(Acquired::Granted { doc: refreshed, .. }) =
+        acquire(Some(&a), at(0), "a", PERMIT, Some(&ta))
+    else {
+        panic!("refreshed")
+    };
+    assert_eq!(refreshed.holders[0].token, a.holders[0].token);
+    let broken = shared_rules::break_all(Some(&refreshed), at(0))
+        .unwrap()
+        .unwrap()
+        .doc;
+    assert!(broken.lease_passed_on(&refreshed, Some(&a)));
+    // This call's own unseen grant, refreshed at the same instant, still hands out its token.
+    assert_eq!(
+        refreshed.token_handed_out(Some(&a), true),
+        Some(&a.holders[0].token)
+    );
+}
