@@ -338,3 +338,30 @@ fn a_renew_or_refresh_at_the_very_instant_of_the_lease_it_renews_is_still_told_a
         Some(&a.holders[0].token)
     );
 }
+
+#[test]
+fn an_orphaned_grant_is_freed_from_a_later_document_that_still_holds_it_and_only_then() {
+    let a = granted(None, "a", PERMIT);
+    let Ok(Acquired::Granted { doc: orphan, .. }) = acquire(Some(&a), at(1), "b", PERMIT, None)
+    else {
+        panic!()
+    };
+    let token = orphan.token_handed_out(Some(&a), false).unwrap().clone();
+    // a renews over the orphaned grant: b's holding is carried along, and freed from there.
+    let ta = a.holders[0].token.expose().to_owned();
+    let later = shared_rules::renew(Some(&orphan), at(2), &ta, 30).unwrap();
+    let freed = later.orphan_freed_later(&token, t0()).expect("still held");
+    let owners: Vec<&str> = freed.holders.iter().map(|h| h.owner.as_str()).collect();
+    assert_eq!(owners, ["a"]);
+    assert_eq!(
+        LockKind::succession_of(&freed, &later),
+        Succession::Replaced
+    );
+    // Broken since: nothing of the grant is left to free.
+    let broken = shared_rules::break_all(Some(&later), at(3))
+        .unwrap()
+        .unwrap()
+        .doc;
+    assert_eq!(broken.orphan_freed_later(&token, t0()), None);
+    assert_eq!(a.orphan_freed_later(&token, t0()), None);
+}
