@@ -107,3 +107,96 @@ async fn a_semaphore_grant_that_landed_unseen_is_freed_after_another_holder_wrot
     .await;
     assert_eq!(holder_owners(&carol), ["bob", "carol"]);
 }
+
+/// A document written into the bucket by hand past the size bound is refused as unreadable by
+/// every route, and never overwritten.
+#[tokio::test]
+async fn a_hand_written_ten_mib_document_is_refused_by_every_route_and_never_overwritten() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let app = TestApp::s3(&bucket).await;
+    let object = format!("{}.semaphores/big", crate::helpers::PREFIX);
+    let mut body =
+        br#"{"kind":"semaphore","limit":2,"holders":[],"fencing_token":0,"revision":1,"pad":""#
+            .to_vec();
+    body.resize(10 * 1024 * 1024, b'x');
+    body.extend_from_slice(br#""}"#);
+    app.store
+        .put_if_absent(&bucket, &object, bytes::Bytes::from(body.clone()))
+        .await
+        .unwrap();
+    for (path, payload) in [
+        ("/semaphores/big/acquire", json!({"owner": "a", "limit": 2})),
+        ("/semaphores/big/renew", json!({"token": "t"})),
+        ("/semaphores/big/release", json!({"token": "t"})),
+    ] {
+        problem(post(&app, path, payload).await, 409, "lock-unreadable").await;
+    }
+    problem(
+        app.request(reqwest::Method::GET, "/semaphores/big", None)
+            .await,
+        409,
+        "lock-unreadable",
+    )
+    .await;
+    let stored = app.store.get(&bucket, &object).await.unwrap().unwrap().body;
+    assert_eq!(stored.len(), body.len(), "never overwritten");
+}
+
+/// A writer's grant lands after it was told 503, and the writer asks again on another replica,
+/// waiting: its waiting entry is written over the grant it never learned of. That grant must
+/// still be freed, or the writer waits behind its own lost grant for the whole lease.
+#[tokio::test]
+async fn a_writer_retrying_on_another_replica_after_a_lost_grant_is_not_kept_out_by_it() {
+    let (_, bucket) = support::s3_with_fresh_bucket().await;
+    let proxy = FaultProxy::start(&support::s3_endpoint()).await;
+    let a = TestApp::s3_via(&bucket, &proxy.endpoint, Duration::from_secs(1)).await;
+    let b = TestApp::s3(&bucket).await;
+    let object = ".rwlocks/lost";
+    proxy.set_latency_of("PUT", Latency::Fixed(Duration::from_millis(1500)));
+    problem(
+        post(
+            &a,
+            "/rwlocks/lost/acquire",
+            json!({"owner": "alice", "mode": "exclusive", "ttl": 3600}),
+        )
+        .await,
+        503,
+        "store-unavailable",
+    )
+    .await;
+    proxy.fail_all(Some(Fault::SlowDown));
+    for _ in 0..100 {
+        if b.stored(object).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stored_owners(&b, object).await,
+        ["alice"],
+        "the lost grant landed"
+    );
+    let retry = {
+        let b_base = b.base.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{b_base}/rwlocks/lost/acquire"))
+                .json(&json!({"owner": "alice", "mode": "exclusive", "ttl": 60, "wait": 20}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Once the retry's waiting entry is written over the lost grant, replica a may look.
+    for _ in 0..100 {
+        let doc: Value = serde_json::from_slice(&b.stored(object).await.unwrap()).unwrap();
+        if doc["waiting"].as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.heal();
+    let granted = json_with(retry.await.unwrap(), 200).await;
+    assert_eq!(holder_owners(&granted), ["alice"]);
+    assert_eq!(granted["lease"]["fencing_token"], 2, "a grant of its own");
+}
