@@ -46,8 +46,9 @@ impl KeyKind {
     }
 }
 
-/// A grant or renewal, reduced to what its holder works with, whatever the kind.
-#[derive(Debug, Clone)]
+/// A grant or renewal, reduced to what its holder works with, whatever the kind. Its `Debug`
+/// leaves the token out.
+#[derive(Clone)]
 pub struct Grant {
     /// The secret for renew and release. Never printed, never given to a command.
     pub token: String,
@@ -60,6 +61,18 @@ pub struct Grant {
     /// What is left of the lease, judged on the latest possible store time: counted from when
     /// the request was sent, a lower bound of the lease's end.
     pub ttl_remaining_ms: i64,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("token", &"<redacted>")
+            .field("holder", &self.holder)
+            .field("fencing_token", &self.fencing_token)
+            .field("expires_at", &self.expires_at)
+            .field("ttl_remaining_ms", &self.ttl_remaining_ms)
+            .finish()
+    }
 }
 
 impl From<LockView> for Grant {
@@ -245,5 +258,24 @@ pub fn in_the_way(what: &str, e: &ClientError) -> Option<String> {
              at {expires_at}"
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grants_debug_never_shows_its_holder_token() {
+        let grant = Grant {
+            token: "s3cr3t-holder-token".into(),
+            holder: "w1".into(),
+            fencing_token: 7,
+            expires_at: None,
+            ttl_remaining_ms: 1,
+        };
+        let shown = format!("{grant:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("w1") && shown.contains('7'), "{shown}");
     }
 }

@@ -77,6 +77,14 @@ pub trait LockKind: Clone + PartialEq + std::fmt::Debug + Send + Sync + Sized + 
     /// `token` released at `now`, as the next write over it.
     fn orphan_freed(&self, token: &HolderToken, now: DateTime<Utc>) -> Self;
 
+    /// This document, found stored after others' writes replaced an orphaned grant, freed of
+    /// the holding of `token` at `now` as the next write over it, if it still holds it. A
+    /// multi-holder document carries its other holders' writes (their renews, grants and
+    /// releases) over an orphaned grant without taking its holding, which would otherwise keep
+    /// its permit for its whole lease. The mutex's never does: only the holder (who never
+    /// learned the token) writes over a grant without taking or freeing the lock.
+    fn orphan_freed_later(&self, token: &HolderToken, now: DateTime<Utc>) -> Option<Self>;
+
     /// The length in seconds of the lease held with `token` here (0 when none is): an orphaned
     /// grant is watched no longer than its lease could keep anyone out.
     fn lease_secs(&self, token: &HolderToken) -> u64;
@@ -141,6 +149,10 @@ impl LockKind for LockDocument {
 
     fn orphan_freed(&self, _token: &HolderToken, now: DateTime<Utc>) -> Self {
         self.released(now)
+    }
+
+    fn orphan_freed_later(&self, _token: &HolderToken, _now: DateTime<Utc>) -> Option<Self> {
+        None
     }
 
     fn lease_secs(&self, _token: &HolderToken) -> u64 {
@@ -273,5 +285,9 @@ mod tests {
             }
         }
         assert_eq!(LockKind::succession_of(&freed, &held), Succession::Replaced);
+        // Anything written over a mutex's grant by others took or freed the lock.
+        for (name, later) in documents() {
+            assert_eq!(later.orphan_freed_later(&token, t0()), None, "{name}");
+        }
     }
 }

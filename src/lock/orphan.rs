@@ -41,7 +41,8 @@ pub(super) struct OrphanWatch<K: LockKind> {
 impl<K: LockKind> OrphanWatch<K> {
     /// Watches in the background: keeps reading until the store answers (for a minute at most,
     /// or the lease if shorter), and releases the lock only while the stored document is still
-    /// byte for byte the orphaned grant.
+    /// byte for byte the orphaned grant, or (a multi-holder lock) a later one that still holds
+    /// its holding.
     pub(super) fn spawn(self) {
         // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
         // the store when it comes back.
@@ -68,17 +69,31 @@ impl<K: LockKind> OrphanWatch<K> {
         while Instant::now() < give_up {
             backoff.wait().await;
             let stored = match self.store.get(&self.bucket, &self.object).await {
-                Ok(Some(stored)) if stored.body == ours => stored,
-                // Still as it was: the grant may yet land.
-                Ok(stored) if stored.as_ref().map(|s| &s.version) == self.written_over.as_ref() => {
-                    continue
-                }
-                Ok(_) => return, // it can no longer land, or was already replaced
+                Ok(stored) => stored,
                 Err(_) => continue,
             };
-            let released = self
-                .orphan
-                .orphan_freed(&self.token, self.clock.now().latest);
+            // Still as it was: the grant may yet land.
+            if stored.as_ref().map(|s| &s.version) == self.written_over.as_ref() {
+                continue;
+            }
+            let Some(stored) = stored else {
+                return; // deleted: nothing is held
+            };
+            let now = self.clock.now().latest;
+            let released = if stored.body == ours {
+                self.orphan.orphan_freed(&self.token, now)
+            } else {
+                // Replaced: by a later document that still holds the grant (others' writes
+                // over it, see `LockKind::orphan_freed_later`), or one that no longer does (it
+                // can no longer land, or was already freed, broken or taken).
+                match K::from_bytes(&stored.body)
+                    .ok()
+                    .and_then(|later| later.orphan_freed_later(&self.token, now))
+                {
+                    Some(released) => released,
+                    None => return,
+                }
+            };
             match self
                 .store
                 .put_if_version(

@@ -492,6 +492,12 @@ impl LockKind for SharedDocument {
         next.written_over(Some(self))
     }
 
+    fn orphan_freed_later(&self, token: &HolderToken, now: DateTime<Utc>) -> Option<Self> {
+        self.holder_with(token.expose())
+            .is_some()
+            .then(|| self.orphan_freed(token, now))
+    }
+
     fn lease_secs(&self, token: &HolderToken) -> u64 {
         self.holder_with(token.expose()).map_or(0, |h| h.expire)
     }

@@ -220,7 +220,7 @@ pub fn renew(
     }
     let mut next = pruned(doc, now);
     for h in next.holders.iter_mut().filter(|h| h.token.matches(token)) {
-        h.lock_time = now.latest;
+        h.lock_time = restamped(h.lock_time, now);
         h.expire = ttl;
     }
     Ok(next.written_over(Some(doc)))
@@ -428,7 +428,7 @@ fn refresh(
     let holder = &mut next.holders[i];
     let left_ms = (holder.expires_at() - now.latest).num_milliseconds().max(0);
     let left = u64::try_from(left_ms).unwrap_or(0).div_ceil(1000);
-    holder.lock_time = now.latest;
+    holder.lock_time = restamped(holder.lock_time, now);
     holder.expire = req.ttl.max(left);
     if let Some(id) = req.waiter {
         next.waiting.retain(|w| &w.id != id);
@@ -437,6 +437,20 @@ fn refresh(
         doc: next.written_over(Some(before)),
         grant: Grant::Refresh,
     })
+}
+
+/// The `lock_time` a renew or refresh stamps on a holding stamped `before`: `now.latest`, or
+/// a microsecond past `before` when the store's time as known here has not moved past it (its
+/// `latest` never steps back, so it may stand still for a while). Every renew thus changes its
+/// holder's entry, which is how the driver tells which holding a write renewed
+/// ([`SharedDocument::written_holder`]): a renew that changed nothing, landed, and was broken
+/// since would otherwise be answered as renewed. A stamp a microsecond late only makes the
+/// stored lease longer, and the holder is told the stored one.
+fn restamped(before: DateTime<Utc>, now: TimeWindow) -> DateTime<Utc> {
+    let just_after = before
+        .checked_add_signed(chrono::Duration::microseconds(1))
+        .unwrap_or(before);
+    now.latest.max(just_after)
 }
 
 /// A writer refused for now: records it as waiting (or renews its entry), unless it will not

@@ -29,6 +29,7 @@ mod rwlocks;
 mod s3;
 mod secrets;
 mod semaphores;
+mod shared_attacks;
 mod shared_clients;
 mod sse;
 mod stream_faults;

@@ -303,3 +303,65 @@ fn the_trait_parses_and_writes_as_the_document_does() {
     top.revision = u64::MAX;
     assert!(LockKind::can_grow(&doc) && !LockKind::can_grow(&top));
 }
+
+#[test]
+fn a_renew_or_refresh_at_the_very_instant_of_the_lease_it_renews_is_still_told_apart() {
+    // The store's time as a replica knows it may stand still for a while (its `latest` never
+    // steps back after a sample ahead ages out): a renew then stamps the same lock_time with
+    // the same ttl. The driver must still see which holding the write renewed, or a renew that
+    // landed and was broken since (read back after its lost answer) is answered as renewed.
+    let a = granted(None, "a", PERMIT);
+    let ta = a.holders[0].token.expose().to_owned();
+    let renewed = shared_rules::renew(Some(&a), at(0), &ta, 30).unwrap();
+    let broken = shared_rules::break_all(Some(&renewed), at(0))
+        .unwrap()
+        .unwrap()
+        .doc;
+    assert!(
+        broken.lease_passed_on(&renewed, Some(&a)),
+        "a renew broken since is not answered as held"
+    );
+    let Ok(Acquired::Granted { doc: refreshed, .. }) =
+        acquire(Some(&a), at(0), "a", PERMIT, Some(&ta))
+    else {
+        panic!("refreshed")
+    };
+    assert_eq!(refreshed.holders[0].token, a.holders[0].token);
+    let broken = shared_rules::break_all(Some(&refreshed), at(0))
+        .unwrap()
+        .unwrap()
+        .doc;
+    assert!(broken.lease_passed_on(&refreshed, Some(&a)));
+    // This call's own unseen grant, refreshed at the same instant, still hands out its token.
+    assert_eq!(
+        refreshed.token_handed_out(Some(&a), true),
+        Some(&a.holders[0].token)
+    );
+}
+
+#[test]
+fn an_orphaned_grant_is_freed_from_a_later_document_that_still_holds_it_and_only_then() {
+    let a = granted(None, "a", PERMIT);
+    let Ok(Acquired::Granted { doc: orphan, .. }) = acquire(Some(&a), at(1), "b", PERMIT, None)
+    else {
+        panic!()
+    };
+    let token = orphan.token_handed_out(Some(&a), false).unwrap().clone();
+    // a renews over the orphaned grant: b's holding is carried along, and freed from there.
+    let ta = a.holders[0].token.expose().to_owned();
+    let later = shared_rules::renew(Some(&orphan), at(2), &ta, 30).unwrap();
+    let freed = later.orphan_freed_later(&token, t0()).expect("still held");
+    let owners: Vec<&str> = freed.holders.iter().map(|h| h.owner.as_str()).collect();
+    assert_eq!(owners, ["a"]);
+    assert_eq!(
+        LockKind::succession_of(&freed, &later),
+        Succession::Replaced
+    );
+    // Broken since: nothing of the grant is left to free.
+    let broken = shared_rules::break_all(Some(&later), at(3))
+        .unwrap()
+        .unwrap()
+        .doc;
+    assert_eq!(broken.orphan_freed_later(&token, t0()), None);
+    assert_eq!(a.orphan_freed_later(&token, t0()), None);
+}
