@@ -89,6 +89,10 @@ pub fn app(
             "/buckets/{bucket}/locks/{*rest}",
             get(handlers::read).post(handlers::action),
         )
+        .route("/semaphores", get(shared::list_semaphores))
+        .route("/rwlocks", get(shared::list_rwlocks))
+        .route("/buckets/{bucket}/semaphores", get(shared::list_semaphores))
+        .route("/buckets/{bucket}/rwlocks", get(shared::list_rwlocks))
         .route(
             "/semaphores/{*rest}",
             get(shared::status).post(shared::action),

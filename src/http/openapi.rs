@@ -19,7 +19,9 @@ use utoipa::{Modify, OpenApi};
 use super::elections::{CampaignBody, LeaderRenewBody, ProclaimBody, ResignBody};
 use super::error::Problem;
 use super::handlers::{AcquireBody, BreakBody, Health, LockList, ReleaseBody, RenewBody};
-use super::shared::{RwlockAcquireBody, SemaphoreAcquireBody, SharedRenewBody};
+use super::shared::{
+    RwlockAcquireBody, RwlockList, SemaphoreAcquireBody, SemaphoreList, SharedRenewBody,
+};
 use super::AppState;
 use crate::lock::election::MAX_ELECTION_NAME_BYTES;
 use crate::lock::{EngineConfig, LockView, SharedView};
@@ -152,15 +154,16 @@ pub(super) async fn serve(State(state): State<AppState>) -> impl IntoResponse {
         acquire, renew, release, break_lock, status, events, list, campaign, proclaim,
         election_renew, resign, election, leader, observe,
         semaphore_acquire, semaphore_renew, semaphore_release, semaphore_break, semaphore_status,
-        semaphore_watch,
+        semaphore_watch, semaphore_list,
         rwlock_acquire, rwlock_renew, rwlock_release, rwlock_break, rwlock_status, rwlock_watch,
+        rwlock_list,
         healthz, readyz, metrics, openapi_json
     ),
     components(schemas(
         LockView, LockList, AcquireBody, RenewBody, ReleaseBody, BreakBody, ElectionView,
         CampaignBody, ProclaimBody, LeaderRenewBody, ResignBody, Problem, Health,
         SharedView, HolderView, WaitingView, SharedKind, Mode, SemaphoreAcquireBody,
-        RwlockAcquireBody, SharedRenewBody
+        RwlockAcquireBody, SharedRenewBody, SemaphoreList, RwlockList
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -195,7 +198,7 @@ fn add_bucket_twins(doc: &mut Document) {
         .paths
         .iter()
         .filter(|(path, _)| {
-            ["/locks", "/semaphores/", "/rwlocks/"]
+            ["/locks", "/semaphores", "/rwlocks"]
                 .iter()
                 .any(|base| path.starts_with(base))
         })
@@ -683,6 +686,28 @@ fn semaphore_status() {}
 #[allow(dead_code)]
 fn semaphore_watch() {}
 
+/// List the semaphores whose key starts with a prefix, without tokens, one page at a time in key
+/// order, exactly as `GET /locks` pages locks. With a prefix-limited auth token the listing never
+/// leaves that prefix, checked against `.semaphores/{prefix}`.
+#[utoipa::path(
+    get, path = "/semaphores", operation_id = "semaphore_list", tag = "semaphores",
+    params(
+        ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Semaphores per page at most (default 100). A page may hold fewer and still have a `next`"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix. Opaque; one not of this form is invalid-input"),
+    ),
+    responses(
+        (status = 200, description = "One page of semaphores, and where the next starts (`next`, null on the last page)", body = SemaphoreList),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_list() {}
+
 /// Take a read-write lock, shared (with other readers) or exclusive (alone), or refresh the
 /// caller's own holding with its holder token. Writers first: while an exclusive acquire waits
 /// (recorded in the lock, on any replica), no new shared holder is let in.
@@ -812,6 +837,28 @@ fn rwlock_status() {}
 )]
 #[allow(dead_code)]
 fn rwlock_watch() {}
+
+/// List the read-write locks whose key starts with a prefix, without tokens, one page at a time
+/// in key order, as `GET /semaphores`. An auth token's prefix is checked against
+/// `.rwlocks/{prefix}`.
+#[utoipa::path(
+    get, path = "/rwlocks", operation_id = "rwlock_list", tag = "rwlocks",
+    params(
+        ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Read-write locks per page at most (default 100). A page may hold fewer and still have a `next`"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix. Opaque; one not of this form is invalid-input"),
+    ),
+    responses(
+        (status = 200, description = "One page of read-write locks, and where the next starts (`next`, null on the last page)", body = RwlockList),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_list() {}
 
 /// The process is alive. Never touches the store; no auth.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", security(()),

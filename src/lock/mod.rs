@@ -11,7 +11,8 @@
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
-//! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
+//! - `list`: one page of locks (or of semaphores, or of read-write locks) under a prefix, read a
+//!   few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
 //! - [`events`]: a lock's change stream, served by its watcher; what each change is called.
 //! - [`election`]: elections as locks in a namespace of their own.
@@ -65,7 +66,7 @@ pub use events::{EventKind, LockEvent, LockEvents};
 use input::Target;
 pub use input::{AcquireRequest, RenewRequest, SharedAcquireRequest};
 pub use key::LockKey;
-pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+pub use list::{LockPage, Page, SharedPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use shared::SharedDocument;
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
