@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -106,7 +107,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error>
 /// The name auth tokens' key prefixes are checked against: the key in its kind's namespace, as
 /// stored (a token for `jobs/` does not reach the semaphore `jobs/x`; one for `.semaphores/`
 /// reaches every semaphore).
-fn namespaced(kind: SharedKind, key: &str) -> String {
+pub(super) fn namespaced(kind: SharedKind, key: &str) -> String {
     format!("{}/{key}", key::namespace(kind))
 }
 
@@ -134,6 +135,9 @@ pub(super) async fn action(
     } = LockPath::parse(uri.path(), true)?;
     let kind = shared_kind(kind)?;
     let action = action.ok_or(ApiError::RouteNotFound)?;
+    if !action.is_post() {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let engine = &state.engine;
     let bucket = bucket.as_deref();
     caller.authorize(
@@ -187,15 +191,39 @@ pub(super) async fn action(
             b.check(&key, admin)?;
             engine.shared_break(bucket, &key, kind, admin).await
         }
-        // Semaphores and read-write locks have no change stream (yet): no such action.
-        Action::Events => return Err(ApiError::RouteNotFound),
+        Action::Events => unreachable!("refused above: the change stream is read by GET"),
     };
     result.map(Json).map_err(|e| lock_error(&state, e))
 }
 
+/// `GET` on a semaphore's or read-write lock's path: the change stream when it ends in `/events`
+/// after a key (so the status of a key whose last segment is `events` is asked for with that
+/// slash encoded, as for locks), else the status or a watch.
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match LockPath::parse(uri.path(), true) {
+        Ok(LockPath {
+            action: Some(Action::Events),
+            ..
+        }) => super::events::events(state, caller, uri, headers)
+            .await
+            .into_response(),
+        _ => {
+            let query = Query::try_from_uri(&uri);
+            status(State(state), Extension(caller), uri, query)
+                .await
+                .into_response()
+        }
+    }
+}
+
 /// `GET /semaphores/{key}` (status; with `index` or `wait`, a watch), `GET
 /// /semaphores/{key}/watch`, the same for `/rwlocks`, and their bucket forms.
-pub(super) async fn status(
+async fn status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     uri: Uri,

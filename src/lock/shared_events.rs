@@ -33,6 +33,7 @@ use super::history::History;
 use super::shared::SharedDocument;
 use super::shared_ops::of_kind;
 use super::{Engine, LockError, SharedKind, SharedView};
+use crate::wire::truncate_to_micros;
 
 /// An event of a semaphore's or read-write lock's stream. Its id is `view.index`.
 pub type SharedEvent = LockEvent<SharedView>;
@@ -86,7 +87,8 @@ pub fn change(prev: Option<&SharedDocument>, next: Option<&SharedDocument>) -> E
     };
     let before = |fencing: u64| prev.holders.iter().find(|h| h.fencing_token == fencing);
     let renewed = next.holders.iter().any(|h| {
-        before(h.fencing_token).is_some_and(|b| (b.lock_time, b.expire) != (h.lock_time, h.expire))
+        before(h.fencing_token)
+            .is_some_and(|b| lease(b.lock_time, b.expire) != lease(h.lock_time, h.expire))
     });
     if renewed {
         return EventKind::Renewed;
@@ -94,7 +96,7 @@ pub fn change(prev: Option<&SharedDocument>, next: Option<&SharedDocument>) -> E
     let entries = |d: &SharedDocument| {
         d.waiting
             .iter()
-            .map(|w| (w.id.clone(), w.lock_time, w.expire))
+            .map(|w| (w.id.clone(), lease(w.lock_time, w.expire)))
             .collect::<Vec<_>>()
     };
     if entries(prev) != entries(next) {
@@ -110,6 +112,12 @@ pub fn change(prev: Option<&SharedDocument>, next: Option<&SharedDocument>) -> E
         return EventKind::Expired;
     }
     EventKind::State
+}
+
+/// A lease as stored, to compare two documents by: one may be a write this process made (its
+/// times to the nanosecond), the other read from the store (to the microsecond).
+fn lease(lock_time: DateTime<Utc>, expire: u64) -> (DateTime<Utc>, u64) {
+    (truncate_to_micros(lock_time), expire)
 }
 
 /// The event due by time alone for a listener last sent a view judged at `shown_at`: `expired`

@@ -30,6 +30,7 @@ mod s3;
 mod secrets;
 mod semaphores;
 mod shared_clients;
+mod shared_events;
 mod shared_lists;
 mod sse;
 mod tls;

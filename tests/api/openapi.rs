@@ -45,6 +45,7 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
             "/semaphores/{key}/renew",
             "/semaphores/{key}/release",
             "/semaphores/{key}/break",
+            "/semaphores/{key}/events",
             "/rwlocks",
             "/rwlocks/{key}",
             "/rwlocks/{key}/watch",
@@ -52,6 +53,7 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
             "/rwlocks/{key}/renew",
             "/rwlocks/{key}/release",
             "/rwlocks/{key}/break",
+            "/rwlocks/{key}/events",
         ] {
             want.push(Box::leak(format!("{base}{p}").into_boxed_str()));
         }
@@ -73,8 +75,17 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
         doc["components"]["schemas"]["AcquireBody"]["properties"]["ttl"]["maximum"],
         3600
     );
-    let stream = &doc["paths"]["/locks/{key}/events"]["get"]["responses"]["200"]["content"];
-    assert!(stream.get("text/event-stream").is_some(), "{stream}");
+    for events in [
+        "/locks/{key}/events",
+        "/semaphores/{key}/events",
+        "/rwlocks/{key}/events",
+    ] {
+        let stream = &doc["paths"][events]["get"]["responses"]["200"]["content"];
+        assert!(
+            stream.get("text/event-stream").is_some(),
+            "{events}: {stream}"
+        );
+    }
     for (list, field) in [("/semaphores", "semaphores"), ("/rwlocks", "rwlocks")] {
         let page = &doc["paths"][list]["get"]["responses"]["200"]["content"]["application/json"]
             ["schema"]["$ref"];

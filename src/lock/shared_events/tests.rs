@@ -283,3 +283,29 @@ fn a_write_read_back_as_stored_is_the_same_write() {
     ));
     assert!(!crate::lock::events::same_write(None, Some(&written)));
 }
+
+#[test]
+fn a_document_read_back_and_the_next_written_from_memory_compare_as_stored() {
+    // The watcher may have read the reader's grant from the store (times to the microsecond)
+    // while the writer's queueing was decided from this process's memory of it (to the
+    // nanosecond): the reader's lease is unchanged all the same.
+    let precise =
+        parse_seed_time("2026-11-26T00:00:00.123456+00:00").unwrap() + Duration::nanoseconds(789);
+    let written = match shared_rules::acquire(
+        None,
+        TimeWindow::exact(precise),
+        &ask("r", Claim::Shared, None),
+    ) {
+        Ok(Acquired::Granted { doc, .. }) => doc,
+        other => panic!("{other:?}"),
+    };
+    let read = SharedDocument::from_bytes(&written.to_bytes()).unwrap();
+    let id = WaiterId::generate();
+    let queued = queue(&written, 1, &id);
+    assert_eq!(change(Some(&read), Some(&queued)), EventKind::Waiting);
+    let stored = SharedDocument::from_bytes(&queued.to_bytes()).unwrap();
+    let again = queue(&queued, 1 + WAITING_LEASE_SECS as i64 - 1, &id);
+    assert_eq!(change(Some(&stored), Some(&again)), EventKind::Waiting);
+    let same = queued.clone().written_over(Some(&queued));
+    assert_eq!(change(Some(&stored), Some(&same)), EventKind::State);
+}
