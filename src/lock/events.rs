@@ -6,7 +6,7 @@
 //! so however many clients follow a lock, they add no store reads. Changes that land between
 //! two of the watcher's looks are folded into one event, named by where they ended.
 //!
-//! One stream loop serves every kind of lock ([`Streamed`]): the mutex's, whose names are
+//! One stream loop serves every kind of lock (`Streamed`): the mutex's, whose names are
 //! decided here, and the semaphore's and read-write lock's ([`super::shared_events`]).
 //!
 //! What a change of a mutex is called is decided by pure functions of (the document the
