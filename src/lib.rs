@@ -19,8 +19,8 @@
 //! * [`lock`]      — the lock protocol (acquire, renew, release, break, status, list, watch,
 //!   a lock's change stream, and elections as locks), its rules as pure functions, one store
 //!   watcher per waited-on lock, and the per-process cache of each lock's last known state; the
-//!   semaphore's and read-write lock's document and rules (pure, not served yet). Knows nothing
-//!   of HTTP or S3.
+//!   same operations, lists and change streams for semaphores and read-write locks, on their
+//!   one document and its rules (pure). Knows nothing of HTTP or S3.
 //! * [`store`]     — the storage trait (get, put-if-absent, put-if-version, list) and its
 //!   backends: `s3` (every S3 quirk lives there), `local` (embedded, durable), `memory` (tests);
 //!   plus the start-up check that a store really enforces conditional writes, the store

@@ -17,7 +17,8 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::path::LockPath;
+use super::path::{LockPath, PathKind};
+use super::shared::namespaced;
 use super::AppState;
 use crate::lock::{EventKind, LockError, LockEvent};
 
@@ -35,7 +36,9 @@ pub(super) struct EventsQuery {
     last_event_id: Option<u64>,
 }
 
-/// `GET /locks/{key}/events` and `GET /buckets/{bucket}/locks/{key}/events`.
+/// `GET /locks/{key}/events`, `GET /semaphores/{key}/events`, `GET /rwlocks/{key}/events`, and
+/// their `/buckets/{bucket}/...` forms. The views are each kind's own (a lock view, a shared
+/// view); the framing is one.
 pub(super) async fn events(
     state: AppState,
     caller: Caller,
@@ -43,20 +46,35 @@ pub(super) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let last_id = last_event_id(&uri, &headers)?;
-    let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), true)?;
-    caller.authorize(
-        bucket.as_deref(),
-        &state.engine.config().default_bucket,
-        &key,
-    )?;
-    let stream = state
-        .engine
-        .events(bucket.as_deref(), &key, last_id)
-        .await
-        .map_err(|e| ApiError::from_lock(e, state.engine.now().earliest))?;
-    Ok(stream_response(stream.map(|item| {
-        item.map(|LockEvent { kind, view }| (kind, view.index, view))
-    })))
+    let LockPath {
+        bucket, kind, key, ..
+    } = LockPath::parse(uri.path(), true)?;
+    let engine = &state.engine;
+    let refused = |e| ApiError::from_lock(e, engine.now().earliest);
+    let default_bucket = &engine.config().default_bucket;
+    let bucket = bucket.as_deref();
+    match kind {
+        PathKind::Lock => {
+            caller.authorize(bucket, default_bucket, &key)?;
+            let stream = engine
+                .events(bucket, &key, last_id)
+                .await
+                .map_err(refused)?;
+            Ok(stream_response(stream.map(|item| {
+                item.map(|LockEvent { kind, view }| (kind, view.index, view))
+            })))
+        }
+        PathKind::Shared(kind) => {
+            caller.authorize(bucket, default_bucket, &namespaced(kind, &key))?;
+            let stream = engine
+                .shared_events(bucket, &key, kind, last_id)
+                .await
+                .map_err(refused)?;
+            Ok(stream_response(stream.map(|item| {
+                item.map(|LockEvent { kind, view }| (kind, view.index, view))
+            })))
+        }
+    }
 }
 
 /// The id of the last event a client saw: its `Last-Event-ID` header (what an `EventSource`

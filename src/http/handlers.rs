@@ -163,11 +163,11 @@ pub(super) struct StatusQuery {
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     #[serde(default)]
-    prefix: String,
-    /// Locks per page at most.
-    limit: Option<u64>,
+    pub(super) prefix: String,
+    /// Entries per page at most.
+    pub(super) limit: Option<u64>,
     /// The `next` of the page before.
-    cursor: Option<String>,
+    pub(super) cursor: Option<String>,
 }
 
 pub(super) async fn healthz() -> Json<Health> {
@@ -357,7 +357,7 @@ async fn list_locks(
         .await
         .map_err(|e| lock_error(&state, e))?;
     Ok(Json(LockList {
-        locks: page.locks,
+        locks: page.items,
         next: page.next,
     }))
 }

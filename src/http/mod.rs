@@ -90,18 +90,22 @@ pub fn app(
             "/buckets/{bucket}/locks/{*rest}",
             get(handlers::read).post(handlers::action),
         )
+        .route("/semaphores", get(shared::list_semaphores))
+        .route("/rwlocks", get(shared::list_rwlocks))
+        .route("/buckets/{bucket}/semaphores", get(shared::list_semaphores))
+        .route("/buckets/{bucket}/rwlocks", get(shared::list_rwlocks))
         .route(
             "/semaphores/{*rest}",
-            get(shared::status).post(shared::action),
+            get(shared::read).post(shared::action),
         )
-        .route("/rwlocks/{*rest}", get(shared::status).post(shared::action))
+        .route("/rwlocks/{*rest}", get(shared::read).post(shared::action))
         .route(
             "/buckets/{bucket}/semaphores/{*rest}",
-            get(shared::status).post(shared::action),
+            get(shared::read).post(shared::action),
         )
         .route(
             "/buckets/{bucket}/rwlocks/{*rest}",
-            get(shared::status).post(shared::action),
+            get(shared::read).post(shared::action),
         )
         .route_layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .route_layer(middleware::from_fn_with_state(

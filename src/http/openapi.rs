@@ -19,7 +19,9 @@ use utoipa::{Modify, OpenApi};
 use super::elections::{CampaignBody, LeaderRenewBody, ProclaimBody, ResignBody};
 use super::error::Problem;
 use super::handlers::{AcquireBody, BreakBody, Health, LockList, ReleaseBody, RenewBody};
-use super::shared::{RwlockAcquireBody, SemaphoreAcquireBody, SharedRenewBody};
+use super::shared::{
+    RwlockAcquireBody, RwlockList, SemaphoreAcquireBody, SemaphoreList, SharedRenewBody,
+};
 use super::AppState;
 use crate::lock::election::MAX_ELECTION_NAME_BYTES;
 use crate::lock::{EngineConfig, LockView, SharedView};
@@ -152,15 +154,16 @@ pub(super) async fn serve(State(state): State<AppState>) -> impl IntoResponse {
         acquire, renew, release, break_lock, status, events, list, campaign, proclaim,
         election_renew, resign, election, leader, observe,
         semaphore_acquire, semaphore_renew, semaphore_release, semaphore_break, semaphore_status,
-        semaphore_watch,
+        semaphore_watch, semaphore_events, semaphore_list,
         rwlock_acquire, rwlock_renew, rwlock_release, rwlock_break, rwlock_status, rwlock_watch,
+        rwlock_events, rwlock_list,
         healthz, readyz, metrics, openapi_json
     ),
     components(schemas(
         LockView, LockList, AcquireBody, RenewBody, ReleaseBody, BreakBody, ElectionView,
         CampaignBody, ProclaimBody, LeaderRenewBody, ResignBody, Problem, Health,
         SharedView, HolderView, WaitingView, SharedKind, Mode, SemaphoreAcquireBody,
-        RwlockAcquireBody, SharedRenewBody
+        RwlockAcquireBody, SharedRenewBody, SemaphoreList, RwlockList
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -195,7 +198,7 @@ fn add_bucket_twins(doc: &mut Document) {
         .paths
         .iter()
         .filter(|(path, _)| {
-            ["/locks", "/semaphores/", "/rwlocks/"]
+            ["/locks", "/semaphores", "/rwlocks"]
                 .iter()
                 .any(|base| path.starts_with(base))
         })
@@ -644,7 +647,7 @@ fn semaphore_break() {}
 #[utoipa::path(
     get, path = "/semaphores/{key}", operation_id = "semaphore_status", tag = "semaphores",
     params(
-        ("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key"),
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key (one whose last segment is `events` or `watch` is sent with that slash as %2F)"),
         ("index" = Option<u64>, Query, minimum = 0, description = "Watch: the `index` of the view the client last saw; the answer comes when it changes or `wait` runs out"),
         ("wait" = Option<f64>, Query, minimum = 0, description = "Watch: the longest to wait for a change, in seconds (default 30 with `index`)"),
     ),
@@ -682,6 +685,61 @@ fn semaphore_status() {}
 )]
 #[allow(dead_code)]
 fn semaphore_watch() {}
+
+/// Follow a semaphore: its state now, then one event per change, as server-sent events, as a
+/// lock's `/events` does. Each event is `event: <kind>`, `id: <index>` (0 for a semaphore never
+/// acquired) and `data: <the SharedView as one line of JSON>` (never a token). The first event
+/// is `state`. Then, per change: `acquired` (a holder added), `released` (a holder released),
+/// `renewed` (a holder restarted its lease), `broken` (by an admin), `expired` (a holder's lease
+/// ran out: sent by time, no write, with the id of the state before) and, for a read-write lock,
+/// `waiting` (a writer's waiting entry added, renewed or removed, or lapsed by time). A change
+/// no other kind names (a document changed by hand) is `state` again. Changes that land close
+/// together may be folded into one event, named by the first of acquired, released, broken,
+/// renewed, waiting, expired that happened. To resume, send the last id seen as `Last-Event-ID`
+/// (or `last_event_id`): the state comes at once if it changed (or a lease ran out) since,
+/// nothing if not. A document that turns unreadable ends the stream with `event: unreadable`.
+/// The status of a key whose last segment is `events` is asked for with that slash sent as %2F.
+#[utoipa::path(
+    get, path = "/semaphores/{key}/events", operation_id = "semaphore_events", tag = "semaphores",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The semaphore's key"),
+        ("last_event_id" = Option<u64>, Query, minimum = 0, description = "The id of the last event the client saw, for clients that cannot send Last-Event-ID (the header wins)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, description = "The id of the last event the client saw: no snapshot if the semaphore is still at that index and no lease ran out since"),
+    ),
+    responses(
+        (status = 200, description = "The stream of events (text/event-stream); it ends when the server drains", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "invalid-input (a bad key, Last-Event-ID or query)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable: the stored object is not a document of this kind", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded, too-many-watched-locks (a key this replica cannot watch) or shutting-down (the server is draining); with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_events() {}
+
+/// List the semaphores whose key starts with a prefix, without tokens, one page at a time in key
+/// order, exactly as `GET /locks` pages locks. With a prefix-limited auth token the listing never
+/// leaves that prefix, checked against `.semaphores/{prefix}`.
+#[utoipa::path(
+    get, path = "/semaphores", operation_id = "semaphore_list", tag = "semaphores",
+    params(
+        ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Semaphores per page at most (default 100). A page may hold fewer and still have a `next`"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix. Opaque; one not of this form is invalid-input"),
+    ),
+    responses(
+        (status = 200, description = "One page of semaphores, and where the next starts (`next`, null on the last page)", body = SemaphoreList),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn semaphore_list() {}
 
 /// Take a read-write lock, shared (with other readers) or exclusive (alone), or refresh the
 /// caller's own holding with its holder token. Writers first: while an exclusive acquire waits
@@ -774,7 +832,7 @@ fn rwlock_break() {}
 #[utoipa::path(
     get, path = "/rwlocks/{key}", operation_id = "rwlock_status", tag = "rwlocks",
     params(
-        ("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key"),
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key (one whose last segment is `events` or `watch` is sent with that slash as %2F)"),
         ("index" = Option<u64>, Query, minimum = 0, description = "Watch: the `index` of the view the client last saw; the answer comes when it changes or `wait` runs out"),
         ("wait" = Option<f64>, Query, minimum = 0, description = "Watch: the longest to wait for a change, in seconds (default 30 with `index`)"),
     ),
@@ -812,6 +870,50 @@ fn rwlock_status() {}
 )]
 #[allow(dead_code)]
 fn rwlock_watch() {}
+
+/// Follow a read-write lock, as `GET /semaphores/{key}/events` follows a semaphore; a writer's
+/// waiting entry (recorded, renewed, withdrawn, granted or lapsed) is shown by `waiting`.
+#[utoipa::path(
+    get, path = "/rwlocks/{key}/events", operation_id = "rwlock_events", tag = "rwlocks",
+    params(
+        ("key" = String, Path, min_length = 1, max_length = 512, description = "The read-write lock's key"),
+        ("last_event_id" = Option<u64>, Query, minimum = 0, description = "The id of the last event the client saw, for clients that cannot send Last-Event-ID (the header wins)"),
+        ("Last-Event-ID" = Option<u64>, Header, minimum = 0, description = "The id of the last event the client saw: no snapshot if the read-write lock is still at that index and no lease ran out since"),
+    ),
+    responses(
+        (status = 200, description = "The stream of events (text/event-stream); it ends when the server drains", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "invalid-input (a bad key, Last-Event-ID or query)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "lock-unreadable: the stored object is not a document of this kind", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout, overloaded, too-many-watched-locks (a key this replica cannot watch) or shutting-down (the server is draining); with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_events() {}
+
+/// List the read-write locks whose key starts with a prefix, without tokens, one page at a time
+/// in key order, as `GET /semaphores`. An auth token's prefix is checked against
+/// `.rwlocks/{prefix}`.
+#[utoipa::path(
+    get, path = "/rwlocks", operation_id = "rwlock_list", tag = "rwlocks",
+    params(
+        ("prefix" = Option<String>, Query, max_length = 512, description = "Only keys starting with this"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Read-write locks per page at most (default 100). A page may hold fewer and still have a `next`"),
+        ("cursor" = Option<String>, Query, min_length = 2, max_length = 2048, pattern = "^([0-9a-f]{2})+$", description = "The `next` of the page before, unchanged, with the same prefix. Opaque; one not of this form is invalid-input"),
+    ),
+    responses(
+        (status = 200, description = "One page of read-write locks, and where the next starts (`next`, null on the last page)", body = RwlockList),
+        (status = 400, description = "invalid-input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden (prefix outside the auth token's) or bucket-not-allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "store-error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout or overloaded; with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(dead_code)]
+fn rwlock_list() {}
 
 /// The process is alive. Never touches the store; no auth.
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", security(()),

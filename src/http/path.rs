@@ -344,6 +344,18 @@ mod tests {
         assert_eq!(allowed_methods("/buckets/b/semaphores/a"), Some("GET,HEAD"));
         assert_eq!(allowed_methods("/elsewhere/a"), None);
         assert_eq!(allowed_methods("/locks/a/events"), Some("GET,HEAD"));
+        assert_eq!(allowed_methods("/semaphores/a/events"), Some("GET,HEAD"));
+        let p = LockPath::parse("/rwlocks/jobs/events", true).unwrap();
+        assert_eq!(
+            (p.kind, p.key.as_str(), p.action),
+            (
+                PathKind::Shared(SharedKind::Rwlock),
+                "jobs",
+                Some(Action::Events)
+            )
+        );
+        let (p, watch) = LockPath::parse_get("/semaphores/jobs%2Fevents").unwrap();
+        assert_eq!((p.key.as_str(), watch), ("jobs/events", false));
     }
 
     #[test]

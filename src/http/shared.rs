@@ -4,20 +4,22 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::handlers::{
-    lock_error, parse_body, token_required, whole_seconds, ApiResult, BreakBody, ReleaseBody,
+    lock_error, parse_body, token_required, whole_seconds, ApiResult, BreakBody, ListQuery,
+    ReleaseBody,
 };
 use super::path::{Action, LockPath, PathKind};
 use super::AppState;
-use crate::lock::key::{RWLOCKS, SEMAPHORES};
+use crate::lock::key;
 use crate::lock::{HolderToken, Mode, SharedAcquireRequest, SharedKind, SharedView};
 
 /// The body of a semaphore's acquire.
@@ -105,12 +107,8 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error>
 /// The name auth tokens' key prefixes are checked against: the key in its kind's namespace, as
 /// stored (a token for `jobs/` does not reach the semaphore `jobs/x`; one for `.semaphores/`
 /// reaches every semaphore).
-fn namespaced(kind: SharedKind, key: &str) -> String {
-    let namespace = match kind {
-        SharedKind::Semaphore => SEMAPHORES,
-        SharedKind::Rwlock => RWLOCKS,
-    };
-    format!("{namespace}/{key}")
+pub(super) fn namespaced(kind: SharedKind, key: &str) -> String {
+    format!("{}/{key}", key::namespace(kind))
 }
 
 /// The kind a path of these routes names (the router sends no other here).
@@ -137,6 +135,9 @@ pub(super) async fn action(
     } = LockPath::parse(uri.path(), true)?;
     let kind = shared_kind(kind)?;
     let action = action.ok_or(ApiError::RouteNotFound)?;
+    if !action.is_post() {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let engine = &state.engine;
     let bucket = bucket.as_deref();
     caller.authorize(
@@ -190,15 +191,39 @@ pub(super) async fn action(
             b.check(&key, admin)?;
             engine.shared_break(bucket, &key, kind, admin).await
         }
-        // Semaphores and read-write locks have no change stream (yet): no such action.
-        Action::Events => return Err(ApiError::RouteNotFound),
+        Action::Events => unreachable!("refused above: the change stream is read by GET"),
     };
     result.map(Json).map_err(|e| lock_error(&state, e))
 }
 
+/// `GET` on a semaphore's or read-write lock's path: the change stream when it ends in `/events`
+/// after a key (so the status of a key whose last segment is `events` is asked for with that
+/// slash encoded, as for locks), else the status or a watch.
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match LockPath::parse(uri.path(), true) {
+        Ok(LockPath {
+            action: Some(Action::Events),
+            ..
+        }) => super::events::events(state, caller, uri, headers)
+            .await
+            .into_response(),
+        _ => {
+            let query = Query::try_from_uri(&uri);
+            status(State(state), Extension(caller), uri, query)
+                .await
+                .into_response()
+        }
+    }
+}
+
 /// `GET /semaphores/{key}` (status; with `index` or `wait`, a watch), `GET
 /// /semaphores/{key}/watch`, the same for `/rwlocks`, and their bucket forms.
-pub(super) async fn status(
+async fn status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     uri: Uri,
@@ -227,6 +252,80 @@ pub(super) async fn status(
         (_, index, wait) => engine.shared_watch(bucket, &key, kind, index, wait).await,
     };
     view.map(Json).map_err(|e| lock_error(&state, e))
+}
+
+/// The answer of `GET /semaphores`: one page of semaphores, in key order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SemaphoreList {
+    semaphores: Vec<SharedView>,
+    /// Where the next page starts: send it back as `cursor` (with the same `prefix`) for the
+    /// rest. `null` on the last page. Opaque: its form may change between versions.
+    next: Option<String>,
+}
+
+/// The answer of `GET /rwlocks`: one page of read-write locks, in key order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RwlockList {
+    rwlocks: Vec<SharedView>,
+    /// As a semaphore list's `next`.
+    next: Option<String>,
+}
+
+/// `GET /semaphores?prefix=P&limit=N&cursor=C` and `GET /buckets/{bucket}/semaphores?...`.
+pub(super) async fn list_semaphores(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bucket: Option<Path<String>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<SemaphoreList> {
+    let (semaphores, next) = list(&state, &caller, SharedKind::Semaphore, bucket, query).await?;
+    Ok(Json(SemaphoreList { semaphores, next }))
+}
+
+/// `GET /rwlocks?prefix=P&limit=N&cursor=C` and `GET /buckets/{bucket}/rwlocks?...`.
+pub(super) async fn list_rwlocks(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bucket: Option<Path<String>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<RwlockList> {
+    let (rwlocks, next) = list(&state, &caller, SharedKind::Rwlock, bucket, query).await?;
+    Ok(Json(RwlockList { rwlocks, next }))
+}
+
+/// One page of `kind`'s list. An auth token's prefix bounds it as it bounds a lock list, checked
+/// against the kind's namespace (as every semaphore or read-write lock route checks it).
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    kind: SharedKind,
+    bucket: Option<Path<String>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<(Vec<SharedView>, Option<String>), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidInput {
+        field: "query",
+        reason: e.body_text(),
+    })?;
+    let engine = &state.engine;
+    let bucket = bucket.map(|Path(b)| b);
+    caller.authorize_bucket(bucket.as_deref(), &engine.config().default_bucket)?;
+    let within = caller.list_prefix(&namespaced(kind, &q.prefix))?;
+    // The caller's prefix or the one asked, whichever is narrower: one starts with the other,
+    // and the one asked starts with the namespace, so both do.
+    let prefix = within
+        .strip_prefix(&namespaced(kind, ""))
+        .expect("a list prefix within the kind's namespace");
+    let page = engine
+        .shared_list(
+            bucket.as_deref(),
+            kind,
+            prefix,
+            q.limit,
+            q.cursor.as_deref(),
+        )
+        .await
+        .map_err(|e| lock_error(state, e))?;
+    Ok((page.items, page.next))
 }
 
 fn body_required(field: &str) -> ApiError {

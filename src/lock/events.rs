@@ -6,11 +6,14 @@
 //! so however many clients follow a lock, they add no store reads. Changes that land between
 //! two of the watcher's looks are folded into one event, named by where they ended.
 //!
-//! What a change is called is decided by pure functions of (the document the listener was last
-//! told of, where that left it, the new document, the time) — [`change`], [`by_time`],
-//! [`snapshot`] — tested with plain `#[test]`s. A lease that runs out is not a write: the stream
-//! tells it when the engine's clock says so (`now.earliest` past the lease's end, as every rule
-//! judges expiry), with the same `index` as the held state.
+//! One stream loop serves every kind of lock (`Streamed`): the mutex's, whose names are
+//! decided here, and the semaphore's and read-write lock's ([`super::shared_events`]).
+//!
+//! What a change of a mutex is called is decided by pure functions of (the document the
+//! listener was last told of, where that left it, the new document, the time) — [`change`],
+//! [`by_time`], [`snapshot`] — tested with plain `#[test]`s. A lease that runs out is not a
+//! write: the stream tells it when the engine's clock says so (`now.earliest` past the lease's
+//! end, as every rule judges expiry), with the same `index` as the held state.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,9 +24,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::document::LockDocument;
+use super::history::History;
 use super::waiters::Unreadable;
 use super::watch::FIRST_READ_WAIT;
-use super::{Engine, LockError, LockView, Target};
+use super::{Engine, LockError, LockView, Served, Target};
 
 /// How long a stream sleeps at most before it looks at the clock again while a lease or a
 /// lock-delay runs: the store's time as this replica knows it may move unevenly (its estimate
@@ -33,9 +37,14 @@ const CLOCK_RECHECK: StdDuration = StdDuration::from_secs(1);
 /// meanwhile are folded (the watcher keeps the latest state only).
 const EVENT_BUFFER: usize = 8;
 
-/// What an event says happened.
+/// What an event says happened. A lock's stream uses all but `State` and `Waiting`; a
+/// semaphore's or read-write lock's uses `State`, `Acquired`, `Released`, `Expired`, `Broken`,
+/// `Renewed` and `Waiting`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    /// Snapshot of a semaphore or read-write lock: its state, whatever it is (also, as a change,
+    /// one no other kind names: the document changed or deleted by hand).
+    State,
     /// Snapshot: someone holds the lock.
     Held,
     /// Snapshot, or change: nobody holds the lock and it may be taken now (it never existed, was
@@ -54,12 +63,16 @@ pub enum EventKind {
     Released,
     /// An admin broke the lock.
     Broken,
+    /// A read-write lock's waiting writer was recorded, renewed its entry, or left (withdrawn,
+    /// or its entry lapsed: sent by time).
+    Waiting,
 }
 
 impl EventKind {
     /// The `event:` name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::State => "state",
             Self::Held => "held",
             Self::Free => "free",
             Self::Expired => "expired",
@@ -68,6 +81,7 @@ impl EventKind {
             Self::Value => "value",
             Self::Released => "released",
             Self::Broken => "broken",
+            Self::Waiting => "waiting",
         }
     }
 }
@@ -92,12 +106,13 @@ impl Phase {
     }
 }
 
-/// One event of a lock's stream. Its id is `view.index`.
+/// One event of a lock's stream (or, with a [`SharedView`](super::SharedView), of a semaphore's
+/// or read-write lock's). Its id is `view.index`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockEvent {
+pub struct LockEvent<V = LockView> {
     pub kind: EventKind,
     /// The lock as status shows it when the event is sent (never the holder token).
-    pub view: LockView,
+    pub view: V,
 }
 
 /// The same holder's value in both documents.
@@ -180,13 +195,16 @@ pub fn change(prev: Option<&LockDocument>, shown: Phase, next: Option<&LockDocum
 /// whole document: a write this process made is published as it was made (times to the
 /// nanosecond), and a later read of the same write finds it as stored (to the microsecond).
 /// The old module's documents have no write ids; their stored form decides.
-fn same_write(a: Option<&LockDocument>, b: Option<&LockDocument>) -> bool {
+pub(super) fn same_write<K: Streamed>(a: Option<&K>, b: Option<&K>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => match (a.writes.first(), b.writes.first()) {
-            (Some(x), Some(y)) => a.revision == b.revision && x == y,
-            _ => a.to_bytes() == b.to_bytes(),
-        },
+        (Some(a), Some(b)) => {
+            let (x, y) = (a.history(), b.history());
+            match (x.writes.first(), y.writes.first()) {
+                (Some(i), Some(j)) => x.revision == y.revision && i == j,
+                _ => a.to_bytes() == b.to_bytes(),
+            }
+        }
         _ => false,
     }
 }
@@ -224,17 +242,99 @@ fn next_due(doc: Option<&LockDocument>, shown: Phase) -> Option<DateTime<Utc>> {
 /// A lock's events as they come; ends when the replica drains, or after an `Err` (the stored
 /// document turned unreadable). Dropping it leaves the lock's watcher.
 #[derive(Debug)]
-pub struct LockEvents {
-    events: mpsc::Receiver<Result<LockEvent, LockError>>,
+pub struct LockEvents<V = LockView> {
+    events: mpsc::Receiver<Result<LockEvent<V>, LockError>>,
 }
 
-impl futures_util::Stream for LockEvents {
-    type Item = Result<LockEvent, LockError>;
+impl<V> futures_util::Stream for LockEvents<V> {
+    type Item = Result<LockEvent<V>, LockError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.events.poll_recv(cx)
     }
 }
+
+/// What the one stream loop needs of a kind of lock: where the events sent so far left a
+/// listener, and what each change, each lapse of time and each resume is called (pure
+/// functions: the mutex's in this file, the semaphore's and read-write lock's in
+/// `shared_events`).
+pub(super) trait Streamed: Served {
+    /// Where the events sent so far left a listener: what the next change, and the next lapse
+    /// of time, are judged against.
+    type Shown: Copy + Send + 'static;
+
+    fn history(&self) -> History<'_>;
+
+    /// The first event for a listener that last saw `last_id` (`None`: it knows the state), and
+    /// where the state `doc` leaves it at `now`.
+    fn first(
+        doc: Option<&Self>,
+        now: DateTime<Utc>,
+        last_id: Option<u64>,
+    ) -> (Option<EventKind>, Self::Shown);
+
+    /// The event a newly seen `next` makes for a listener told of `prev` and left at `shown`,
+    /// and where it leaves it at `now`.
+    fn changed(
+        prev: Option<&Self>,
+        shown: Self::Shown,
+        next: Option<&Self>,
+        now: DateTime<Utc>,
+    ) -> (EventKind, Self::Shown);
+
+    /// The event time alone brings at `now` (a lease that ran out), and where it leaves the
+    /// listener.
+    fn lapsed(
+        doc: Option<&Self>,
+        shown: Self::Shown,
+        now: DateTime<Utc>,
+    ) -> Option<(EventKind, Self::Shown)>;
+
+    /// When [`Streamed::lapsed`] may next have something to say, if ever.
+    fn due(doc: Option<&Self>, shown: Self::Shown) -> Option<DateTime<Utc>>;
+}
+
+/// The mutex: a listener stands where its lock's [`Phase`] was last shown to be.
+impl Streamed for LockDocument {
+    type Shown = Phase;
+
+    fn history(&self) -> History<'_> {
+        LockDocument::history(self)
+    }
+
+    fn first(
+        doc: Option<&Self>,
+        now: DateTime<Utc>,
+        last_id: Option<u64>,
+    ) -> (Option<EventKind>, Phase) {
+        (snapshot(doc, now, last_id), phase(doc, now))
+    }
+
+    fn changed(
+        prev: Option<&Self>,
+        shown: Phase,
+        next: Option<&Self>,
+        _now: DateTime<Utc>,
+    ) -> (EventKind, Phase) {
+        (change(prev, shown, next), after_change(next))
+    }
+
+    fn lapsed(doc: Option<&Self>, shown: Phase, now: DateTime<Utc>) -> Option<(EventKind, Phase)> {
+        by_time(doc, shown, now).map(|kind| match kind {
+            EventKind::Expired => (kind, Phase::Expired),
+            _ => (kind, Phase::Free),
+        })
+    }
+
+    fn due(doc: Option<&Self>, shown: Phase) -> Option<DateTime<Utc>> {
+        next_due(doc, shown)
+    }
+}
+
+/// How a stream shows a state of the lock at `target` (`None`: no document): the view of its
+/// kind, or an error that ends the stream (a document this kind's routes cannot show).
+type ViewOf<K, V> =
+    dyn Fn(&Engine, &Target, Option<&K>) -> Result<V, LockError> + Send + Sync + 'static;
 
 impl Engine {
     /// Follows a lock: its state at once (unless `last_id` says the client knows it), then each
@@ -247,28 +347,51 @@ impl Engine {
         key: &str,
         last_id: Option<u64>,
     ) -> Result<LockEvents, LockError> {
+        let target = self.target(bucket, key)?;
+        self.stream::<LockDocument, _, _>(target, last_id, |engine, target, doc| {
+            Ok(engine.status_view(target, doc.cloned(), None))
+        })
+        .await
+    }
+
+    /// The change stream of the lock (of any kind) at `target`, each state shown by `view`.
+    pub(super) async fn stream<K, V, F>(
+        self: &Arc<Self>,
+        target: Target,
+        last_id: Option<u64>,
+        view: F,
+    ) -> Result<LockEvents<V>, LockError>
+    where
+        K: Streamed,
+        V: Send + 'static,
+        F: Fn(&Engine, &Target, Option<&K>) -> Result<V, LockError> + Send + Sync + 'static,
+    {
         if self.is_draining() {
             return Err(LockError::ShuttingDown);
         }
-        let target = self.target(bucket, key)?;
         let (started, start) = oneshot::channel();
         let (sender, events) = mpsc::channel(EVENT_BUFFER);
         // The stream outlives this request's future: a task of its own follows the watcher,
         // and ends when the client drops the stream or the replica drains.
         let engine = self.clone();
-        tokio::spawn(async move { engine.follow(target, last_id, started, sender).await });
+        tokio::spawn(async move {
+            engine
+                .follow::<K, V>(target, last_id, &view, started, sender)
+                .await
+        });
         start.await.unwrap_or(Err(LockError::ShuttingDown))?;
         Ok(LockEvents { events })
     }
 
-    async fn follow(
+    async fn follow<K: Streamed, V>(
         &self,
         target: Target,
         last_id: Option<u64>,
+        view: &ViewOf<K, V>,
         started: oneshot::Sender<Result<(), LockError>>,
-        sender: mpsc::Sender<Result<LockEvent, LockError>>,
+        sender: mpsc::Sender<Result<LockEvent<V>, LockError>>,
     ) {
-        let mut watching = match self.waiters.watch(&target.bucket, &target.object) {
+        let mut watching = match K::waiters(self).watch(&target.bucket, &target.object) {
             Ok(w) => w,
             Err(e) => {
                 let _ = started.send(Err(self.too_many_watched(e)));
@@ -291,21 +414,11 @@ impl Engine {
             Some(Err(Unreadable(why))) => Err(LockError::Unreadable(why)),
             None => {
                 confirmed = Some(self.clock.now().earliest);
-                self.read_fresh(&target)
+                self.read_fresh::<K>(&target)
                     .await
                     .map(|basis| basis.state.map(|(doc, _)| doc))
             }
         };
-        let mut current = match first {
-            Ok(doc) => doc,
-            Err(e) => {
-                let _ = started.send(Err(e));
-                return;
-            }
-        };
-        if started.send(Ok(())).is_err() {
-            return; // the client left before the stream began
-        }
         // What time alone brings (a lease that ran out, a lock-delay that ended) is judged at the
         // store's time as the clock says, but never past the start of the latest read that found
         // the state: another replica may have renewed or released the lock a moment before, and
@@ -314,17 +427,34 @@ impl Engine {
         let judged = |now: DateTime<Utc>, confirmed: Option<DateTime<Utc>>| {
             now.min(confirmed.unwrap_or(DateTime::<Utc>::MIN_UTC))
         };
-        let now = judged(self.clock.now().earliest, confirmed);
-        let mut shown = phase(current.as_ref(), now);
-        let emit = |kind: EventKind, doc: &Option<LockDocument>| LockEvent {
-            kind,
-            view: self.status_view(&target, doc.clone(), None),
+        let emit = |kind: EventKind, doc: &Option<K>| {
+            view(self, &target, doc.as_ref()).map(|view| LockEvent { kind, view })
         };
-        let mut next = snapshot(current.as_ref(), now, last_id).map(|kind| emit(kind, &current));
+        let now = judged(self.clock.now().earliest, confirmed);
+        let first = first.and_then(|doc| {
+            let (kind, shown) = K::first(doc.as_ref(), now, last_id);
+            // A state this stream cannot show is refused before the stream starts, whether or
+            // not the listener is to be sent it.
+            let view = view(self, &target, doc.as_ref())?;
+            Ok((doc, kind.map(|kind| LockEvent { kind, view }), shown))
+        });
+        let (mut current, first, mut shown) = match first {
+            Ok(first) => first,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        if started.send(Ok(())).is_err() {
+            return; // the client left before the stream began
+        }
+        // The next item to send; an error is the stream's last.
+        let mut next = first.map(Ok);
         loop {
-            if let Some(event) = next.take() {
+            if let Some(item) = next.take() {
+                let last = item.is_err();
                 tokio::select! {
-                    sent = sender.send(Ok(event)) => if sent.is_err() { return },
+                    sent = sender.send(item) => if sent.is_err() || last { return },
                     _ = self.drain_begun() => return,
                 }
             }
@@ -332,17 +462,14 @@ impl Engine {
             confirmed = confirmed.max(*watching.read_at.borrow());
             // A state already published comes first: the read that found it moved `read_at`.
             let news = watching.seen.has_changed().unwrap_or(false);
-            if let Some(kind) =
-                by_time(current.as_ref(), shown, judged(now, confirmed)).filter(|_| !news)
+            if let Some((kind, after)) =
+                K::lapsed(current.as_ref(), shown, judged(now, confirmed)).filter(|_| !news)
             {
-                shown = match kind {
-                    EventKind::Expired => Phase::Expired,
-                    _ => Phase::Free,
-                };
+                shown = after;
                 next = Some(emit(kind, &current));
                 continue;
             }
-            let due = next_due(current.as_ref(), shown);
+            let due = K::due(current.as_ref(), shown);
             // Due by the clock, not yet found so by a read begun after it: the watcher's next.
             let unconfirmed = due.is_some_and(|due| due <= now);
             let pause = due
@@ -359,10 +486,7 @@ impl Engine {
                     }
                     let seen = watching.seen.borrow_and_update().clone();
                     match seen {
-                        Err(Unreadable(why)) => {
-                            let _ = sender.send(Err(LockError::Unreadable(why))).await;
-                            return;
-                        }
+                        Err(Unreadable(why)) => next = Some(Err(LockError::Unreadable(why))),
                         Ok(doc) if same_write(doc.as_ref(), current.as_ref()) => {}
                         // Older than what the listener was told: the answer to a read begun
                         // before the one that found `current` (this stream's own first read
@@ -370,8 +494,10 @@ impl Engine {
                         Ok(Some(doc))
                             if current.as_ref().is_some_and(|c| c.supersedes(&doc)) => {}
                         Ok(doc) => {
-                            let kind = change(current.as_ref(), shown, doc.as_ref());
-                            shown = after_change(doc.as_ref());
+                            let now = self.clock.now().earliest;
+                            let (kind, after) =
+                                K::changed(current.as_ref(), shown, doc.as_ref(), now);
+                            shown = after;
                             current = doc;
                             next = Some(emit(kind, &current));
                         }

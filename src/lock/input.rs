@@ -202,11 +202,7 @@ impl Engine {
     ) -> Result<Target, LockError> {
         let bucket = self.bucket(bucket)?;
         let key = LockKey::parse(key).map_err(|e| LockError::invalid("key", e.to_string()))?;
-        let namespace = match kind {
-            SharedKind::Semaphore => key::SEMAPHORES,
-            SharedKind::Rwlock => key::RWLOCKS,
-        };
-        let object = format!("{}{namespace}/{key}", self.config.prefix);
+        let object = format!("{}{}/{key}", self.config.prefix, key::namespace(kind));
         Ok(Target {
             bucket,
             key,

@@ -5,6 +5,8 @@ use std::fmt;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
+use crate::wire::SharedKind;
+
 /// The longest key accepted, in bytes (S3 allows 1024 for the whole object key, prefix included).
 pub const MAX_KEY_BYTES: usize = 512;
 /// The longest owner name accepted, in bytes.
@@ -124,6 +126,14 @@ pub const RESERVED_FIRST_SEGMENTS: [(&str, &str); 3] = [
 pub const SEMAPHORES: &str = ".semaphores";
 /// The first segment of every read-write lock's object key (after the prefix).
 pub const RWLOCKS: &str = ".rwlocks";
+
+/// The first segment under which `kind`'s objects live.
+pub fn namespace(kind: SharedKind) -> &'static str {
+    match kind {
+        SharedKind::Semaphore => SEMAPHORES,
+        SharedKind::Rwlock => RWLOCKS,
+    }
+}
 
 /// Whether an object key (the prefix taken off) is under a reserved first segment.
 pub fn is_reserved_object(key: &str) -> bool {

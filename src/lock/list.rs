@@ -1,11 +1,18 @@
-//! Listing locks a page at a time: one page of the store's listing, its documents read a few at
-//! a time, and a cursor that says where the next page starts.
+//! Listing locks (and semaphores, and read-write locks) a page at a time: one page of the
+//! store's listing, its documents read a few at a time, and a cursor that says where the next
+//! page starts. One pager ([`Engine::page`]) for every kind; each kind names where its objects
+//! are and how a document is shown.
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{key, store_error, Engine, LockError, LockKey, LockView, Target};
+use super::kind::LockKind;
+use super::shared::SharedDocument;
+use super::shared_ops::of_kind;
+use super::{
+    key, store_error, Engine, LockError, LockKey, LockView, SharedKind, SharedView, Target,
+};
 
-/// Locks in a page when the client names no `limit`: a page reads this many documents, which
+/// Views in a page when the client names no `limit`: a page reads this many documents, which
 /// on S3 (10–20 ms a read, [`READS_AT_ONCE`] at a time) takes a fraction of a second.
 pub const DEFAULT_LIST_LIMIT: u64 = 100;
 /// The largest `limit` a client may ask for: S3's own largest page (one `ListObjectsV2` call),
@@ -18,12 +25,25 @@ pub const READS_AT_ONCE: usize = 8;
 /// The longest object key a cursor may name, in bytes (S3's own limit).
 const MAX_CURSOR_KEY_BYTES: usize = 1024;
 
-/// One page of a list.
+/// One page of a list, of lock views ([`LockPage`]) or of semaphores' or read-write locks'
+/// ([`SharedPage`]).
 #[derive(Debug, Clone)]
-pub struct LockPage {
-    pub locks: Vec<LockView>,
+pub struct Page<V> {
+    pub items: Vec<V>,
     /// Where the next page starts; `None` on the last page. Opaque to clients.
     pub next: Option<String>,
+}
+
+pub type LockPage = Page<LockView>;
+pub type SharedPage = Page<SharedView>;
+
+/// What one list pages through: the objects of one kind of lock, all under one object key
+/// prefix (the configured prefix, then the kind's namespace if it has one). Cursors name keys
+/// after it.
+struct Listing {
+    bucket: String,
+    /// The object key of every listed key less the key itself.
+    root: String,
 }
 
 impl Engine {
@@ -41,7 +61,63 @@ impl Engine {
         limit: Option<u64>,
         cursor: Option<&str>,
     ) -> Result<LockPage, LockError> {
-        let bucket = self.bucket(bucket)?;
+        let listing = Listing {
+            bucket: self.bucket(bucket)?,
+            root: self.config.prefix.clone(),
+        };
+        // Another kind's object (a semaphore, a read-write lock, an election): not a lock.
+        let is_lock = |key: &LockKey| key.reserved_for().is_none();
+        self.page(listing, prefix, limit, cursor, is_lock, |target, doc| {
+            Ok(self.status_view(target, Some(doc), None))
+        })
+        .await
+    }
+
+    /// The semaphores (or read-write locks, as `kind` says) whose key starts with `prefix`, a
+    /// page at a time exactly as [`Engine::list`] pages locks, without tokens. A document of the
+    /// other kind found in this kind's namespace (written there by hand) is skipped as an
+    /// unreadable one is.
+    #[tracing::instrument(skip(self))]
+    pub async fn shared_list(
+        &self,
+        bucket: Option<&str>,
+        kind: SharedKind,
+        prefix: &str,
+        limit: Option<u64>,
+        cursor: Option<&str>,
+    ) -> Result<SharedPage, LockError> {
+        let listing = Listing {
+            bucket: self.bucket(bucket)?,
+            root: format!("{}{}/", self.config.prefix, key::namespace(kind)),
+        };
+        self.page(
+            listing,
+            prefix,
+            limit,
+            cursor,
+            |_| true,
+            |target, doc| {
+                let doc: SharedDocument = doc;
+                let doc = of_kind(Some(&doc), kind)?;
+                Ok(self.shared_view(target, kind, doc, self.clock.now(), None))
+            },
+        )
+        .await
+    }
+
+    /// One page of `listing`: the keys under it that start with `prefix`, sort after `cursor`
+    /// and pass `keep`, each document read (at most `limit`, [`READS_AT_ONCE`] at a time) and
+    /// shown by `view`. Unreadable documents (and those `view` finds unreadable) are skipped
+    /// and logged; documents deleted since they were listed are skipped.
+    async fn page<K: LockKind, V>(
+        &self,
+        listing: Listing,
+        prefix: &str,
+        limit: Option<u64>,
+        cursor: Option<&str>,
+        keep: impl Fn(&LockKey) -> bool,
+        view: impl Fn(&Target, K) -> Result<V, LockError>,
+    ) -> Result<Page<V>, LockError> {
         if prefix.chars().any(char::is_control) || prefix.len() > key::MAX_KEY_BYTES {
             return Err(LockError::invalid(
                 "prefix",
@@ -54,13 +130,14 @@ impl Engine {
             Some(n) => {
                 return Err(LockError::invalid(
                     "limit",
-                    format!("{n} is out of range: a page holds 1 to {MAX_LIST_LIMIT} locks"),
+                    format!("{n} is out of range: a page holds 1 to {MAX_LIST_LIMIT} entries"),
                 ))
             }
         };
+        let Listing { bucket, root } = listing;
         let after = cursor.map(decode_cursor).transpose()?;
-        let full_prefix = format!("{}{prefix}", self.config.prefix);
-        let start_after = after.map(|k| format!("{}{k}", self.config.prefix));
+        let full_prefix = format!("{root}{prefix}");
+        let start_after = after.map(|k| format!("{root}{k}"));
         let limit = usize::try_from(limit).expect("at most MAX_LIST_LIMIT");
         let page = self
             .store
@@ -68,33 +145,30 @@ impl Engine {
             .await;
         self.health.record(&page);
         let page = page.map_err(store_error)?;
-        // The last object listed, lock document or not, so that a page of skipped objects
-        // still moves the next one forward.
+        // The last object listed, document or not, so that a page of skipped objects still
+        // moves the next one forward.
         let next = match page.keys.last() {
             Some(last) if page.more => Some(encode_cursor(
-                last.strip_prefix(&self.config.prefix).unwrap_or(last),
+                last.strip_prefix(root.as_str()).unwrap_or(last),
             )),
             _ => None,
         };
         let targets = page.keys.into_iter().filter_map(|object| {
-            let key = LockKey::parse(object.strip_prefix(&self.config.prefix)?).ok()?;
-            // Another kind's object (a semaphore, a read-write lock, an election): not a lock.
-            if key.reserved_for().is_some() {
-                return None;
-            }
-            Some(Target {
+            let key = LockKey::parse(object.strip_prefix(root.as_str())?).ok()?;
+            keep(&key).then(|| Target {
                 bucket: bucket.clone(),
                 key,
                 object,
             })
         });
-        let locks: Vec<LockView> = futures_util::stream::iter(targets)
+        let view = &view;
+        let items: Vec<V> = futures_util::stream::iter(targets)
             .map(|target| async move {
-                match self.read(&target).await {
-                    Ok(Some((doc, _))) => Ok(Some(self.status_view(&target, Some(doc), None))),
-                    Ok(None) => Ok(None), // deleted since it was listed
+                let read = self.read::<K>(&target).await;
+                match read.and_then(|found| found.map(|(doc, _)| view(&target, doc)).transpose()) {
+                    Ok(view) => Ok(view), // `None`: deleted since it was listed
                     Err(LockError::Unreadable(why)) => {
-                        tracing::warn!(key = %target.key, %why, "skipping an unreadable lock document");
+                        tracing::warn!(key = %target.key, %why, "skipping an unreadable document");
                         Ok(None)
                     }
                     Err(other) => Err(other),
@@ -104,7 +178,7 @@ impl Engine {
             .try_filter_map(|view| async move { Ok(view) })
             .try_collect()
             .await?;
-        Ok(LockPage { locks, next })
+        Ok(Page { items, next })
     }
 }
 

@@ -11,9 +11,12 @@
 //! - `decide`: one read (or the [`cache`]'s hint), one conditional write, doubt settled by
 //!   reading back. So a warm acquire, renew or release is one store round trip.
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
-//! - `list`: one page of locks under a prefix, read a few at a time, and its cursor.
+//! - `list`: one page of locks (or of semaphores, or of read-write locks) under a prefix, read a
+//!   few at a time, and its cursor.
 //! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
-//! - [`events`]: a lock's change stream, served by its watcher; what each change is called.
+//! - [`events`]: a lock's change stream (one loop for every kind), served by its watcher; what
+//!   each change of a mutex is called; [`shared_events`]: the same names for a semaphore's or
+//!   read-write lock's changes.
 //! - [`election`]: elections as locks in a namespace of their own.
 //! - [`document`]: the stored JSON; [`history`]: the write history every document carries;
 //!   [`key`]: keys and owners parsed at the edge; [`terms`]: a lease's value and lock-delay
@@ -39,6 +42,7 @@ mod ops;
 mod orphan;
 pub mod rules;
 pub mod shared;
+pub mod shared_events;
 mod shared_ops;
 pub mod shared_rules;
 pub mod terms;
@@ -65,8 +69,9 @@ pub use events::{EventKind, LockEvent, LockEvents};
 use input::Target;
 pub use input::{AcquireRequest, RenewRequest, SharedAcquireRequest};
 pub use key::LockKey;
-pub use list::{LockPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+pub use list::{LockPage, Page, SharedPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use shared::SharedDocument;
+pub use shared_events::{SharedEvent, SharedEvents};
 pub use wait::{FIRST_POLL, MAX_POLL};
 use waiters::Waiters;
 pub use waiters::DEFAULT_MAX_WATCHED_LOCKS;

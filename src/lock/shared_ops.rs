@@ -41,7 +41,7 @@ enum Tried {
 
 /// `doc`, if it is a document of `kind`. The kinds live under separate namespaces, so one of the
 /// other kind was written there by hand: it is never overwritten.
-fn of_kind(
+pub(super) fn of_kind(
     doc: Option<&SharedDocument>,
     kind: SharedKind,
 ) -> Result<Option<&SharedDocument>, LockError> {
@@ -337,7 +337,7 @@ impl Engine {
 
     /// The view of `doc` (`None`: never acquired) at `now`; with `caller`, that holder's own
     /// token and lease.
-    fn shared_view(
+    pub(super) fn shared_view(
         &self,
         target: &Target,
         kind: SharedKind,

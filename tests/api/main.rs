@@ -31,6 +31,8 @@ mod secrets;
 mod semaphores;
 mod shared_attacks;
 mod shared_clients;
+mod shared_events;
+mod shared_lists;
 mod sse;
 mod stream_faults;
 mod tls;

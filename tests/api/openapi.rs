@@ -38,18 +38,22 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
             "/locks/{key}/release",
             "/locks/{key}/break",
             "/locks/{key}/events",
+            "/semaphores",
             "/semaphores/{key}",
             "/semaphores/{key}/watch",
             "/semaphores/{key}/acquire",
             "/semaphores/{key}/renew",
             "/semaphores/{key}/release",
             "/semaphores/{key}/break",
+            "/semaphores/{key}/events",
+            "/rwlocks",
             "/rwlocks/{key}",
             "/rwlocks/{key}/watch",
             "/rwlocks/{key}/acquire",
             "/rwlocks/{key}/renew",
             "/rwlocks/{key}/release",
             "/rwlocks/{key}/break",
+            "/rwlocks/{key}/events",
         ] {
             want.push(Box::leak(format!("{base}{p}").into_boxed_str()));
         }
@@ -71,8 +75,34 @@ async fn the_openapi_document_is_3_1_and_names_every_route_and_the_problem_schem
         doc["components"]["schemas"]["AcquireBody"]["properties"]["ttl"]["maximum"],
         3600
     );
-    let stream = &doc["paths"]["/locks/{key}/events"]["get"]["responses"]["200"]["content"];
-    assert!(stream.get("text/event-stream").is_some(), "{stream}");
+    for events in [
+        "/locks/{key}/events",
+        "/semaphores/{key}/events",
+        "/rwlocks/{key}/events",
+    ] {
+        let stream = &doc["paths"][events]["get"]["responses"]["200"]["content"];
+        assert!(
+            stream.get("text/event-stream").is_some(),
+            "{events}: {stream}"
+        );
+    }
+    for (list, field) in [("/semaphores", "semaphores"), ("/rwlocks", "rwlocks")] {
+        let page = &doc["paths"][list]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"];
+        let schema = page.as_str().unwrap().rsplit('/').next().unwrap();
+        let props = &doc["components"]["schemas"][schema]["properties"];
+        assert!(
+            props.get(field).is_some() && props.get("next").is_some(),
+            "{list}: {props}"
+        );
+        let limit = doc["paths"][list]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["maximum"], 1000, "{list}");
+    }
     let conflict = &doc["paths"]["/locks/{key}/acquire"]["post"]["responses"]["409"]["content"];
     assert!(
         conflict.get("application/problem+json").is_some(),

@@ -90,7 +90,7 @@ async fn list_shows_locks_under_a_prefix_without_tokens() {
         .list(None, "jobs/", None, None)
         .await
         .unwrap()
-        .locks;
+        .items;
     let keys: Vec<_> = views.iter().map(|v| v.key.as_str()).collect();
     assert_eq!(keys, ["jobs/a", "jobs/b"]);
     assert!(views.iter().all(|v| v.token.is_none() && v.locked));
@@ -99,7 +99,7 @@ async fn list_shows_locks_under_a_prefix_without_tokens() {
             .list(None, "", None, None)
             .await
             .unwrap()
-            .locks
+            .items
             .len(),
         3
     );

@@ -338,7 +338,7 @@ async fn a_lock_key_in_another_kinds_namespace_is_refused() {
     // The semaphore's object is not listed as a lock.
     f.alice_holds_k().await;
     let page = f.engine.list(None, "", None, None).await.unwrap();
-    let keys: Vec<_> = page.locks.iter().map(|l| l.key.as_str()).collect();
+    let keys: Vec<_> = page.items.iter().map(|l| l.key.as_str()).collect();
     assert_eq!(keys, ["k"]);
 }
 

@@ -9,7 +9,19 @@ import os
 import ssl
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    Optional,
+    Tuple,
+    Union,
+    overload,
+)
 
 from ._http import Response, Stream, Transport
 from .errors import (
@@ -27,6 +39,7 @@ from .models import (
     Lease,
     LockEvent,
     LockView,
+    SharedEvent,
     SharedLease,
     SharedView,
 )
@@ -242,25 +255,53 @@ class Client:
         answer, _ = self._call("GET", path, None, timeout, extra=extra)
         return LockView.from_json(answer)
 
-    def events(self, key: str, last_event_id: Optional[int] = None) -> Iterator[LockEvent]:
-        """The lock's change stream: its state first (unless ``last_event_id`` is the current
-        index), then one :class:`LockEvent` per change, for as long as the caller iterates::
+    @overload
+    def events(
+        self, key: str, last_event_id: Optional[int] = None, *, kind: Literal["lock"] = "lock"
+    ) -> Iterator[LockEvent]: ...
+
+    @overload
+    def events(
+        self,
+        key: str,
+        last_event_id: Optional[int] = None,
+        *,
+        kind: Literal["semaphore", "rwlock"],
+    ) -> Iterator[SharedEvent]: ...
+
+    def events(
+        self, key: str, last_event_id: Optional[int] = None, *, kind: str = "lock"
+    ) -> Union[Iterator[LockEvent], Iterator[SharedEvent]]:
+        """The change stream of the lock ``key`` (or, with ``kind="semaphore"`` or
+        ``kind="rwlock"``, of that semaphore or read-write lock): its state first (unless
+        ``last_event_id`` is the current index), then one event per change, for as long as the
+        caller iterates::
 
             for event in client.events("jobs/etl"):
                 if event.kind in ("released", "expired", "broken", "free"):
                     ...  # nobody holds it now
 
-        A dropped connection (or a server that drains) is reconnected with the last event's id
-        as ``Last-Event-ID``; the server then sends the state at once if it changed meanwhile
+            for event in client.events("deploys", kind="semaphore"):
+                print(event.kind, event.view.permits_left)
+
+        A lock's events are :class:`LockEvent`\ s, the others' :class:`SharedEvent`\ s. A dropped
+        connection (or a server that drains) is reconnected with the last event's id as
+        ``Last-Event-ID``; the server then sends the state at once if it changed meanwhile
         (the changes missed folded into one event). Raises :class:`ConnectionFailed` when no
         server answers for the client's ``timeout``, and :class:`LockUnreadable` if the stored
         document turns unreadable. The stream is opened before this returns (so a refusal,
         such as :class:`TooManyWatchedLocks` past its retries, is raised here); leaving the loop
         closes the connection."""
-        stream = self._follow(self._lock_path(key, "events"), last_event_id)
+        if kind == "lock":
+            stream = self._follow(self._lock_path(key, "events"), last_event_id)
+            return (
+                LockEvent(kind=k, id=event_id, lock=LockView.from_json(data))
+                for k, event_id, data in stream
+            )
+        shared = self._follow(self._shared_path(kind, key, "events"), last_event_id)
         return (
-            LockEvent(kind=kind, id=event_id, lock=LockView.from_json(data))
-            for kind, event_id, data in stream
+            SharedEvent(kind=k, id=event_id, view=SharedView.from_json(data))
+            for k, event_id, data in shared
         )
 
     def list(
@@ -285,6 +326,42 @@ class Client:
     ) -> Iterator[LockView]:
         """The locks whose key starts with ``prefix``, in key order, asking the server for the
         next page only once the one before has been gone through."""
+        for v in self._pages("locks", prefix, page_size, timeout):
+            yield LockView.from_json(v)
+
+    def semaphores(
+        self,
+        prefix: str = "",
+        *,
+        page_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[SharedView]:
+        """The semaphores whose key starts with ``prefix``, in key order (never their holders'
+        tokens), a page at a time as :meth:`iter_locks`."""
+        for v in self._pages("semaphores", prefix, page_size, timeout):
+            yield SharedView.from_json(v)
+
+    def rwlocks(
+        self,
+        prefix: str = "",
+        *,
+        page_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[SharedView]:
+        """The read-write locks whose key starts with ``prefix``, in key order, a page at a
+        time as :meth:`iter_locks`."""
+        for v in self._pages("rwlocks", prefix, page_size, timeout):
+            yield SharedView.from_json(v)
+
+    def _pages(
+        self,
+        collection: str,
+        prefix: str,
+        page_size: Optional[int],
+        timeout: Optional[float],
+    ) -> Iterator[Any]:
+        """The entries of ``GET /{collection}``, page after page: each page is asked for only
+        once the one before has been gone through (its array is named as the collection)."""
         cursor: Optional[str] = None
         while True:
             query: Dict[str, str] = {}
@@ -294,15 +371,14 @@ class Client:
                 query["limit"] = str(page_size)
             if cursor is not None:
                 query["cursor"] = cursor
-            path = self._bucket_path() + "/locks"
+            path = f"{self._bucket_path()}/{collection}"
             if query:
                 path += "?" + urllib.parse.urlencode(query)
             answer, _ = self._call("GET", path, None, timeout)
-            locks = answer.get("locks") if isinstance(answer, dict) else None
-            if not isinstance(locks, list):
-                raise UnexpectedResponse(200, "a listing without a 'locks' array")
-            for v in locks:
-                yield LockView.from_json(v)
+            entries = answer.get(collection) if isinstance(answer, dict) else None
+            if not isinstance(entries, list):
+                raise UnexpectedResponse(200, f"a listing without a '{collection}' array")
+            yield from entries
             nxt = answer.get("next")
             # A server that does not page sends no "next"; one that sent back the cursor it was
             # given would never end the loop.

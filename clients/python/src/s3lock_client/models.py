@@ -362,6 +362,21 @@ class SharedLease(SharedView):
         return cls(**fields, token=token, sent_at=sent_at)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedEvent:
+    """One event of a semaphore's or read-write lock's change stream
+    (:meth:`Client.events` with ``kind="semaphore"`` or ``kind="rwlock"``)."""
+
+    #: ``state`` first (and for a change nothing else names); then ``acquired``, ``released``,
+    #: ``renewed``, ``broken``, ``expired`` (a holder's lease ran out) or ``waiting`` (a
+    #: read-write lock's waiting writer recorded, renewed, withdrawn or lapsed).
+    kind: str
+    #: The ``index`` at this event (what a resumed stream sends as ``Last-Event-ID``).
+    id: int
+    #: The semaphore or read-write lock as it was when the event was sent (never a token).
+    view: SharedView
+
+
 def _shared_fields(body: Any) -> Dict[str, Any]:
     if not isinstance(body, dict):
         raise UnexpectedResponse(200, "a shared view must be a JSON object")
