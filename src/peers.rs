@@ -31,7 +31,7 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::clock::{Clock, SystemClock};
-use crate::lock::waiters::PeerNotifier;
+use crate::lock::watchers::PeerNotifier;
 use crate::metrics::{self as m, Metrics};
 use crate::tls::client::ClientTls;
 

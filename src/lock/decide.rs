@@ -137,10 +137,10 @@ impl Engine {
                 .token_handed_out(before.as_ref(), granted_unseen)
                 .cloned();
             let hands_out_token = handed_out.is_some();
-            let guard = OrphanGuard(
-                handed_out
-                    .map(|token| self.orphan_watch(target, doc.clone(), token, expected.clone())),
-            );
+            let guard =
+                OrphanGuard(handed_out.map(|token| {
+                    self.orphan_cleanup(target, doc.clone(), token, expected.clone())
+                }));
             let written = self.write(target, &doc, expected.as_ref()).await;
             let watch = guard.disarm();
             let written = match written {
@@ -158,7 +158,7 @@ impl Engine {
             match written {
                 WriteOutcome::Landed => {
                     // Local waiters and watch clients learn the new state with no read.
-                    K::waiters(self).observed(&target.bucket, &target.object, &doc);
+                    K::watchers(self).observed(&target.bucket, &target.object, &doc);
                     // Judge the new lease on the clock as it is now that the write is known to
                     // have landed: a slow write (retries, a read-back) may have used it up.
                     let after = self.clock.now();
@@ -172,7 +172,7 @@ impl Engine {
                 WriteOutcome::Replaced(seen) => {
                     // What replaced ours was read, not written here: it is not published to
                     // local waiters and watch clients as a write of this process would be
-                    // (`Waiters::observed`), since a newer local write may have been published
+                    // (`Watchers::observed`), since a newer local write may have been published
                     // while the read's answer was on its way. The lock's watcher reads it.
                     let basis: Basis<K> = self.fresh_basis(target, Some(seen))?;
                     // A lease that has already passed on is not answered as held: a grant's

@@ -1,7 +1,7 @@
 //! The change stream of one lock: its state at once, then one event per change, each carrying
 //! the lock's view and its `index`.
 //!
-//! The stream is served by the lock's one watcher in this process ([`super::waiters`]): it
+//! The stream is served by the lock's one watcher in this process ([`super::watchers`]): it
 //! follows the state the watcher publishes (from its reads and from this process's own writes),
 //! so however many clients follow a lock, they add no store reads. Changes that land between
 //! two of the watcher's looks are folded into one event, named by where they ended.
@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::document::LockDocument;
 use super::history::History;
-use super::waiters::Unreadable;
 use super::watch::FIRST_READ_WAIT;
+use super::watchers::Unreadable;
 use super::{Engine, LockError, LockView, Served, Target};
 
 /// How long a stream sleeps at most before it looks at the clock again while a lease or a
@@ -391,7 +391,7 @@ impl Engine {
         started: oneshot::Sender<Result<(), LockError>>,
         sender: mpsc::Sender<Result<LockEvent<V>, LockError>>,
     ) {
-        let mut watching = match K::waiters(self).watch(&target.bucket, &target.object) {
+        let mut watching = match K::watchers(self).follow(&target.bucket, &target.object) {
             Ok(w) => w,
             Err(e) => {
                 let _ = started.send(Err(self.too_many_watched(e)));

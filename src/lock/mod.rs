@@ -13,7 +13,7 @@
 //! - `orphan`: grants whose caller never learned of them, watched and freed if they land.
 //! - `list`: one page of locks (or of semaphores, or of read-write locks) under a prefix, read a
 //!   few at a time, and its cursor.
-//! - `wait`: an acquire waiting for a held lock; [`waiters`] wakes it on a local release.
+//! - `wait`: an acquire waiting for a held lock; [`watchers`] wakes it on a local release.
 //! - [`events`]: a lock's change stream (one loop for every kind), served by its watcher; what
 //!   each change of a mutex is called; [`shared_events`]: the same names for a semaphore's or
 //!   read-write lock's changes.
@@ -48,8 +48,8 @@ pub mod shared_rules;
 pub mod terms;
 mod views;
 mod wait;
-pub mod waiters;
 mod watch;
+pub mod watchers;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;
@@ -73,8 +73,8 @@ pub use list::{LockPage, Page, SharedPage, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use shared::SharedDocument;
 pub use shared_events::{SharedEvent, SharedEvents};
 pub use wait::{FIRST_POLL, MAX_POLL};
-use waiters::Waiters;
-pub use waiters::DEFAULT_MAX_WATCHED_LOCKS;
+use watchers::Watchers;
+pub use watchers::DEFAULT_MAX_WATCHED_LOCKS;
 
 /// The longest a readiness probe waits for the store.
 const READY_PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(2);
@@ -124,7 +124,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     /// Shared with orphan clean-up tasks, which wake waiters when they free a lock.
-    waiters: Arc<Waiters>,
+    watchers: Arc<Watchers>,
     /// The last known state of each lock this process touched: a hint that lets a decision
     /// skip its read, never a source of truth.
     ///
@@ -133,7 +133,7 @@ pub struct Engine {
     cache: Arc<StateCache>,
     /// The same two for semaphores and read-write locks (one document kind for both); their
     /// watchers count against the same bound as the mutexes'.
-    shared_waiters: Arc<Waiters<SharedDocument>>,
+    shared_watchers: Arc<Watchers<SharedDocument>>,
     shared_cache: Arc<StateCache<SharedDocument>>,
     metrics: Metrics,
     /// Fed by every store call the engine makes, read by readiness.
@@ -154,7 +154,7 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
         let cache = Arc::new(StateCache::new(cache::DEFAULT_CAPACITY));
         let background = store.background().unwrap_or_else(|| store.clone());
-        let waiters = Waiters::new(
+        let watchers = Watchers::new(
             background.clone(),
             clock.clone(),
             cache.clone(),
@@ -163,16 +163,16 @@ impl Engine {
             config.max_watched_locks,
         );
         let shared_cache = Arc::new(StateCache::new(cache::DEFAULT_CAPACITY));
-        let shared_waiters = Arc::new(waiters.another_kind(shared_cache.clone()));
-        let waiters = Arc::new(waiters);
+        let shared_watchers = Arc::new(watchers.another_kind(shared_cache.clone()));
+        let watchers = Arc::new(watchers);
         Self {
             store,
             background,
             clock,
             config,
-            waiters,
+            watchers,
             cache,
-            shared_waiters,
+            shared_watchers,
             shared_cache,
             metrics: Metrics::new(),
             health: StoreHealth::default(),
@@ -276,10 +276,10 @@ impl Engine {
         &self.config
     }
 
-    /// Tells `peers` of every lock this engine frees (see [`waiters::PeerNotifier`]).
-    pub fn with_peers(self, peers: Arc<dyn waiters::PeerNotifier>) -> Self {
-        self.waiters.set_peers(peers.clone());
-        self.shared_waiters.set_peers(peers);
+    /// Tells `peers` of every lock this engine frees (see [`watchers::PeerNotifier`]).
+    pub fn with_peers(self, peers: Arc<dyn watchers::PeerNotifier>) -> Self {
+        self.watchers.set_peers(peers.clone());
+        self.shared_watchers.set_peers(peers);
         self
     }
 
@@ -287,13 +287,13 @@ impl Engine {
     /// a reason to read; the hint itself decides nothing.
     pub fn peer_hint(&self, bucket: &str, object: &str) {
         // Whatever kind of lock it is: only the waiters of that object have an entry.
-        self.waiters.poke(bucket, object);
-        self.shared_waiters.poke(bucket, object);
+        self.watchers.poke(bucket, object);
+        self.shared_watchers.poke(bucket, object);
     }
 
     /// Locks that have a blocked waiter or a watch client in this process right now.
     pub fn waited_locks(&self) -> usize {
-        self.waiters.waited_locks() + self.shared_waiters.waited_locks()
+        self.watchers.waited_locks() + self.shared_watchers.waited_locks()
     }
 }
 
@@ -302,7 +302,7 @@ impl Engine {
 /// generic over it.
 trait Served: kind::LockKind {
     fn cache(engine: &Engine) -> &Arc<StateCache<Self>>;
-    fn waiters(engine: &Engine) -> &Arc<Waiters<Self>>;
+    fn watchers(engine: &Engine) -> &Arc<Watchers<Self>>;
 }
 
 impl Served for LockDocument {
@@ -310,8 +310,8 @@ impl Served for LockDocument {
         &engine.cache
     }
 
-    fn waiters(engine: &Engine) -> &Arc<Waiters<Self>> {
-        &engine.waiters
+    fn watchers(engine: &Engine) -> &Arc<Watchers<Self>> {
+        &engine.watchers
     }
 }
 
@@ -320,8 +320,8 @@ impl Served for SharedDocument {
         &engine.shared_cache
     }
 
-    fn waiters(engine: &Engine) -> &Arc<Waiters<Self>> {
-        &engine.shared_waiters
+    fn watchers(engine: &Engine) -> &Arc<Watchers<Self>> {
+        &engine.shared_watchers
     }
 }
 

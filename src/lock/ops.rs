@@ -155,7 +155,7 @@ impl Engine {
             Settled::Stored(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
                 self.metrics.hold_ended(ended);
-                self.waiters.freed(&target.bucket, &target.object);
+                self.watchers.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
             Settled::AsRead(doc, now) => Ok(self.view(&target, &doc, now, false)),
@@ -209,7 +209,7 @@ impl Engine {
                 );
                 self.metrics.count(m::BREAKS, &[]);
                 self.metrics.hold_ended(ended);
-                self.waiters.freed(&target.bucket, &target.object);
+                self.watchers.freed(&target.bucket, &target.object);
                 Ok(self.view(&target, &doc, now, false))
             }
             Settled::AsRead(doc, now) => Ok(self.view(&target, &doc, now, false)),

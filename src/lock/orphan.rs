@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::document::HolderToken;
 use super::kind::LockKind;
-use super::waiters::Waiters;
+use super::watchers::Watchers;
 use super::{Engine, Served, Target};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
@@ -27,8 +27,10 @@ const MAX_ORPHAN_WATCHERS: usize = 1024;
 pub(super) struct OrphanWatch<K: LockKind> {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    waiters: Arc<Waiters<K>>,
-    watchers: Arc<AtomicUsize>,
+    /// The lock's watchers on this replica, told when the grant is freed.
+    lock_watchers: Arc<Watchers<K>>,
+    /// Orphan clean-ups running now, shared by all (bounded by `MAX_ORPHAN_WATCHERS`).
+    running: Arc<AtomicUsize>,
     bucket: String,
     object: String,
     orphan: K,
@@ -46,21 +48,21 @@ impl<K: LockKind> OrphanWatch<K> {
     pub(super) fn spawn(self) {
         // Bounded, so an outage that fails many acquires cannot pile up watchers that all poll
         // the store when it comes back.
-        if self.watchers.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
-            self.watchers.fetch_sub(1, Ordering::SeqCst);
+        if self.running.fetch_add(1, Ordering::SeqCst) >= MAX_ORPHAN_WATCHERS {
+            self.running.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(object = %self.object, "too many unsettled grants to watch; this \
                 one, if it landed, stays held until its lease ends");
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            self.running.fetch_sub(1, Ordering::SeqCst);
             return; // shutting down: nothing left to run the watch on
         };
         runtime.spawn(self.watch());
     }
 
     async fn watch(self) {
-        let _count = DecrementOnDrop(self.watchers.clone());
+        let _count = DecrementOnDrop(self.running.clone());
         let ours = self.orphan.to_bytes();
         let lease = StdDuration::from_secs(self.orphan.lease_secs(&self.token));
         let give_up = Instant::now() + lease.min(ORPHAN_WATCH);
@@ -107,8 +109,9 @@ impl<K: LockKind> OrphanWatch<K> {
                 Ok(_) => {
                     tracing::warn!(bucket = %self.bucket, object = %self.object,
                         "released a grant whose caller never learned of it");
-                    self.waiters.observed(&self.bucket, &self.object, &released);
-                    self.waiters.freed(&self.bucket, &self.object);
+                    self.lock_watchers
+                        .observed(&self.bucket, &self.object, &released);
+                    self.lock_watchers.freed(&self.bucket, &self.object);
                     return;
                 }
                 // Re-read: either our release landed unseen, or the document changed.
@@ -146,7 +149,7 @@ impl Drop for DecrementOnDrop {
 
 impl Engine {
     /// A watch of `orphan`, a grant of `token` about to be written over `written_over`.
-    pub(super) fn orphan_watch<K: Served>(
+    pub(super) fn orphan_cleanup<K: Served>(
         &self,
         target: &Target,
         orphan: K,
@@ -156,8 +159,8 @@ impl Engine {
         OrphanWatch {
             store: self.background.clone(),
             clock: self.clock.clone(),
-            waiters: K::waiters(self).clone(),
-            watchers: self.orphan_watchers.clone(),
+            lock_watchers: K::watchers(self).clone(),
+            running: self.orphan_watchers.clone(),
             bucket: target.bucket.clone(),
             object: target.object.clone(),
             orphan,

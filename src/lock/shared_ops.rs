@@ -4,7 +4,7 @@
 //! [`SharedView`], as the mutex's operations (`ops`) do with [`super::rules`].
 //!
 //! An acquire that may wait queues in this replica's line for the key, in arrival order, behind
-//! the key's one watcher (`wait`, [`super::waiters`]). A read-write lock's writer that has to
+//! the key's one watcher (`wait`, [`super::watchers`]). A read-write lock's writer that has to
 //! wait is also recorded in the document ([`Acquired::Queued`]), so that no replica lets a new
 //! reader in meanwhile: it tries again before that entry's short lease lapses (which renews
 //! it), and withdraws it when it gives up.
@@ -112,7 +112,7 @@ impl Engine {
         }
         // Counted once this acquire has left the line.
         wait.end(result).map(|mut view| {
-            let here = self.shared_waiters.in_line(&target.bucket, &target.object);
+            let here = self.shared_watchers.in_line(&target.bucket, &target.object);
             view.waiters_here = u32::try_from(here).unwrap_or(u32::MAX);
             view
         })
@@ -237,7 +237,7 @@ impl Engine {
         let (doc, now) = match decided {
             Settled::Stored(doc, now) => {
                 self.metrics.count(m::RELEASES, &[]);
-                self.shared_waiters.freed(&target.bucket, &target.object);
+                self.shared_watchers.freed(&target.bucket, &target.object);
                 (doc, now)
             }
             Settled::AsRead(doc, now) => (doc, now),
@@ -286,7 +286,7 @@ impl Engine {
                     "holders broken by an admin"
                 );
                 self.metrics.count(m::BREAKS, &[]);
-                self.shared_waiters.freed(&target.bucket, &target.object);
+                self.shared_watchers.freed(&target.bucket, &target.object);
                 (doc, now)
             }
             Settled::AsRead(doc, now) => (doc, now),
@@ -350,7 +350,7 @@ impl Engine {
             Some(doc) => doc.view(&target.bucket, key, now, caller),
             None => SharedDocument::view_of_none(&target.bucket, key, kind),
         };
-        let here = self.shared_waiters.in_line(&target.bucket, &target.object);
+        let here = self.shared_watchers.in_line(&target.bucket, &target.object);
         view.waiters_here = u32::try_from(here).unwrap_or(u32::MAX);
         view
     }

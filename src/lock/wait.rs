@@ -1,5 +1,5 @@
 //! Waiting for a held lock: an acquire with `wait` tries, then queues behind the lock's one
-//! watcher in this process ([`super::waiters`]) and tries again when its turn comes (the lock
+//! watcher in this process ([`super::watchers`]) and tries again when its turn comes (the lock
 //! looked free for what it wants) or at its deadline. One [`AcquireWait`] for every kind of lock:
 //! each kind's acquire only says which refusals it waits through.
 
@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use tokio::time::Instant;
 
 use super::input::Acquire;
-use super::waiters::{Registration, TooManyWatched};
+use super::watchers::{Registration, TooManyWatched};
 use super::{Engine, LockDocument, LockError, LockView, Served, Target};
 use crate::metrics::{self as m, GaugeGuard};
 
@@ -76,7 +76,7 @@ impl<'e, K: Served> AcquireWait<'e, K> {
         let r = match &mut self.registration {
             Some(r) => r,
             None => self.registration.insert(
-                K::waiters(engine)
+                K::watchers(engine)
                     .register(&self.target.bucket, &self.target.object, self.want.clone())
                     .map_err(|e| engine.too_many_watched(e))?,
             ),

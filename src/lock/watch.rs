@@ -1,12 +1,12 @@
 //! The watch operation: a blocking query that answers when a lock's `index` moves on. Served
-//! by the lock's one store watcher in this process ([`super::waiters`]), so watching clients add
+//! by the lock's one store watcher in this process ([`super::watchers`]), so watching clients add
 //! no store reads of their own. The same for every kind of lock ([`Engine::watched`]); the
 //! mutex's view of what it finds is made here, the multi-holder kinds' in `shared_ops`.
 
 use std::time::Duration as StdDuration;
 
 use super::kind::LockKind;
-use super::waiters;
+use super::watchers;
 use super::{Engine, LockDocument, LockError, LockView, Served, Target};
 
 /// How long a watch waits for the first read of the watcher it started, rather than reading the
@@ -58,8 +58,8 @@ impl Engine {
         index: u64,
         wait: StdDuration,
     ) -> Result<Option<K>, LockError> {
-        let mut watching = K::waiters(self)
-            .watch(&target.bucket, &target.object)
+        let mut watching = K::watchers(self)
+            .follow(&target.bucket, &target.object)
             .map_err(|e| self.too_many_watched(e))?;
         // The state the lock's watcher knows, when it knows one at least as new as the client's:
         // clients following a lock add no reads of their own. A watcher this call just started
@@ -75,7 +75,7 @@ impl Engine {
         };
         let current = match known {
             Some(Ok(doc)) if index_of(doc.as_ref()) >= index => doc,
-            Some(Err(waiters::Unreadable(why))) => return Err(LockError::Unreadable(why)),
+            Some(Err(watchers::Unreadable(why))) => return Err(LockError::Unreadable(why)),
             _ => self
                 .read_fresh::<K>(target)
                 .await?
@@ -116,7 +116,7 @@ impl Engine {
         .await;
         match changed {
             Ok(Some(Ok(doc))) => Ok(doc),
-            Ok(Some(Err(waiters::Unreadable(why)))) => Err(LockError::Unreadable(why)),
+            Ok(Some(Err(watchers::Unreadable(why)))) => Err(LockError::Unreadable(why)),
             // Timed out: the same index, judged at this moment (the lease may have run out).
             _ => match watching.seen.borrow().clone() {
                 Ok(Some(doc)) if doc.revision() == index => Ok(Some(doc)),

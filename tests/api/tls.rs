@@ -11,7 +11,7 @@ use rcgen::{
 };
 use s3lock::client::{ClientError, LockClient};
 use s3lock::clock::SystemClock;
-use s3lock::lock::waiters::PeerNotifier;
+use s3lock::lock::watchers::PeerNotifier;
 use s3lock::lock::Engine;
 use s3lock::metrics::Metrics;
 use s3lock::peers::{HintKey, Peers};

@@ -1,4 +1,4 @@
-//! Watching a lock through the API and the CLI: `GET /locks/{key}?index=N&wait=S` answers at
+//! Following a lock through the API and the CLI: `GET /locks/{key}?index=N&wait=S` answers at
 //! once for an old index, on the next change, or after the wait; `s3lock watch` prints each
 //! change.
 

@@ -190,7 +190,7 @@ async fn a_watch_clients_slow_read_of_a_held_lock_leaves_the_cache_alone() {
     let a = f.alice_holds_k().await;
     let token = a.holder_token().unwrap();
     // A watch client keeps this replica's watcher polling (a blocked waiter would too).
-    let _kept = f.engine.waiters.watch(BUCKET, "locks/k").unwrap();
+    let _kept = f.engine.watchers.follow(BUCKET, "locks/k").unwrap();
     tokio::time::sleep(StdDuration::from_millis(10)).await;
     let (served, open) = (
         Arc::new(tokio::sync::Notify::new()),

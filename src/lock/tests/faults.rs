@@ -545,7 +545,7 @@ async fn a_read_back_never_puts_the_watch_state_back_to_an_older_one() {
         .acquire(None, "k", owner("alice", 600))
         .await
         .unwrap();
-    let _kept = engine.waiters.watch(BUCKET, "locks/k");
+    let _kept = engine.watchers.follow(BUCKET, "locks/k");
     tokio::time::sleep(StdDuration::from_millis(20)).await; // its first read is done
                                                             // alice's release lands; its answer is held back, then the SDK's retry fails on it.
     f.store.set(Some(Fault::RetryIntoOwnWrite));

@@ -335,7 +335,7 @@ async fn a_watch_never_answers_with_a_state_older_than_the_one_it_was_given() {
     let f = Arc::new(fixture());
     let a = f.alice_holds_k().await;
     // Something keeps the lock's watcher running (a waiter or another watch client).
-    let _kept = f.engine.waiters.watch(BUCKET, "locks/k").unwrap();
+    let _kept = f.engine.watchers.follow(BUCKET, "locks/k").unwrap();
     tokio::time::sleep(StdDuration::from_millis(10)).await; // its first read is done
                                                             // Its next poll is served (alice holds the lock) but the answer is slow to come back.
     let (served, open) = (

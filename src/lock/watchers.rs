@@ -1,4 +1,8 @@
-//! Waiting for a held lock, at scale: one store watcher per lock per replica.
+//! The lock watchers: one task per watched lock per replica that reads it from the store, for
+//! everyone in this process who waits on it or follows it. Names: a [`Watchers`] holds one
+//! `LockWatcher` per watched lock; a blocked acquire takes a place in its line (a
+//! [`Registration`]); a watch or a change stream follows it (a [`Follower`]). "Watch" alone is
+//! the API's blocking query (`lock::watch`), and `watch::` the tokio channel.
 //!
 //! However many requests wait on a lock in this process (blocked acquires, and clients watching
 //! it for a change), one task reads that lock from the store, with backoff and jitter, and
@@ -10,7 +14,7 @@
 //! the same, so that is the first in line; a read-write lock's writer may be told before a
 //! reader ahead of it, which a writer recorded in the document holds back (writers first).
 //!
-//! Generic over the kind of lock ([`LockKind`]); the engine has one `Waiters` per kind, which
+//! Generic over the kind of lock ([`LockKind`]); the engine has one `Watchers` per kind, which
 //! share one bound on the locks watched at once.
 //!
 //! The store reads are what a replica's watchers cost, so they are bounded: a lock with blocked
@@ -21,8 +25,8 @@
 //! lock decisions.
 //!
 //! The watcher also learns without reading: a write by this process publishes its result
-//! ([`Waiters::observed`]), so a release hands the lock to a local waiter at once and a watch
-//! sees the change with no store read; and a peer replica's hint ([`Waiters::poke`]) makes it
+//! ([`Watchers::observed`]), so a release hands the lock to a local waiter at once and a watch
+//! sees the change with no store read; and a peer replica's hint ([`Watchers::poke`]) makes it
 //! read now instead of at its next poll. With peers configured, every lock this process frees
 //! is announced to them ([`PeerNotifier`]).
 
@@ -77,7 +81,7 @@ pub struct Unreadable(pub String);
 
 /// The waiters and watch clients of one kind of lock (`K`, the mutex's by default).
 #[derive(Debug)]
-pub struct Waiters<K: LockKind = LockDocument> {
+pub struct Watchers<K: LockKind = LockDocument> {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     /// The engine's cache of lock states: a watcher's read goes there too, so that the waiter
@@ -89,12 +93,12 @@ pub struct Waiters<K: LockKind = LockDocument> {
     /// it is followed, so without a bound one client following many keys sets the store's read
     /// rate (see [`DEFAULT_MAX_WATCHED_LOCKS`]).
     max_watched: usize,
-    /// The locks watched now by this process, of every kind: shared by the engine's `Waiters`
+    /// The locks watched now by this process, of every kind: shared by the engine's `Watchers`
     /// of each kind, so that the bound is on them all. Moved only under `keys`' mutex.
     watched: Arc<AtomicUsize>,
     /// The locks somebody waits on or watches in this process right now. An entry goes when its
     /// last user leaves (counted under this mutex, so joins and leaves never race).
-    keys: Mutex<HashMap<Slot, Arc<KeyWatch<K>>>>,
+    keys: Mutex<HashMap<Slot, Arc<LockWatcher<K>>>>,
     /// Set once at start when the replica has peers.
     peers: OnceLock<Arc<dyn PeerNotifier>>,
     next_id: AtomicU64,
@@ -121,7 +125,7 @@ impl Turn {
 }
 
 #[derive(Debug)]
-struct KeyWatch<K: LockKind> {
+struct LockWatcher<K: LockKind> {
     /// Blocked acquirers in arrival order.
     queue: Mutex<VecDeque<InLine<K>>>,
     /// Waiters and watch clients now; guarded by the map's mutex.
@@ -132,7 +136,7 @@ struct KeyWatch<K: LockKind> {
     poke: Notify,
     /// Set when the last user left: the watcher task ends.
     closed: AtomicBool,
-    /// States this process wrote and published ([`Waiters::observed`]); a store read begun
+    /// States this process wrote and published ([`Watchers::observed`]); a store read begun
     /// before one of them may answer with an older state, and is not published.
     written: AtomicU64,
     /// Set once `seen` holds a state read or written (until then it is only a placeholder).
@@ -145,7 +149,7 @@ struct KeyWatch<K: LockKind> {
     read_at: watch::Sender<Option<DateTime<Utc>>>,
 }
 
-impl<K: LockKind> KeyWatch<K> {
+impl<K: LockKind> LockWatcher<K> {
     /// Tells the first waiter in line for whom `doc` (the lock as now known; `None`: no lock)
     /// is free at `now` that it looks free. Whether one was told. Every waiter of a mutex wants
     /// the same, so that is the first in line; a read-write lock's writer that waits behind a
@@ -213,7 +217,7 @@ impl<K: LockKind> KeyWatch<K> {
 
     /// What a read begun when `written` was `written_before` found. Not published (false) if
     /// this process wrote since: the read may have been served before that write. Checked under
-    /// the channel's lock, which [`KeyWatch::publish_written`] also takes.
+    /// the channel's lock, which [`LockWatcher::publish_written`] also takes.
     fn publish_read(&self, doc: Seen<K>, written_before: u64) -> bool {
         let mut current_read = true;
         self.seen.send_if_modified(|current| {
@@ -233,9 +237,9 @@ impl<K: LockKind> KeyWatch<K> {
 /// A blocked acquirer's place in line; leaving the line without the lock (dropping this) passes
 /// the turn on.
 pub struct Registration<'a, K: LockKind = LockDocument> {
-    waiters: &'a Waiters<K>,
+    watchers: &'a Watchers<K>,
     slot: Slot,
-    watch: Arc<KeyWatch<K>>,
+    watch: Arc<LockWatcher<K>>,
     id: u64,
     turn: Arc<Turn>,
     granted: bool,
@@ -270,28 +274,28 @@ impl<K: LockKind> Drop for Registration<'_, K> {
             self.watch.poke.notify_one();
         } else if handed && self.watch.known.load(Ordering::SeqCst) {
             // What this process just wrote (its grant) may leave room for the next.
-            let now = self.waiters.clock.now().earliest;
+            let now = self.watchers.clock.now().earliest;
             let seen = self.watch.seen.borrow().clone();
             if let Ok(Some(doc)) = seen {
                 let _ = self.watch.wake_first_free(Some(&doc), now);
             }
         }
-        self.waiters.leave(&self.slot);
+        self.watchers.leave(&self.slot);
     }
 }
 
 /// A watch client's interest in a lock; dropping it leaves.
-pub struct Watching<'a, K: LockKind = LockDocument> {
-    waiters: &'a Waiters<K>,
+pub struct Follower<'a, K: LockKind = LockDocument> {
+    watchers: &'a Watchers<K>,
     slot: Slot,
-    watch: Arc<KeyWatch<K>>,
+    watch: Arc<LockWatcher<K>>,
     pub seen: watch::Receiver<Seen<K>>,
     /// When the latest read of the lock the watcher published began, on the store's clock at
     /// its earliest: what `seen` holds is known to have held from then on.
     pub read_at: watch::Receiver<Option<DateTime<Utc>>>,
 }
 
-impl<K: LockKind> Watching<'_, K> {
+impl<K: LockKind> Follower<'_, K> {
     /// The state the lock's watcher knows now, if it has read or written one yet (marked as
     /// seen by this client).
     pub fn known(&mut self) -> Option<Seen<K>> {
@@ -311,13 +315,13 @@ impl<K: LockKind> Watching<'_, K> {
     }
 }
 
-impl<K: LockKind> Drop for Watching<'_, K> {
+impl<K: LockKind> Drop for Follower<'_, K> {
     fn drop(&mut self) {
-        self.waiters.leave(&self.slot);
+        self.watchers.leave(&self.slot);
     }
 }
 
-impl<K: LockKind> Waiters<K> {
+impl<K: LockKind> Watchers<K> {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -340,12 +344,12 @@ impl<K: LockKind> Waiters<K> {
         }
     }
 
-    /// Waiters of another kind of lock (over `cache`) with the same store, clock, polls and
+    /// Watchers of another kind of lock (over `cache`) with the same store, clock, polls and
     /// bound as these, counting the locks they watch against the same bound.
-    pub fn another_kind<J: LockKind>(&self, cache: Arc<StateCache<J>>) -> Waiters<J> {
-        Waiters {
+    pub fn another_kind<J: LockKind>(&self, cache: Arc<StateCache<J>>) -> Watchers<J> {
+        Watchers {
             watched: self.watched.clone(),
-            ..Waiters::new(
+            ..Watchers::new(
                 self.store.clone(),
                 self.clock.clone(),
                 cache,
@@ -372,7 +376,7 @@ impl<K: LockKind> Waiters<K> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let turn = Arc::new(Turn::default());
         let looks_free =
-            |watch: &KeyWatch<K>| watch.last_seen_free(&want, self.clock.now().earliest);
+            |watch: &LockWatcher<K>| watch.last_seen_free(&want, self.clock.now().earliest);
         let watch = self.join(&slot, Some((id, turn.clone(), want.clone())))?;
         // The watcher may have seen the lock free before we queued: have it look again. Not
         // when the latest it knows is held (or it knows nothing yet): its next read, which
@@ -382,7 +386,7 @@ impl<K: LockKind> Waiters<K> {
             watch.poke.notify_one();
         }
         Ok(Registration {
-            waiters: self,
+            watchers: self,
             slot,
             watch,
             id,
@@ -393,11 +397,11 @@ impl<K: LockKind> Waiters<K> {
 
     /// Follows a lock's state as this process's watcher sees it (starting one if the replica
     /// may watch one more lock).
-    pub fn watch(&self, bucket: &str, object: &str) -> Result<Watching<'_, K>, TooManyWatched> {
+    pub fn follow(&self, bucket: &str, object: &str) -> Result<Follower<'_, K>, TooManyWatched> {
         let slot = (bucket.to_owned(), object.to_owned());
         let watch = self.join(&slot, None)?;
-        Ok(Watching {
-            waiters: self,
+        Ok(Follower {
+            watchers: self,
             slot,
             seen: watch.seen.subscribe(),
             read_at: watch.read_at.subscribe(),
@@ -417,7 +421,7 @@ impl<K: LockKind> Waiters<K> {
     }
 
     /// This process freed the lock: the peers are told (its own waiters learn it from
-    /// [`Waiters::observed`], as of every write).
+    /// [`Watchers::observed`], as of every write).
     pub fn freed(&self, bucket: &str, object: &str) {
         if let Some(peers) = self.peers.get() {
             peers.lock_freed(bucket, object);
@@ -445,7 +449,7 @@ impl<K: LockKind> Waiters<K> {
         self.keys().len()
     }
 
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<KeyWatch<K>>>> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Arc<LockWatcher<K>>>> {
         self.keys.lock().expect("waiters mutex poisoned")
     }
 
@@ -456,7 +460,7 @@ impl<K: LockKind> Waiters<K> {
         &self,
         slot: &Slot,
         waiter: Option<InLine<K>>,
-    ) -> Result<Arc<KeyWatch<K>>, TooManyWatched> {
+    ) -> Result<Arc<LockWatcher<K>>, TooManyWatched> {
         let mut keys = self.keys();
         if let Some(watch) = keys.get(slot) {
             *watch.users.lock().expect("users mutex poisoned") += 1;
@@ -479,7 +483,7 @@ impl<K: LockKind> Waiters<K> {
                 max: self.max_watched,
             });
         }
-        let watch = Arc::new(KeyWatch {
+        let watch = Arc::new(LockWatcher {
             queue: Mutex::new(waiter.into_iter().collect()),
             users: Mutex::new(1),
             seen: watch::Sender::new(Ok(None)),
@@ -511,7 +515,7 @@ impl<K: LockKind> Waiters<K> {
         }
     }
 
-    fn spawn_watcher(&self, slot: Slot, watch: Arc<KeyWatch<K>>) {
+    fn spawn_watcher(&self, slot: Slot, watch: Arc<LockWatcher<K>>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // shutting down
         };
@@ -616,8 +620,8 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::store::memory::MemoryStore;
 
-    fn waiters() -> Waiters<LockDocument> {
-        Waiters::new(
+    fn waiters() -> Watchers<LockDocument> {
+        Watchers::new(
             Arc::new(MemoryStore::new()),
             Arc::new(SystemClock),
             Arc::new(StateCache::new(10)),
@@ -631,7 +635,7 @@ mod tests {
     async fn the_first_read_of_a_lock_that_does_not_exist_is_news_to_watch_clients() {
         // Its state, "no lock", equals the channel's placeholder: it must be announced anyway.
         let waiters = waiters();
-        let mut watching = waiters.watch("b", "absent").unwrap();
+        let mut watching = waiters.follow("b", "absent").unwrap();
         let first = tokio::time::timeout(Duration::from_millis(100), watching.first_known()).await;
         assert_eq!(first, Ok(Some(Ok(None))));
     }
@@ -640,22 +644,22 @@ mod tests {
     async fn past_the_cap_a_new_lock_is_refused_while_a_watched_one_is_joined() {
         let waiters = waiters(); // at most 3 locks
         let held: Vec<_> = (0..3)
-            .map(|i| waiters.watch("b", &format!("k{i}")).unwrap())
+            .map(|i| waiters.follow("b", &format!("k{i}")).unwrap())
             .collect();
         assert_eq!(
-            waiters.watch("b", "k3").err(),
+            waiters.follow("b", "k3").err(),
             Some(TooManyWatched { max: 3 })
         );
         assert!(waiters.register("b", "k3", ()).is_err());
         let joined = waiters
             .register("b", "k0", ())
             .expect("k0 is watched already");
-        let also = waiters.watch("b", "k1").expect("k1 is watched already");
+        let also = waiters.follow("b", "k1").expect("k1 is watched already");
         assert_eq!(waiters.waited_locks(), 3);
         drop((joined, also));
         drop(held);
         assert!(
-            waiters.watch("b", "k3").is_ok(),
+            waiters.follow("b", "k3").is_ok(),
             "the cap counts locks watched now"
         );
     }
