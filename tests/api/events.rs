@@ -21,7 +21,7 @@ use crate::helpers::{engine_config, json_with, problem, TestApp, PREFIX};
 use crate::sse::{send, Frame, SseReader};
 
 /// An app over a memory store, and its engine (to break locks as an admin would).
-async fn app_and_engine() -> (TestApp, Arc<Engine>) {
+pub(crate) async fn app_and_engine() -> (TestApp, Arc<Engine>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::new(
         store.clone(),

@@ -10,31 +10,14 @@ use std::time::Duration;
 use reqwest::Method;
 use s3lock::clock::SystemClock;
 use s3lock::lock::{Engine, SharedKind};
-use s3lock::store::memory::MemoryStore;
-use s3lock::store::Store;
 use serde_json::{json, Value};
 
 use crate::auth::call;
+use crate::events::app_and_engine;
 use crate::helpers::support::counting::CountingStore;
 use crate::helpers::{engine_config, json_with, problem, TestApp, PREFIX};
 use crate::semaphores::post;
 use crate::sse::{send, SseEvent, SseReader};
-
-/// An app over a memory store, and its engine (to break as an admin would).
-async fn app_and_engine() -> (TestApp, Arc<Engine>) {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        engine_config("default", &[]),
-    );
-    engine.mark_store_checked();
-    let engine = Arc::new(engine);
-    (
-        TestApp::spawn_engine(store, engine.clone(), None).await,
-        engine,
-    )
-}
 
 fn url(app: &TestApp, kind: &str, key: &str) -> String {
     format!("{}/{kind}/{key}/events", app.base)
