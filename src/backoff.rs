@@ -1,7 +1,7 @@
 //! The one retry policy: how long to pause before each retry of a call that failed. Every retry
 //! loop of the crate (the read-back of a write in doubt, the orphan watcher, the CLI's renew and
 //! release, `s3lock check`, the bench) takes its pauses from a [`Backoff`] instead of doubling
-//! its own, and so does the per-lock watcher's poll (`lock/waiters.rs`).
+//! its own, and so does the per-lock watcher's poll (`lock/watchers.rs`).
 //!
 //! Written here rather than taken from a crate: `backon` and `tokio-retry` own the retry loop
 //! (they call a closure until it succeeds), while these loops need only the pauses. Each one
