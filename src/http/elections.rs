@@ -21,7 +21,7 @@ use super::handlers::{lock_error, parse_body, present, token_required, whole_sec
 use super::path::{ElectionAction, ElectionPath};
 use super::AppState;
 use crate::lock::key::ELECTIONS;
-use crate::lock::{CampaignRequest, ElectionEvent};
+use crate::lock::{CampaignRequest, ElectionEvent, HolderToken};
 use crate::wire::ElectionView;
 
 /// The body of a campaign; every field is optional, and so is the body itself.
@@ -54,7 +54,8 @@ pub(super) struct CampaignBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ProclaimBody {
     /// The leader's token, from its campaign.
-    token: String,
+    #[schema(value_type = String)]
+    token: HolderToken,
     /// The new value to publish (`null` clears it).
     value: Value,
     /// The lease in seconds, counted from now. Default: the server's default.
@@ -68,7 +69,8 @@ pub(super) struct ProclaimBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct LeaderRenewBody {
     /// The leader's token, from its campaign.
-    token: String,
+    #[schema(value_type = String)]
+    token: HolderToken,
     /// The lease in seconds, counted from now. Default: the server's default.
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "whole_seconds")]
@@ -80,7 +82,8 @@ pub(super) struct LeaderRenewBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ResignBody {
     /// The leader's token, from its campaign.
-    token: String,
+    #[schema(value_type = String)]
+    token: HolderToken,
 }
 
 /// The key an auth token's prefix is checked against: elections live at `.elections/{name}`,
@@ -116,16 +119,18 @@ pub(super) async fn post(
         ElectionAction::Proclaim => {
             let b: ProclaimBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
             engine
-                .lead_on(None, &name, &b.token, Some(b.value), b.ttl)
+                .lead_on(None, &name, b.token.expose(), Some(b.value), b.ttl)
                 .await
         }
         ElectionAction::Renew => {
             let b: LeaderRenewBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
-            engine.lead_on(None, &name, &b.token, None, b.ttl).await
+            engine
+                .lead_on(None, &name, b.token.expose(), None, b.ttl)
+                .await
         }
         ElectionAction::Resign => {
             let b: ResignBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
-            engine.resign(None, &name, &b.token).await
+            engine.resign(None, &name, b.token.expose()).await
         }
         ElectionAction::Leader | ElectionAction::Observe => {
             unreachable!("a POST path names a POST action")

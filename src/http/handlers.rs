@@ -55,7 +55,8 @@ pub(super) struct AcquireBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct RenewBody {
     /// The holder token from the acquire.
-    token: String,
+    #[schema(value_type = String)]
+    token: HolderToken,
     /// New lease length in seconds, counted from now. Default: the server's default.
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "whole_seconds")]
@@ -74,7 +75,8 @@ pub(super) struct RenewBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReleaseBody {
     /// The holder token from the acquire.
-    pub(super) token: String,
+    #[schema(value_type = String)]
+    pub(super) token: HolderToken,
 }
 
 /// The body of a break; optional.
@@ -246,11 +248,11 @@ pub(super) async fn action(
                 value: b.value,
                 lock_delay: b.lock_delay,
             };
-            engine.renew(bucket, &key, &b.token, req).await
+            engine.renew(bucket, &key, b.token.expose(), req).await
         }
         Action::Release => {
             let b: ReleaseBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
-            engine.release(bucket, &key, &b.token).await
+            engine.release(bucket, &key, b.token.expose()).await
         }
         Action::Break => {
             let admin = caller.admin()?;

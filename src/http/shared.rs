@@ -75,7 +75,8 @@ pub(super) struct RwlockAcquireBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct SharedRenewBody {
     /// The holder token from the acquire.
-    token: String,
+    #[schema(value_type = String)]
+    token: HolderToken,
     /// New lease length in seconds, counted from now. Default: the server's default.
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "whole_seconds")]
@@ -178,12 +179,14 @@ pub(super) async fn action(
         Action::Renew => {
             let b: SharedRenewBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
             engine
-                .shared_renew(bucket, &key, kind, &b.token, b.ttl)
+                .shared_renew(bucket, &key, kind, b.token.expose(), b.ttl)
                 .await
         }
         Action::Release => {
             let b: ReleaseBody = parse_body(&headers, body)?.ok_or_else(token_required)?;
-            engine.shared_release(bucket, &key, kind, &b.token).await
+            engine
+                .shared_release(bucket, &key, kind, b.token.expose())
+                .await
         }
         Action::Break => {
             let admin = caller.admin()?;
