@@ -349,7 +349,7 @@ impl Engine {
     ) -> Result<LockEvents, LockError> {
         let target = self.target(bucket, key)?;
         self.stream::<LockDocument, _, _>(target, last_id, |engine, target, doc| {
-            Ok(engine.status_view(target, doc.cloned(), None))
+            Ok(engine.status_view(target, doc, None))
         })
         .await
     }

@@ -96,10 +96,7 @@ pub(super) struct Target {
 impl Engine {
     /// Checks an acquire's fields against the engine's limits.
     pub(super) fn acquire_input(&self, req: AcquireRequest) -> Result<Acquire, LockError> {
-        let owner = match req.owner.as_deref() {
-            Some(o) => self.owner(o)?,
-            None => uuid::Uuid::new_v4().simple().to_string(),
-        };
+        let owner = self.owner_or_random(req.owner.as_deref())?;
         Ok(Acquire {
             owner,
             token: req.token,
@@ -115,10 +112,7 @@ impl Engine {
         kind: SharedKind,
         req: SharedAcquireRequest,
     ) -> Result<SharedAcquireInput, LockError> {
-        let owner = match req.owner.as_deref() {
-            Some(o) => self.owner(o)?,
-            None => uuid::Uuid::new_v4().simple().to_string(),
-        };
+        let owner = self.owner_or_random(req.owner.as_deref())?;
         let claim = match (kind, req.limit, req.mode) {
             (SharedKind::Semaphore, _, Some(_)) => {
                 return Err(LockError::invalid(
@@ -165,6 +159,14 @@ impl Engine {
             wait: self.wait(req.wait)?,
             claim,
         })
+    }
+
+    /// The owner a client named, checked, or a random one for a client that named none.
+    fn owner_or_random(&self, owner: Option<&str>) -> Result<String, LockError> {
+        match owner {
+            Some(o) => self.owner(o),
+            None => Ok(uuid::Uuid::new_v4().simple().to_string()),
+        }
     }
 
     /// An owner name as a client gave it, checked.

@@ -68,7 +68,7 @@ impl Engine {
         // Another kind's object (a semaphore, a read-write lock, an election): not a lock.
         let is_lock = |key: &LockKey| key.reserved_for().is_none();
         self.page(listing, prefix, limit, cursor, is_lock, |target, doc| {
-            Ok(self.status_view(target, Some(doc), None))
+            Ok(self.status_view(target, Some(&doc), None))
         })
         .await
     }

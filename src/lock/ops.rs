@@ -99,20 +99,21 @@ impl Engine {
         req: impl Into<RenewRequest>,
     ) -> Result<LockView, LockError> {
         let result = self.try_renew(bucket, key, token, req.into()).await;
-        match &result {
-            Ok(_) => self.metrics.count(m::RENEWALS, &[]),
-            Err(e) => {
-                let reason = match e {
-                    LockError::NotHolder(_) => "not_holder",
-                    LockError::NotFound => "not_found",
-                    LockError::InvalidInput { .. } | LockError::BucketNotAllowed(_) => "invalid",
-                    LockError::StoreUnavailable(_) => "store_unavailable",
-                    _ => "other",
-                };
-                self.metrics.count(m::RENEW_FAILURES, &[("reason", reason)]);
-            }
-        }
+        self.count_renew(result.as_ref().map(drop));
         result
+    }
+
+    /// Counts a renew of any kind of lock: a renewal, or a failure by its reason.
+    pub(super) fn count_renew(&self, outcome: Result<(), &LockError>) {
+        let reason = match outcome {
+            Ok(()) => return self.metrics.count(m::RENEWALS, &[]),
+            Err(LockError::NotHolder(_)) => "not_holder",
+            Err(LockError::NotFound) => "not_found",
+            Err(LockError::InvalidInput { .. } | LockError::BucketNotAllowed(_)) => "invalid",
+            Err(LockError::StoreUnavailable(_)) => "store_unavailable",
+            Err(_) => "other",
+        };
+        self.metrics.count(m::RENEW_FAILURES, &[("reason", reason)]);
     }
 
     async fn try_renew(
@@ -235,6 +236,6 @@ impl Engine {
             .await?
             .state
             .map(|(doc, _)| doc);
-        Ok(self.status_view(&target, doc, expect_owner))
+        Ok(self.status_view(&target, doc.as_ref(), expect_owner))
     }
 }

@@ -204,6 +204,19 @@ impl Engine {
         token: &str,
         ttl: Option<i64>,
     ) -> Result<SharedView, LockError> {
+        let result = self.try_shared_renew(bucket, key, kind, token, ttl).await;
+        self.count_renew(result.as_ref().map(drop));
+        result
+    }
+
+    async fn try_shared_renew(
+        &self,
+        bucket: Option<&str>,
+        key: &str,
+        kind: SharedKind,
+        token: &str,
+        ttl: Option<i64>,
+    ) -> Result<SharedView, LockError> {
         let target = self.shared_target(bucket, key, kind)?;
         let ttl = self.ttl(ttl)?;
         let decided = self
@@ -214,7 +227,6 @@ impl Engine {
         let Settled::Stored(doc, now) = decided else {
             unreachable!("renew always writes or refuses")
         };
-        self.metrics.count(m::RENEWALS, &[]);
         let caller = HolderToken::from(token.to_owned());
         Ok(self.shared_view(&target, kind, Some(&doc), now, Some(&caller)))
     }

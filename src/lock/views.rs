@@ -10,7 +10,7 @@ impl Engine {
     pub(super) fn status_view(
         &self,
         target: &Target,
-        doc: Option<LockDocument>,
+        doc: Option<&LockDocument>,
         expect_owner: Option<&str>,
     ) -> LockView {
         let now = self.clock.now();
@@ -32,7 +32,7 @@ impl Engine {
                 available_at: None,
             };
         };
-        let mut view = self.view(target, &doc, now, false);
+        let mut view = self.view(target, doc, now, false);
         view.locked = doc.is_locked_for(now.earliest, expect_owner);
         view
     }

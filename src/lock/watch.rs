@@ -41,7 +41,7 @@ impl Engine {
             self.owner(owner)?;
         }
         let doc = self.watched::<LockDocument>(&target, index, wait).await?;
-        Ok(self.status_view(&target, doc, expect_owner))
+        Ok(self.status_view(&target, doc.as_ref(), expect_owner))
     }
 
     /// A watch's wait as asked (default 30 s, or the longest wait if shorter), checked.

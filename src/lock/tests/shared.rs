@@ -585,3 +585,28 @@ async fn a_recorded_writer_is_let_past_a_reader_ahead_of_it_in_this_replicas_lin
         "reader"
     );
 }
+
+#[tokio::test]
+async fn a_semaphores_failed_renew_is_counted_by_its_reason_as_a_locks_is() {
+    let f = fixture();
+    let held = f.sem(permit("alice", 2, 30)).await.unwrap();
+    f.engine
+        .shared_renew(None, "s", SEM, held.holder_token().unwrap(), Some(30))
+        .await
+        .unwrap();
+    f.engine
+        .shared_renew(None, "s", SEM, "not-the-token", Some(30))
+        .await
+        .unwrap_err();
+    let text = f.engine.metrics().render();
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(line("s3lock_renewals_total"), Some(1.0), "{text}");
+    assert_eq!(
+        line(r#"s3lock_renew_failures_total{reason="not_holder"}"#),
+        Some(1.0),
+        "{text}"
+    );
+}
