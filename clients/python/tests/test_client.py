@@ -249,8 +249,10 @@ def test_a_managed_lease_publishes_its_value_and_renews_keep_it(
 ) -> None:
     with client.lock(key, ttl=3, value={"pid": 42}, lock_delay=5) as lease:
         assert lease.value == {"pid": 42}
-        while lease.renewals < 1:
+        deadline = time.monotonic() + 30
+        while lease.renewals < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert lease.renewals >= 1, "the lease was never renewed"
         assert lease.lease.value == {"pid": 42}
         assert client.status(key).value == {"pid": 42}
     released = client.status(key)
