@@ -62,11 +62,11 @@ def test_leadership_is_marked_lost_before_the_lease_ends_when_renewals_fail(
     try:
         via_relay = Client(relay.url, USER_TOKEN, 2.0)
         with pytest.raises(LeaseLost):
-            with via_relay.campaign(key, ttl=3) as leader:
+            with via_relay.campaign(key, ttl=6) as leader:
                 expires_at = leader.election.expires_at
                 assert expires_at is not None
                 relay.cut()
-                assert leader.lost.wait(10), "leadership was never marked lost"
+                assert leader.lost.wait(15), "leadership was never marked lost"
                 lost_at = dt.datetime.now(dt.timezone.utc)
                 assert lost_at < expires_at
                 with pytest.raises(LeaseLost):
