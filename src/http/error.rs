@@ -367,6 +367,14 @@ impl ApiError {
         }
     }
 
+    /// A query string that does not parse: 400 `invalid-input` on the field `query`.
+    pub fn bad_query(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::InvalidInput {
+            field: "query",
+            reason: e.body_text(),
+        }
+    }
+
     pub fn from_lock(e: LockError, now: DateTime<Utc>) -> Self {
         match e {
             LockError::Held { owner, expires_at } => ApiError::Held {

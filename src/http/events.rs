@@ -80,10 +80,7 @@ pub(super) async fn events(
 /// The id of the last event a client saw: its `Last-Event-ID` header (what an `EventSource`
 /// sends when it reconnects), else the `last_event_id` query parameter.
 pub(super) fn last_event_id(uri: &Uri, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Query(q) = Query::<EventsQuery>::try_from_uri(uri).map_err(|e| ApiError::InvalidInput {
-        field: "query",
-        reason: e.body_text(),
-    })?;
+    let Query(q) = Query::<EventsQuery>::try_from_uri(uri).map_err(ApiError::bad_query)?;
     match headers.get(LAST_EVENT_ID) {
         Some(v) => v
             .to_str()

@@ -296,10 +296,7 @@ pub(super) async fn status(
     uri: Uri,
     query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> ApiResult<LockView> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidInput {
-        field: "query",
-        reason: e.body_text(),
-    })?;
+    let Query(q) = query.map_err(ApiError::bad_query)?;
     let LockPath { bucket, key, .. } = LockPath::parse(uri.path(), false)?;
     caller.authorize(
         bucket.as_deref(),
@@ -347,10 +344,7 @@ async fn list_locks(
     bucket: Option<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<LockList> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidInput {
-        field: "query",
-        reason: e.body_text(),
-    })?;
+    let Query(q) = query.map_err(ApiError::bad_query)?;
     caller.authorize_bucket(bucket.as_deref(), &state.engine.config().default_bucket)?;
     let prefix = caller.list_prefix(&q.prefix)?;
     let page = state

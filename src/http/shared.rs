@@ -232,10 +232,7 @@ async fn status(
     uri: Uri,
     query: Result<Query<SharedQuery>, QueryRejection>,
 ) -> ApiResult<SharedView> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidInput {
-        field: "query",
-        reason: e.body_text(),
-    })?;
+    let Query(q) = query.map_err(ApiError::bad_query)?;
     let (
         LockPath {
             bucket, kind, key, ..
@@ -305,10 +302,7 @@ async fn list(
     bucket: Option<Path<String>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<(Vec<SharedView>, Option<String>), ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidInput {
-        field: "query",
-        reason: e.body_text(),
-    })?;
+    let Query(q) = query.map_err(ApiError::bad_query)?;
     let engine = &state.engine;
     let bucket = bucket.map(|Path(b)| b);
     caller.authorize_bucket(bucket.as_deref(), &engine.config().default_bucket)?;

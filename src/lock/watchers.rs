@@ -218,7 +218,8 @@ impl<K: LockKind> LockWatcher<K> {
     /// What a read begun when `written` was `written_before` found. Not published (false) if
     /// this process wrote since: the read may have been served before that write. Checked under
     /// the channel's lock, which [`LockWatcher::publish_written`] also takes.
-    fn publish_read(&self, doc: Seen<K>, written_before: u64) -> bool {
+    /// A read published records when it `started`: its state is known to hold from then on.
+    fn publish_read(&self, doc: Seen<K>, written_before: u64, started: DateTime<Utc>) -> bool {
         let mut current_read = true;
         self.seen.send_if_modified(|current| {
             if self.written.load(Ordering::SeqCst) != written_before {
@@ -230,6 +231,10 @@ impl<K: LockKind> LockWatcher<K> {
             *current = doc;
             changed
         });
+        if current_read {
+            // After `seen`: a follower that finds `read_at` moved finds this read's state.
+            self.read_at.send_replace(Some(started));
+        }
         current_read
     }
 }
@@ -562,11 +567,7 @@ impl<K: LockKind> Watchers<K> {
                         let taken_until = doc
                             .filter(|_| !free)
                             .and_then(|d| d.look_again_at(now.earliest));
-                        let published = watch.publish_read(seen, written_before);
-                        if published {
-                            watch.read_at.send_replace(Some(started));
-                        }
-                        if !published {
+                        if !watch.publish_read(seen, written_before, started) {
                             // This process wrote the lock while the read was on its way: what
                             // it found may be older than what was published. Look again soon.
                             cap = first_poll;
