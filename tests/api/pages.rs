@@ -2,81 +2,20 @@
 //! documents read for it, a few at a time, with a cursor to the next; the CLI follows the pages.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use reqwest::Method;
 use s3lock::clock::SystemClock;
 use s3lock::lock::{AcquireRequest, Engine};
 use s3lock::store::memory::MemoryStore;
-use s3lock::store::{ListPage, Store, StoreError, Version, Versioned};
+use s3lock::store::Store;
 use serde_json::Value;
 
 use crate::cli::{cli, code, stdout_json};
+use crate::helpers::support::counting::CountingStore;
 use crate::helpers::{engine_config, json_with, problem, support, TestApp};
-
-/// A memory store that counts the reads and listings asked of it, and the most reads it had in
-/// flight at once.
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: MemoryStore,
-    gets: AtomicUsize,
-    listings: AtomicUsize,
-    reading: AtomicUsize,
-    most_reading: AtomicUsize,
-}
-
-impl CountingStore {
-    /// (reads, listings) since the last call, which starts the count again.
-    fn take_counts(&self) -> (usize, usize) {
-        (
-            self.gets.swap(0, Ordering::SeqCst),
-            self.listings.swap(0, Ordering::SeqCst),
-        )
-    }
-}
-
-#[async_trait]
-impl Store for CountingStore {
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let now = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_reading.fetch_max(now, Ordering::SeqCst);
-        // A yield, so that reads a page runs together really overlap here.
-        tokio::task::yield_now().await;
-        let got = self.inner.get(bucket, key).await;
-        self.reading.fetch_sub(1, Ordering::SeqCst);
-        got
-    }
-    async fn put_if_absent(&self, b: &str, k: &str, body: Bytes) -> Result<Version, StoreError> {
-        self.inner.put_if_absent(b, k, body).await
-    }
-    async fn put_if_version(
-        &self,
-        b: &str,
-        k: &str,
-        body: Bytes,
-        expected: &Version,
-    ) -> Result<Version, StoreError> {
-        self.inner.put_if_version(b, k, body, expected).await
-    }
-    async fn list_page(
-        &self,
-        b: &str,
-        p: &str,
-        after: Option<&str>,
-        max: usize,
-    ) -> Result<ListPage, StoreError> {
-        self.listings.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_page(b, p, after, max).await
-    }
-    async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
-        self.inner.delete(b, k).await
-    }
-}
 
 /// Takes `n` locks `jobs/00000`... through `engine`, a few at a time.
 async fn hold_locks(engine: &Engine, n: usize) {
@@ -162,7 +101,7 @@ async fn a_list_of_3000_locks_comes_in_pages_that_each_read_at_most_their_limit(
     hold_locks(&engine, 3000).await;
     let app = TestApp::spawn_engine(store.clone(), engine, None).await;
     store.take_counts();
-    store.most_reading.store(0, Ordering::SeqCst);
+    store.most_in_flight.store(0, Ordering::SeqCst);
 
     let mut pages = 0;
     let keys = follow_pages(&app, "/locks", None, |page| {
@@ -185,7 +124,7 @@ async fn a_list_of_3000_locks_comes_in_pages_that_each_read_at_most_their_limit(
     .await;
     assert_each_once(&keys, 3000);
     assert_eq!(pages, 30);
-    let most = store.most_reading.load(Ordering::SeqCst);
+    let most = store.most_in_flight.load(Ordering::SeqCst);
     assert!(
         (2..=8).contains(&most),
         "{most} reads at once: a page reads a few at a time, not one after another"

@@ -1,4 +1,4 @@
-//! A memory store that counts its reads: how tests show that some work adds no store reads, or
+//! A memory store that counts its reads and listings: how tests show that some work adds no store reads, or
 //! a bounded number of them (counted, never timed).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ pub struct CountingStore {
     pub inner: MemoryStore,
     pub failing_reads: Option<Duration>,
     pub gets: AtomicUsize,
+    pub listings: AtomicUsize,
     pub in_flight: AtomicUsize,
     pub most_in_flight: AtomicUsize,
 }
@@ -25,6 +26,14 @@ impl CountingStore {
     pub fn gets(&self) -> usize {
         self.gets.load(Ordering::SeqCst)
     }
+
+    /// (reads, listings) since the last call, which starts the count again.
+    pub fn take_counts(&self) -> (usize, usize) {
+        (
+            self.gets.swap(0, Ordering::SeqCst),
+            self.listings.swap(0, Ordering::SeqCst),
+        )
+    }
 }
 
 #[async_trait]
@@ -33,6 +42,8 @@ impl Store for CountingStore {
         self.gets.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        // A yield, so that reads run together (a list's page) really overlap here.
+        tokio::task::yield_now().await;
         let found = match self.failing_reads {
             Some(pause) => {
                 tokio::time::sleep(pause).await;
@@ -62,6 +73,7 @@ impl Store for CountingStore {
         start_after: Option<&str>,
         max_keys: usize,
     ) -> Result<ListPage, StoreError> {
+        self.listings.fetch_add(1, Ordering::SeqCst);
         self.inner.list_page(b, prefix, start_after, max_keys).await
     }
     async fn delete(&self, b: &str, k: &str) -> Result<(), StoreError> {
